@@ -1,0 +1,52 @@
+"""The seam between training and editing: the *maskable generator* interface.
+
+The paper splits a generator G(z) = h(f(z)) and edits w = f(z) inside a mask only. Every generator
+family implements this interface; editing code never needs to know which one it has.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+
+Codes = dict[str, torch.Tensor]
+
+
+class MaskableGenerator(nn.Module, ABC):
+    """A generator split into `encode` (the paper's f) and `decode` (the paper's h).
+
+    `discriminator` (optional, may be None) scores the realism of images in [-1, 1].
+    """
+
+    discriminator: nn.Module | None = None
+
+    @property
+    @abstractmethod
+    def resolution(self) -> int:
+        """Side length of the square images this generator makes."""
+
+    @abstractmethod
+    def sample(self, n: int, seed: int | None = None, **kwargs: Any) -> Codes:
+        """Starting codes for `n` images, reproducible by `seed`: {"z": ...} (+ "class" for BigGAN)."""
+
+    @abstractmethod
+    def encode(self, codes: Codes) -> torch.Tensor:
+        """w = f(codes), the latent that editing optimizes."""
+
+    @abstractmethod
+    def decode(self, w: torch.Tensor, w0: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [-1, 1] from w. With `mask` ([B, 1, H, W] in [0, 1], at image resolution,
+        1 = edit) and the frozen `w0`, `w` acts inside the mask and `w0` outside. A mask of all
+        zeros reproduces decode(w0) exactly; a mask of all ones equals decode(w)."""
+
+
+def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a [B, 1, H, W] soft mask to `size` x `size` (area-averaged when shrinking)."""
+    if mask.shape[-1] == size and mask.shape[-2] == size:
+        return mask
+    if mask.shape[-1] > size:
+        return torch.nn.functional.interpolate(mask, size=(size, size), mode="area")
+    return torch.nn.functional.interpolate(mask, size=(size, size), mode="bilinear", align_corners=False)
