@@ -95,8 +95,10 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, name: str, resol
 
 
 def pil_to_unit_tensor(img: Image.Image) -> torch.Tensor:
-    """An RGB PIL image as a float32 CHW tensor in [-1, 1]."""
-    return TF.pil_to_tensor(img).to(torch.float32).div_(127.5).sub_(1.0)
+    """An RGB PIL image as a contiguous float32 CHW tensor in [-1, 1]. (numpy, not torch ops: in
+    the main process torch's thread pool costs ~10x more than the arithmetic on busy CPUs.)"""
+    arr = np.asarray(img, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
 class FileSource:
@@ -184,10 +186,10 @@ class ImageDataset(Dataset):
         return load_image(source, name, self.resolution, bbox, self.bbox_margin)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image = pil_to_unit_tensor(self.load(i))
+        image = self.load(i)
         if self.train and self.xflip and torch.rand(()) < 0.5:
-            image = image.flip(-1)
-        sample = {"image": image, "label": int(self.labels[i])}
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        sample = {"image": pil_to_unit_tensor(image), "label": int(self.labels[i])}
         if self.captions is not None:
             caps = self.captions[i]
             if not caps:
