@@ -54,15 +54,23 @@ def _modes(n: int, grayscale: int, cmyk: int, corrupt: int) -> list[str]:
     return modes + ["RGB"] * (n - len(modes))
 
 
+def _sizes(size: int | tuple[int, int] | None) -> list[tuple[int, int]]:
+    """Image sizes (W, H) to cycle over: ``SIZES`` by default, else all ``size`` (int: square)."""
+    if size is None:
+        return SIZES
+    return [(size, size) if isinstance(size, int) else tuple(size)]
+
+
 def write_tiny_cub(root: str | Path, n_classes: int = 2, per_class: int = 3, captions: bool = True,
-                   grayscale: int = 1, cmyk: int = 1, corrupt: int = 0) -> Path:
+                   grayscale: int = 1, cmyk: int = 1, corrupt: int = 0,
+                   size: int | tuple[int, int] | None = None) -> Path:
     """Write a tiny CUB-200-2011 as extracted from its archive, under ``root``.
 
     Layout: ``root/CUB_200_2011/{images.txt, image_class_labels.txt, classes.txt,
     train_test_split.txt, bounding_boxes.txt, images/<class>/<file>.jpg}`` and, with
     ``captions``, Reed et al.'s ``root/text_c10/<class>/<file>.txt`` (ten lines each).
-    Images have odd sizes; the first ``grayscale`` images are grayscale, the next ``cmyk``
-    CMYK, the next ``corrupt`` unreadable. Every other image of a class is in the test split.
+    Images have odd sizes (``SIZES``; ``size`` makes them all one size); the first ``grayscale``
+    images are grayscale, the next ``cmyk`` CMYK, the next ``corrupt`` unreadable. Every other image of a class is in the test split.
     Caption line j of image i is ``"bird {i} caption {j}"`` (i is CUB's 1-based image id).
     Returns the ``CUB_200_2011`` folder.
     """
@@ -71,6 +79,7 @@ def write_tiny_cub(root: str | Path, n_classes: int = 2, per_class: int = 3, cap
     (cub / "images").mkdir(parents=True, exist_ok=True)
     n = n_classes * per_class
     modes = _modes(n, grayscale, cmyk, corrupt)
+    sizes = _sizes(size)
     classes, images, labels, split, boxes = [], [], [], [], []
     for c in range(n_classes):
         cls = f"{c + 1:03d}.Tiny_Bird_{c}"
@@ -78,7 +87,7 @@ def write_tiny_cub(root: str | Path, n_classes: int = 2, per_class: int = 3, cap
         for k in range(per_class):
             i = c * per_class + k + 1  # CUB image ids are 1-based
             rel = f"{cls}/Tiny_Bird_{c}_{k:04d}_{i}.jpg"
-            w, h = SIZES[(i - 1) % len(SIZES)]
+            w, h = sizes[(i - 1) % len(sizes)]
             box = (w // 4, h // 4, w // 2, h // 2)
             _save(_image(c, (w, h), box), cub / "images" / rel, modes[i - 1])
             images.append(f"{i} {rel}")
@@ -101,31 +110,33 @@ PLACES_CATEGORIES = ("/a/airfield", "/b/bedroom", "/c/church/outdoor", "/k/kitch
 
 def write_tiny_places(root: str | Path, categories: tuple[str, ...] = PLACES_CATEGORIES,
                       per_class: int = 3, val_per_class: int = 2, large: bool = False,
-                      grayscale: int = 1, cmyk: int = 0, corrupt: int = 0) -> Path:
+                      grayscale: int = 1, cmyk: int = 0, corrupt: int = 0,
+                      size: int | tuple[int, int] | None = None) -> Path:
     """Write a tiny Places365-standard as downloaded, under ``root``, and return ``root``.
 
     Layout: ``categories_places365.txt`` ("/a/airfield 0"), ``places365_train_standard.txt``
     ("/a/airfield/00000001.jpg 0"), ``places365_val.txt`` ("Places365_val_00000001.jpg 0"), and the
     image folders ``data_256/`` + ``val_256/`` (the small images) or, with ``large``,
     ``data_large/`` + ``val_large/``. Special images (grayscale/CMYK/corrupt) are the first
-    training images.
+    training images. Sizes as in ``write_tiny_cub``.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     train_dir, val_dir = ("data_large", "val_large") if large else ("data_256", "val_256")
     modes = _modes(len(categories) * per_class, grayscale, cmyk, corrupt)
+    sizes = _sizes(size)
     train, val = [], []
     v = 0
     for c, cat in enumerate(categories):
         for k in range(per_class):
             rel = f"{cat}/{k + 1:08d}.jpg"
             i = c * per_class + k
-            _save(_image(c, SIZES[i % len(SIZES)]), root / train_dir / rel.lstrip("/"), modes[i])
+            _save(_image(c, sizes[i % len(sizes)]), root / train_dir / rel.lstrip("/"), modes[i])
             train.append(f"{rel} {c}")
         for _ in range(val_per_class):
             v += 1
             name = f"Places365_val_{v:08d}.jpg"
-            _save(_image(c, SIZES[v % len(SIZES)]), root / val_dir / name)
+            _save(_image(c, sizes[v % len(sizes)]), root / val_dir / name)
             val.append(f"{name} {c}")
     (root / "categories_places365.txt").write_text(
         "".join(f"{cat} {c}\n" for c, cat in enumerate(categories)))

@@ -208,3 +208,31 @@ def test_hf_load_dataset_on_local_imagefolder(tmp_path, monkeypatch):
     assert batch["image"].shape == (2, 3, 8, 8)
     with pytest.raises(RuntimeError, match="could not load split 'nope'"):
         load_hf_split(str(root), "nope")
+
+
+def test_hf_bad_rows_are_named(tmp_path):
+    import datasets
+
+    good = io_bytes(Image.new("RGB", (9, 7), (0, 255, 0)))
+    rows = {"image": [{"bytes": good, "path": None}, {"bytes": b"garbage", "path": None},
+                      {"bytes": good, "path": None}], "label": [0, 1, 1]}
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])})
+    datasets.Dataset.from_dict(rows, features=feats).save_to_disk(str(tmp_path / "hf"))
+    dm = ImageDataModule(hf_dataset=str(tmp_path / "hf"), batch_size=3, num_workers=0, resolution=4,
+                         val_fraction=0)
+    with pytest.raises(BadImageError, match="row 1 of Hugging Face dataset"):
+        next(iter(dm.val_dataloader()))
+    dm = ImageDataModule(hf_dataset=str(tmp_path / "hf"), batch_size=1, num_workers=0, resolution=4,
+                         val_fraction=0.34, on_bad_image="skip", seed=1)
+    with pytest.warns(UserWarning, match="row 1 of Hugging Face dataset"):
+        dm.setup()
+    assert len(dm.train_set) + len(dm.val_set) == 2
+    assert torch.cat([b["image"] for b in dm.train_dataloader()])[:, 1].eq(1).all()  # green images left
+
+
+def io_bytes(img):
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+from PIL import Image
 
 from pbw.data.common import BadImageError
 from pbw.data.cub import CUBDataModule
@@ -169,3 +170,10 @@ def test_hf_and_image_folder_sources(tmp_path):
         CUBDataModule(str(tmp_path), image_folder=str(folder))
     with pytest.raises(ValueError, match="exactly one of root"):
         CUBDataModule()
+
+
+def test_fixture_size_option(tmp_path):
+    write_tiny_cub(tmp_path, n_classes=1, per_class=2, size=64, captions=False)
+    dm = cub(tmp_path, val_split="all", resolution=32)
+    assert next(iter(dm.val_dataloader()))["image"].shape == (2, 3, 32, 32)
+    assert {Image.open(p).size for p in (tmp_path / "CUB_200_2011" / "images").rglob("*.jpg")} == {(64, 64)}

@@ -8,6 +8,7 @@ per image: a random one in training, the first one in validation).
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import warnings
@@ -122,37 +123,41 @@ class FileSource:
 
 
 class HFSource:
-    """Images in a column of a Hugging Face ``datasets.Dataset`` (read undecoded, decoded by us
-    so that errors name the row)."""
+    """Images in a column of a Hugging Face ``datasets.Dataset``, read undecoded and decoded by
+    ``load_image`` so that errors name the row (``rows``: the dataset rows this source covers)."""
 
-    def __init__(self, dataset: Any, column: str, description: str):
+    def __init__(self, dataset: Any, column: str, description: str, rows: np.ndarray | None = None):
         import datasets
 
         if column not in dataset.column_names:
             raise ValueError(f"image column {column!r} not in {description} "
                              f"(columns: {dataset.column_names}); set image_column")
-        if isinstance(dataset.features[column], datasets.Image):
+        feature = dataset.features[column]
+        if isinstance(feature, datasets.Image) and feature.decode:
             dataset = dataset.cast_column(column, datasets.Image(decode=False))
         self.dataset, self.column, self.description = dataset, column, description
+        self.rows = np.arange(len(dataset)) if rows is None else rows
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.rows)
 
     def read(self, i: int) -> tuple[str | bytes | Image.Image, str]:
-        value = self.dataset[int(i)][self.column]
-        name = f"row {int(i)} of {self.description}"
-        if isinstance(value, dict):  # undecoded Image feature: {"bytes": ..., "path": ...}
+        row = int(self.rows[i])
+        value = self.dataset[row][self.column]
+        name = f"row {row} of {self.description}"
+        if isinstance(value, dict) and ("bytes" in value or "path" in value):  # undecoded Image feature
             if value.get("path"):
                 name = f"{name} ({value['path']})"
             return (value["bytes"] if value.get("bytes") is not None else value["path"]), name
         if isinstance(value, str):  # a column of file paths
             return value, f"{name} ({value})"
-        return value, name
+        if isinstance(value, Image.Image):
+            return value, name
+        raise TypeError(f"{name}: column {self.column!r} holds {type(value).__name__}, not an image, "
+                        f"encoded image bytes or a file path; set image_column")
 
     def select(self, indices: np.ndarray) -> "HFSource":
-        out = object.__new__(HFSource)
-        out.dataset, out.column, out.description = self.dataset.select(indices), self.column, self.description
-        return out
+        return HFSource(self.dataset, self.column, self.description, self.rows[indices])
 
 
 class ImageDataset(Dataset):
@@ -200,8 +205,7 @@ class ImageDataset(Dataset):
     def subset(self, indices: Sequence[int] | np.ndarray, labels: np.ndarray | None = None) -> "ImageDataset":
         """The images at ``indices`` (optionally with new ``labels``), same settings."""
         idx = np.asarray(indices, dtype=np.int64)
-        out = object.__new__(ImageDataset)
-        out.__dict__.update(self.__dict__)
+        out = copy.copy(self)
         out.source = self.source.select(idx)
         out.labels = self.labels[idx] if labels is None else np.asarray(labels, dtype=np.int64)
         out.captions = [self.captions[i] for i in idx] if self.captions is not None else None
@@ -210,8 +214,7 @@ class ImageDataset(Dataset):
 
     def with_mode(self, train: bool) -> "ImageDataset":
         """The same images with training (random caption, flips) or validation behaviour."""
-        out = object.__new__(ImageDataset)
-        out.__dict__.update(self.__dict__)
+        out = copy.copy(self)
         out.train = train
         return out
 
