@@ -150,7 +150,8 @@ def test_corrupt_image_error_or_skip(tmp_path):
         dm.setup()
     skipped = [str(w.message) for w in caught if "on_bad_image" in str(w.message)]
     assert len(skipped) == 1 and "Tiny_Bird_0_0000_1.jpg" in skipped[0]  # a training image (k=0)
-    assert "skipped 1 unreadable image(s) of 4 in the training set" in skipped[0]
+    assert "skipped 1 unreadable image(s) (1 of the 4 in the training set, 0 of the 2 in the validation set)" \
+        in skipped[0]
     assert len(dm.train_set) == 3 and len(dm.val_set) == 2
     assert next(iter(dm.train_dataloader()))["image"].shape == (2, 3, 16, 16)
 

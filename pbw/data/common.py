@@ -118,6 +118,10 @@ class FileSource:
         path = os.path.join(self.base, os.fsdecode(self.relpaths[i]))
         return path, path
 
+    def key(self, i: int) -> tuple[str, bytes]:
+        """What identifies image ``i`` across subsets of the same files."""
+        return self.base, bytes(self.relpaths[i])
+
     def select(self, indices: np.ndarray) -> "FileSource":
         return FileSource(self.base, self.relpaths[indices])
 
@@ -140,6 +144,10 @@ class HFSource:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def key(self, i: int) -> tuple[int, int]:
+        """What identifies image ``i`` across subsets of the same dataset."""
+        return id(self.dataset), int(self.rows[i])
 
     def read(self, i: int) -> tuple[str | bytes | Image.Image, str]:
         row = int(self.rows[i])
@@ -219,33 +227,44 @@ class ImageDataset(Dataset):
         return out
 
 
-def find_bad_images(dataset: ImageDataset, threads: int = 4, desc: str = "checking images") -> list[tuple[int, str]]:
-    """Decode every image of ``dataset`` and return ``(index, error message)`` for unreadable ones."""
+def find_bad_images(dataset: ImageDataset, indices: Sequence[int], threads: int = 4,
+                    desc: str = "checking images") -> list[str | None]:
+    """Decode the images at ``indices``; for each, None or the reason it cannot be read."""
 
-    def check(i: int) -> tuple[int, str] | None:
+    def check(i: int) -> str | None:
         try:
             dataset.load(i)
         except BadImageError as e:
-            return i, str(e.__cause__ or e)
+            return str(e.__cause__ or e)
         return None
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        results = list(tqdm(pool.map(check, range(len(dataset))), total=len(dataset), desc=desc,
-                            disable=len(dataset) < 1000))
-    return [r for r in results if r is not None]
+        return list(tqdm(pool.map(check, indices), total=len(indices), desc=desc, disable=len(indices) < 1000))
 
 
-def drop_bad_images(dataset: ImageDataset, threads: int = 4, what: str = "dataset") -> ImageDataset:
-    """``dataset`` without its unreadable images, with ONE warning listing them."""
-    bad = find_bad_images(dataset, threads, desc=f"checking {what} images")
-    if not bad:
-        return dataset
-    names = [f"{dataset.source.read(i)[1]} ({err})" for i, err in bad]
-    shown = names[:100] + ([f"... and {len(names) - 100} more"] if len(names) > 100 else [])
-    warnings.warn(f"on_bad_image='skip': skipped {len(bad)} unreadable image(s) of {len(dataset)} in the "
-                  f"{what}:\n  " + "\n  ".join(shown), stacklevel=2)
-    bad_set = {i for i, _ in bad}
-    return dataset.subset([i for i in range(len(dataset)) if i not in bad_set])
+def drop_bad_images(sets: dict[str, ImageDataset], threads: int = 4) -> dict[str, ImageDataset]:
+    """The datasets (named by their keys) without their unreadable images, with ONE warning
+    listing those. An image shared by several sets is decoded once."""
+    errors: dict[Any, str | None] = {}  # source key -> reason or None
+    bad: dict[str, list[int]] = {}
+    for what, ds in sets.items():
+        keys = [ds.source.key(i) for i in range(len(ds))]
+        todo = [i for i, k in enumerate(keys) if k not in errors]
+        for i, err in zip(todo, find_bad_images(ds, todo, threads, desc=f"checking {what} images")):
+            errors[keys[i]] = err
+        bad[what] = [i for i, k in enumerate(keys) if errors[k] is not None]
+    if not any(bad.values()):
+        return sets
+    listed = {}
+    for what, ds in sets.items():
+        for i in bad[what]:
+            listed.setdefault(ds.source.key(i), f"{ds.source.read(i)[1]} ({errors[ds.source.key(i)]})")
+    lines = list(listed.values())
+    lines = lines[:100] + ([f"... and {len(lines) - 100} more"] if len(lines) > 100 else [])
+    counts = ", ".join(f"{len(bad[w])} of the {len(ds)} in the {w}" for w, ds in sets.items())
+    warnings.warn(f"on_bad_image='skip': skipped {len(listed)} unreadable image(s) ({counts}):\n  " +
+                  "\n  ".join(lines), stacklevel=2)
+    return {w: ds.subset(np.setdiff1d(np.arange(len(ds)), bad[w])) for w, ds in sets.items()}
 
 
 def read_image_folder(root: str | Path) -> tuple[FileSource, np.ndarray, list[str]]:
@@ -424,9 +443,8 @@ class ImageDataModule(pl.LightningDataModule):
                 val = train
         train, val = train.with_mode(True), val.with_mode(False)
         if self.on_bad_image == "skip":
-            threads = max(1, self.num_workers)
-            train = drop_bad_images(train, threads, "training set")
-            val = drop_bad_images(val, threads, "validation set")
+            kept = drop_bad_images({"training set": train, "validation set": val}, max(1, self.num_workers))
+            train, val = kept["training set"], kept["validation set"]
         if len(train) < self.batch_size:
             raise ValueError(f"the training set has {len(train)} images, fewer than batch_size="
                              f"{self.batch_size}: lower batch_size or add images")
