@@ -237,3 +237,16 @@ def io_bytes(img):
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_hf_plain_int_labels_checked_against_training_classes(tmp_path):
+    import datasets
+
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    split = lambda labels: datasets.Dataset.from_dict(
+        {"image": [Image.new("RGB", (5, 5))] * len(labels), "label": labels}, features=feats)
+    datasets.DatasetDict({"train": split([0, 2, 1]), "val": split([0, 3])}).save_to_disk(str(tmp_path / "hf"))
+    dm = ImageDataModule(hf_dataset=str(tmp_path / "hf"), batch_size=1, resolution=4, num_workers=0)
+    assert dm.class_names == ["0", "1", "2"]  # no ClassLabel: classes 0..max training label
+    with pytest.raises(ValueError, match=r"split 'val': labels must be in 0..2 .*found 0..3"):
+        ImageDataModule(hf_dataset=str(tmp_path / "hf"), hf_val_split="val", batch_size=1, resolution=4).setup()

@@ -311,7 +311,7 @@ def load_hf_split(source: str, split: str) -> Any:
             f"id and split name, or pass a local folder (save_to_disk output or data files)") from e
 
 
-def hf_dataset(dataset: Any, description: str, resolution: int, train: bool, xflip: bool,
+def wrap_hf_dataset(dataset: Any, description: str, resolution: int, train: bool, xflip: bool,
                image_column: str, label_column: str | None, caption_column: str | None
                ) -> tuple[ImageDataset, list[str] | None]:
     """Wrap a ``datasets.Dataset`` as an ``ImageDataset``; also return the class names when the
@@ -404,12 +404,14 @@ class ImageDataModule(pl.LightningDataModule):
         raise ValueError(f"{type(self).__name__}: give image_folder or hf_dataset")
 
     # --- building ------------------------------------------------------------------------------
-    def _load_hf(self, split: str, train: bool) -> tuple[ImageDataset, list[str]]:
+    def _load_hf(self, split: str, train: bool, names: list[str] | None = None) -> tuple[ImageDataset, list[str]]:
+        """One split of ``hf_dataset`` and its class names (from a ClassLabel column, else
+        ``names``, else "0".."max label"); labels outside the names are an error."""
         description = f"Hugging Face dataset {self.hf_dataset!r} split {split!r}"
-        ds, names = hf_dataset(load_hf_split(self.hf_dataset, split), description, self.resolution, train,
-                               self.xflip, self.image_column, self.label_column, self.caption_column)
-        if names is None:
-            names = [str(c) for c in range(int(ds.labels.max(initial=-1)) + 1)] or ["0"]
+        ds, label_names = wrap_hf_dataset(load_hf_split(self.hf_dataset, split), description, self.resolution,
+                                          train, self.xflip, self.image_column, self.label_column,
+                                          self.caption_column)
+        names = label_names or names or [str(c) for c in range(int(ds.labels.max(initial=0)) + 1)]
         if len(ds) and (ds.labels.min() < 0 or ds.labels.max() >= len(names)):
             raise ValueError(f"{description}: labels must be in 0..{len(names) - 1} (the "
                              f"{len(names)} class names), found {ds.labels.min()}..{ds.labels.max()}")
@@ -420,8 +422,8 @@ class ImageDataModule(pl.LightningDataModule):
             source, labels, _ = read_image_folder(self.image_folder)
             return ImageDataset(source, labels, self.resolution, True, self.xflip), None
         if self.hf_dataset is not None:
-            train = self._load_hf(self.hf_train_split, train=True)[0]
-            return train, (self._load_hf(self.hf_val_split, train=False)[0] if self.hf_val_split else None)
+            train, names = self._load_hf(self.hf_train_split, train=True)
+            return train, (self._load_hf(self.hf_val_split, False, names)[0] if self.hf_val_split else None)
         return self._native_datasets()
 
     def _finalize(self, train: ImageDataset, val: ImageDataset | None) -> tuple[ImageDataset, ImageDataset]:

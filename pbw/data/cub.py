@@ -142,9 +142,8 @@ class CUBDataModule(ImageDataModule):
             raise ValueError(f"{cub / 'image_class_labels.txt'}: image id {ids[bad[0]]} has class "
                              f"{label_arr[bad[0]] + 1}, outside 1..{n_classes} of classes.txt")
         relpaths = [images[i][0] for i in ids]
-        missing = [p for p in relpaths[:1] if not (cub / "images" / p).is_file()]
-        if missing:
-            raise FileNotFoundError(f"CUB_200_2011/images/{missing[0]} (listed in images.txt) not found "
+        if not (cub / "images" / relpaths[0]).is_file():  # a quick check that images/ is there
+            raise FileNotFoundError(f"CUB_200_2011/images/{relpaths[0]} (listed in images.txt) not found "
                                     f"in {cub}: the images/ folder is missing or incomplete; re-extract "
                                     f"CUB_200_2011.tgz from {CUB_URL}")
         captions = None
