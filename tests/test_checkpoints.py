@@ -522,8 +522,9 @@ def test_pbw_lightning_checkpoint(tmp_path):
     import pytorch_lightning as pl
 
     class Tiny(pl.LightningModule):
-        def __init__(self):
+        def __init__(self, r1_gamma: float = 0.1, batch_size: int = 4):
             super().__init__()
+            self.save_hyperparameters()
             self.g_kwargs = dict(G_KW, truncation_psi=0.7)
             self.generator, self.generator_ema, self.discriminator = tiny_models(seed=9, truncation_psi=0.7)
             self.lpips_like = nn.Linear(2, 2)  # other modules in the state_dict are ignored
@@ -539,11 +540,12 @@ def test_pbw_lightning_checkpoint(tmp_path):
             return torch.optim.Adam(self.discriminator.parameters(), lr=0.0)
 
     module = Tiny()
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+                         default_root_dir=tmp_path)
     trainer.fit(module, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 16)), batch_size=4))
     path = tmp_path / "last.ckpt"
-    trainer.save_checkpoint(path)
+    assert path.is_file()
 
     loaded = load_generator(path)
     assert loaded.truncation_psi == 0.7

@@ -114,7 +114,7 @@ def read_biggan(state: dict[str, torch.Tensor], path: str | Path) -> ImportedNet
     if tfhub:
         notes.append("no sv0 buffers (only logged by BigGAN-PyTorch): filled with ones")
     if _is_generator(state):
-        kwargs = {**generator_config(state), **eps, "init": "none"}
+        kwargs = {**generator_config(state), **eps}
         return ImportedNetworks(fmt, "biggan", kwargs, {"generator": _fill_sv0(state)}, notes=notes)
-    d_kwargs = {**discriminator_config(state), "sn_eps": eps["sn_eps"], "init": "none"}
+    d_kwargs = {**discriminator_config(state), "sn_eps": eps["sn_eps"]}
     return ImportedNetworks(fmt, "biggan", {}, {}, d_kwargs, _fill_sv0(state), notes=notes)

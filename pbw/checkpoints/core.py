@@ -60,8 +60,14 @@ def network_classes(family: str) -> tuple[type, type]:
 
 
 def construct(cls: type, kwargs: dict[str, Any], fmt: str, what: str) -> nn.Module:
-    """`cls(**kwargs)`, with unknown or invalid arguments reported against the checkpoint format."""
+    """`cls(**kwargs)`, with unknown or invalid arguments reported against the checkpoint format.
+
+    A weight initialization the constructor offers to skip (BigGAN's ``init="none"``) is skipped:
+    the weights are loaded next.
+    """
     params = inspect.signature(cls.__init__).parameters
+    if "init" in params and "init" not in kwargs:
+        kwargs = {**kwargs, "init": "none"}
     unknown = sorted(k for k in kwargs if k not in params)
     if unknown:
         valid = sorted(k for k in params if k != "self")
