@@ -574,8 +574,30 @@ def test_cli_convert_and_info_round_trip(tmp_path, capsys, nvidia_modules):
     assert cli_main(["info", str(src)]) == 0
     text = capsys.readouterr().out
     assert "NVIDIA StyleGAN2-ADA" in text and "resolution:    32" in text and "channel_base=256" in text
+    assert "not imported: augment_pipe, training_set_kwargs" in text
     assert cli_main(["info", str(out)]) == 0
     assert "pbw checkpoint" in capsys.readouterr().out
     (tmp_path / "junk.bin").write_bytes(b"\x00junk")
     assert cli_main(["info", str(tmp_path / "junk.bin")]) == 1
     assert "unknown checkpoint format" in capsys.readouterr().err
+
+
+def test_pbw_checkpoint_errors(tmp_path):
+    _, g_ema, _ = tiny_models()
+    path = tmp_path / "x.ckpt"
+    state = {f"generator_ema.{k}": v for k, v in g_ema.state_dict().items()}
+    torch.save({"pbw": {"family": "stylegan2", "generator": G_KW, "format_version": 2}, "state_dict": state}, path)
+    with pytest.raises(CheckpointError, match="format_version 2; this pbw reads 1"):
+        load_generator(path)
+    torch.save({"pbw": {"family": "stylegan2", "generator": G_KW, "format_version": 1}, "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="no generator_ema. or generator. weights"):
+        load_generator(path)
+    torch.save({"pbw": {"family": "stylegan2", "generator": dict(G_KW, resolution=64), "format_version": 1},
+                "state_dict": state}, path)
+    with pytest.raises(CheckpointError, match=r"pbw checkpoint: the generator_ema weights do not fit.*missing: "
+                                              r"synthesis\.b64"):
+        load_generator(path)
+    torch.save({"pbw": {"family": "stylegan2", "generator": G_KW, "format_version": 1}, "state_dict": state}, path)
+    with pytest.raises(CheckpointError, match="no raw"):
+        load_generator(path, ema=False)
+    assert torch.equal(outputs(load_generator(path))[1], outputs(g_ema)[1])

@@ -46,6 +46,13 @@ def read_nvidia_pickle(path: str | Path) -> ImportedNetworks:
                 raise CheckpointError(f"{FORMAT}: G and G_ema differ in architecture: {kwargs} vs {g_kwargs}")
             kwargs, generators[key] = g_kwargs, state
     imported = ImportedNetworks(FORMAT, "stylegan2", kwargs, generators)
+    synthesis = (data.get("G_ema") or data.get("G")).child("synthesis")
+    fp16 = sorted(res for res, block in _blocks(synthesis, "G").items() if block.attr("use_fp16"))
+    if fp16:
+        imported.notes.append(f"NVIDIA ran resolutions {fp16} in float16 on the GPU; pbw computes in float32")
+    ignored = sorted(k for k in data if k not in ("G", "G_ema", "D") and data[k] is not None)
+    if ignored:
+        imported.notes.append(f"not imported: {', '.join(ignored)}")
     if isinstance(data.get("D"), PersistentObject):
         imported.discriminator_kwargs, imported.discriminator = discriminator_from_record(data["D"])
     return imported
