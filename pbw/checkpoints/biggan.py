@@ -12,7 +12,6 @@ others use the authors' training settings (1e-5 and 1e-6). Pass overrides to cha
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,7 +103,7 @@ def discriminator_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             "attention": sorted(set(attention))}
 
 
-def read_biggan(state: dict[str, torch.Tensor], path: str | Path) -> ImportedNetworks:
+def read_biggan(state: dict[str, torch.Tensor]) -> ImportedNetworks:
     """A BigGAN-PyTorch generator or discriminator state dict (a D-only record has no generators)."""
     tfhub = not any(k.endswith(".sv0") for k in state)
     fmt = TFHUB_FORMAT if tfhub else FORMAT

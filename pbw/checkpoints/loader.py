@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from pbw.checkpoints.biggan import looks_like_biggan, read_biggan
 from pbw.checkpoints.core import FORMAT_VERSION, CheckpointError, ImportedNetworks, build_discriminator, build_generator
 from pbw.checkpoints.nvidia import read_nvidia_pickle
 from pbw.checkpoints.rosinality import looks_like_rosinality, read_rosinality
@@ -66,10 +67,8 @@ def _read_torch_object(obj: Any, path: Path) -> ImportedNetworks:
         return read_pbw(obj, path)
     if looks_like_rosinality(obj):
         return read_rosinality(obj)
-    from pbw.checkpoints.biggan import looks_like_biggan, read_biggan
-
     if looks_like_biggan(obj):
-        return read_biggan(obj, path)
+        return read_biggan(obj)
     keys = sorted(map(str, obj))[:10] if isinstance(obj, dict) else type(obj).__name__
     raise CheckpointError(f"{path}: a torch file in no supported layout (top-level keys {keys}); pbw reads "
                           + ", ".join(SUPPORTED))
