@@ -601,3 +601,20 @@ def test_pbw_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no raw"):
         load_generator(path, ema=False)
     assert torch.equal(outputs(load_generator(path))[1], outputs(g_ema)[1])
+
+
+def test_checkpoint_of_the_pbw_stylegan2_trainer(tmp_path):
+    from pbw.training.stylegan2 import StyleGAN2Module
+
+    module = StyleGAN2Module(resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=32,
+                             num_metric_samples=0, grid_size=2)
+    randomized(module.generator_ema, 1)
+    randomized(module.discriminator, 2)
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)  # the trainer's own "pbw" entry
+    path = tmp_path / "last.ckpt"
+    torch.save(checkpoint, path)
+    loaded = load_generator(path)
+    assert_same_state(loaded, module.generator_ema)
+    assert_same_state(disc(loaded), module.discriminator)
+    assert torch.equal(outputs(loaded)[1], outputs(module.generator_ema)[1])
