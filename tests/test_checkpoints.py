@@ -53,12 +53,6 @@ def assert_same_state(a: nn.Module, b: nn.Module, skip=()):
             assert torch.equal(sa[k], sb[k]), k
 
 
-def disc(g: nn.Module) -> nn.Module | None:
-    """The attached discriminator (registered as a sub-module; the interface's class attribute
-    `discriminator = None` shadows it on attribute access)."""
-    return g._modules.get("discriminator")
-
-
 def outputs(g: StyleGAN2Generator, n=2, seed=3):
     with torch.no_grad():
         w = g.encode(g.sample(n, seed=seed))
@@ -198,9 +192,9 @@ def test_nvidia_pickle_loads_identically_without_running_its_code(tmp_path, nvid
     assert_same_state(loaded.mapping, g_ema.mapping)
     (w_ref, img_ref), (w, img) = outputs(g_ema), outputs(loaded)
     assert torch.equal(w, w_ref) and torch.equal(img, img_ref)
-    assert_same_state(disc(loaded), d)
+    assert_same_state(loaded.discriminator, d)
     with torch.no_grad():
-        assert torch.equal(disc(loaded)(img_ref), d(img_ref))
+        assert torch.equal(loaded.discriminator(img_ref), d(img_ref))
     raw = load_generator(path, ema=False)
     assert_same_state(raw, g)
 
@@ -231,7 +225,7 @@ def test_nvidia_pickle_without_d_and_errors(tmp_path, nvidia_modules):
     path = tmp_path / "g_only.pkl"
     write_nvidia_pickle(path, g, g_ema, d, tmp_path / "m", easydict, with_d=False)
     loaded = load_generator(path, truncation_psi=0.5)
-    assert disc(loaded) is None and loaded.truncation_psi == 0.5
+    assert loaded.discriminator is None and loaded.truncation_psi == 0.5
     assert loaded.synthesis.b4.conv1.conv_clamp is None
 
     # Truncated: a clear error, not a crash deep in pickle.
@@ -445,7 +439,7 @@ def test_rosinality_convert_weight_file_matches_reference_forward(tmp_path):
     assert_same_state(loaded, g_ema)  # every tensor placed, up-conv weights flipped back
     (w_ref, img_ref), (w, img) = outputs(g_ema), outputs(loaded)
     assert torch.equal(w, w_ref) and torch.equal(img, img_ref)
-    assert disc(loaded) is None
+    assert loaded.discriminator is None
     # Against rosinality's own numerics (transpose conv on the unflipped weight, blur * 4, ...).
     z = g_ema.sample(3, seed=11)["z"]
     with torch.no_grad():
@@ -469,7 +463,7 @@ def test_rosinality_train_checkpoint_with_discriminator(tmp_path):
     assert any("no latent_avg" in n for n in imported.notes)
     loaded = load_generator(path)
     assert_same_state(loaded.synthesis, g_ema.synthesis)
-    assert_same_state(disc(loaded), d)
+    assert_same_state(loaded.discriminator, d)
     # No latent_avg: w_avg is the mean w over seeded samples, close to the mapping output mean.
     with torch.no_grad():
         mean_w = g_ema.mapping(torch.randn(4096, 16, generator=torch.Generator().manual_seed(1)))[:, 0].mean(0)
@@ -479,8 +473,8 @@ def test_rosinality_train_checkpoint_with_discriminator(tmp_path):
     img = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         ref = rosinality_discriminator_forward(to_rosinality_discriminator(d), img, n_blocks=3)
-        torch.testing.assert_close(disc(loaded)(img), ref, rtol=1e-4, atol=1e-4)
-        assert torch.equal(disc(loaded)(img), d(img))
+        torch.testing.assert_close(loaded.discriminator(img), ref, rtol=1e-4, atol=1e-4)
+        assert torch.equal(loaded.discriminator(img), d(img))
 
 
 def test_rosinality_errors(tmp_path):
@@ -550,7 +544,7 @@ def test_pbw_lightning_checkpoint(tmp_path):
     loaded = load_generator(path)
     assert loaded.truncation_psi == 0.7
     assert_same_state(loaded, module.generator_ema)
-    assert_same_state(disc(loaded), module.discriminator)
+    assert_same_state(loaded.discriminator, module.discriminator)
     assert torch.equal(outputs(loaded)[1], outputs(module.generator_ema)[1])
     assert_same_state(load_generator(path, ema=False).synthesis, module.generator.synthesis)
 
@@ -569,7 +563,7 @@ def test_cli_convert_and_info_round_trip(tmp_path, capsys, nvidia_modules):
     assert {k.split(".")[0] for k in ckpt["state_dict"]} == {"generator_ema", "generator", "discriminator"}
     loaded = load_generator(out)
     assert torch.equal(outputs(loaded)[1], outputs(g_ema)[1])
-    assert_same_state(disc(loaded), d)
+    assert_same_state(loaded.discriminator, d)
 
     assert cli_main(["info", str(src)]) == 0
     text = capsys.readouterr().out
@@ -616,5 +610,5 @@ def test_checkpoint_of_the_pbw_stylegan2_trainer(tmp_path):
     torch.save(checkpoint, path)
     loaded = load_generator(path)
     assert_same_state(loaded, module.generator_ema)
-    assert_same_state(disc(loaded), module.discriminator)
+    assert_same_state(loaded.discriminator, module.discriminator)
     assert torch.equal(outputs(loaded)[1], outputs(module.generator_ema)[1])
