@@ -33,9 +33,12 @@ def build_lpips(net: str = "alex", backbone_weights: str | None = None) -> nn.Mo
             tv.load_state_dict(state)
         except Exception as e:
             raise RuntimeError(f"{backbone_weights!r} is not a torchvision {_TV_NAMES[net]} state dict: {e}") from e
-        for sl in (m for n, m in lp.net.named_children() if n.startswith("slice")):
-            for idx, layer in sl.named_children():
-                layer.load_state_dict(tv.features[int(idx)].state_dict())
+        dst, src = list(lp.net.parameters()), list(tv.features.parameters())  # slices = features, in order
+        if len(dst) > len(src) or any(a.shape != b.shape for a, b in zip(dst, src)):
+            raise RuntimeError(f"{backbone_weights!r} does not match LPIPS' {_TV_NAMES[net]} backbone")
+        with torch.no_grad():
+            for a, b in zip(dst, src):
+                a.copy_(b)
     return lp.eval().requires_grad_(False)
 
 

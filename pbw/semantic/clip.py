@@ -212,6 +212,16 @@ class SemanticNet(nn.Module):
         empty = ~on.flatten(1).any(1)
         return torch.where(empty[:, None], full, box)
 
+    def crop_boxes(self, base: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """[B, K, 4] square crops of `crop_scale` of each base box's side, placed inside it by the
+        uniforms `u` [B, K, 3] (size, x offset, y offset)."""
+        side0 = (base[:, 2] - base[:, 0])[:, None]
+        lo, hi = self.crop_scale
+        side = side0 * (lo + (hi - lo) * u[..., 0])
+        x0 = base[:, :1] + (side0 - side) * u[..., 1]
+        y0 = base[:, 1:2] + (side0 - side) * u[..., 2]
+        return torch.stack([x0, y0, x0 + side, y0 + side], -1)
+
     def views(self, x: torch.Tensor, mask: torch.Tensor | None = None, crops: int | None = None,
               generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
         """CLIP inputs [B * K, 3, S, S] (normalized) from images in [-1, 1]: the masked view, then K
@@ -225,14 +235,9 @@ class SemanticNet(nn.Module):
         if k == 0:
             boxes = base
         else:
-            side0 = (base[:, 2] - base[:, 0])[:, None]
-            lo, hi = self.crop_scale
             if u is None:
                 u = torch.rand(b, k, 3, device=x.device, generator=generator)
-            side = side0 * (lo + (hi - lo) * u[..., 0])
-            x0 = base[:, :1] + (side0 - side) * u[..., 1]
-            y0 = base[:, 1:2] + (side0 - side) * u[..., 2]
-            boxes = torch.stack([x0, y0, x0 + side, y0 + side], -1).flatten(0, 1)
+            boxes = self.crop_boxes(base, u).flatten(0, 1)
         idx = torch.arange(b, device=x.device, dtype=x.dtype).repeat_interleave(max(k, 1))[:, None]
         out = roi_align(x, torch.cat([idx, boxes.to(x.dtype)], 1), output_size=self.image_size,
                         spatial_scale=1.0, sampling_ratio=-1, aligned=True)
