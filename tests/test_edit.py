@@ -1,4 +1,6 @@
 """Editing: masks, losses, the batched CMA-ES and the EditModule on tiny generators and CLIP."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -259,3 +261,24 @@ def test_bad_settings():
         EditSettings(optimizer="sgd")
     with pytest.raises(ValueError, match="mask_mode"):
         EditSettings(mask_mode="both")
+
+
+def test_images_and_metrics_go_to_a_logger_with_log_image(sg2, clip, tmp_path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    class ImageLogger(CSVLogger):  # the log_image signature of WandbLogger
+        images = {}
+
+        def log_image(self, key, images, caption=None, **kw):
+            self.images[key] = (images, caption)
+
+    logger = ImageLogger(tmp_path)
+    reqs = [EditRequest(sg2.sample(1, seed=0), PromptSet.parse("a red bird"), _mask(), name="r0")]
+    run_edit(EditModule(sg2, clip, reqs, EditSettings(steps=2, population=4, generations=2)), "cpu", logger, False)
+    assert set(logger.images) == {"original", "mask_overlay", "edited"}
+    imgs, caps = logger.images["edited"]
+    assert imgs[0].shape == (3, RES, RES) and 0 <= imgs[0].min() and imgs[0].max() <= 1 and caps == ["r0: a red bird"]
+    logger.save()
+    text = (Path(logger.log_dir) / "metrics.csv").read_text()
+    for k in ("cma/best_loss", "semantic_score", "preservation_l1", "preservation_lpips", "loss"):
+        assert k in text, k

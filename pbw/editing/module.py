@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
@@ -279,6 +280,7 @@ def run_edit(module: EditModule, accelerator: str = "auto", logger=False, progre
         if s.optimizer == "cma+adam":
             module.run_cma(progress)
         return module
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # G and CLIP stay frozen
     trainer = pl.Trainer(max_steps=s.steps, accelerator=accelerator, devices=1, logger=logger,
                          enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
                          log_every_n_steps=1, enable_progress_bar=progress)
