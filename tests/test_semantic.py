@@ -1,4 +1,6 @@
 """The semantic network C(x, t) over a tiny random open_clip model registered by pbw."""
+import json
+
 import open_clip
 import pytest
 import torch
@@ -103,6 +105,12 @@ def test_local_checkpoint_file_loads(tmp_path, clip):
     c2 = SemanticNet.from_spec(f"pbw-tiny-clip:{path}")
     for a, b in zip(clip.model.state_dict().values(), c2.model.state_dict().values()):
         assert torch.equal(a, b)
+    folder = tmp_path / "local"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": open_clip.get_model_config("pbw-tiny-clip")}))
+    torch.save(clip.model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    c3 = SemanticNet.from_spec(f"local-dir:{folder}")
+    assert torch.equal(c3.model.text_projection, clip.model.text_projection)
     with pytest.raises(MissingWeightsError, match="does not exist"):
         SemanticNet("pbw-tiny-clip", str(tmp_path / "missing.pt"))
 
@@ -124,5 +132,6 @@ def test_spec_parsing_and_unknown_tag():
     assert parse_clip_spec("ViT-B-32:laion2b_s34b_b79k") == ("ViT-B-32", "laion2b_s34b_b79k")
     assert parse_clip_spec("pbw-tiny-clip:random") == ("pbw-tiny-clip", None)
     assert parse_clip_spec("hf-hub:org/repo") == ("hf-hub:org/repo", None)
+    assert parse_clip_spec("local-dir:/a/b") == ("local-dir:/a/b", None)
     with pytest.raises(ValueError, match="not an open_clip tag"):
         SemanticNet("pbw-tiny-clip", "no-such-tag")

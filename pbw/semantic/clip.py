@@ -44,8 +44,9 @@ def _weights_file_hint(model: str, tag: str) -> str:
 
 def parse_clip_spec(spec: str) -> tuple[str, str | None]:
     """`NAME[:PRETRAINED]` -> (name, pretrained). PRETRAINED is an open_clip tag, a local weights
-    file, or `random`; `hf-hub:ORG/REPO` is passed through whole. Default tag: `openai`."""
-    if spec.startswith("hf-hub:"):
+    file, or `random`; `hf-hub:ORG/REPO` and `local-dir:PATH` (a folder with open_clip_config.json
+    and the weights) are passed through whole. Default tag: `openai`."""
+    if spec.startswith(("hf-hub:", "local-dir:")):
         return spec, None
     name, _, pretrained = spec.partition(":")
     if not pretrained:
@@ -125,7 +126,7 @@ class SemanticNet(nn.Module):
 
     @staticmethod
     def _create(model: str, pretrained: str | None, cache_dir: str | None) -> nn.Module:
-        if model.startswith("hf-hub:"):
+        if model.startswith(("hf-hub:", "local-dir:")):
             try:
                 return open_clip.create_model(model, cache_dir=cache_dir)
             except Exception as e:
