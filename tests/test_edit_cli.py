@@ -112,3 +112,22 @@ def test_bad_checkpoints(tmp_path, generator):
         main(["--generator", "weird.bin", "--prompt", "x", "--out", str(tmp_path), *FAST])
     with pytest.raises(SystemExit):
         main(["--generator", "tiny.ckpt", "--out", str(tmp_path), *FAST])
+
+
+def test_real_pbw_checkpoint(tmp_path):
+    """With pbw.checkpoints.load_generator (lands with the trainers): a checkpoint in pbw's
+    convention edits; a file that is not a generator checkpoint is refused."""
+    if not hasattr(pbw.checkpoints, "load_generator"):
+        pytest.skip("pbw.checkpoints.load_generator not available yet")
+    kwargs = dict(resolution=RES, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
+    g = StyleGAN2Generator(**kwargs)
+    ckpt = {"state_dict": {f"generator.{k}": v for k, v in g.state_dict().items()},
+            "pbw": {"family": "stylegan2", "generator": kwargs, "discriminator": None, "format_version": 1}}
+    torch.save(ckpt, tmp_path / "g.ckpt")
+    out = tmp_path / "out"
+    main(["--generator", str(tmp_path / "g.ckpt"), "--prompt", "a bird", "--mask", "0,0,16,16", "--out", str(out),
+          *FAST])
+    assert all((out / f).is_file() for f in FILES)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "junk.ckpt")
+    with pytest.raises((ValueError, TypeError, RuntimeError, KeyError)):
+        main(["--generator", str(tmp_path / "junk.ckpt"), "--prompt", "x", "--out", str(out), *FAST])
