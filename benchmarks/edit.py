@@ -54,6 +54,8 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="write the results here")
     a = p.parse_args(argv)
     device = torch.device(a.device)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN convs already use TF32)
     torch.manual_seed(0)
     g = StyleGAN2Generator(a.resolution).to(device).eval()
     clip = SemanticNet(a.clip, None, crops=a.crops).to(device)

@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     settings = EditSettings(optimizer=args.optimizer, steps=args.steps, lr=args.lr, population=args.population,
                             sigma0=args.sigma0, generations=args.generations, lam=args.lam,
                             mask_mode=args.mask_mode, population_chunk=args.population_chunk, seed=args.seed)
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN convs already use TF32)
     g = load_maskable(args.generator, device)
     semantic = SemanticNet.from_spec(args.clip, crops=args.crops, view=args.view,
                                      cache_dir=args.clip_cache_dir).to(device)
