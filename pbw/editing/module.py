@@ -203,7 +203,8 @@ class EditModule(pl.LightningModule):
                 fit.append(self.objective(x, rep=n, u=u.expand(-1, n, -1, -1).flatten(0, 1))["loss"].view(b, n))
             fit = torch.cat(fit, 1)
             es.tell(fit)
-            self._log_scalar("cma/best_loss", es.best_f.mean())
+            self._log_scalars({"cma/best_loss": es.best_f.mean(), "cma/generation": g + 1,
+                               "cma/sigma": es.sigma.mean()})
         for k_, v in self._unflatten(es.best_x).items():
             self.latents[k_].data.copy_(v)
         return es.best_f
@@ -215,9 +216,9 @@ class EditModule(pl.LightningModule):
             m.eval()
         return self
 
-    def _log_scalar(self, name: str, value: torch.Tensor) -> None:
+    def _log_scalars(self, values: dict) -> None:
         if self._trainer is not None and self.logger is not None:
-            self.logger.log_metrics({name: float(value)}, step=self.global_step)
+            self.logger.log_metrics({k: float(v) for k, v in values.items()}, step=self.global_step)
 
     def on_fit_start(self) -> None:
         if self.settings.optimizer == "cma+adam" and self.settings.generations > 0:
