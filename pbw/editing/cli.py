@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import traceback
 from dataclasses import asdict
 from pathlib import Path
@@ -225,7 +224,3 @@ def _write_summary(out: Path, rows: list[dict], logger) -> None:
     if logger:
         logger.log_table("requests", columns=cols, data=[[r.get(c, "") for c in cols] for r in rows])
 
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()
