@@ -108,7 +108,7 @@ class EditModule(pl.LightningModule):
             space = {"w": nn.Parameter(w0.clone())}
         self.latents = nn.ParameterDict(space)
         self.metrics_history: list[dict[str, float]] = []
-        self._gen = torch.Generator(device="cpu").manual_seed(self.settings.seed)
+        self._crop_gen = torch.Generator().manual_seed(self.settings.seed)  # reproducible Adam-phase crops
 
     # ---- rendering --------------------------------------------------------------------------
     @property
@@ -131,13 +131,14 @@ class EditModule(pl.LightningModule):
                                 self.mask.repeat_interleave(rep, 0), codes=codes)
         return self._decode(lat["w"], codes=codes)
 
-    def objective(self, x: torch.Tensor, rep: int = 1, u: torch.Tensor | None = None,
-                  crops: int | None = None) -> dict[str, torch.Tensor]:
+    def objective(self, x: torch.Tensor, rep: int = 1, u: torch.Tensor | None = None, crops: int | None = None,
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Per-image loss terms of images x ([B * rep, ...], request-major)."""
         t, wt = self.semantic.targets(self.prompts)
         t, wt = t.repeat_interleave(rep, 0), wt.repeat_interleave(rep, 0)
         mask = self.mask.repeat_interleave(rep, 0)
-        cos = self.semantic.similarity(x, mask if self.masked else None, (t, wt), crops=crops, u=u)
+        cos = self.semantic.similarity(x, mask if self.masked else None, (t, wt), crops=crops, u=u,
+                                      generator=generator)
         out = {"semantic": self.semantic.loss_from_cos(cos, wt), "semantic_score": self.semantic.score_from_cos(cos, wt)}
         if self.masked:
             l1, lp = self.preservation(x, self.x0.repeat_interleave(rep, 0), mask)
@@ -234,7 +235,7 @@ class EditModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x = self.render()
-        terms = self.objective(x)
+        terms = self.objective(x, generator=self._crop_gen)
         logs = {k: v.detach().mean() for k, v in terms.items()}
         r = self.realism(x.detach())
         if r is not None:

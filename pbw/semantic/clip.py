@@ -237,7 +237,8 @@ class SemanticNet(nn.Module):
             boxes = base
         else:
             if u is None:
-                u = torch.rand(b, k, 3, device=x.device, generator=generator)
+                dev = generator.device if generator is not None else x.device
+                u = torch.rand(b, k, 3, device=dev, generator=generator).to(x.device)
             boxes = self.crop_boxes(base, u).flatten(0, 1)
         idx = torch.arange(b, device=x.device, dtype=x.dtype).repeat_interleave(max(k, 1))[:, None]
         out = roi_align(x, torch.cat([idx, boxes.to(x.dtype)], 1), output_size=self.image_size,
