@@ -151,9 +151,7 @@ class EditModule(pl.LightningModule):
     @torch.no_grad()
     def realism(self, x: torch.Tensor) -> torch.Tensor | None:
         """The generator's discriminator score per image, when it has one."""
-        # a discriminator set on an instance lands in _modules, shadowed by the interface's class
-        # attribute `discriminator = None`; look there first
-        d = self.generator._modules.get("discriminator") or getattr(self.generator, "discriminator", None)
+        d = getattr(self.generator, "discriminator", None)
         if d is None:
             return None
         d.eval()
