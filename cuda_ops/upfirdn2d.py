@@ -114,21 +114,29 @@ class _UpFirDn2dCuda(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         (k,), (xshape, up, down, pad) = ctx.saved_tensors, ctx.cfg
-        (upx, upy), (downx, downy), (px0, px1, py0, py1) = up, down, pad
-        kh, kw = k.shape
-        h, w, oh, ow = xshape[2], xshape[3], dy.shape[2], dy.shape[3]
-        gpad = (kw - px0 - 1, w * upx - ow * downx + px0 - upx + 1,
-                kh - py0 - 1, h * upy - oh * downy + py0 - upy + 1)
-        dx = _UpFirDn2dCuda.apply(dy, k.flip([0, 1]).contiguous(), down, up, gpad) if ctx.needs_input_grad[0] else None
+        dx = None
+        if ctx.needs_input_grad[0]:
+            gpad = _grad_padding(xshape, dy.shape, k.shape, up, down, pad)
+            dx = _UpFirDn2dCuda.apply(dy, k.flip([0, 1]).contiguous(), down, up, gpad)
         return dx, None, None, None, None
 
 
-def _correlation_kernel(f: torch.Tensor | None, flip_filter: bool, gain: float, device: torch.device) -> torch.Tensor:
-    """The float32 2-D kernel that the fused op correlates with: outer product of a 1-D filter, flipped
-    for a true convolution, times `gain`."""
+def _grad_padding(xshape: Sequence[int], yshape: Sequence[int], kshape: Sequence[int], up: tuple[int, int],
+                  down: tuple[int, int], pad: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """Padding of the upfirdn2d (flipped kernel, up and down swapped) that maps dy back onto x's grid."""
+    (upx, upy), (downx, downy), (px0, _, py0, _) = up, down, pad
+    kh, kw = kshape
+    h, w, oh, ow = xshape[2], xshape[3], yshape[2], yshape[3]
+    return (kw - px0 - 1, w * upx - ow * downx + px0 - upx + 1, kh - py0 - 1, h * upy - oh * downy + py0 - upy + 1)
+
+
+def _correlation_kernel(f: torch.Tensor | None, flip_filter: bool, gain: float, device: torch.device,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The 2-D kernel that the fused op correlates with (float32 there): outer product of a 1-D
+    filter, flipped for a true convolution, times `gain`."""
     if f is None:
-        return torch.full((1, 1), float(gain), dtype=torch.float32, device=device)
-    f = f.to(device=device, dtype=torch.float32)
+        return torch.full((1, 1), float(gain), dtype=dtype, device=device)
+    f = f.to(device=device, dtype=dtype)
     if f.ndim == 1:
         f = torch.outer(f, f)
     if not flip_filter:
