@@ -145,7 +145,8 @@ def _correlation_kernel(f: torch.Tensor | None, flip_filter: bool, gain: float, 
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: IntPair = 1, down: IntPair = 1,
-              padding: Padding = 0, flip_filter: bool = False, gain: float = 1, impl: str | None = None) -> torch.Tensor:
+              padding: Padding = 0, flip_filter: bool = False, gain: float = 1,
+              impl: str | None = None) -> torch.Tensor:
     """Upsample by zero insertion, pad (negative values crop), FIR-filter, then downsample.
 
     x: [N, C, H, W]. f: 1-D (separable) or 2-D filter, or None (identity).
@@ -164,29 +165,29 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: IntPair = 1, down: In
 
 
 def filter2d(x: torch.Tensor, f: torch.Tensor, padding: Padding = 0, flip_filter: bool = False,
-             gain: float = 1) -> torch.Tensor:
+             gain: float = 1, impl: str | None = None) -> torch.Tensor:
     """FIR-filter `x`, keeping its size (plus `padding`)."""
     fw, fh = _filter_size(f)
     px0, px1, py0, py1 = _padding4(padding)
     pad = [px0 + fw // 2, px1 + (fw - 1) // 2, py0 + fh // 2, py1 + (fh - 1) // 2]
-    return upfirdn2d(x, f, padding=pad, flip_filter=flip_filter, gain=gain)
+    return upfirdn2d(x, f, padding=pad, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: IntPair = 2, padding: Padding = 0,
-               flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
+               flip_filter: bool = False, gain: float = 1, impl: str | None = None) -> torch.Tensor:
     """Upsample `x` by `up` with the FIR filter `f` (output = input size * up, plus `padding`)."""
     upx, upy = _pair(up, "up")
     fw, fh = _filter_size(f)
     px0, px1, py0, py1 = _padding4(padding)
     pad = [px0 + (fw + upx - 1) // 2, px1 + (fw - upx) // 2, py0 + (fh + upy - 1) // 2, py1 + (fh - upy) // 2]
-    return upfirdn2d(x, f, up=(upx, upy), padding=pad, flip_filter=flip_filter, gain=gain * upx * upy)
+    return upfirdn2d(x, f, up=(upx, upy), padding=pad, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
 
 
 def downsample2d(x: torch.Tensor, f: torch.Tensor, down: IntPair = 2, padding: Padding = 0,
-                 flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
+                 flip_filter: bool = False, gain: float = 1, impl: str | None = None) -> torch.Tensor:
     """Downsample `x` by `down` with the FIR filter `f` (output = input size / down, plus `padding`)."""
     downx, downy = _pair(down, "down")
     fw, fh = _filter_size(f)
     px0, px1, py0, py1 = _padding4(padding)
     pad = [px0 + (fw - downx + 1) // 2, px1 + (fw - downx) // 2, py0 + (fh - downy + 1) // 2, py1 + (fh - downy) // 2]
-    return upfirdn2d(x, f, down=(downx, downy), padding=pad, flip_filter=flip_filter, gain=gain)
+    return upfirdn2d(x, f, down=(downx, downy), padding=pad, flip_filter=flip_filter, gain=gain, impl=impl)
