@@ -133,8 +133,8 @@ class _BiasActGradCuda(torch.autograd.Function):
 
 
 def _bias_act_cuda(x, b, dim, act, alpha, gain, clamp):
-    if not x.is_non_overlapping_and_dense():
-        x = x.contiguous()
+    if not (x.is_contiguous() or (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last))):
+        x = x.contiguous()  # the kernel walks x in memory order: it must be dense
     if b is not None:
         b = b.to(x.dtype).contiguous()
     clamp = -1.0 if clamp is None or clamp < 0 else float(clamp)
