@@ -84,14 +84,22 @@ def source_dir() -> Path:
     return Path(__file__).resolve().parent
 
 
+def _visible_archs() -> str:
+    if not torch.cuda.is_available():
+        return ""
+    caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+    return ";".join(f"{major}.{minor}" for major, minor in sorted(caps))
+
+
 def build_key() -> str:
     """Hash of everything the compiled module depends on: sources, versions, architectures, flags."""
     h = hashlib.sha256()
     for name in SOURCES:
         h.update(name.encode())
         h.update((source_dir() / name).read_bytes())
-    for part in (torch.__version__, str(torch.version.cuda), sys.version, os.environ.get("TORCH_CUDA_ARCH_LIST", ""),
-                 " ".join(_EXTRA_CFLAGS), " ".join(_EXTRA_CUDA_CFLAGS)):
+    arch = os.environ.get("TORCH_CUDA_ARCH_LIST") or _visible_archs()  # torch targets the visible GPUs by default
+    for part in (torch.__version__, str(torch.version.cuda), sys.version, arch, " ".join(_EXTRA_CFLAGS),
+                 " ".join(_EXTRA_CUDA_CFLAGS)):
         h.update(part.encode())
     return h.hexdigest()[:16]
 
