@@ -70,9 +70,11 @@ __device__ __forceinline__ T activation(int act, int order, T v, T alpha) {
       return order == 1 ? s * (T(1) - s) : s * (T(1) - s) * (T(1) - T(2) * s);
     }
     case kElu:
+      if (order == 2 && v == T(0)) return T(0);  // torch's convention at the kink (elu and selu)
       if (v > T(0)) return order == 0 ? v : (order == 1 ? T(1) : T(0));
       return order == 0 ? dexpm1(v) : dexp(v);
     case kSelu:
+      if (order == 2 && v == T(0)) return T(0);
       if (v > T(0)) return order == 0 ? T(kSeluScale) * v : (order == 1 ? T(kSeluScale) : T(0));
       return order == 0 ? T(kSeluScale * kSeluAlpha) * dexpm1(v) : T(kSeluScale * kSeluAlpha) * dexp(v);
     case kSoftplus: {
