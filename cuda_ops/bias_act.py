@@ -163,5 +163,5 @@ def bias_act(
         _, alpha, gain = _resolve(act, alpha, gain)
         if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
             raise ValueError(f"bias of shape {tuple(b.shape)} does not match x.shape[{dim}]={x.shape[dim]}")
-        return _bias_act_cuda(x, b, dim % x.ndim, act, alpha, gain, clamp)
+        return _bias_act_cuda(x, b, dim, act, alpha, gain, clamp)
     return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
