@@ -114,6 +114,9 @@ def _build() -> ModuleType:
     from filelock import FileLock
     from torch.utils import cpp_extension
 
+    cuda_home = cpp_extension.CUDA_HOME
+    if cuda_home is None or not (Path(cuda_home) / "include" / "cuda_runtime.h").exists():
+        raise RuntimeError(f"no CUDA toolkit found (torch uses CUDA_HOME={cuda_home!r})")  # fail before compiling
     folder = build_dir()
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):

@@ -115,16 +115,20 @@ FALLBACK_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_broken_build_falls_back_to_reference_and_warns_once(tmp_path):
-    """A compiler that does not exist: the ops still work (reference path) and the warning appears once."""
-    env = _env(CC="/nonexistent/bin/cc", CXX="/nonexistent/bin/c++", PBW_CUDA_OPS="auto",
-               PBW_CUDA_OPS_CACHE=str(tmp_path / "cache"),
+@pytest.mark.parametrize("broken,expect", [
+    ({"CC": "/nonexistent/bin/cc", "CXX": "/nonexistent/bin/c++"}, "/nonexistent/bin/c"),  # compiler output tail
+    ({"CUDA_HOME": "/nonexistent/cuda"}, "CUDA_HOME='/nonexistent/cuda' is not a CUDA toolkit root"),
+])
+def test_broken_build_falls_back_to_reference_and_warns_once(tmp_path, broken, expect):
+    """A compiler or toolkit that does not exist: the ops still work (reference) and the warning appears once."""
+    env = _env(PBW_CUDA_OPS="auto", PBW_CUDA_OPS_CACHE=str(tmp_path / "cache"),
                CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
                TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"))
+    env.update(broken)
     run = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "WARNINGS 1" in run.stdout, run.stdout + run.stderr
-    assert "/nonexistent/bin/c" in run.stdout and "To fix it" in run.stdout, run.stdout  # output tail + hints
+    assert expect in run.stdout and "To fix it" in run.stdout, run.stdout
     assert "PBW_CUDA_OPS=ref" in run.stdout
     assert "CUDA MODE RAISED True" in run.stdout, run.stdout + run.stderr
