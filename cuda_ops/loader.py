@@ -173,7 +173,8 @@ def load_extension(required: bool = False) -> ModuleType | None:
                 warnings.warn(_error + "\nFalling back to the (slower) reference PyTorch ops.", RuntimeWarning,
                               stacklevel=3)
     if _module is None and required:
-        raise RuntimeError(f"the fused CUDA ops are required ({ENV_VAR}=cuda, or a prebuild) but are not available.\n{_error}")
+        raise RuntimeError(f"the fused CUDA ops are required ({ENV_VAR}=cuda, or a prebuild) but are not "
+                           f"available.\n{_error}")
     return _module
 
 
