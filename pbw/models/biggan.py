@@ -141,6 +141,9 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, num_itrs: int = 1, eps: float = 1e-6):
         super().__init__()
+        if channels < 8:
+            raise ValueError(f"self-attention needs at least 8 channels (it projects to channels // 8), got "
+                             f"{channels}: widen the model (ch) or move the attention to another resolution")
         self.channels = channels
         conv = dict(kernel_size=1, padding=0, bias=False, num_itrs=num_itrs, eps=eps)
         self.theta = SNConv2d(channels, channels // 8, **conv)
