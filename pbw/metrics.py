@@ -1,0 +1,111 @@
+"""Image-generation metrics (FID, KID, IS) through torchmetrics, with a configurable feature extractor.
+
+The default extractor is torchmetrics' Inception (weights downloaded on first use; needs
+`torch-fidelity`). Offline, or in tests, pass any `nn.Module` mapping images in [0, 1] to feature
+vectors, e.g. :class:`RandomConvFeatures` (no download; scores are comparable only between runs
+that use the same extractor, not with published numbers).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+
+
+class RandomConvFeatures(nn.Module):
+    """A fixed, seeded random conv net: images [B, 3, H, W] in [0, 1] -> [B, num_features].
+
+    Needs no download. Random conv features are a recognised stand-in for Inception features when
+    comparing distributions (e.g. Naeem et al. 2020); use it offline and for tests.
+    """
+
+    def __init__(self, num_features: int = 64, input_size: int = 64, seed: int = 0):
+        super().__init__()
+        self.num_features, self.input_size = num_features, input_size
+        gen = torch.Generator().manual_seed(seed)
+        widths = [3, 32, 64, num_features]
+        self.convs = nn.ModuleList()
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) / (c_in * 9) ** 0.5)
+                conv.bias.zero_()
+            conv.requires_grad_(False)
+            self.convs.append(conv)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(images.float(), size=(self.input_size, self.input_size), mode="bilinear",
+                          align_corners=False, antialias=True) * 2 - 1
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), 0.2)
+        return x.mean(dim=[2, 3])
+
+
+class GenerationMetrics(nn.Module):
+    """FID, KID and (optionally) IS of generated vs real images given in [-1, 1].
+
+    `feature_extractor=None` uses torchmetrics' Inception (2048-d pool features, logits for IS).
+    KID's subset size shrinks to the number of samples available when that is smaller.
+    """
+
+    def __init__(self, feature_extractor: nn.Module | None = None, fid: bool = True, kid: bool = True,
+                 inception_score: bool = False, kid_subset_size: int = 1000):
+        super().__init__()
+        feature = 2048 if feature_extractor is None else feature_extractor
+        self.kid_subset_size = kid_subset_size
+        try:
+            self.fid = FrechetInceptionDistance(feature=feature, normalize=True) if fid else None
+            self.kid = (KernelInceptionDistance(feature=feature, normalize=True, subset_size=kid_subset_size)
+                        if kid else None)
+            self.inception = (InceptionScore(feature="logits_unbiased" if feature_extractor is None else feature,
+                                             normalize=True) if inception_score else None)
+        except (OSError, RuntimeError, ModuleNotFoundError) as err:
+            raise RuntimeError(
+                "could not build torchmetrics' Inception feature extractor (it needs the `torch-fidelity` package "
+                "and downloads its weights on first use). Offline, pass another extractor, e.g. "
+                "`feature_extractor: {class_path: pbw.metrics.RandomConvFeatures}` in the model config. "
+                f"Cause: {err}") from err
+        self.num_real = 0
+        self.num_fake = 0
+
+    @staticmethod
+    def _to_unit(images: torch.Tensor) -> torch.Tensor:
+        return ((images.float() + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def update(self, images: torch.Tensor, real: bool) -> None:
+        """Add a batch of images in [-1, 1] to the real or generated set."""
+        x = self._to_unit(images)
+        for metric in (self.fid, self.kid):
+            if metric is not None:
+                metric.update(x, real=real)
+        if real:
+            self.num_real += len(x)
+        else:
+            self.num_fake += len(x)
+            if self.inception is not None:
+                self.inception.update(x)
+
+    def compute(self) -> dict[str, float]:
+        """The metrics over everything added since the last reset."""
+        if self.num_fake < 2 or (self.num_real < 2 and (self.fid is not None or self.kid is not None)):
+            raise ValueError(f"metrics need at least 2 real and 2 generated images, got {self.num_real} real "
+                             f"and {self.num_fake} generated; validate on more batches")
+        out = {}
+        if self.fid is not None:
+            out["fid"] = float(self.fid.compute())
+        if self.kid is not None:
+            self.kid.subset_size = min(self.kid_subset_size, self.num_real, self.num_fake)
+            out["kid"] = float(self.kid.compute()[0])
+        if self.inception is not None:
+            out["is"] = float(self.inception.compute()[0])
+        return out
+
+    def reset(self) -> None:
+        for metric in (self.fid, self.kid, self.inception):
+            if metric is not None:
+                metric.reset()
+        self.num_real = self.num_fake = 0

@@ -1,0 +1,134 @@
+"""Adaptive discriminator augmentation (ADA, Karras et al. 2020) for images in [-1, 1].
+
+Each transform of the 'bgc' pipeline (blit: x-flip, 90-degree rotations, integer translation;
+geometric: isotropic scaling, rotation, anisotropic scaling, fractional translation; color:
+brightness, contrast, luma flip, hue rotation, saturation) is applied to each image independently
+with probability p. Geometric transforms are composed into one affine matrix and applied with a
+single grid_sample (reflection padding); color transforms into one 4x4 matrix. Everything is
+differentiable in the images, as the generator loss and R1 need. Written here because the
+libraries' augmentations (torchvision, kornia) are not p-adaptive per transform in this way.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _translate(t: torch.Tensor) -> torch.Tensor:
+    """[B, 3, 3] translations by t [B, 2] (grid units, [-1, 1] spans the image)."""
+    m = torch.eye(3, device=t.device).repeat(len(t), 1, 1)
+    m[:, :2, 2] = t
+    return m
+
+
+def _scale(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+    m = torch.eye(3, device=sx.device).repeat(len(sx), 1, 1)
+    m[:, 0, 0], m[:, 1, 1] = sx, sy
+    return m
+
+
+def _rotate(theta: torch.Tensor) -> torch.Tensor:
+    m = torch.eye(3, device=theta.device).repeat(len(theta), 1, 1)
+    c, s = torch.cos(theta), torch.sin(theta)
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = c, -s, s, c
+    return m
+
+
+class AdaptiveAugment(nn.Module):
+    """The ADA 'bgc' pipeline with strength `p` (a buffer, saved in checkpoints)."""
+
+    def __init__(self, p: float = 0.0, xint_max: float = 0.125, scale_std: float = 0.2, rotate_max: float = 1.0,
+                 aniso_std: float = 0.2, xfrac_std: float = 0.125, brightness_std: float = 0.2,
+                 contrast_std: float = 0.5, lumaflip: bool = True, hue_max: float = 1.0, saturation_std: float = 1.0):
+        super().__init__()
+        self.register_buffer("p", torch.tensor(float(p)))
+        self.xint_max, self.scale_std, self.rotate_max = xint_max, scale_std, rotate_max
+        self.aniso_std, self.xfrac_std = aniso_std, xfrac_std
+        self.brightness_std, self.contrast_std = brightness_std, contrast_std
+        self.lumaflip, self.hue_max, self.saturation_std = lumaflip, hue_max, saturation_std
+
+    def _coin(self, n: int, device: torch.device, prob: float | torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample 0/1: whether a transform is applied."""
+        prob = self.p if prob is None else prob
+        return (torch.rand(n, device=device) < prob).float()
+
+    def _geometric(self, n: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        h, w = size
+        m = torch.eye(3, device=device).repeat(n, 1, 1)
+        flip = torch.randint(0, 2, (n,), device=device) * self._coin(n, device)
+        m = m @ _scale(1 - 2 * flip, torch.ones(n, device=device))
+        quarter = torch.randint(0, 4, (n,), device=device) * self._coin(n, device)
+        m = m @ _rotate(quarter * (math.pi / 2))
+        t = (torch.rand(n, 2, device=device) * 2 - 1) * self.xint_max * self._coin(n, device)[:, None]
+        pixels = torch.tensor([w, h], device=device)
+        m = m @ _translate(torch.round(t * pixels) / pixels * 2)
+        s = 2 ** (torch.randn(n, device=device) * self.scale_std * self._coin(n, device))
+        m = m @ _scale(s, s)
+        p_rot = 1 - torch.sqrt((1 - self.p).clamp(0, 1))  # rotation is split into two halves in the paper
+        m = m @ _rotate((torch.rand(n, device=device) * 2 - 1) * math.pi * self.rotate_max * self._coin(n, device, p_rot))
+        a = 2 ** (torch.randn(n, device=device) * self.aniso_std * self._coin(n, device))
+        m = m @ _scale(a, 1 / a)
+        m = m @ _rotate((torch.rand(n, device=device) * 2 - 1) * math.pi * self.rotate_max * self._coin(n, device, p_rot))
+        t = torch.randn(n, 2, device=device) * self.xfrac_std * self._coin(n, device)[:, None]
+        return m @ _translate(t * 2)
+
+    def _color(self, n: int, device: torch.device) -> torch.Tensor:
+        c = torch.eye(4, device=device).repeat(n, 1, 1)
+        b = torch.randn(n, device=device) * self.brightness_std * self._coin(n, device)
+        t = torch.eye(4, device=device).repeat(n, 1, 1)
+        t[:, :3, 3] = b[:, None]
+        c = t @ c
+        k = 2 ** (torch.randn(n, device=device) * self.contrast_std * self._coin(n, device))
+        c = torch.diag_embed(torch.stack([k, k, k, torch.ones_like(k)], 1)) @ c
+        v = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device) / math.sqrt(3)
+        vv = torch.outer(v, v)
+        flip = torch.randint(0, 2, (n,), device=device) * self._coin(n, device) * float(self.lumaflip)
+        c = (torch.eye(4, device=device) - 2 * vv * flip[:, None, None]) @ c
+        theta = (torch.rand(n, device=device) * 2 - 1) * math.pi * self.hue_max * self._coin(n, device)
+        c = self._rotate_about_luma(theta, v[:3]) @ c
+        s = 2 ** (torch.randn(n, device=device) * self.saturation_std * self._coin(n, device))
+        return (vv + (torch.eye(4, device=device) - vv) * s[:, None, None]) @ c
+
+    @staticmethod
+    def _rotate_about_luma(theta: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+        """[B, 4, 4] rotations by theta around the gray axis (Rodrigues' formula)."""
+        x, y, z = axis
+        k = torch.tensor([[0, -z, y], [z, 0, -x], [-y, x, 0]], device=theta.device)
+        eye = torch.eye(3, device=theta.device)
+        r = eye + torch.sin(theta)[:, None, None] * k + (1 - torch.cos(theta))[:, None, None] * (k @ k)
+        m = torch.eye(4, device=theta.device).repeat(len(theta), 1, 1)
+        m[:, :3, :3] = r
+        return m
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if float(self.p) <= 0:
+            return images
+        n, c, h, w = images.shape
+        device = images.device
+        geo = self._geometric(n, (h, w), device)
+        grid = F.affine_grid(geo[:, :2, :].to(images.dtype), [n, c, h, w], align_corners=False)
+        x = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        color = self._color(n, device).to(x.dtype)
+        x = color[:, :3, :3] @ x.reshape(n, c, h * w) + color[:, :3, 3:]
+        return x.reshape(n, c, h, w)
+
+
+class AdaController:
+    """Adjusts ADA's p toward the overfitting target r_t = E[sign(D(real))].
+
+    p moves by (batch_size * interval) / (speed_kimg * 1000) per adjustment, so it can go from 0 to 1
+    in `speed_kimg` thousand images.
+    """
+
+    def __init__(self, target: float = 0.6, interval: int = 4, speed_kimg: float = 500):
+        self.target, self.interval, self.speed_kimg = target, interval, speed_kimg
+
+    def adjust(self, p: torch.Tensor, sign_sum: float, count: int, batch_size: int) -> float:
+        """Update p in place from the summed signs of `count` real logits; returns r_t."""
+        r_t = sign_sum / max(count, 1)
+        step = math.copysign(batch_size * self.interval / (self.speed_kimg * 1000), r_t - self.target)
+        p.copy_((p + step).clamp(0, 1))
+        return r_t

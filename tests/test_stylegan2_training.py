@@ -1,0 +1,134 @@
+"""StyleGAN2 training through the CLI: tiny run with metrics, resume, atomic checkpoints, W&B, DDP."""
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fixtures_data import write_tiny_cub
+from pbw.cli import train_main
+from pbw.training.common import AtomicCheckpointIO
+from pbw.training.stylegan2 import StyleGAN2Module
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs/stylegan2/tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def cub(tmp_path_factory):
+    return write_tiny_cub(tmp_path_factory.mktemp("cub"), n_classes=2, per_class=4)
+
+
+def run_args(cub, out, *extra):
+    return ["fit", "--config", TINY, "--data.root", str(cub), "--trainer.default_root_dir", str(out),
+            "--trainer.logger.init_args.save_dir", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(cub, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cli = train_main(run_args(cub, out))
+    return out, cli
+
+
+def test_tiny_run_trains_with_finite_losses_and_computes_metrics(tiny_run):
+    out, cli = tiny_run
+    version = out / "lightning_logs" / "version_0"
+    rows = list(csv.DictReader(open(version / "metrics.csv")))
+    losses = [float(r[k]) for r in rows for k in ("train/loss_d", "train/loss_g") if r.get(k)]
+    assert len(losses) >= 8 and all(math.isfinite(v) for v in losses)
+    assert any(r.get("train/r1_penalty") for r in rows) and any(r.get("train/pl_penalty") for r in rows)
+    fids = [float(r["val/fid"]) for r in rows if r.get("val/fid")]
+    kids = [float(r["val/kid"]) for r in rows if r.get("val/kid")]
+    assert fids and kids and all(math.isfinite(v) and v >= 0 for v in fids)
+    assert sorted(p.name for p in (version / "samples").glob("*.png"))  # sample grids written
+    module = cli.model
+    assert cli.trainer.global_step == 8 and int(module.iteration) == 4 and int(module.images_seen) == 16
+    assert 0 < float(module.augment_pipe.p) <= 1  # ADA moved p (tiny config adapts fast)
+    assert float(module.pl_mean) > 0
+    ema_params = dict(module.generator_ema.named_parameters())
+    assert any(not torch.equal(p, ema_params[n]) for n, p in module.generator.named_parameters())
+
+
+def test_checkpoint_holds_networks_and_training_state(tiny_run):
+    out, cli = tiny_run
+    ckpt = torch.load(out / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["pbw"]["family"] == "stylegan2" and ckpt["pbw"]["generator"]["resolution"] == 32
+    state = ckpt["state_dict"]
+    for key in ("generator_ema.synthesis.b32.torgb.weight", "discriminator.b4.out.weight",
+                "augment_pipe.p", "pl_mean", "images_seen", "generator.mapping.w_avg"):
+        assert key in state, key
+    assert torch.equal(state["augment_pipe.p"], cli.model.augment_pipe.p)
+
+
+def test_resume_continues_step_count_ema_and_ada(tiny_run, cub, tmp_path):
+    out, _ = tiny_run
+    mid = out / "lightning_logs/version_0/checkpoints/epoch=0-step=4.ckpt"
+    saved = torch.load(mid, weights_only=True, map_location="cpu")["state_dict"]
+    # Resume with max_steps equal to the checkpoint's step: the state is restored, nothing trains.
+    cli = train_main(run_args(cub, tmp_path / "a", "--trainer.max_steps", "4", "--ckpt_path", str(mid)))
+    restored = cli.model.state_dict()
+    for key in ("augment_pipe.p", "pl_mean", "images_seen", "generator_ema.synthesis.b4.const"):
+        assert torch.equal(restored[key].cpu(), saved[key]), key
+    cli = train_main(run_args(cub, tmp_path / "b", "--ckpt_path", str(mid)))
+    assert cli.trainer.global_step == 8 and int(cli.model.iteration) == 4 and int(cli.model.images_seen) == 16
+
+
+def test_resume_with_another_architecture_fails_clearly(tiny_run):
+    out, _ = tiny_run
+    ckpt = torch.load(out / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True, map_location="cpu")
+    # (The CLI re-applies the checkpoint's hyperparameters; a Trainer used from Python hits this check.)
+    other = StyleGAN2Module(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=16,
+                            num_metric_samples=0)
+    with pytest.raises(ValueError, match="resume with the config"):
+        other.on_load_checkpoint(ckpt)
+
+
+def test_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_wandb_offline_logging_writes_a_local_run(cub, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    train_main(["fit", "--config", TINY, "--config", str(REPO / "configs/logging/wandb.yaml"),
+                "--data.root", str(cub), "--trainer.default_root_dir", str(tmp_path),
+                "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.offline", "true",
+                "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+                "--trainer.logger.init_args.project", "pbw-test"])
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs and list(runs[0].glob("*.wandb")), "an offline W&B run file should be written"
+
+
+def test_two_process_ddp_ends_with_equal_weights(cub, tmp_path):
+    env = dict(os.environ, PBW_PROBE_DIR=str(tmp_path / "probe"), PYTHONPATH=f"{REPO}:{REPO / 'tests'}",
+               WANDB_MODE="disabled")
+    cmd = [sys.executable, str(REPO / "train.py"), *run_args(cub, tmp_path),
+           "--trainer.devices", "2", "--trainer.strategy", "ddp_find_unused_parameters_true",
+           "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0",
+           "--trainer.callbacks+=training_probes.SaveRankWeights"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "probe/rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "probe/rank1.pt", weights_only=True)
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
+    assert int(rank0["images_seen"]) == 2 * 2 * 4  # 2 iterations x 2 ranks x batch 4

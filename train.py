@@ -1,0 +1,9 @@
+"""Train a pbw model: `python train.py fit --config configs/stylegan2/cub256.yaml --data.root DIR`.
+
+Subcommands and options are LightningCLI's (`python train.py --help`, `fit --print_config`);
+resume a run with `--ckpt_path last` (or a checkpoint path).
+"""
+from pbw.cli import train_main
+
+if __name__ == "__main__":
+    train_main()
