@@ -20,7 +20,9 @@ class MaskableGenerator(nn.Module, ABC):
     `discriminator` (optional, may be None) scores the realism of images in [-1, 1].
     """
 
-    discriminator: nn.Module | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.discriminator: nn.Module | None = None  # becomes a sub-module when a module is assigned
 
     @property
     @abstractmethod

@@ -83,6 +83,7 @@ class MappingNetwork(nn.Module):
         x = normalize_2nd_moment(z.float())
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
+        x = x.float()  # w stays float32 under autocast
         if update_w_avg:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         x = x.unsqueeze(1).repeat(1, self.num_ws, 1)

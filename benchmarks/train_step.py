@@ -1,0 +1,106 @@
+"""Seconds per GAN training step, fp32 vs bf16 autocast, on the CPU or a GPU; prints JSON.
+
+Two figures per precision:
+- `fwd_bwd_s`: G forward, D forward on the fakes, backward through both (one "G+D forward+backward").
+- `iteration_s`: one full training iteration of the trainer's losses (D step on real + fake, then
+  G step), without the lazy regularizers, with Adam updates.
+
+    python benchmarks/train_step.py --family stylegan2 --resolution 64 --batch 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def build_stylegan2(args):
+    from pbw.training.stylegan2 import StyleGAN2Module
+
+    module = StyleGAN2Module(resolution=args.resolution, channel_base=args.channel_base, channel_max=args.channel_max,
+                             augment=False, num_metric_samples=0, style_mixing_prob=0.9)
+    return module, module.generator, module.discriminator, lambda n: torch.randn(n, module.hparams.z_dim)
+
+
+def timed(fn, device, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def measure(args, precision: str) -> dict:
+    device = torch.device(args.device)
+    module, G, D, sample_z = BUILDERS[args.family](args)
+    module.to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=1e-4)
+    opt_d = torch.optim.Adam(D.parameters(), lr=1e-4)
+    real = torch.rand(args.batch, 3, args.resolution, args.resolution, device=device) * 2 - 1
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def fwd_bwd():
+        with autocast:
+            loss = D(G(sample_z(args.batch).to(device))).float().sum()
+        loss.backward()
+
+    def iteration():
+        with autocast:
+            d_loss = module._discriminator_step(real, do_r1=False)["_loss"]
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        D.requires_grad_(False)
+        with autocast:
+            g_loss = module._generator_step(args.batch, do_pl=False)["_loss"]
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+
+    out = {"precision": precision}
+    for name, fn in (("fwd_bwd_s", fwd_bwd), ("iteration_s", iteration)):
+        out[name] = round(timed(fn, device, args.steps, args.warmup), 4)
+    out["images_per_s"] = round(args.batch / out["iteration_s"], 3)
+    return out
+
+
+BUILDERS = {"stylegan2": build_stylegan2}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", choices=sorted(BUILDERS), default="stylegan2")
+    parser.add_argument("--resolution", type=int, default=64)
+    parser.add_argument("--channel-base", type=int, default=32768)
+    parser.add_argument("--channel-max", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    results = [measure(args, p) for p in args.precisions.split(",")]
+    report = {"family": args.family, "resolution": args.resolution, "batch": args.batch, "device": args.device,
+              "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "results": results}
+    if len(results) == 2:
+        report["bf16_speedup_fwd_bwd"] = round(results[0]["fwd_bwd_s"] / results[1]["fwd_bwd_s"], 2)
+        report["bf16_speedup_iteration"] = round(results[0]["iteration_s"] / results[1]["iteration_s"], 2)
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
