@@ -26,7 +26,8 @@ from torch import nn
 
 from pbw.metrics import GenerationMetrics
 from pbw.models.biggan import BigGANDiscriminator, BigGANGenerator
-from pbw.training.common import log_image_grid, pbw_checkpoint_entry, update_ema
+from pbw.training.common import (check_resume_architecture, log_image_grid, pbw_checkpoint_entry, seed_noise_per_rank,
+                                 update_ema)
 
 
 def hinge_loss_d(scores_real: torch.Tensor, scores_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,19 +124,13 @@ class BigGANModule(pl.LightningModule):
         if n_data is not None and n_data != self.hparams.n_classes:
             raise ValueError(f"the data has {n_data} classes but the model was built for n_classes="
                              f"{self.hparams.n_classes}; set model.init_args.n_classes: {n_data}")
-        # Every rank was seeded alike: give each its own noise so the fakes differ across ranks.
-        if self.trainer.world_size > 1:
-            torch.manual_seed(torch.initial_seed() + self.global_rank)
+        seed_noise_per_rank(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["pbw"] = pbw_checkpoint_entry("biggan", self.generator_kwargs, self.discriminator_kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        entry = checkpoint.get("pbw", {})
-        if entry.get("family", "biggan") != "biggan" or entry.get("generator", self.generator_kwargs) != self.generator_kwargs:
-            raise ValueError(
-                f"checkpoint holds a {entry.get('family')} generator {entry.get('generator')}, but this run builds "
-                f"biggan {self.generator_kwargs}; resume with the config the checkpoint was trained with")
+        check_resume_architecture(checkpoint, "biggan", self.generator_kwargs)
 
     # ------------------------------------------------------------------------------------- training
     def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
