@@ -16,6 +16,10 @@ def birds(tmp_path_factory):
     return syn.generate(root, n=48, resolution=64, seed=3, progress=False)
 
 
+def _cub(root):
+    return root / "CUB_200_2011"
+
+
 def _read_rows(path):
     return [line.split() for line in path.read_text().splitlines()]
 
@@ -30,19 +34,19 @@ def test_palette_colors_are_well_separated():
 
 
 def test_writes_cub_layout(birds):
-    images = _read_rows(birds / "images.txt")
+    images = _read_rows(_cub(birds) / "images.txt")
     assert [int(r[0]) for r in images] == list(range(1, 49))
-    classes = _read_rows(birds / "classes.txt")
+    classes = _read_rows(_cub(birds) / "classes.txt")
     assert len(classes) == len(syn.SPECIES) == 12
     assert classes[0] == ["1", "001.Red_Cardinal"]
-    labels = dict(_read_rows(birds / "image_class_labels.txt"))
-    split = dict(_read_rows(birds / "train_test_split.txt"))
-    boxes = {r[0]: [float(x) for x in r[1:]] for r in _read_rows(birds / "bounding_boxes.txt")}
+    labels = dict(_read_rows(_cub(birds) / "image_class_labels.txt"))
+    split = dict(_read_rows(_cub(birds) / "train_test_split.txt"))
+    boxes = {r[0]: [float(x) for x in r[1:]] for r in _read_rows(_cub(birds) / "bounding_boxes.txt")}
     assert set(split.values()) == {"0", "1"}
     for image_id, rel in images:
         cls = rel.split("/")[0]
         assert cls == classes[int(labels[image_id]) - 1][1]
-        img = Image.open(birds / "images" / rel)
+        img = Image.open(_cub(birds) / "images" / rel)
         assert img.size == (64, 64) and img.mode == "RGB"
         captions = (birds / "text_c10" / rel).with_suffix(".txt").read_text().splitlines()
         assert len(captions) == 10 and all(c.strip() for c in captions)
@@ -58,12 +62,12 @@ def test_writes_cub_layout(birds):
 def test_deterministic_by_seed_and_prefix_stable(tmp_path, birds):
     again = syn.generate(tmp_path / "again", n=12, resolution=64, seed=3, progress=False)
     other = syn.generate(tmp_path / "other", n=12, resolution=64, seed=4, progress=False)
-    for rel in (r[1] for r in _read_rows(again / "images.txt")):
-        assert (again / "images" / rel).read_bytes() == (birds / "images" / rel).read_bytes()
+    for rel in (r[1] for r in _read_rows(_cub(again) / "images.txt")):
+        assert (_cub(again) / "images" / rel).read_bytes() == (_cub(birds) / "images" / rel).read_bytes()
         assert (again / "text_c10" / rel).with_suffix(".txt").read_text() == \
             (birds / "text_c10" / rel).with_suffix(".txt").read_text()
-        a = np.asarray(Image.open(again / "images" / rel), dtype=float)
-        b = np.asarray(Image.open(other / "images" / rel), dtype=float)
+        a = np.asarray(Image.open(_cub(again) / "images" / rel), dtype=float)
+        b = np.asarray(Image.open(_cub(other) / "images" / rel), dtype=float)
         assert np.abs(a - b).mean() > 5
 
 
@@ -96,7 +100,7 @@ def test_canonical_caption():
 def test_oracle_recovers_the_drawn_part_colors(birds):
     meta = syn.load_metadata(birds)
     for info in meta["images"].values():
-        image = Image.open(birds / "images" / info["file"])
+        image = Image.open(_cub(birds) / "images" / info["file"])
         found = syn.part_colors(image, syn.load_part_map(birds, info["file"]))
         assert found == info["part_colors"]
 
@@ -121,8 +125,9 @@ def test_oracle_reads_tensors_and_rejects_bad_masks():
 def test_command_line(tmp_path, capsys):
     syn.main(["--out", str(tmp_path / "cli"), "--n", "3", "--resolution", "32", "--seed", "1", "--format", "jpg"])
     assert "wrote 3 birds" in capsys.readouterr().out
-    rows = _read_rows(tmp_path / "cli" / "images.txt")
+    rows = _read_rows(_cub(tmp_path / "cli") / "images.txt")
     assert len(rows) == 3 and rows[0][1].endswith(".jpg")
-    assert Image.open(tmp_path / "cli" / "images" / rows[0][1]).size == (32, 32)
+    assert Image.open(_cub(tmp_path / "cli") / "images" / rows[0][1]).size == (32, 32)
+    assert syn.load_metadata(_cub(tmp_path / "cli"))["n"] == 3
     with pytest.raises(FileNotFoundError, match="pbw.data.synthetic"):
         syn.load_metadata(tmp_path)

@@ -6,13 +6,14 @@ backgrounds (sky, grass, water, branch), with pose, size and position jitter. A 
 are color schemes with variation; they are the classes. Each image gets ten CUB-style captions
 ("this bird has a red head, blue wings and a white belly") and a part label map.
 
-Layout written under ``--out`` (the CUB_200_2011 files plus Reed-style captions)::
+Layout written under ``--out``, as CUB-200-2011 and Reed et al.'s captions unpack::
 
-    images.txt  image_class_labels.txt  classes.txt  train_test_split.txt  bounding_boxes.txt
-    images/<NNN.Class_Name>/<file>.png
-    text_c10/<NNN.Class_Name>/<file>.txt      ten captions, one per line
-    parts/<NNN.Class_Name>/<file>.png         label map: 0 background, PART_LABELS[part] otherwise
-    synthetic_birds.json                      palette, parts, species and per-image part colors
+    CUB_200_2011/images.txt, image_class_labels.txt, classes.txt, train_test_split.txt,
+                 bounding_boxes.txt
+    CUB_200_2011/images/<NNN.Class_Name>/<file>.png
+    CUB_200_2011/part_masks/<NNN.Class_Name>/<file>.png   label map: 0 background, PART_LABELS[part]
+    CUB_200_2011/synthetic_birds.json     palette, parts, species and per-image part colors
+    text_c10/<NNN.Class_Name>/<file>.txt  ten captions, one per line
 
 Run: ``python -m pbw.data.synthetic --out data/synthetic_birds --n 2000 --resolution 64 --seed 0``.
 
@@ -77,6 +78,7 @@ SPECIES: dict[str, dict[str, tuple[str, ...]]] = {
 }
 CLASS_NAMES: tuple[str, ...] = tuple(f"{i + 1:03d}.{name}" for i, name in enumerate(SPECIES))
 METADATA_FILE = "synthetic_birds.json"
+CUB_DIR = "CUB_200_2011"
 
 
 @dataclass(frozen=True)
@@ -290,10 +292,10 @@ def generate(out: str | Path, n: int = 2000, resolution: int = 64, seed: int = 0
     if n < 1 or resolution < 16:
         raise ValueError(f"need n >= 1 and resolution >= 16, got n={n}, resolution={resolution}")
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    for sub in ("images", "text_c10", "parts"):
+    cub = root / CUB_DIR
+    for sub in (cub / "images", cub / "part_masks", root / "text_c10"):
         for cls in CLASS_NAMES:
-            (root / sub / cls).mkdir(parents=True, exist_ok=True)
+            (sub / cls).mkdir(parents=True, exist_ok=True)
 
     rows: dict[str, list[str]] = {k: [] for k in ("images", "labels", "split", "boxes")}
     per_image = {}
@@ -307,8 +309,8 @@ def generate(out: str | Path, n: int = 2000, resolution: int = 64, seed: int = 0
         cls = CLASS_NAMES[species]
         stem = f"{cls.split('.', 1)[1]}_{counts[species]:04d}"
         rel = f"{cls}/{stem}.{image_format}"
-        Image.fromarray(image).save(root / "images" / rel, **({"quality": 95} if image_format == "jpg" else {}))
-        Image.fromarray(label_map).save(root / "parts" / cls / f"{stem}.png")
+        Image.fromarray(image).save(cub / "images" / rel, **({"quality": 95} if image_format == "jpg" else {}))
+        Image.fromarray(label_map).save(cub / "part_masks" / cls / f"{stem}.png")
         (root / "text_c10" / cls / f"{stem}.txt").write_text("\n".join(make_captions(spec, rng)) + "\n")
 
         image_id = i + 1
@@ -322,18 +324,26 @@ def generate(out: str | Path, n: int = 2000, resolution: int = 64, seed: int = 0
 
     for name, key in (("images.txt", "images"), ("image_class_labels.txt", "labels"),
                       ("train_test_split.txt", "split"), ("bounding_boxes.txt", "boxes")):
-        (root / name).write_text("\n".join(rows[key]) + "\n")
-    (root / "classes.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(CLASS_NAMES)))
+        (cub / name).write_text("\n".join(rows[key]) + "\n")
+    (cub / "classes.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(CLASS_NAMES)))
     meta = {"generator": "pbw.data.synthetic", "seed": seed, "n": n, "resolution": resolution,
             "palette": PALETTE, "part_labels": PART_LABELS, "part_words": PART_WORDS, "backgrounds": BACKGROUNDS,
             "species": {cls: SPECIES[cls.split(".", 1)[1]] for cls in CLASS_NAMES}, "images": per_image}
-    (root / METADATA_FILE).write_text(json.dumps(meta, indent=1))
+    (cub / METADATA_FILE).write_text(json.dumps(meta, indent=1))
     return root
 
 
+def _cub_dir(root: str | Path) -> Path:
+    root = Path(root)
+    return root / CUB_DIR if (root / CUB_DIR).is_dir() else root
+
+
 def load_metadata(root: str | Path) -> dict:
-    """Read ``synthetic_birds.json`` (palette, parts, species, per-image part colors) of a dataset."""
-    path = Path(root) / METADATA_FILE
+    """Read ``synthetic_birds.json`` (palette, parts, species, per-image part colors) of a dataset.
+
+    ``root`` is the dataset root given to :func:`generate` or its ``CUB_200_2011`` folder.
+    """
+    path = _cub_dir(root) / METADATA_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {root} is not a synthetic birds dataset; "
                                 f"make one with `python -m pbw.data.synthetic --out {root}`")
@@ -342,8 +352,7 @@ def load_metadata(root: str | Path) -> dict:
 
 def load_part_map(root: str | Path, image_file: str) -> np.ndarray:
     """The part label map (uint8 [H,W]) of an image given by its ``images.txt`` path."""
-    stem = Path(image_file).with_suffix(".png")
-    return np.asarray(Image.open(Path(root) / "parts" / stem))
+    return np.asarray(Image.open(_cub_dir(root) / "part_masks" / Path(image_file).with_suffix(".png")))
 
 
 # ----------------------------------------------------------------------------------------------
