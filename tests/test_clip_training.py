@@ -160,3 +160,22 @@ def test_clear_errors(micro_clip, tmp_path):
     model = CLIPTrainer(micro_clip)
     with pytest.raises(KeyError, match="caption"):
         model.training_step({"image": torch.zeros(2, 3, 32, 32), "label": torch.zeros(2)}, 0)
+
+
+def test_mini_config_runs_through_lightning_cli(tmp_path):
+    from pytorch_lightning.cli import LightningCLI
+
+    root = syn.generate(tmp_path / "birds", n=24, resolution=64, seed=0, progress=False)
+    cli = LightningCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
+                       subclass_mode_data=True, run=False, save_config_callback=None,
+                       args=["--config", "configs/mini/clip.yaml", "--data.init_args.root", str(root),
+                             "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
+                             "--model.init_args.export_dir", str(tmp_path / "clip"),
+                             "--trainer.max_steps", "2", "--trainer.logger", "false",
+                             "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path)])
+    assert isinstance(cli.model, CLIPTrainer) and cli.model.hparams.model_name == "pbw-mini-clip"
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 2 and np.isfinite(cli.trainer.callback_metrics["train/loss"].item())
+    saved = json.loads((tmp_path / "clip" / "open_clip_config.json").read_text())
+    assert saved["model_cfg"]["vision_cfg"]["image_size"] == 64
+    assert isinstance(open_clip.create_model(f"local-dir:{tmp_path / 'clip'}"), torch.nn.Module)

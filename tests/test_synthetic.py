@@ -131,3 +131,27 @@ def test_command_line(tmp_path, capsys):
     assert syn.load_metadata(_cub(tmp_path / "cli"))["n"] == 3
     with pytest.raises(FileNotFoundError, match="pbw.data.synthetic"):
         syn.load_metadata(tmp_path)
+
+
+def test_cub_datamodule_reads_the_synthetic_birds_unchanged(birds):
+    from pbw.data.cub import CUBDataModule
+
+    dm = CUBDataModule(root=str(birds), split="train", val_split="test", captions=True, resolution=64,
+                       batch_size=8, num_workers=0, xflip=False)
+    dm.setup("fit")
+    assert dm.class_names[0] == "Red_Cardinal" and len(dm.class_names) == 12
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape == (8, 3, 64, 64) and batch["image"].dtype == torch.float32
+    assert -1 <= batch["image"].min() < batch["image"].max() <= 1
+    test_rows = [r for r in _read_rows(_cub(birds) / "train_test_split.txt") if r[1] == "0"][:8]
+    files = dict(_read_rows(_cub(birds) / "images.txt"))
+    labels = dict(_read_rows(_cub(birds) / "image_class_labels.txt"))
+    for k, (image_id, _) in enumerate(test_rows):
+        rel = files[image_id]
+        assert batch["label"][k].item() == int(labels[image_id]) - 1
+        assert batch["caption"][k] == (birds / "text_c10" / rel).with_suffix(".txt").read_text().splitlines()[0]
+        # pixels arrive unchanged, so the oracle reads the same colors from the batch
+        expected = np.asarray(Image.open(_cub(birds) / "images" / rel), dtype=np.float32) / 127.5 - 1
+        assert np.abs(batch["image"][k].permute(1, 2, 0).numpy() - expected).max() < 1e-5
+        assert syn.part_colors(batch["image"][k], syn.load_part_map(birds, rel)) == \
+            syn.load_metadata(birds)["images"][image_id]["part_colors"]
