@@ -7,7 +7,6 @@ import open_clip
 import pytest
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 
 from pbw.data import synthetic as syn
 from pbw.training.clip import CLIPTrainer, in_batch_accuracy, register_model_configs
@@ -29,12 +28,8 @@ def micro_clip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def birds(tmp_path_factory):
     root = syn.generate(tmp_path_factory.mktemp("birds"), n=480, resolution=32, seed=0, progress=False)
-    meta = syn.load_metadata(root)
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(root / "CUB_200_2011" / "images" / info["file"])))
-                          for info in meta["images"].values()]).permute(0, 3, 1, 2).float() / 127.5 - 1
-    captions = [(root / "text_c10" / info["file"]).with_suffix(".txt").read_text().splitlines()
-                for info in meta["images"].values()]
-    colors = [info["part_colors"] for info in meta["images"].values()]
+    images, colors, files = syn.load_split(root, "all")
+    captions = [(root / "text_c10" / f).with_suffix(".txt").read_text().splitlines() for f in files]
     return images, captions, colors
 
 
@@ -123,13 +118,9 @@ def test_micro_clip_learns_part_colors_on_synthetic_birds(micro_clip, birds, tmp
 
     # zero-shot probe: which of the 11 palette colors does "this bird has a <color> <part>." pick?
     model.eval()
-    palette = list(syn.PALETTE)
-    accuracy = {}
-    for part in ("body", "head", "wing", "tail"):  # the beak is a few pixels at 32 px
-        probes = [syn.canonical_caption({part: c}, (part,)) for c in palette]
-        picks = model.similarity(images[test], probes).argmax(1)
-        accuracy[part] = np.mean([palette[k] == c[part] for k, c in zip(picks.tolist(), colors[test])])
-    assert np.mean(list(accuracy.values())) > 3 / len(palette), accuracy  # chance is 1/11
+    accuracy = syn.part_color_probe(model.similarity, images[test], colors[test], ("body", "head", "wing", "tail"))
+    assert np.mean(list(accuracy.values())) > 3 / len(syn.PALETTE), accuracy  # chance is 1/11 (beak: a few pixels)
+    probes = [syn.canonical_caption({"head": c}, ("head",)) for c in syn.PALETTE]
 
     # the exported local-dir: folder loads with plain open_clip and gives the same embeddings
     export = tmp_path / "export"

@@ -155,3 +155,21 @@ def test_cub_datamodule_reads_the_synthetic_birds_unchanged(birds):
         assert np.abs(batch["image"][k].permute(1, 2, 0).numpy() - expected).max() < 1e-5
         assert syn.part_colors(batch["image"][k], syn.load_part_map(birds, rel)) == \
             syn.load_metadata(birds)["images"][image_id]["part_colors"]
+
+
+def test_load_split_and_probes_with_a_perfect_and_a_blind_model(birds):
+    images, colors, files = syn.load_split(birds, "test")
+    flags = dict(_read_rows(_cub(birds) / "train_test_split.txt"))
+    assert len(images) == len(colors) == len(files) == sum(v == "0" for v in flags.values())
+    assert images.shape[1:] == (3, 64, 64) and -1 <= images.min() < images.max() <= 1
+    assert len(syn.load_split(birds, "all", limit=5)[0]) == 5
+
+    def perfect(imgs, texts):  # reads colors with the pixel oracle; scores the captions that state them
+        truth = [syn.part_colors(img, syn.load_part_map(birds, f)) for img, f in zip(imgs, files)]
+        stated = [{syn.canonical_caption(t, parts) for parts in [syn.PARTS] + [(p,) for p in syn.PARTS]} for t in truth]
+        return torch.tensor([[float(text in s) for text in texts] for s in stated])
+
+    assert syn.part_color_probe(perfect, images, colors) == {p: 1.0 for p in syn.PARTS}
+    assert syn.caption_retrieval_accuracy(perfect, images, colors) == 1.0
+    blind = syn.part_color_probe(lambda imgs, texts: torch.zeros(len(imgs), len(texts)), images, colors)
+    assert all(v < 0.6 for v in blind.values())

@@ -29,6 +29,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -404,6 +405,46 @@ def region_color(image: Image.Image | np.ndarray | torch.Tensor, mask) -> str:
 def part_colors(image: Image.Image | np.ndarray | torch.Tensor, label_map: np.ndarray) -> dict[str, str]:
     """ORACLE: the named color of every part present in a part label map."""
     return {p: region_color(image, label_map == v) for p, v in PART_LABELS.items() if (label_map == v).any()}
+
+
+def load_split(root: str | Path, split: str = "test", limit: int | None = None) -> tuple[torch.Tensor, list[dict[str, str]], list[str]]:
+    """Images ([N,3,R,R] in [-1,1]), ground-truth part colors and ``images.txt`` paths of a split
+    ("train", "test" or "all"), in image-id order, at most ``limit`` of them."""
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    meta, cub = load_metadata(root), _cub_dir(root)
+    flags = dict(line.split() for line in (cub / "train_test_split.txt").read_text().splitlines())
+    ids = [i for i in meta["images"] if split == "all" or flags[i] == ("1" if split == "train" else "0")][:limit]
+    files = [meta["images"][i]["file"] for i in ids]
+    images = np.stack([np.asarray(Image.open(cub / "images" / f).convert("RGB")) for f in files])
+    tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return tensor, [meta["images"][i]["part_colors"] for i in ids], files
+
+
+Similarity = Callable[[torch.Tensor, list[str]], torch.Tensor]
+
+
+def part_color_probe(similarity: Similarity, images: torch.Tensor, colors: list[dict[str, str]],
+                     parts: tuple[str, ...] = PARTS) -> dict[str, float]:
+    """Zero-shot accuracy of a text-image model at naming part colors (chance: 1/len(PALETTE)).
+
+    For each part, the model picks the palette color whose caption "this bird has a <color> <part>."
+    scores highest with the image; ``similarity(images, texts)`` returns scores [N, len(texts)].
+    """
+    names = list(PALETTE)
+    accuracy = {}
+    for part in parts:
+        picks = similarity(images, [canonical_caption({part: c}, (part,)) for c in names]).argmax(1).tolist()
+        accuracy[part] = float(np.mean([names[k] == truth[part] for k, truth in zip(picks, colors)]))
+    return accuracy
+
+
+def caption_retrieval_accuracy(similarity: Similarity, images: torch.Tensor, colors: list[dict[str, str]]) -> float:
+    """Top-1 accuracy of matching each image to its own all-parts caption among all images'
+    captions (chance: 1/N; birds with identical colors count as a match)."""
+    captions = [canonical_caption(c) for c in colors]
+    picks = similarity(images, captions).argmax(1).tolist()
+    return float(np.mean([captions[k] == captions[i] for i, k in enumerate(picks)]))
 
 
 def main(argv: list[str] | None = None) -> None:
