@@ -133,7 +133,7 @@ def _bird_shapes(spec: BirdSpec, rng: np.random.Generator) -> list[tuple[str, np
     """Part polygons in bird coordinates (body length 1, facing +x, y down), in drawing order."""
     head_r = rng.uniform(0.19, 0.24)
     head = (rng.uniform(0.4, 0.48), rng.uniform(-0.34, -0.26))
-    beak_len = rng.uniform(0.2, 0.28)
+    beak_len = rng.uniform(0.26, 0.34)
     tail_spread = rng.uniform(0.1, 0.2)
     tail_drop = rng.uniform(-0.15, 0.15)
     shapes = [
@@ -147,7 +147,7 @@ def _bird_shapes(spec: BirdSpec, rng: np.random.Generator) -> list[tuple[str, np
         shapes.append(("wing", np.array([[0.2, -0.1], [-0.25, -0.05], [-0.35, -0.1 - lift], [0.05, -0.15 - 0.8 * lift]])))
     shapes.append(("head", _ellipse(head[0], head[1], head_r, head_r)))
     bx = head[0] + 0.8 * head_r
-    shapes.append(("beak", np.array([[bx, head[1] - 0.08], [bx, head[1] + 0.07], [bx + beak_len, head[1] + 0.01]])))
+    shapes.append(("beak", np.array([[bx - 0.03, head[1] - 0.11], [bx - 0.03, head[1] + 0.1], [bx + beak_len, head[1] + 0.02]])))
     shapes.append(("eye", _ellipse(head[0] + 0.3 * head_r, head[1] - 0.25 * head_r, 0.045, 0.045, n=12)))
     return shapes
 
