@@ -6,7 +6,7 @@ al.'s captions. The loss is open_clip's ``ClipLoss``; the trained model can be w
 open_clip ``local-dir:`` folder (``open_clip_config.json`` + safetensors weights) that
 ``open_clip.create_model_and_transforms("local-dir:<folder>")`` loads offline.
 
-Small model configurations shipped with pbw (``pbw/training/open_clip_configs/*.json``, e.g.
+Small model configurations shipped with pbw (``pbw/semantic/model_configs/*.json``, e.g.
 ``pbw-mini-clip``: 64 px ViT with 8 px patches) are registered with open_clip on import.
 """
 from __future__ import annotations
@@ -22,16 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-CONFIG_DIR = Path(__file__).parent / "open_clip_configs"
-
-
-def register_model_configs() -> list[str]:
-    """Register pbw's small open_clip model configurations; returns their names."""
-    names = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
-    if any(n not in open_clip.list_models() for n in names):
-        open_clip.add_model_config(CONFIG_DIR)
-    return names
-
+from pbw.semantic.clip import register_model_configs
 
 register_model_configs()
 
