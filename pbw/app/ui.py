@@ -7,6 +7,7 @@ import traceback
 import gradio as gr
 
 from pbw.app.core import AppInputError, Painter, Step, brush_mask, format_metrics, to_pil
+from pbw.editing.masks import mask_overlay
 from pbw.editing.module import OPTIMIZERS
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,10 @@ def view(history: list[Step], message: str = "") -> tuple:
     editor = {"background": to_pil(cur.image, DISPLAY), "layers": [], "composite": None}
     if len(history) == 1:
         return history, editor, to_pil(cur.image, DISPLAY), None, "", message, None
-    before = to_pil(history[-2].image, DISPLAY)
+    before = history[-2].image
+    if cur.layers and len(cur.layers) > len(history[-2].layers):  # a masked edit: tint the painted region
+        before = mask_overlay(before, cur.layers[-1][1])
+    before = to_pil(before, DISPLAY)
     return history, editor, before, to_pil(cur.image, DISPLAY), format_metrics(cur.metrics), message, cur.files
 
 
@@ -104,7 +108,7 @@ def build_page(painter: Painter, time_limit: float | None = None) -> gr.Blocks:
                 seeds = gr.Textbox("0-7", label="seeds", elem_id="seeds")
                 class_label = gr.Number(None, label="class (BigGAN)", precision=0, visible=painter.conditional)
                 sample_btn = gr.Button("Sample", elem_id="sample")
-                gallery = gr.Gallery(label="samples (click one)", columns=4, height=320, elem_id="gallery",
+                gallery = gr.Gallery(label="samples (click one)", columns=3, height="auto", elem_id="gallery",
                                      allow_preview=False)
                 latents_file = gr.File(label="or upload saved latents (latents.pt)", file_types=[".pt"],
                                        type="filepath", elem_id="upload")
@@ -130,7 +134,7 @@ def build_page(painter: Painter, time_limit: float | None = None) -> gr.Blocks:
                     undo_btn = gr.Button("Undo", elem_id="undo")
                 status = gr.Markdown("Sample some seeds to begin.", elem_id="status")
             with gr.Column(scale=2):
-                original = gr.Image(label="before", type="pil", interactive=False, elem_id="original")
+                original = gr.Image(label="before (painted region tinted)", type="pil", interactive=False, elem_id="original")
                 result = gr.Image(label="after", type="pil", interactive=False, elem_id="result")
                 metrics = gr.Markdown(elem_id="metrics")
                 files = gr.File(label="download (edited PNG, latents, comparison)", file_count="multiple",
