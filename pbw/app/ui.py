@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 
-import gradio as gr
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page: no calls home
+import gradio as gr  # noqa: E402
 
-from pbw.app.core import AppInputError, Painter, Step, brush_mask, format_metrics, to_pil
-from pbw.editing.masks import mask_overlay
-from pbw.editing.module import OPTIMIZERS
+from pbw.app.core import AppInputError, Painter, Step, brush_mask, format_metrics, to_pil  # noqa: E402
+from pbw.editing.masks import mask_overlay  # noqa: E402
+from pbw.editing.module import OPTIMIZERS  # noqa: E402
 
 log = logging.getLogger(__name__)
 DISPLAY = 384  # canvas side in pixels; strokes are area-averaged down to the generator's resolution
