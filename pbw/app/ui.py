@@ -14,7 +14,7 @@ from pbw.editing.module import OPTIMIZERS  # noqa: E402
 
 log = logging.getLogger(__name__)
 DISPLAY = 384  # canvas side in pixels; strokes are area-averaged down to the generator's resolution
-CSS = "#status {min-height: 2em}"
+TINT = (0.1, 1.0, 0.3)  # the brush colour, also used to tint the painted region in the before image
 
 
 def _message(text: str, kind: str = "info") -> str:
@@ -31,7 +31,7 @@ def view(history: list[Step], message: str = "") -> tuple:
         return history, editor, to_pil(cur.image, DISPLAY), None, "", message, None
     before = history[-2].image
     if cur.layers and len(cur.layers) > len(history[-2].layers):  # a masked edit: tint the painted region
-        before = mask_overlay(before, cur.layers[-1][1])
+        before = mask_overlay(before, cur.layers[-1][1], color=TINT)
     before = to_pil(before, DISPLAY)
     return history, editor, before, to_pil(cur.image, DISPLAY), format_metrics(cur.metrics), message, cur.files
 
@@ -118,7 +118,7 @@ def build_page(painter: Painter, time_limit: float | None = None) -> gr.Blocks:
                 editor = gr.ImageEditor(label="paint the region to change", type="numpy", image_mode="RGBA",
                                         sources=(), transforms=(), layers=False, canvas_size=(DISPLAY, DISPLAY),
                                         fixed_canvas=True, height=DISPLAY + 120, elem_id="editor",
-                                        brush=gr.Brush(default_size=32, colors=["#ff00ff"], color_mode="fixed"),
+                                        brush=gr.Brush(default_size=32, colors=["#1aff4d"], color_mode="fixed"),
                                         eraser=gr.Eraser(default_size=32))
                 prompt = gr.Textbox(label="words", placeholder="a red head", elem_id="prompt")
                 negative = gr.Textbox(label="negative words (optional)", placeholder="blurry", elem_id="negative")
