@@ -3,7 +3,6 @@ history, saved latents. `pbw.app.ui` puts a Gradio page on top of `Painter`."""
 from __future__ import annotations
 
 import inspect
-import logging
 import re
 import tempfile
 import time
@@ -21,7 +20,6 @@ from pbw.editing.module import EditModule, EditRequest, EditSettings, run_edit
 from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
 from pbw.semantic import PromptSet, SemanticNet
 
-log = logging.getLogger(__name__)
 MAX_SAMPLES = 16
 
 
@@ -156,7 +154,8 @@ class Painter:
     """Everything the page does, as plain methods; one instance serves all visitors (requests run
     one at a time). Histories are lists of `Step`s kept by the caller (one per browser session)."""
 
-    def __init__(self, generator: MaskableGenerator, semantic: SemanticNet, preservation: PreservationLoss | None = None,
+    def __init__(self, generator: MaskableGenerator, semantic: SemanticNet,
+                 preservation: PreservationLoss | None = None,
                  device: str | torch.device = "cpu", population: int = 16, time_limit: float = 300.0,
                  out_dir: str | Path | None = None):
         self.device = torch.device(device)

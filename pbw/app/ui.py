@@ -97,8 +97,8 @@ class Handlers:
         return view(history[:-1], f"Undone; back to: {history[-2].label or 'the start'}.")
 
 
-def build_page(painter: Painter, time_limit: float | None = None) -> gr.Blocks:
-    """The Blocks page; requests are queued and run one at a time."""
+def build_page(painter: Painter) -> gr.Blocks:
+    """The Blocks page; requests are queued and run one at a time (each within the Painter's time limit)."""
     h = Handlers(painter)
     with gr.Blocks(title="pbw: paint by word") as page:
         gr.Markdown(f"# Paint by Word\nPick a starting image, brush the region to change, type the words, press "
@@ -136,7 +136,8 @@ def build_page(painter: Painter, time_limit: float | None = None) -> gr.Blocks:
                     undo_btn = gr.Button("Undo", elem_id="undo")
                 status = gr.Markdown("Sample some seeds to begin.", elem_id="status")
             with gr.Column(scale=2):
-                original = gr.Image(label="before (painted region tinted)", type="pil", interactive=False, elem_id="original")
+                original = gr.Image(label="before (painted region tinted)", type="pil", interactive=False,
+                                    elem_id="original")
                 result = gr.Image(label="after", type="pil", interactive=False, elem_id="result")
                 metrics = gr.Markdown(elem_id="metrics")
                 files = gr.File(label="download (edited PNG, latents, comparison)", file_count="multiple",
@@ -146,7 +147,7 @@ def build_page(painter: Painter, time_limit: float | None = None) -> gr.Blocks:
         gallery.select(h.pick, [samples], outs)
         latents_file.upload(h.upload, [latents_file], outs)
         paint_btn.click(h.paint, [history, editor, prompt, negative, optimizer, steps, generations, lam, whole, seed],
-                        outs, concurrency_limit=1, concurrency_id="device", time_limit=time_limit)
+                        outs, concurrency_limit=1, concurrency_id="device")
         undo_btn.click(h.undo, [history], outs)
     page.queue(default_concurrency_limit=1, max_size=32)
     return page
