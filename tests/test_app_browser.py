@@ -37,11 +37,12 @@ def server(tmp_path_factory):
     page = main(["--generator", str(tiny_checkpoint(d / "tiny.ckpt")), "--clip", "pbw-tiny-clip:random",
                  "--crops", "2", "--population", "4", "--device", "cpu", "--time_limit", "60",
                  "--port", str(port), "--out", str(d / "out")], block=False)
-    yield f"http://127.0.0.1:{port}/"
+    yield f"http://127.0.0.1:{port}/", d
     page.close()
 
 
 def test_paint_a_stroke_in_the_browser(server, tmp_path):
+    url, folder = server
     sync_api = pytest.importorskip("playwright.sync_api", reason="the python 'playwright' package is not installed")
     shot = Path(os.environ.get("PBW_APP_SCREENSHOT", tmp_path / "app_after_edit.png"))
     with sync_api.sync_playwright() as p:
@@ -49,7 +50,7 @@ def test_paint_a_stroke_in_the_browser(server, tmp_path):
                                                    headless=True, args=FLAGS, viewport={"width": 1500, "height": 1100})
         try:
             page = ctx.new_page()
-            page.goto(server)
+            page.goto(url)
             page.fill("#seeds textarea", "0-5")
             page.click("#sample")
             page.get_by_label("Thumbnail 3 of 6").click()
@@ -96,5 +97,16 @@ def test_paint_a_stroke_in_the_browser(server, tmp_path):
             # undo goes back to the start
             page.click("#undo")
             page.wait_for_function("document.querySelector('#status').innerText.includes('Undone')", timeout=30000)
+
+            # uploads: a file that is not a latent gets a message; the saved latents come back
+            bad = tmp_path / "notes.pt"
+            bad.write_text("not a latent")
+            page.set_input_files("#upload input[type=file]", str(bad))
+            page.wait_for_function("document.querySelector('#status').innerText.includes('not a saved latent')",
+                                   timeout=30000)
+            page.locator("#upload").get_by_role("button", name="Clear").click()
+            page.set_input_files("#upload input[type=file]", str(folder / "out" / "edit_0001" / "latents.pt"))
+            page.wait_for_function("document.querySelector('#status').innerText.includes('1 painted layer')",
+                                   timeout=30000)
         finally:
             ctx.close()
