@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI: Debian's Chromium (and ChromeDriver) for the app's end-to-end browser test
-# (tests/test_app_browser.py drives /usr/bin/chromium with Playwright; no browser download).
+# (tests/test_app.py drives /usr/bin/chromium with Playwright; no browser download).
 set -euo pipefail
 
 if [ -x /usr/bin/chromium ]; then
