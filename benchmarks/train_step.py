@@ -3,9 +3,11 @@
 Two figures per precision:
 - `fwd_bwd_s`: G forward, D forward on the fakes, backward through both (one "G+D forward+backward").
 - `iteration_s`: one full training iteration of the trainer's losses (D step on real + fake, then
-  G step), without the lazy regularizers, with Adam updates.
+  G step), with Adam updates: StyleGAN2 without the lazy regularizers; BigGAN with one D step
+  (hinge loss) and one G step with the orthogonal regularization (one "G+D step").
 
     python benchmarks/train_step.py --family stylegan2 --resolution 64 --batch 4
+    python benchmarks/train_step.py --family biggan --resolution 128 --ch 96 --batch 4
 """
 from __future__ import annotations
 
@@ -16,12 +18,53 @@ import time
 import torch
 
 
-def build_stylegan2(args):
+def build_stylegan2(args, device, real):
+    """The StyleGAN2 module and its (fwd_bwd, d_step, g_step) closures; d_step/g_step return losses."""
     from pbw.training.stylegan2 import StyleGAN2Module
 
     module = StyleGAN2Module(resolution=args.resolution, channel_base=args.channel_base, channel_max=args.channel_max,
-                             augment=False, num_metric_samples=0, style_mixing_prob=0.9)
-    return module, module.generator, module.discriminator, lambda n: torch.randn(n, module.hparams.z_dim)
+                             augment=False, num_metric_samples=0, style_mixing_prob=0.9).to(device)
+    G, D = module.generator, module.discriminator
+
+    def fwd_bwd():
+        return D(G(torch.randn(args.batch, module.hparams.z_dim, device=device))).float().sum()
+
+    return (module, fwd_bwd, lambda: module._discriminator_step(real, do_r1=False)["_loss"],
+            lambda: module._generator_step(args.batch, do_pl=False)["_loss"])
+
+
+def build_biggan(args, device, real):
+    """The BigGAN module (Places365 classes) and its (fwd_bwd, d_step, g_step) closures."""
+    from pbw.training.biggan import BigGANModule, hinge_loss_d, hinge_loss_g, orthogonal_penalty
+
+    dim_z = {128: 120, 256: 140}.get(args.resolution, 120)
+    g_attention = {128: 64, 256: 128}.get(args.resolution, args.resolution // 2)
+    module = BigGANModule(resolution=args.resolution, ch=args.ch, n_classes=365, dim_z=dim_z, g_attention=g_attention,
+                          d_attention=64 if args.resolution >= 128 else args.resolution // 2,
+                          num_metric_samples=0).to(device)
+    G, D = module.generator, module.discriminator
+    ortho_params = [p for name, p in G.named_parameters() if p.ndim >= 2 and not name.startswith("shared.")]
+    labels = torch.randint(0, 365, (args.batch,), device=device)
+
+    def noise():
+        return torch.randn(args.batch, G.dim_z, device=device), torch.randint(0, 365, (args.batch,), device=device)
+
+    def fwd_bwd():
+        z, y = noise()
+        return D(G(z, y), y).float().sum()
+
+    def d_step():
+        z, y = noise()
+        with torch.no_grad():
+            fake = G(z, y)
+        scores_fake, scores_real = D(torch.cat([fake, real]), torch.cat([y, labels])).split(args.batch)
+        return sum(hinge_loss_d(scores_real, scores_fake))
+
+    def g_step():
+        z, y = noise()
+        return hinge_loss_g(D(G(z, y), y)) + 0.5 * module.hparams.g_ortho * orthogonal_penalty(ortho_params)
+
+    return module, fwd_bwd, d_step, g_step
 
 
 def timed(fn, device, steps: int, warmup: int) -> float:
@@ -39,27 +82,27 @@ def timed(fn, device, steps: int, warmup: int) -> float:
 
 def measure(args, precision: str) -> dict:
     device = torch.device(args.device)
-    module, G, D, sample_z = BUILDERS[args.family](args)
-    module.to(device)
+    real = torch.rand(args.batch, 3, args.resolution, args.resolution, device=device) * 2 - 1
+    module, fwd_bwd_loss, d_loss_fn, g_loss_fn = BUILDERS[args.family](args, device, real)
+    G, D = module.generator, module.discriminator
     opt_g = torch.optim.Adam(G.parameters(), lr=1e-4)
     opt_d = torch.optim.Adam(D.parameters(), lr=1e-4)
-    real = torch.rand(args.batch, 3, args.resolution, args.resolution, device=device) * 2 - 1
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def fwd_bwd():
         with autocast:
-            loss = D(G(sample_z(args.batch).to(device))).float().sum()
+            loss = fwd_bwd_loss()
         loss.backward()
 
     def iteration():
         with autocast:
-            d_loss = module._discriminator_step(real, do_r1=False)["_loss"]
+            d_loss = d_loss_fn()
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         D.requires_grad_(False)
         with autocast:
-            g_loss = module._generator_step(args.batch, do_pl=False)["_loss"]
+            g_loss = g_loss_fn()
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -72,7 +115,7 @@ def measure(args, precision: str) -> dict:
     return out
 
 
-BUILDERS = {"stylegan2": build_stylegan2}
+BUILDERS = {"stylegan2": build_stylegan2, "biggan": build_biggan}
 
 
 def main(argv=None) -> dict:
@@ -81,6 +124,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--channel-base", type=int, default=32768)
     parser.add_argument("--channel-max", type=int, default=512)
+    parser.add_argument("--ch", type=int, default=96, help="BigGAN width multiplier")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--steps", type=int, default=3)

@@ -7,6 +7,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from . import loader
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ ACTIVATIONS: dict[str, Activation] = {
     "softplus": Activation(lambda x, a: F.softplus(x), 0.0, 1.0),
     "swish": Activation(lambda x, a: torch.sigmoid(x) * x, 0.0, math.sqrt(2)),
 }
+# The kernel's activation ids (`enum Act` in bias_act.cu); activations missing here use the reference.
+_ACT_IDS = {"linear": 0, "relu": 1, "lrelu": 2, "tanh": 3, "sigmoid": 4, "elu": 5, "selu": 6, "softplus": 7, "swish": 8}
 
 
 def _resolve(act: str, alpha: float | None, gain: float | None) -> tuple[Activation, float, float]:
@@ -63,6 +68,80 @@ def bias_act_ref(
     return x
 
 
+# Activations whose derivative depends only on the sign of the pre-activation, so the backward
+# can read it from the output instead of keeping the input (when gain > 0 and nothing is clamped).
+_SIGN_ONLY = {"linear", "relu", "lrelu"}
+
+
+def _reduce_dims(ndim: int, dim: int) -> list[int]:
+    return [i for i in range(ndim) if i != dim]
+
+
+def _like(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """`t` with `ref`'s strides (the kernel walks all its tensors in `ref`'s memory order)."""
+    return t if t.stride() == ref.stride() else torch.empty_like(ref).copy_(t)
+
+
+class _BiasActCuda(torch.autograd.Function):
+    """y = kernel(x, b); backward through :class:`_BiasActGradCuda` (so it is differentiable once more)."""
+
+    @staticmethod
+    def forward(ctx, x, b, dim, act_id, alpha, gain, clamp, keep_output):
+        y = loader.load_extension().bias_act(x, b, None, 0, dim, act_id, alpha, gain, clamp)
+        ctx.cfg = (dim, act_id, alpha, gain, clamp)
+        ctx.keep_output = keep_output
+        ctx.save_for_backward(*((y,) if keep_output else (x, b)))
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        dim, act_id, alpha, gain, clamp = ctx.cfg
+        if ctx.keep_output:  # sign-only activation: act'(y) == act'(x + b)
+            (ref,), b = ctx.saved_tensors, None
+        else:
+            ref, b = ctx.saved_tensors
+        dx = _BiasActGradCuda.apply(_like(dy, ref), ref, b, dim, act_id, alpha, gain, clamp, ctx.keep_output)
+        db = dx.sum(_reduce_dims(dx.ndim, dim)) if ctx.needs_input_grad[1] else None
+        return dx, db, None, None, None, None, None, None
+
+
+class _BiasActGradCuda(torch.autograd.Function):
+    """dx = dy * gain * act'(x + b) * clamp mask; its own backward uses the act'' kernel."""
+
+    @staticmethod
+    def forward(ctx, dy, ref, b, dim, act_id, alpha, gain, clamp, ref_is_output):
+        ctx.cfg = (dim, act_id, alpha, gain, clamp)
+        ctx.ref_is_output = ref_is_output
+        ctx.save_for_backward(dy, ref, b)
+        return loader.load_extension().bias_act(ref, b, dy, 1, dim, act_id, alpha, gain, clamp)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, ddx):
+        dim, act_id, alpha, gain, clamp = ctx.cfg
+        dy, ref, b = ctx.saved_tensors
+        ddx = _like(ddx, ref)
+        kernel = loader.load_extension().bias_act
+        d_dy = kernel(ref, b, ddx, 1, dim, act_id, alpha, gain, clamp) if ctx.needs_input_grad[0] else None
+        d_ref = d_b = None
+        # act' is piecewise constant for the sign-only activations: no gradient reaches x (or y) then.
+        if not ctx.ref_is_output and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+            d_ref = kernel(ref, b, ddx * dy, 2, dim, act_id, alpha, gain, clamp)
+            if ctx.needs_input_grad[2]:
+                d_b = d_ref.sum(_reduce_dims(d_ref.ndim, dim))
+        return d_dy, d_ref, d_b, None, None, None, None, None, None
+
+
+def _bias_act_cuda(x, b, dim, act, alpha, gain, clamp):
+    if not (x.is_contiguous() or (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last))):
+        x = x.contiguous()  # the kernel walks x in memory order: it must be dense
+    if b is not None:
+        b = b.to(x.dtype).contiguous()
+    clamp = -1.0 if clamp is None or clamp < 0 else float(clamp)
+    keep_output = act in _SIGN_ONLY and clamp < 0 and gain > 0 and alpha >= 0
+    return _BiasActCuda.apply(x, b, dim, _ACT_IDS[act], alpha, gain, clamp, keep_output)
+
+
 def bias_act(
     x: torch.Tensor,
     b: torch.Tensor | None = None,
@@ -71,9 +150,18 @@ def bias_act(
     alpha: float | None = None,
     gain: float | None = None,
     clamp: float | None = None,
+    impl: str | None = None,
 ) -> torch.Tensor:
     """Add bias `b` along `dim`, apply activation `act` (slope `alpha`), scale by `gain`, clamp to ±`clamp`.
 
     `gain=None` uses the activation's variance-preserving default (sqrt(2) for relu/lrelu/swish).
+    Differentiable twice with the fused CUDA kernel, to any order with the reference.
+    `impl` ('auto', 'ref', 'cuda') overrides the `PBW_CUDA_OPS` mode for this call.
     """
+    dim = dim % x.ndim if x.ndim else dim
+    if act in _ACT_IDS and loader.use_kernel(x, impl):
+        _, alpha, gain = _resolve(act, alpha, gain)
+        if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+            raise ValueError(f"bias of shape {tuple(b.shape)} does not match x.shape[{dim}]={x.shape[dim]}")
+        return _bias_act_cuda(x, b, dim, act, alpha, gain, clamp)
     return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)

@@ -60,8 +60,9 @@ class GenerationMetrics(nn.Module):
             self.fid = FrechetInceptionDistance(feature=feature, normalize=True) if fid else None
             self.kid = (KernelInceptionDistance(feature=feature, normalize=True, subset_size=kid_subset_size)
                         if kid else None)
+            # InceptionScore, unlike FID/KID, hands a custom extractor uint8 images when normalize=True.
             self.inception = (InceptionScore(feature="logits_unbiased" if feature_extractor is None else feature,
-                                             normalize=True) if inception_score else None)
+                                             normalize=feature_extractor is None) if inception_score else None)
         except (OSError, RuntimeError, ModuleNotFoundError) as err:
             raise RuntimeError(
                 "could not build torchmetrics' Inception feature extractor (it needs the `torch-fidelity` package "

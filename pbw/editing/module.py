@@ -63,10 +63,6 @@ class EditRequest:
     notes: list[str] = field(default_factory=list)
 
 
-def _accepts(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
-
-
 class EditModule(pl.LightningModule):
     """Parameters: the edit latents of a batch of requests (all masked, or all whole-image).
 
@@ -116,8 +112,7 @@ class EditModule(pl.LightningModule):
         return {k: getattr(self, f"code_{k}") for k in self.code_keys}
 
     def _decode(self, w, w0=None, mask=None, codes=None) -> torch.Tensor:
-        kw = {"cond": codes} if _accepts(self.generator.decode, "cond") else {}
-        return self.generator.decode(w, w0, mask, **kw)
+        return self.generator.decode(w, w0, mask, cond=codes)
 
     def render(self, latents: dict[str, torch.Tensor] | None = None, rep: int = 1) -> torch.Tensor:
         """Images from edit latents (default: the current ones); `rep` candidates per request."""

@@ -39,10 +39,14 @@ class MaskableGenerator(nn.Module, ABC):
 
     @abstractmethod
     def decode(self, w: torch.Tensor, w0: torch.Tensor | None = None,
-               mask: torch.Tensor | None = None) -> torch.Tensor:
+               mask: torch.Tensor | None = None, cond: Codes | None = None) -> torch.Tensor:
         """Images in [-1, 1] from w. With `mask` ([B, 1, H, W] in [0, 1], at image resolution,
         1 = edit) and the frozen `w0`, `w` acts inside the mask and `w0` outside. A mask of all
-        zeros reproduces decode(w0) exactly; a mask of all ones equals decode(w)."""
+        zeros reproduces decode(w0) exactly; a mask of all ones equals decode(w).
+
+        `cond` is the codes dict `w` was encoded from. Generators whose later layers are
+        conditioned on more than w need it (BigGAN: the class and the later z chunks); the others
+        ignore it. Editing code should always pass it."""
 
 
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:

@@ -291,7 +291,8 @@ class StyleGAN2Generator(MaskableGenerator):
         return self.mapping(codes["z"].to(self.mapping.w_avg.device), truncation_psi=self.truncation_psi)
 
     def decode(self, w: torch.Tensor, w0: torch.Tensor | None = None,
-               mask: torch.Tensor | None = None) -> torch.Tensor:
+               mask: torch.Tensor | None = None, cond: Codes | None = None) -> torch.Tensor:
+        """W+ latents -> image with constant noise (`cond` is not needed: w holds everything)."""
         return self.synthesis(w, ws0=w0, mask=mask, noise_mode="const")
 
 

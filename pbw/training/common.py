@@ -48,6 +48,21 @@ def pbw_checkpoint_entry(family: str, generator_kwargs: dict, discriminator_kwar
             "format_version": CHECKPOINT_FORMAT_VERSION}
 
 
+def check_resume_architecture(checkpoint: dict[str, Any], family: str, generator_kwargs: dict) -> None:
+    """Raise a clear error when a checkpoint's generator is not the one this run builds."""
+    entry = checkpoint.get("pbw", {})
+    if entry.get("family", family) != family or entry.get("generator", generator_kwargs) != generator_kwargs:
+        raise ValueError(
+            f"checkpoint holds a {entry.get('family')} generator {entry.get('generator')}, but this run builds "
+            f"{family} {generator_kwargs}; resume with the config the checkpoint was trained with")
+
+
+def seed_noise_per_rank(module: pl.LightningModule) -> None:
+    """Every rank was seeded alike; give each its own noise so the ranks' fakes differ."""
+    if module.trainer.world_size > 1:
+        torch.manual_seed(torch.initial_seed() + module.global_rank)
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """ema = beta * ema + (1 - beta) * model for parameters; buffers are copied."""

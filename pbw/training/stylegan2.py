@@ -24,7 +24,8 @@ from torch import nn
 from pbw.metrics import GenerationMetrics
 from pbw.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from pbw.training.augment import AdaController, AdaptiveAugment
-from pbw.training.common import ema_beta, log_image_grid, pbw_checkpoint_entry, update_ema
+from pbw.training.common import (check_resume_architecture, ema_beta, log_image_grid, pbw_checkpoint_entry,
+                                 seed_noise_per_rank, update_ema)
 
 
 class StyleGAN2Module(pl.LightningModule):
@@ -93,15 +94,14 @@ class StyleGAN2Module(pl.LightningModule):
         return [adam(self.generator.parameters(), hp.g_lr, hp.pl_interval if hp.pl_weight > 0 else 0),
                 adam(self.discriminator.parameters(), hp.d_lr, hp.r1_interval if hp.r1_gamma > 0 else 0)]
 
+    def on_fit_start(self) -> None:
+        seed_noise_per_rank(self)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["pbw"] = pbw_checkpoint_entry("stylegan2", self.generator_kwargs, self.discriminator_kwargs)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        entry = checkpoint.get("pbw", {})
-        if entry.get("family", "stylegan2") != "stylegan2" or entry.get("generator", self.generator_kwargs) != self.generator_kwargs:
-            raise ValueError(
-                f"checkpoint holds a {entry.get('family')} generator {entry.get('generator')}, but this run builds "
-                f"stylegan2 {self.generator_kwargs}; resume with the config the checkpoint was trained with")
+        check_resume_architecture(checkpoint, "stylegan2", self.generator_kwargs)
 
     # ------------------------------------------------------------------------------------- training
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
@@ -176,6 +176,9 @@ class StyleGAN2Module(pl.LightningModule):
         self._step_optimizer(opt_g, g_out.pop("_loss"), self.generator)
 
         global_batch = batch_size * self.trainer.world_size
+        if self.trainer.world_size > 1:  # running statistics are computed per rank: average them
+            for stat in (self.generator.mapping.w_avg, self.pl_mean):
+                stat.copy_(self.trainer.strategy.reduce(stat, reduce_op="mean"))
         self.images_seen += global_batch
         self.iteration += 1
         update_ema(self.generator_ema, self.generator,

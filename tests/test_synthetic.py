@@ -1,0 +1,175 @@
+"""Synthetic captioned birds: CUB layout, determinism, captions that tell the truth, the pixel oracle."""
+import itertools
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pbw.data import synthetic as syn
+
+
+@pytest.fixture(scope="module")
+def birds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("birds")
+    return syn.generate(root, n=48, resolution=64, seed=3, progress=False)
+
+
+def _cub(root):
+    return root / "CUB_200_2011"
+
+
+def _read_rows(path):
+    return [line.split() for line in path.read_text().splitlines()]
+
+
+def test_palette_colors_are_well_separated():
+    rgb = np.array(list(syn.PALETTE.values()), dtype=float)
+    dists = [np.linalg.norm(a - b) for a, b in itertools.combinations(rgb, 2)]
+    assert min(dists) >= 90
+    for scheme in syn.SPECIES.values():
+        assert set(scheme) == set(syn.PARTS)
+        assert all(c in syn.PALETTE for colors in scheme.values() for c in colors)
+
+
+def test_writes_cub_layout(birds):
+    images = _read_rows(_cub(birds) / "images.txt")
+    assert [int(r[0]) for r in images] == list(range(1, 49))
+    classes = _read_rows(_cub(birds) / "classes.txt")
+    assert len(classes) == len(syn.SPECIES) == 12
+    assert classes[0] == ["1", "001.Red_Cardinal"]
+    labels = dict(_read_rows(_cub(birds) / "image_class_labels.txt"))
+    split = dict(_read_rows(_cub(birds) / "train_test_split.txt"))
+    boxes = {r[0]: [float(x) for x in r[1:]] for r in _read_rows(_cub(birds) / "bounding_boxes.txt")}
+    assert set(split.values()) == {"0", "1"}
+    for image_id, rel in images:
+        cls = rel.split("/")[0]
+        assert cls == classes[int(labels[image_id]) - 1][1]
+        img = Image.open(_cub(birds) / "images" / rel)
+        assert img.size == (64, 64) and img.mode == "RGB"
+        captions = (birds / "text_c10" / rel).with_suffix(".txt").read_text().splitlines()
+        assert len(captions) == 10 and all(c.strip() for c in captions)
+        parts = syn.load_part_map(birds, rel)
+        assert parts.shape == (64, 64) and set(np.unique(parts)) <= set(range(len(syn.PARTS) + 1))
+        x, y, w, h = boxes[image_id]
+        ys, xs = np.nonzero(parts)
+        assert (x, y, x + w - 1, y + h - 1) == (xs.min(), ys.min(), xs.max(), ys.max())
+    meta = syn.load_metadata(birds)
+    assert len(meta["images"]) == 48 and meta["palette"]["red"] == list(syn.PALETTE["red"])
+
+
+def test_deterministic_by_seed_and_prefix_stable(tmp_path, birds):
+    again = syn.generate(tmp_path / "again", n=12, resolution=64, seed=3, progress=False)
+    other = syn.generate(tmp_path / "other", n=12, resolution=64, seed=4, progress=False)
+    for rel in (r[1] for r in _read_rows(_cub(again) / "images.txt")):
+        assert (_cub(again) / "images" / rel).read_bytes() == (_cub(birds) / "images" / rel).read_bytes()
+        assert (again / "text_c10" / rel).with_suffix(".txt").read_text() == \
+            (birds / "text_c10" / rel).with_suffix(".txt").read_text()
+        a = np.asarray(Image.open(_cub(again) / "images" / rel), dtype=float)
+        b = np.asarray(Image.open(_cub(other) / "images" / rel), dtype=float)
+        assert np.abs(a - b).mean() > 5
+
+
+def test_captions_name_the_true_part_colors(birds):
+    meta = syn.load_metadata(birds)
+    word_to_part = {w: p for p, words in syn.PART_WORDS.items() for w in words}
+    colors = "|".join(syn.PALETTE)
+    words = "|".join(word_to_part)
+    adjective = re.compile(rf"\b({colors}) ({words})\b")
+    possessive = re.compile(rf"\bits ({words}) (?:is|are) ({colors})\b")
+    for info in meta["images"].values():
+        truth = info["part_colors"]
+        captions = (birds / "text_c10" / info["file"]).with_suffix(".txt").read_text().splitlines()
+        for caption in captions:
+            named = [(word_to_part[w], c) for c, w in adjective.findall(caption)]
+            named += [(word_to_part[w], c) for w, c in possessive.findall(caption)]
+            assert len({p for p, _ in named}) >= 2, caption
+            assert all(truth[p] == c for p, c in named), (caption, truth)
+        # the first caption names every part
+        assert {word_to_part[w] for _, w in adjective.findall(captions[0])} == set(syn.PARTS)
+
+
+def test_canonical_caption():
+    colors = {"body": "white", "head": "red", "wing": "blue", "tail": "black", "beak": "orange"}
+    assert syn.canonical_caption(colors, ("head", "wing", "body")) == \
+        "this bird has a red head, blue wings and a white belly."
+    assert syn.canonical_caption(colors, ("beak",)) == "this bird has an orange beak."
+
+
+def test_oracle_recovers_the_drawn_part_colors(birds):
+    meta = syn.load_metadata(birds)
+    for info in meta["images"].values():
+        image = Image.open(_cub(birds) / "images" / info["file"])
+        found = syn.part_colors(image, syn.load_part_map(birds, info["file"]))
+        assert found == info["part_colors"]
+
+
+def test_oracle_reads_tensors_and_rejects_bad_masks():
+    rng = np.random.default_rng(0)
+    for name, rgb in syn.PALETTE.items():
+        img = np.clip(rng.normal(rgb, 12, (16, 16, 3)), 0, 255).astype(np.uint8)
+        img[:4] = (0, 255, 255)  # a differently colored strip outside the region
+        mask = np.zeros((16, 16), bool)
+        mask[6:] = True
+        assert syn.region_color(img, mask) == name
+        tensor = torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1
+        assert syn.region_color(tensor, torch.from_numpy(mask).float()) == name
+    assert syn.nearest_color((201, 29, 31))[0] == "red"
+    with pytest.raises(ValueError, match="empty"):
+        syn.region_color(img, np.zeros((16, 16), bool))
+    with pytest.raises(ValueError, match="does not match"):
+        syn.region_color(img, np.ones((8, 8), bool))
+
+
+def test_command_line(tmp_path, capsys):
+    syn.main(["--out", str(tmp_path / "cli"), "--n", "3", "--resolution", "32", "--seed", "1", "--format", "jpg"])
+    assert "wrote 3 birds" in capsys.readouterr().out
+    rows = _read_rows(_cub(tmp_path / "cli") / "images.txt")
+    assert len(rows) == 3 and rows[0][1].endswith(".jpg")
+    assert Image.open(_cub(tmp_path / "cli") / "images" / rows[0][1]).size == (32, 32)
+    assert syn.load_metadata(_cub(tmp_path / "cli"))["n"] == 3
+    with pytest.raises(FileNotFoundError, match="pbw.data.synthetic"):
+        syn.load_metadata(tmp_path)
+
+
+def test_cub_datamodule_reads_the_synthetic_birds_unchanged(birds):
+    from pbw.data.cub import CUBDataModule
+
+    dm = CUBDataModule(root=str(birds), split="train", val_split="test", captions=True, resolution=64,
+                       batch_size=8, num_workers=0, xflip=False)
+    dm.setup("fit")
+    assert dm.class_names[0] == "Red_Cardinal" and len(dm.class_names) == 12
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape == (8, 3, 64, 64) and batch["image"].dtype == torch.float32
+    assert -1 <= batch["image"].min() < batch["image"].max() <= 1
+    test_rows = [r for r in _read_rows(_cub(birds) / "train_test_split.txt") if r[1] == "0"][:8]
+    files = dict(_read_rows(_cub(birds) / "images.txt"))
+    labels = dict(_read_rows(_cub(birds) / "image_class_labels.txt"))
+    for k, (image_id, _) in enumerate(test_rows):
+        rel = files[image_id]
+        assert batch["label"][k].item() == int(labels[image_id]) - 1
+        assert batch["caption"][k] == (birds / "text_c10" / rel).with_suffix(".txt").read_text().splitlines()[0]
+        # pixels arrive unchanged, so the oracle reads the same colors from the batch
+        expected = np.asarray(Image.open(_cub(birds) / "images" / rel), dtype=np.float32) / 127.5 - 1
+        assert np.abs(batch["image"][k].permute(1, 2, 0).numpy() - expected).max() < 1e-5
+        assert syn.part_colors(batch["image"][k], syn.load_part_map(birds, rel)) == \
+            syn.load_metadata(birds)["images"][image_id]["part_colors"]
+
+
+def test_load_split_and_probes_with_a_perfect_and_a_blind_model(birds):
+    images, colors, files = syn.load_split(birds, "test")
+    flags = dict(_read_rows(_cub(birds) / "train_test_split.txt"))
+    assert len(images) == len(colors) == len(files) == sum(v == "0" for v in flags.values())
+    assert images.shape[1:] == (3, 64, 64) and -1 <= images.min() < images.max() <= 1
+    assert len(syn.load_split(birds, "all", limit=5)[0]) == 5
+
+    def perfect(imgs, texts):  # reads colors with the pixel oracle; scores the captions that state them
+        truth = [syn.part_colors(img, syn.load_part_map(birds, f)) for img, f in zip(imgs, files)]
+        stated = [{syn.canonical_caption(t, parts) for parts in [syn.PARTS] + [(p,) for p in syn.PARTS]} for t in truth]
+        return torch.tensor([[float(text in s) for text in texts] for s in stated])
+
+    assert syn.part_color_probe(perfect, images, colors) == {p: 1.0 for p in syn.PARTS}
+    assert syn.caption_retrieval_accuracy(perfect, images, colors) == 1.0
+    blind = syn.part_color_probe(lambda imgs, texts: torch.zeros(len(imgs), len(texts)), images, colors)
+    assert all(v < 0.6 for v in blind.values())
