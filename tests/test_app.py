@@ -18,6 +18,7 @@ import pbw.app.__main__ as app_main
 from pbw.app import AppInputError, EditTimeout, Painter, brush_mask, parse_seeds
 from pbw.checkpoints import load_generator
 from pbw.checkpoints.core import ImportedNetworks, save_pbw_checkpoint
+from pbw.models.biggan import BigGANGenerator
 from pbw.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from pbw.semantic import SemanticNet, register_model_configs
 
@@ -187,6 +188,28 @@ def test_cli_defaults_and_missing_mini_checkpoints(tmp_path, monkeypatch):
     (tmp_path / "none_clip").mkdir()
     assert app_main.resolve_models(None, None) == (str(tmp_path / "none.ckpt"), f"local-dir:{tmp_path / 'none_clip'}")
 
+
+
+def test_biggan_class_pick_masked_and_whole_image_edits(tmp_path):
+    """Class-conditional generators: samples of a chosen class; a masked edit keeps the class; the
+    whole-image mode moves z and keeps the class; saved latents replay."""
+    torch.manual_seed(0)
+    g = BigGANGenerator(resolution=32, ch=8, n_classes=3, dim_z=32, shared_dim=8, attention=None).eval()
+    p = Painter(g, SemanticNet("pbw-tiny-clip", None, crops=2), population=4, time_limit=120, out_dir=tmp_path)
+    assert p.conditional
+    starts = p.samples("0-1", class_label=2)
+    assert [s.label for s in starts] == ["seed 0, class 2", "seed 1, class 2"]
+    assert all(int(s.codes["class"]) == 2 for s in starts)
+    with pytest.raises(AppInputError, match="class|label"):
+        p.samples("0", class_label=7)
+    mask = brush_mask([stroke(0, 192, 0, 192)], RES)
+    painted = p.edit(starts[0], mask, "a red roof", **FAST)
+    assert len(painted.layers) == 1 and int(painted.codes["class"]) == 2
+    assert not torch.equal(painted.image, starts[0].image) and torch.equal(painted.w0, starts[0].w0)
+    whole = p.edit(starts[1], None, "a beach", **FAST)
+    assert int(whole.codes["class"]) == 2 and not torch.equal(whole.codes["z"], starts[1].codes["z"])
+    assert torch.allclose(p.load_latents(whole.files[1]).image, whole.image, atol=1e-5)
+    assert torch.allclose(p.load_latents(painted.files[1]).image, painted.image, atol=1e-5)
 
 # ---- the page in a browser ------------------------------------------------------------------
 CHROMIUM = "/usr/bin/chromium"

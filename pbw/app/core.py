@@ -2,7 +2,6 @@
 history, saved latents. `pbw.app.ui` puts a Gradio page on top of `Painter`."""
 from __future__ import annotations
 
-import inspect
 import re
 import tempfile
 import time
@@ -48,10 +47,6 @@ class Step:
     files: list[str] = field(default_factory=list)
 
 
-def _accepts(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
-
-
 class Canvas(MaskableGenerator):
     """A generator seen through the current history: `encode` gives the history's base latent, and a
     masked `decode` pastes the newly edited region (at pixel level, through the mask) over the image
@@ -77,8 +72,7 @@ class Canvas(MaskableGenerator):
 
     def decode(self, w: torch.Tensor, w0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                cond: Codes | None = None) -> torch.Tensor:
-        kw = {"cond": cond} if _accepts(self.base.decode, "cond") else {}
-        x = self.base.decode(w, w0, mask, **kw)
+        x = self.base.decode(w, w0, mask, cond=cond)
         if mask is None or self.previous is None:
             return x
         m = resize_mask(mask.to(x.dtype), x.shape[-1])
@@ -177,8 +171,7 @@ class Painter:
 
     # ---- starting images -------------------------------------------------------------------
     def _decode(self, w: torch.Tensor, codes: Codes) -> torch.Tensor:
-        kw = {"cond": codes} if _accepts(self.generator.decode, "cond") else {}
-        return self.generator.decode(w, **kw)
+        return self.generator.decode(w, cond=codes)
 
     @torch.no_grad()
     def start(self, codes: Codes, label: str) -> Step:
@@ -195,7 +188,10 @@ class Painter:
             extra["classes"] = int(class_label)
         steps = []
         for s in seeds:
-            codes = self.generator.sample(1, seed=s, **extra)
+            try:
+                codes = self.generator.sample(1, seed=s, **extra)
+            except ValueError as e:  # e.g. a class label out of range
+                raise AppInputError(str(e)) from e
             cls = f", class {int(codes['class'][0])}" if "class" in codes else ""
             steps.append(self.start(codes, f"seed {s}{cls}"))
         return steps

@@ -108,7 +108,9 @@ def build_page(painter: Painter) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=1):
                 seeds = gr.Textbox("0-7", label="seeds", elem_id="seeds")
-                class_label = gr.Number(None, label="class (BigGAN)", precision=0, visible=painter.conditional)
+                n_classes = getattr(painter.generator, "n_classes", None)
+                class_label = gr.Number(None, label=f"class (0..{n_classes - 1 if n_classes else '?'}; empty: random)",
+                                        precision=0, visible=painter.conditional, elem_id="class")
                 sample_btn = gr.Button("Sample", elem_id="sample")
                 gallery = gr.Gallery(label="samples (click one)", columns=3, height="auto", elem_id="gallery",
                                      allow_preview=False)
