@@ -1,5 +1,5 @@
 """Writers of tiny datasets in the real on-disk layouts (CUB-200-2011, Places365, image folders,
-Hugging Face ``datasets``), for tests. Importable by any test: ``from tests.fixtures_data import
+Hugging Face ``datasets``), for tests. Importable by any test: ``from fixtures_data import
 write_tiny_cub``.
 
 Every image is filled with its class colour (``class_color(c)``), so a test can tell the label of

@@ -10,7 +10,7 @@ from PIL import Image
 
 from pbw.data.common import (BadImageError, FileSource, ImageDataModule, ImageDataset, bbox_crop_box,
                              load_hf_split, load_image, pil_to_unit_tensor, read_image_folder, to_rgb)
-from tests.fixtures_data import class_color, write_tiny_hf_dataset, write_tiny_image_folder
+from fixtures_data import class_color, write_tiny_hf_dataset, write_tiny_image_folder
 
 
 def expected_unit(color):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pbw.data.common import BadImageError
 from pbw.data.cub import CUBDataModule
-from tests.fixtures_data import class_color, write_tiny_cub, write_tiny_hf_dataset, write_tiny_image_folder
+from fixtures_data import class_color, write_tiny_cub, write_tiny_hf_dataset, write_tiny_image_folder
 
 PER_CLASS = 3
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pbw.data.places import Places365DataModule, category_name, resolve_classes
-from tests.fixtures_data import (PLACES_CATEGORIES, class_color, write_tiny_hf_dataset,
+from fixtures_data import (PLACES_CATEGORIES, class_color, write_tiny_hf_dataset,
                                  write_tiny_image_folder, write_tiny_places)
 
 

@@ -18,7 +18,6 @@ import copy
 from contextlib import nullcontext
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.strategies import ParallelStrategy
@@ -26,8 +25,7 @@ from torch import nn
 
 from pbw.metrics import GenerationMetrics
 from pbw.models.biggan import BigGANDiscriminator, BigGANGenerator
-from pbw.training.common import (check_resume_architecture, log_image_grid, pbw_checkpoint_entry, seed_noise_per_rank,
-                                 update_ema)
+from pbw.training.common import GANModule, update_ema
 
 
 def hinge_loss_d(scores_real: torch.Tensor, scores_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,13 +50,15 @@ def orthogonal_penalty(params: list[nn.Parameter]) -> torch.Tensor:
     return total
 
 
-class BigGANModule(pl.LightningModule):
+class BigGANModule(GANModule):
     """Trains a class-conditional BigGAN on batches {"image": [B, 3, R, R] in [-1, 1], "label": int64 [B]}.
 
     Architecture arguments are those of :class:`~pbw.models.biggan.BigGANGenerator` (the
     discriminator shares `resolution`, `ch`, `n_classes`, `sn_eps`). `n_classes` must equal the
     data's number of classes (e.g. 365 for Places365, k for a k-class subset).
     """
+
+    family = "biggan"
 
     def __init__(
         self,
@@ -92,7 +92,6 @@ class BigGANModule(pl.LightningModule):
         if d_steps < 1 or accumulate < 1:
             raise ValueError(f"d_steps and accumulate must be >= 1, got {d_steps} and {accumulate}")
         self.save_hyperparameters(ignore=["feature_extractor"])
-        self.automatic_optimization = False
         arch = dict(resolution=resolution, ch=ch, n_classes=n_classes, sn_eps=sn_eps, num_sv_itrs=num_sv_itrs)
         # Constructor kwargs for rebuilding the networks from a checkpoint (weights follow, so no init).
         self.generator_kwargs = dict(arch, dim_z=dim_z, shared_dim=shared_dim, attention=_as_list(g_attention),
@@ -101,8 +100,6 @@ class BigGANModule(pl.LightningModule):
         self.generator = BigGANGenerator(**{**self.generator_kwargs, "init": "ortho"})
         self.discriminator = BigGANDiscriminator(**{**self.discriminator_kwargs, "init": "ortho"})
         self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        self.register_buffer("images_seen", torch.zeros([], dtype=torch.long))
-        self.register_buffer("iteration", torch.zeros([], dtype=torch.long))
         rows = min(grid_rows, n_classes)
         grid_classes = torch.linspace(0, n_classes - 1, rows).round().long().repeat_interleave(grid_columns)
         grid = self.generator.sample(len(grid_classes), seed=seed, classes=grid_classes)
@@ -124,13 +121,7 @@ class BigGANModule(pl.LightningModule):
         if n_data is not None and n_data != self.hparams.n_classes:
             raise ValueError(f"the data has {n_data} classes but the model was built for n_classes="
                              f"{self.hparams.n_classes}; set model.init_args.n_classes: {n_data}")
-        seed_noise_per_rank(self)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["pbw"] = pbw_checkpoint_entry("biggan", self.generator_kwargs, self.discriminator_kwargs)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_resume_architecture(checkpoint, "biggan", self.generator_kwargs)
+        super().on_fit_start()
 
     # ------------------------------------------------------------------------------------- training
     def _noise(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,28 +206,16 @@ class BigGANModule(pl.LightningModule):
         self.images_seen += len(images) * self.trainer.world_size
         self.iteration += 1
         update_ema(self.generator_ema, self.generator, 0.0 if int(self.iteration) <= hp.ema_start else hp.ema_decay)
-        logs["kimg"] = self.images_seen.float() / 1000
-        self.log_dict({f"train/{k}": v.float() for k, v in logs.items()}, prog_bar=False, sync_dist=False)
-        self.log_dict({"loss_d": logs["loss_d"], "loss_g": logs["loss_g"]}, prog_bar=True, logger=False)
+        self.log_training(logs)
 
     # ----------------------------------------------------------------------------------- validation
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if self.metrics is None or self.metrics.num_real >= self.hparams.num_metric_samples:
-            return
-        real, labels = batch["image"], batch["label"]
-        self.metrics.update(real, real=True)
-        z = torch.randn(len(real), self.generator.dim_z, device=self.device)
-        self.metrics.update(self.generator_ema(z, labels), real=False)  # the real batch's classes
+    def fakes_like(self, batch: dict[str, Any]) -> torch.Tensor:
+        z = torch.randn(len(batch["image"]), self.generator.dim_z, device=self.device)
+        return self.generator_ema(z, batch["label"])  # the real batch's classes
 
-    def on_validation_epoch_end(self) -> None:
-        if self.metrics is not None and self.metrics.num_real > 1:
-            values = self.metrics.compute()
-            self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=True)
-            self.metrics.reset()
-        with torch.no_grad():
-            samples = torch.cat([self.generator_ema(z, y) for z, y in
-                                 zip(self.grid_z.split(16), self.grid_class.split(16))])
-        log_image_grid(self, "val/samples", samples, nrow=self.hparams.grid_columns)  # one row per class
+    def sample_grid(self) -> tuple[torch.Tensor, int]:
+        images = torch.cat([self.generator_ema(z, y) for z, y in zip(self.grid_z.split(16), self.grid_class.split(16))])
+        return images, self.hparams.grid_columns  # one row per class
 
 
 def _as_list(attention: list[int] | int | None) -> list[int]:

@@ -48,19 +48,66 @@ def pbw_checkpoint_entry(family: str, generator_kwargs: dict, discriminator_kwar
             "format_version": CHECKPOINT_FORMAT_VERSION}
 
 
-def check_resume_architecture(checkpoint: dict[str, Any], family: str, generator_kwargs: dict) -> None:
-    """Raise a clear error when a checkpoint's generator is not the one this run builds."""
-    entry = checkpoint.get("pbw", {})
-    if entry.get("family", family) != family or entry.get("generator", generator_kwargs) != generator_kwargs:
-        raise ValueError(
-            f"checkpoint holds a {entry.get('family')} generator {entry.get('generator')}, but this run builds "
-            f"{family} {generator_kwargs}; resume with the config the checkpoint was trained with")
+class GANModule(pl.LightningModule):
+    """What every pbw GAN trainer shares (manual optimization).
 
+    Subclasses build `generator`, `generator_ema`, `discriminator`, `metrics` (a GenerationMetrics
+    or None) and the constructor kwargs `generator_kwargs` / `discriminator_kwargs`, set `family`,
+    and implement `fakes_like(batch)` (EMA images matching a real batch) and `sample_grid()`.
+    This base adds the image/iteration counters, the pbw checkpoint entry and the resume check,
+    per-rank noise, training logs, FID/KID(/IS) at validation and the sample grid.
+    """
 
-def seed_noise_per_rank(module: pl.LightningModule) -> None:
-    """Every rank was seeded alike; give each its own noise so the ranks' fakes differ."""
-    if module.trainer.world_size > 1:
-        torch.manual_seed(torch.initial_seed() + module.global_rank)
+    family: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.register_buffer("images_seen", torch.zeros([], dtype=torch.long))
+        self.register_buffer("iteration", torch.zeros([], dtype=torch.long))
+
+    def fakes_like(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Generated images (EMA generator) for a real validation batch."""
+        raise NotImplementedError
+
+    def sample_grid(self) -> tuple[torch.Tensor, int]:
+        """The fixed-code sample grid logged each validation: (images, images per row)."""
+        raise NotImplementedError
+
+    def on_fit_start(self) -> None:
+        if self.trainer.world_size > 1:  # every rank was seeded alike: give each its own noise
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["pbw"] = pbw_checkpoint_entry(self.family, self.generator_kwargs, self.discriminator_kwargs)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        entry = checkpoint.get("pbw", {})
+        if entry.get("family", self.family) != self.family or entry.get("generator", self.generator_kwargs) != self.generator_kwargs:
+            raise ValueError(
+                f"checkpoint holds a {entry.get('family')} generator {entry.get('generator')}, but this run builds "
+                f"{self.family} {self.generator_kwargs}; resume with the config the checkpoint was trained with")
+
+    def log_training(self, logs: dict[str, torch.Tensor]) -> None:
+        """Log a training step's values under train/ (losses also on the progress bar)."""
+        logs["kimg"] = self.images_seen.float() / 1000
+        self.log_dict({f"train/{k}": v.float() for k, v in logs.items()}, prog_bar=False, sync_dist=False)
+        self.log_dict({"loss_d": logs["loss_d"], "loss_g": logs["loss_g"]}, prog_bar=True, logger=False)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self.metrics is None or self.metrics.num_real >= self.hparams.num_metric_samples:
+            return
+        self.metrics.update(batch["image"], real=True)
+        self.metrics.update(self.fakes_like(batch), real=False)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.metrics is not None and self.metrics.num_real > 1:
+            values = self.metrics.compute()
+            self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=True)
+            self.metrics.reset()
+        with torch.no_grad():
+            images, nrow = self.sample_grid()
+        log_image_grid(self, "val/samples", images, nrow=nrow)
 
 
 @torch.no_grad()

@@ -16,7 +16,6 @@ import copy
 import math
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,12 +23,13 @@ from torch import nn
 from pbw.metrics import GenerationMetrics
 from pbw.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from pbw.training.augment import AdaController, AdaptiveAugment
-from pbw.training.common import (check_resume_architecture, ema_beta, log_image_grid, pbw_checkpoint_entry,
-                                 seed_noise_per_rank, update_ema)
+from pbw.training.common import GANModule, ema_beta, update_ema
 
 
-class StyleGAN2Module(pl.LightningModule):
+class StyleGAN2Module(GANModule):
     """Trains a StyleGAN2 generator/discriminator pair on batches {"image": [B, 3, R, R] in [-1, 1]}."""
+
+    family = "stylegan2"
 
     def __init__(
         self,
@@ -65,7 +65,6 @@ class StyleGAN2Module(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["feature_extractor"])
-        self.automatic_optimization = False
         self.generator_kwargs = dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
                                      channel_base=channel_base, channel_max=channel_max, conv_clamp=conv_clamp)
         self.discriminator_kwargs = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max,
@@ -76,8 +75,6 @@ class StyleGAN2Module(pl.LightningModule):
         self.augment_pipe = AdaptiveAugment(p=augment_p) if augment else None
         self.ada = AdaController(ada_target, ada_interval, ada_kimg) if augment and ada_target is not None else None
         self.register_buffer("pl_mean", torch.zeros([]))
-        self.register_buffer("images_seen", torch.zeros([], dtype=torch.long))
-        self.register_buffer("iteration", torch.zeros([], dtype=torch.long))
         self.register_buffer("grid_z", torch.randn(grid_size * grid_size, z_dim,
                                                    generator=torch.Generator().manual_seed(seed)))
         self.metrics = GenerationMetrics(feature_extractor) if num_metric_samples > 0 else None
@@ -94,14 +91,6 @@ class StyleGAN2Module(pl.LightningModule):
         return [adam(self.generator.parameters(), hp.g_lr, hp.pl_interval if hp.pl_weight > 0 else 0),
                 adam(self.discriminator.parameters(), hp.d_lr, hp.r1_interval if hp.r1_gamma > 0 else 0)]
 
-    def on_fit_start(self) -> None:
-        seed_noise_per_rank(self)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["pbw"] = pbw_checkpoint_entry("stylegan2", self.generator_kwargs, self.discriminator_kwargs)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_resume_architecture(checkpoint, "stylegan2", self.generator_kwargs)
 
     # ------------------------------------------------------------------------------------- training
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
@@ -190,24 +179,13 @@ class StyleGAN2Module(pl.LightningModule):
             self._ada_signs.zero_()
         if self.augment_pipe is not None:
             logs["ada_p"] = self.augment_pipe.p.clone()
-        logs["kimg"] = self.images_seen.float() / 1000
-        self.log_dict({f"train/{k}": v.float() for k, v in logs.items()}, prog_bar=False, sync_dist=False)
-        self.log_dict({"loss_d": logs["loss_d"], "loss_g": logs["loss_g"]}, prog_bar=True, logger=False)
+        self.log_training(logs)
 
     # ----------------------------------------------------------------------------------- validation
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if self.metrics is None or self.metrics.num_real >= self.hparams.num_metric_samples:
-            return
-        real = batch["image"]
-        self.metrics.update(real, real=True)
-        z = torch.randn(len(real), self.hparams.z_dim, device=self.device)
-        self.metrics.update(self.generator_ema(z, noise_mode="const"), real=False)
+    def fakes_like(self, batch: dict[str, Any]) -> torch.Tensor:
+        z = torch.randn(len(batch["image"]), self.hparams.z_dim, device=self.device)
+        return self.generator_ema(z, noise_mode="const")
 
-    def on_validation_epoch_end(self) -> None:
-        if self.metrics is not None and self.metrics.num_real > 1:
-            values = self.metrics.compute()
-            self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=True)
-            self.metrics.reset()
-        with torch.no_grad():
-            samples = torch.cat([self.generator_ema(z, noise_mode="const") for z in self.grid_z.split(16)])
-        log_image_grid(self, "val/samples", samples, nrow=self.hparams.grid_size)
+    def sample_grid(self) -> tuple[torch.Tensor, int]:
+        images = torch.cat([self.generator_ema(z, noise_mode="const") for z in self.grid_z.split(16)])
+        return images, self.hparams.grid_size

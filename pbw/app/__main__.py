@@ -1,0 +1,68 @@
+"""`python -m pbw.app`: start the local Paint-by-Word page (bound to 127.0.0.1 unless --host says otherwise)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from jsonargparse import ArgumentParser
+
+from pbw.editing.cli import load_maskable
+from pbw.editing.losses import PreservationLoss
+from pbw.semantic import SemanticNet
+
+MINI_DIR = Path(__file__).resolve().parent.parent / "assets" / "mini"
+MINI_GENERATOR = MINI_DIR / "stylegan2.ckpt"
+MINI_CLIP = MINI_DIR / "clip"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m pbw.app", description="Paint by Word in the browser.")
+    p.add_argument("--generator", type=str | None, default=None,
+                   help=f"generator checkpoint (default: the bundled mini StyleGAN2, {MINI_GENERATOR})")
+    p.add_argument("--clip", type=str | None, default=None,
+                   help=f"CLIP spec as in edit.py, NAME[:TAG|:FILE|:random] or local-dir:PATH "
+                        f"(default: the bundled mini CLIP, local-dir:{MINI_CLIP})")
+    p.add_argument("--host", type=str, default="127.0.0.1", help="address to bind (0.0.0.0 exposes the page)")
+    p.add_argument("--port", type=int | None, default=None, help="port (default: the first free one from 7860)")
+    p.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--crops", type=int, default=8, help="random crops per image seen by CLIP")
+    p.add_argument("--population", type=int, default=16, help="CMA-ES population per generation")
+    p.add_argument("--lpips_weights", type=str | None, default=None,
+                   help="local torchvision backbone weights: adds LPIPS to the preservation loss (else L1 only)")
+    p.add_argument("--time_limit", type=float, default=300.0, help="seconds an edit may run before it is stopped")
+    p.add_argument("--out", type=str | None, default=None, help="folder for downloadable results (default: a temp dir)")
+    return p
+
+
+def resolve_models(generator: str | None, clip: str | None) -> tuple[str, str]:
+    """The generator and CLIP to use: the given ones, or the bundled mini checkpoints when present."""
+    if generator is None and clip is None:
+        missing = [str(p) for p in (MINI_GENERATOR, MINI_CLIP) if not p.exists()]
+        if missing:
+            raise SystemExit(f"python -m pbw.app: the bundled mini checkpoints are missing ({', '.join(missing)}); "
+                             f"pass your own: --generator CKPT --clip SPEC (e.g. --clip ViT-B-32:/path/to/weights.pt)")
+        return str(MINI_GENERATOR), f"local-dir:{MINI_CLIP}"
+    if generator is None or clip is None:
+        raise SystemExit("python -m pbw.app: give both --generator and --clip, or neither (the bundled mini ones)")
+    return generator, clip
+
+
+def main(argv: list[str] | None = None, block: bool = True):
+    """Parse arguments, load the models, serve the page; returns the Gradio app when not `block`ing."""
+    from pbw.app.core import Painter
+    from pbw.app.ui import build_page
+
+    args = build_parser().parse_args(argv)
+    generator_path, clip = resolve_models(args.generator, args.clip)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    painter = Painter(load_maskable(generator_path, device), SemanticNet.from_spec(clip, crops=args.crops),
+                      PreservationLoss(args.lpips_weights is not None, lpips_weights=args.lpips_weights), device,
+                      population=args.population, time_limit=args.time_limit, out_dir=args.out)
+    page = build_page(painter)
+    page.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=not block,
+                allowed_paths=[str(painter.out_dir)], inbrowser=False, show_error=True)
+    return page
+
+
+if __name__ == "__main__":
+    main()
