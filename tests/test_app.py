@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import pbw.app.__main__ as app_main
+from pbw import assets
 from pbw.app import AppInputError, EditTimeout, Painter, brush_mask, parse_seeds
 from pbw.checkpoints import load_generator
 from pbw.checkpoints.core import ImportedNetworks, save_pbw_checkpoint
@@ -178,15 +179,17 @@ def test_time_limit_stops_an_edit_and_the_page_reports_it(painter, monkeypatch):
 def test_cli_defaults_and_missing_mini_checkpoints(tmp_path, monkeypatch):
     args = app_main.build_parser().parse_args([])
     assert args.host == "127.0.0.1" and args.generator is None
-    monkeypatch.setattr(app_main, "MINI_GENERATOR", tmp_path / "none.ckpt")
-    monkeypatch.setattr(app_main, "MINI_CLIP", tmp_path / "none_clip")
+    monkeypatch.setattr(assets, "MINI_DIR", tmp_path)
     with pytest.raises(SystemExit, match="--generator CKPT --clip"):
         app_main.resolve_models(None, None)
     with pytest.raises(SystemExit, match="both --generator and --clip"):
         app_main.resolve_models("g.ckpt", None)
-    (tmp_path / "none.ckpt").write_bytes(b"x")
-    (tmp_path / "none_clip").mkdir()
-    assert app_main.resolve_models(None, None) == (str(tmp_path / "none.ckpt"), f"local-dir:{tmp_path / 'none_clip'}")
+    (tmp_path / assets.GENERATOR_FILE).write_bytes(b"x")
+    (tmp_path / assets.CLIP_DIR).mkdir()
+    for name in assets.CLIP_FILES:
+        (tmp_path / assets.CLIP_DIR / name).write_bytes(b"x")
+    assert app_main.resolve_models(None, None) == (str(tmp_path / assets.GENERATOR_FILE),
+                                                   f"local-dir:{tmp_path / assets.CLIP_DIR}")
 
 
 

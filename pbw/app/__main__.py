@@ -1,27 +1,21 @@
 """`python -m pbw.app`: start the local Paint-by-Word page (bound to 127.0.0.1 unless --host says otherwise)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from jsonargparse import ArgumentParser
 
+from pbw import assets
 from pbw.editing.cli import load_maskable
 from pbw.editing.losses import PreservationLoss
 from pbw.semantic import SemanticNet
 
-MINI_DIR = Path(__file__).resolve().parent.parent / "assets" / "mini"
-MINI_GENERATOR = MINI_DIR / "stylegan2.ckpt"
-MINI_CLIP = MINI_DIR / "clip"
-
-
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m pbw.app", description="Paint by Word in the browser.")
     p.add_argument("--generator", type=str | None, default=None,
-                   help=f"generator checkpoint (default: the bundled mini StyleGAN2, {MINI_GENERATOR})")
+                   help=f"generator checkpoint (default: the bundled mini StyleGAN2 in {assets.MINI_DIR})")
     p.add_argument("--clip", type=str | None, default=None,
                    help=f"CLIP spec as in edit.py, NAME[:TAG|:FILE|:random] or local-dir:PATH "
-                        f"(default: the bundled mini CLIP, local-dir:{MINI_CLIP})")
+                        f"(default: the bundled mini CLIP in {assets.MINI_DIR})")
     p.add_argument("--host", type=str, default="127.0.0.1", help="address to bind (0.0.0.0 exposes the page)")
     p.add_argument("--port", type=int | None, default=None, help="port (default: the first free one from 7860)")
     p.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
@@ -37,11 +31,11 @@ def build_parser() -> ArgumentParser:
 def resolve_models(generator: str | None, clip: str | None) -> tuple[str, str]:
     """The generator and CLIP to use: the given ones, or the bundled mini checkpoints when present."""
     if generator is None and clip is None:
-        missing = [str(p) for p in (MINI_GENERATOR, MINI_CLIP) if not p.exists()]
-        if missing:
-            raise SystemExit(f"python -m pbw.app: the bundled mini checkpoints are missing ({', '.join(missing)}); "
-                             f"pass your own: --generator CKPT --clip SPEC (e.g. --clip ViT-B-32:/path/to/weights.pt)")
-        return str(MINI_GENERATOR), f"local-dir:{MINI_CLIP}"
+        try:
+            return str(assets.mini_generator_path()), assets.mini_clip_spec()
+        except FileNotFoundError as err:
+            raise SystemExit(f"python -m pbw.app: {err}; or pass your own: --generator CKPT --clip SPEC "
+                             f"(e.g. --clip ViT-B-32:/path/to/weights.pt)") from err
     if generator is None or clip is None:
         raise SystemExit("python -m pbw.app: give both --generator and --clip, or neither (the bundled mini ones)")
     return generator, clip
