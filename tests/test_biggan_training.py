@@ -1,15 +1,13 @@
 """BigGAN training through the CLI: tiny run with metrics, resume, checkpoints, bad configs, DDP."""
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from fixtures_data import write_tiny_places
+from training_probes import run_two_rank_ddp
 from pbw.cli import train_main
 from pbw.training.biggan import BigGANModule, hinge_loss_d, hinge_loss_g, orthogonal_penalty
 
@@ -133,18 +131,6 @@ def test_orthogonal_penalty_matches_the_authors_update():
 
 
 def test_two_process_ddp_ends_with_equal_weights(places, tmp_path):
-    env = dict(os.environ, PBW_PROBE_DIR=str(tmp_path / "probe"), PYTHONPATH=f"{REPO}:{REPO / 'tests'}",
-               WANDB_MODE="disabled")
-    cmd = [sys.executable, str(REPO / "train.py"), *run_args(places, tmp_path),
-           "--trainer.devices", "2", "--trainer.strategy", "ddp_find_unused_parameters_true",
-           "--trainer.max_steps", "6", "--trainer.limit_val_batches", "0",
-           "--trainer.callbacks+=training_probes.SaveRankWeights"]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0 = torch.load(tmp_path / "probe/rank0.pt", weights_only=True)
-    rank1 = torch.load(tmp_path / "probe/rank1.pt", weights_only=True)
-    assert rank0.keys() == rank1.keys()
-    for key in rank0:
-        assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
+    rank0 = run_two_rank_ddp(run_args(places, tmp_path, "--trainer.max_steps", "6"), tmp_path)
     assert int(rank0["images_seen"]) == 2 * 2 * 4  # 2 iterations x 2 ranks x batch 4
     assert int(rank0["iteration"]) == 2

@@ -1,15 +1,13 @@
 """StyleGAN2 training through the CLI: tiny run with metrics, resume, atomic checkpoints, W&B, DDP."""
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from fixtures_data import write_tiny_cub
+from training_probes import run_two_rank_ddp
 from pbw.cli import train_main
 from pbw.training.common import AtomicCheckpointIO
 from pbw.training.stylegan2 import StyleGAN2Module
@@ -118,17 +116,5 @@ def test_wandb_offline_logging_writes_a_local_run(cub, tmp_path, monkeypatch):
 
 
 def test_two_process_ddp_ends_with_equal_weights(cub, tmp_path):
-    env = dict(os.environ, PBW_PROBE_DIR=str(tmp_path / "probe"), PYTHONPATH=f"{REPO}:{REPO / 'tests'}",
-               WANDB_MODE="disabled")
-    cmd = [sys.executable, str(REPO / "train.py"), *run_args(cub, tmp_path),
-           "--trainer.devices", "2", "--trainer.strategy", "ddp_find_unused_parameters_true",
-           "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0",
-           "--trainer.callbacks+=training_probes.SaveRankWeights"]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    rank0 = torch.load(tmp_path / "probe/rank0.pt", weights_only=True)
-    rank1 = torch.load(tmp_path / "probe/rank1.pt", weights_only=True)
-    assert rank0.keys() == rank1.keys()
-    for key in rank0:
-        assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
+    rank0 = run_two_rank_ddp(run_args(cub, tmp_path, "--trainer.max_steps", "4"), tmp_path)
     assert int(rank0["images_seen"]) == 2 * 2 * 4  # 2 iterations x 2 ranks x batch 4
