@@ -195,7 +195,7 @@ def test_cli_defaults_and_missing_mini_checkpoints(tmp_path, monkeypatch):
 
 def test_biggan_class_pick_masked_and_whole_image_edits(tmp_path):
     """Class-conditional generators: samples of a chosen class; a masked edit keeps the class; the
-    whole-image mode moves z and keeps the class; saved latents replay."""
+    whole-image mode moves z and the class vector; a masked edit on top of it works; saved latents replay."""
     torch.manual_seed(0)
     g = BigGANGenerator(resolution=32, ch=8, n_classes=3, dim_z=32, shared_dim=8, attention=None).eval()
     p = Painter(g, SemanticNet("pbw-tiny-clip", None, crops=2), population=4, time_limit=120, out_dir=tmp_path)
@@ -210,8 +210,13 @@ def test_biggan_class_pick_masked_and_whole_image_edits(tmp_path):
     assert len(painted.layers) == 1 and int(painted.codes["class"]) == 2
     assert not torch.equal(painted.image, starts[0].image) and torch.equal(painted.w0, starts[0].w0)
     whole = p.edit(starts[1], None, "a beach", **FAST)
-    assert int(whole.codes["class"]) == 2 and not torch.equal(whole.codes["z"], starts[1].codes["z"])
+    assert whole.codes["class"].shape == (1, 3) and whole.codes["class"].dtype == torch.float32
+    assert not torch.equal(whole.codes["class"], torch.tensor([[0.0, 0.0, 1.0]]))
+    assert not torch.equal(whole.codes["z"], starts[1].codes["z"])
     assert torch.allclose(p.load_latents(whole.files[1]).image, whole.image, atol=1e-5)
+    on_top = p.edit(whole, mask, "a red roof", **FAST)
+    assert torch.equal(on_top.codes["class"], whole.codes["class"]) and len(on_top.layers) == 1
+    assert torch.allclose(p.load_latents(on_top.files[1]).image, on_top.image, atol=1e-5)
     assert torch.allclose(p.load_latents(painted.files[1]).image, painted.image, atol=1e-5)
 
 # ---- the page in a browser ------------------------------------------------------------------

@@ -89,6 +89,20 @@ def test_sample_is_reproducible_and_takes_classes(tiny):
     assert t.abs().max() <= 0.5 and t.std() > 0.1
 
 
+def test_class_vectors_mix_class_embeddings(tiny):
+    codes = tiny.sample(2, seed=6, classes=[1, 3])
+    relaxed = tiny.continuous_codes(codes)
+    assert relaxed["class"].dtype == torch.float32 and relaxed["class"].argmax(1).tolist() == [1, 3]
+    assert tiny.continuous_codes(relaxed) is relaxed
+    with torch.no_grad():  # a one-hot class vector is its label; a mixture lies between the two classes
+        assert torch.allclose(tiny(codes["z"], relaxed["class"]), tiny(codes["z"], codes["class"]), atol=1e-6)
+        mix = torch.full((2, 5), 0.0).index_fill_(1, torch.tensor([1, 3]), 0.5)
+        _, ys = tiny.conditioning(codes["z"], mix)
+        _, y1 = tiny.conditioning(codes["z"], torch.tensor([1, 1]))
+        _, y3 = tiny.conditioning(codes["z"], torch.tensor([3, 3]))
+        assert torch.allclose(ys[1], (y1[1] + y3[1]) / 2, atol=1e-6)
+
+
 def test_decode_of_encode_is_the_forward_pass(tiny):
     codes = tiny.sample(2, seed=3)
     with torch.no_grad():
@@ -158,7 +172,7 @@ def test_labels_outside_the_classes_raise_value_errors(tiny):
         tiny.encode({"z": z, "class": torch.tensor([-1, 0])})
     with pytest.raises(ValueError, match="outside"):
         tiny.sample(2, classes=7)
-    with pytest.raises(TypeError, match="integer tensor"):
+    with pytest.raises(TypeError, match=r"integer labels \[B\] or float class vectors \[B, 5\]"):
         tiny(z, torch.tensor([0.0, 1.0]))
     D = BigGANDiscriminator(resolution=32, ch=8, n_classes=3, attention=None)
     with pytest.raises(ValueError, match="outside this model's classes 0..2"):

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from torch import nn
@@ -236,7 +237,7 @@ def test_conditional_spatial_generator_edits_inside_the_mask_only(clip):
     assert dw[..., :2, :2].sum() > 0 and dw[..., 2:, :].sum() == 0 and dw[..., :, 2:].sum() == 0
 
 
-def test_conditional_whole_image_optimizes_z_keeps_integer_class(clip):
+def test_conditional_whole_image_keeps_a_class_without_continuous_form(clip):
     g = TinyConditional()
     mod = _edit(g, clip, [None], classes=3, lr=0.1)
     assert list(mod.latents) == ["z"] and mod.codes["class"].item() == 3
@@ -252,8 +253,12 @@ def test_biggan_edits_and_generates(clip):
     mod = _edit(g, clip, [mask], classes=1)
     with torch.no_grad():
         assert not torch.equal(mod.render(), mod.x0)
-    whole = _edit(g, clip, [None], classes=1)
+    whole = _edit(g, clip, [None], classes=1, lr=0.1)  # text to image: z and the class vector move
+    assert sorted(whole.latents) == ["class", "z"] and whole.latents["class"].shape == (1, 3)
     assert not torch.equal(whole.latents["z"], whole.codes["z"])
+    assert not torch.equal(whole.latents["class"], F.one_hot(whole.codes["class"], 3).float())
+    with torch.no_grad():
+        assert torch.allclose(whole.render(), g(whole.latents["z"], whole.latents["class"]), atol=1e-6)
 
 
 def test_bad_settings():

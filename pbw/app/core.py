@@ -159,7 +159,10 @@ class Painter:
         self.population, self.time_limit = population, time_limit
         self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="pbw-app-"))
         probe = self.generator.sample(1, seed=0)
-        self.code_shapes = {k: (tuple(v.shape[1:]), v.dtype) for k, v in probe.items()}
+        # the forms each code may take: as sampled, and as whole-image editing optimizes it (a class vector)
+        self.code_forms = {k: {tuple(v.shape[1:]): v.dtype} for k, v in probe.items()}
+        for k, v in self.generator.continuous_codes(probe).items():
+            self.code_forms[k][tuple(v.shape[1:])] = v.dtype
         with torch.no_grad():
             self.w_shape = tuple(self.generator.encode(probe).shape[1:])
         self.conditional = "class" in probe
@@ -208,15 +211,16 @@ class Painter:
             raise AppInputError(f"{name} is not a saved latent file: it needs 'codes' and 'w0' "
                                 f"(as in latents.pt from pbw's app or edit.py)")
         codes = data["codes"]
-        want = {k: s for k, (s, _) in self.code_shapes.items()}
+        want = {k: " or ".join(map(str, forms)) for k, forms in self.code_forms.items()}
         got = {k: tuple(v.shape[1:]) if torch.is_tensor(v) and v.ndim >= 1 and v.shape[0] == 1 else None
                for k, v in codes.items()}
         w0 = data["w0"]
-        if got != want or not torch.is_tensor(w0) or tuple(w0.shape) != (1, *self.w_shape):
+        fits = got.keys() == want.keys() and all(got[k] in self.code_forms[k] for k in got)
+        if not fits or not torch.is_tensor(w0) or tuple(w0.shape) != (1, *self.w_shape):
             w_got = tuple(w0.shape) if torch.is_tensor(w0) else type(w0).__name__
             raise AppInputError(f"{name} is not a latent of this generator: it has codes {got} and w0 {w_got}, "
                                 f"this generator needs codes {want} (batch of 1) and w0 {(1, *self.w_shape)}")
-        codes = {k: v.to(self.code_shapes[k][1]) for k, v in codes.items()}
+        codes = {k: v.to(self.code_forms[k][got[k]]) for k, v in codes.items()}
         layers = data.get("layers")
         if layers is None:  # edit.py's single edit: a whole-image result or one masked layer
             lat, mask = data.get("latents", {}), data.get("mask")
@@ -261,7 +265,7 @@ class Painter:
         if mask is not None and not bool((mask > 0).any()):
             raise AppInputError("the mask is empty: paint a stroke on the image first")
         if mask is None and self.conditional:
-            generator, codes = self.generator, step.codes  # whole image through f: z moves, the class stays
+            generator, codes = self.generator, step.codes  # whole image through f: z and the class vector move
         else:
             generator, codes = self._canvas(step), step.codes
         request = EditRequest(self._dev(codes), prompts, None if mask is None else mask.to(self.device))

@@ -98,8 +98,9 @@ class EditModule(pl.LightningModule):
                     else torch.ones(len(requests), 1, res, res, device=dev))
             self.register_buffer("mask", mask)
             self.register_buffer("x0", self._decode(w0, codes=codes))
-        if not self.masked and "class" in codes:
-            space = {k: nn.Parameter(v.clone()) for k, v in codes.items() if v.is_floating_point()}
+        if not self.masked and "class" in codes:  # whole image through f: z and (BigGAN) the class vector
+            space = {k: nn.Parameter(v.clone()) for k, v in generator.continuous_codes(codes).items()
+                     if v.is_floating_point()}
         else:
             space = {"w": nn.Parameter(w0.clone())}
         self.latents = nn.ParameterDict(space)
@@ -151,7 +152,8 @@ class EditModule(pl.LightningModule):
             return None
         d.eval()
         if "class" in self.codes and len(inspect.signature(d.forward).parameters) > 1:
-            return d(x, self.codes["class"]).flatten()
+            y = self.latents["class"] if "class" in self.latents else self.codes["class"]
+            return d(x, y.argmax(1) if y.is_floating_point() else y).flatten()  # a class vector: its top class
         return d(x).flatten()
 
     # ---- CMA-ES -----------------------------------------------------------------------------

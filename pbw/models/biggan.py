@@ -321,7 +321,13 @@ class BigGANGenerator(MaskableGenerator):
             raise ValueError(f"z must be [B, {self.dim_z}] for this BigGAN, got {list(z.shape)}")
         if y.shape[0] != z.shape[0]:
             raise ValueError(f"got {z.shape[0]} z vectors but {y.shape[0]} class labels")
-        emb = self.shared(check_labels(y, self.n_classes))
+        if y.is_floating_point():
+            if y.ndim != 2 or y.shape[1] != self.n_classes:
+                raise TypeError(f"class codes must be integer labels [B] or float class vectors [B, {self.n_classes}], "
+                                f"got a float tensor of shape {list(y.shape)}")
+            emb = y.to(self.shared.weight.dtype) @ self.shared.weight  # a class vector mixes class embeddings
+        else:
+            emb = self.shared(check_labels(y, self.n_classes))
         chunks = torch.split(z, self.z_chunk_size, dim=1)
         return chunks[0], [torch.cat([emb, c], dim=1) for c in chunks[1:]]
 
@@ -340,7 +346,8 @@ class BigGANGenerator(MaskableGenerator):
         return torch.tanh(self.output_layer(h))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] from z [B, dim_z] and class labels y [B] (int64)."""
+        """Images in [-1, 1] from z [B, dim_z] and class labels y [B] (int64) or class vectors
+        [B, n_classes] (float; a one-hot vector equals its label)."""
         z0, ys = self.conditioning(z, y)
         return self._rest(self._first_block(z0, ys[0]), ys)
 
@@ -369,6 +376,13 @@ class BigGANGenerator(MaskableGenerator):
             check_labels(y, self.n_classes)
         device = self.shared.weight.device
         return {"z": z.to(device), "class": y.to(device)}
+
+    def continuous_codes(self, codes: Codes) -> Codes:
+        """Codes with integer class labels replaced by one-hot class vectors [B, n_classes] (float)."""
+        y = codes["class"]
+        if y.is_floating_point():
+            return codes
+        return {**codes, "class": F.one_hot(check_labels(y, self.n_classes), self.n_classes).to(codes["z"].dtype)}
 
     def encode(self, codes: Codes) -> torch.Tensor:
         """The first block's output (with its attention, if any): [B, 16 ch, 8, 8]."""

@@ -48,6 +48,12 @@ class MaskableGenerator(nn.Module, ABC):
         conditioned on more than w need it (BigGAN: the class and the later z chunks); the others
         ignore it. Editing code should always pass it."""
 
+    def continuous_codes(self, codes: Codes) -> Codes:
+        """`codes` with every discrete code made continuous, for whole-image (text-to-image) editing,
+        which optimizes the floating-point codes. BigGAN turns class labels into one-hot class vectors;
+        by default codes are returned unchanged (discrete ones then stay fixed)."""
+        return codes
+
 
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:
     """Resize a [B, 1, H, W] soft mask to `size` x `size` (area-averaged when shrinking)."""
