@@ -58,10 +58,6 @@ class CLIPTrainer(pl.LightningModule):
             the logit scale, as in open_clip's training).
         warmup_steps: linear warm-up, then cosine decay to zero over the run.
         augment: random resized crops (scale ``crop_scale``) and horizontal flips in training.
-        masked_views: the share of training images shown as editing shows a masked image to CLIP
-            (``SemanticNet``'s ``paste_onto_blank`` view): only a random box (``mask_side`` of the
-            side) of the image kept, the rest blank (mid-grey), with the image's caption. It
-            teaches a CLIP trained from scratch to read what a painted region shows.
         export_dir: when set, the model is written there as an open_clip ``local-dir:`` folder at
             the end of training.
         export_precision: dtype of the exported weights (``fp16`` halves the file).
@@ -70,13 +66,8 @@ class CLIPTrainer(pl.LightningModule):
     def __init__(self, model_name: str = "pbw-mini-clip", pretrained: str | None = None, lr: float = 1e-3,
                  weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
                  warmup_steps: int = 100, augment: bool = True, crop_scale: tuple[float, float] = (0.7, 1.0),
-                 masked_views: float = 0.0, mask_side: tuple[float, float] = (0.3, 0.8),
                  export_dir: str | None = None, export_precision: Literal["fp32", "fp16"] = "fp32"):
         super().__init__()
-        if not 0 <= masked_views <= 1:
-            raise ValueError(f"masked_views is a share of the images, between 0 and 1; got {masked_views}")
-        if not 0 < mask_side[0] <= mask_side[1] <= 1:
-            raise ValueError(f"mask_side must satisfy 0 < low <= high <= 1, got {mask_side}")
         self.save_hyperparameters()
         self.model_cfg = _model_config(model_name)
         try:
@@ -117,20 +108,6 @@ class CLIPTrainer(pl.LightningModule):
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
-    def mask_random_boxes(self, images: torch.Tensor) -> torch.Tensor:
-        """A `masked_views` share of `images` ([-1,1]) with all but a random box blanked to 0 (mid-grey)."""
-        n, _, h, w = images.shape
-        lo, hi = self.hparams.mask_side
-        side = torch.empty(n, 2, device=images.device).uniform_(lo, hi)  # box width, height / image side
-        start = (1 - side) * torch.rand(n, 2, device=images.device)
-        ys = (torch.arange(h, device=images.device) + 0.5) / h
-        xs = (torch.arange(w, device=images.device) + 0.5) / w
-        inside_x = (xs >= start[:, :1]) & (xs < start[:, :1] + side[:, :1])  # [n, w]
-        inside_y = (ys >= start[:, 1:]) & (ys < start[:, 1:] + side[:, 1:])  # [n, h]
-        keep = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]
-        chosen = (torch.rand(n, device=images.device) < self.hparams.masked_views)[:, None, None, None]
-        return torch.where(chosen & ~keep, torch.zeros_like(images), images)
-
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalized image embeddings of images in [-1,1]."""
         return self.model.encode_image(self.preprocess(images), normalize=True)
@@ -150,10 +127,7 @@ class CLIPTrainer(pl.LightningModule):
         if "caption" not in batch:
             raise KeyError("CLIPTrainer needs batches with a 'caption' list; enable captions in the DataModule "
                            "(e.g. CUBDataModule with the text_c10 captions)")
-        images = batch["image"]
-        if stage == "train" and self.hparams.masked_views > 0:
-            images = self.mask_random_boxes(images)
-        images = self.preprocess(images, augment=stage == "train" and self.hparams.augment)
+        images = self.preprocess(batch["image"], augment=stage == "train" and self.hparams.augment)
         out = self.model(images, self.tokenizer(batch["caption"]).to(self.device))
         loss = self.loss(out["image_features"], out["text_features"], out["logit_scale"])
         logits = out["image_features"] @ out["text_features"].T
