@@ -122,6 +122,27 @@ def test_oracle_reads_tensors_and_rejects_bad_masks():
         syn.region_color(img, np.ones((8, 8), bool))
 
 
+def test_painted_color_names_what_an_edit_added_to_the_region():
+    sky = np.zeros((16, 16, 3), np.uint8) + np.array(syn.PALETTE["blue"], np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True  # 64 pixels
+    edited = sky.copy()
+    edited[6:12, 4:12] = syn.PALETTE["red"]  # 48 of them turn red
+    shares = syn.color_shares(edited, mask)
+    assert shares["red"] == 0.75 and shares["blue"] == 0.25 and sum(shares.values()) == pytest.approx(1)
+    assert syn.painted_color(sky, edited, mask) == "red"
+    small = sky.copy()
+    small[4:8, 4] = syn.PALETTE["red"]  # 4 of 64 pixels: too little to count as painted
+    assert syn.painted_color(sky, small, mask) is None
+    body = sky.copy()
+    body[6:9, 5:10] = syn.PALETTE["red"]  # 15 of 64 pixels, a bird's body in a box: painted, the median stays blue
+    assert syn.painted_color(sky, body, mask) == "red" and syn.region_color(body, mask) == "blue"
+    assert syn.painted_color(sky, sky, mask) is None  # nothing changed
+    outside = sky.copy()
+    outside[:4] = syn.PALETTE["red"]
+    assert syn.painted_color(sky, outside, mask) is None  # change outside the region does not count
+
+
 def test_command_line(tmp_path, capsys):
     syn.main(["--out", str(tmp_path / "cli"), "--n", "3", "--resolution", "32", "--seed", "1", "--format", "jpg"])
     assert "wrote 3 birds" in capsys.readouterr().out

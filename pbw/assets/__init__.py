@@ -1,5 +1,6 @@
-"""The bundled miniature models (no download): a 32 px StyleGAN2 and a tiny CLIP, both trained on
-the synthetic birds (`pbw.data.synthetic`). `scripts/retrain_mini.sh` retrains and re-bundles them."""
+"""The bundled miniature models (no download): a 32 px StyleGAN2, a 32 px species-conditional BigGAN
+and a tiny CLIP, all trained on the synthetic birds (`pbw.data.synthetic`). `scripts/retrain_mini.sh`
+retrains and re-bundles them."""
 from __future__ import annotations
 
 import shutil
@@ -10,6 +11,7 @@ import torch
 
 MINI_DIR = Path(__file__).resolve().parent / "mini"
 GENERATOR_FILE = "stylegan2.ckpt"
+GENERATOR_FILES = {"stylegan2": GENERATOR_FILE, "biggan": "biggan.ckpt"}
 CLIP_DIR = "clip"
 CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
 
@@ -19,9 +21,12 @@ def _missing(path: Path) -> FileNotFoundError:
                              "(or `python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR`)")
 
 
-def mini_generator_path() -> Path:
-    """The bundled mini StyleGAN2 (pbw checkpoint: EMA generator + discriminator, fp16)."""
-    path = MINI_DIR / GENERATOR_FILE
+def mini_generator_path(family: str = "stylegan2") -> Path:
+    """The bundled mini generator of `family` (stylegan2 or biggan): a pbw checkpoint with the EMA
+    generator and the discriminator, in fp16."""
+    if family not in GENERATOR_FILES:
+        raise ValueError(f"no bundled mini {family!r} generator; choose one of {list(GENERATOR_FILES)}")
+    path = MINI_DIR / GENERATOR_FILES[family]
     if not path.is_file():
         raise _missing(path)
     return path
@@ -41,32 +46,39 @@ def mini_clip_spec() -> str:
     return f"local-dir:{mini_clip_dir()}"
 
 
-def bundle_mini(generator_ckpt: str | Path, clip_dir: str | Path, out_dir: str | Path = MINI_DIR,
-                half: bool = True) -> dict[str, int]:
-    """Write the bundle from a trained StyleGAN2 checkpoint (any format `pbw.checkpoints` reads, e.g. a
-    Lightning `last.ckpt`) and an open_clip folder. Only the EMA generator and the discriminator are
-    kept (the raw generator is a training-only copy), stored in fp16 when `half` (the loader casts back
-    to fp32). Returns the file sizes in bytes."""
+def _bundle_generator(generator_ckpt: str | Path, target: Path, half: bool) -> None:
     from pbw.checkpoints import load_generator
     from pbw.checkpoints.core import save_pbw_checkpoint
     from pbw.checkpoints.loader import read_checkpoint
 
-    out_dir = Path(out_dir)
-    (out_dir / CLIP_DIR).mkdir(parents=True, exist_ok=True)
     imported = read_checkpoint(generator_ckpt)
     if imported.discriminator is None:
         raise ValueError(f"{generator_ckpt} has no discriminator; the bundle needs it for the realism score")
     imported.generators = {k: v for k, v in imported.generators.items() if k == "generator_ema"} or imported.generators
-    target = out_dir / GENERATOR_FILE
     with tempfile.TemporaryDirectory() as tmp:
-        full = Path(tmp) / GENERATOR_FILE
+        full = Path(tmp) / target.name
         save_pbw_checkpoint(imported, full, source=Path(generator_ckpt).name)
         ckpt = torch.load(full, weights_only=True)
     if half:
         ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     torch.save(ckpt, target)
     load_generator(target)  # the bundle must read back
+
+
+def bundle_mini(generator_ckpt: str | Path, clip_dir: str | Path, out_dir: str | Path = MINI_DIR,
+                half: bool = True, biggan_ckpt: str | Path | None = None) -> dict[str, int]:
+    """Write the bundle from a trained StyleGAN2 checkpoint (any format `pbw.checkpoints` reads, e.g. a
+    Lightning `last.ckpt`), an open_clip folder and, optionally, a trained BigGAN checkpoint. Only the
+    EMA generators and the discriminators are kept (the raw generator is a training-only copy), stored
+    in fp16 when `half` (the loader casts back to fp32). Returns the file sizes in bytes."""
+    out_dir = Path(out_dir)
+    (out_dir / CLIP_DIR).mkdir(parents=True, exist_ok=True)
+    written = []
+    for family, ckpt in (("stylegan2", generator_ckpt), ("biggan", biggan_ckpt)):
+        if ckpt is not None:
+            written.append(out_dir / GENERATOR_FILES[family])
+            _bundle_generator(ckpt, written[-1], half)
     for name in CLIP_FILES:
         shutil.copyfile(Path(clip_dir) / name, out_dir / CLIP_DIR / name)
-    sizes = {str(p.relative_to(out_dir)): p.stat().st_size for p in [target] + [out_dir / CLIP_DIR / n for n in CLIP_FILES]}
-    return sizes
+        written.append(out_dir / CLIP_DIR / name)
+    return {str(p.relative_to(out_dir)): p.stat().st_size for p in written}

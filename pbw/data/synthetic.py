@@ -17,9 +17,10 @@ Layout written under ``--out``, as CUB-200-2011 and Reed et al.'s captions unpac
 
 Run: ``python -m pbw.data.synthetic --out data/synthetic_birds --n 2000 --resolution 64 --seed 0``.
 
-The ORACLE (:func:`region_color`, :func:`part_colors`) reads colors back from pixels alone: the
-median color of a region, snapped to the nearest palette entry. It is independent of any learned
-model, so it can judge whether an edit painted a region the color the words asked for.
+The ORACLE (:func:`region_color`, :func:`part_colors`, :func:`color_shares`, :func:`painted_color`)
+reads colors back from pixels alone: the median color of a region, or the share of its pixels, snapped
+to the nearest palette entry. It is independent of any learned model, so it can judge whether an edit
+painted a region the color the words asked for.
 """
 from __future__ import annotations
 
@@ -385,12 +386,9 @@ def nearest_color(rgb) -> tuple[str, float]:
     return _PALETTE_NAMES[k], float(d[k])
 
 
-def region_color(image: Image.Image | np.ndarray | torch.Tensor, mask) -> str:
-    """ORACLE: the named palette color of a region (median RGB inside ``mask``, snapped to the palette).
-
-    ``mask`` is a boolean or float [H,W] array/tensor (float masks are thresholded at 0.5) matching
-    the image's size.
-    """
+def _region_pixels(image: Image.Image | np.ndarray | torch.Tensor, mask) -> np.ndarray:
+    """The RGB values [N, 3] (0..255) of the pixels inside ``mask``: a boolean or float [H,W]
+    array/tensor (float masks are thresholded at 0.5) matching the image's size."""
     rgb = to_rgb_array(image)
     m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     m = m.squeeze()
@@ -399,7 +397,30 @@ def region_color(image: Image.Image | np.ndarray | torch.Tensor, mask) -> str:
     m = m > 0.5 if m.dtype != bool else m
     if not m.any():
         raise ValueError("mask is empty: the oracle needs at least one pixel to read a color")
-    return nearest_color(np.median(rgb[m], axis=0))[0]
+    return rgb[m]
+
+
+def region_color(image: Image.Image | np.ndarray | torch.Tensor, mask) -> str:
+    """ORACLE: the named palette color of a region (median RGB inside ``mask``, snapped to the palette)."""
+    return nearest_color(np.median(_region_pixels(image, mask), axis=0))[0]
+
+
+def color_shares(image: Image.Image | np.ndarray | torch.Tensor, mask) -> dict[str, float]:
+    """ORACLE: for every palette color, the share of the region's pixels nearest to it."""
+    pixels = _region_pixels(image, mask)
+    nearest = np.linalg.norm(pixels[:, None] - _PALETTE_RGB[None], axis=2).argmin(1)
+    counts = np.bincount(nearest, minlength=len(_PALETTE_NAMES)) / len(pixels)
+    return dict(zip(_PALETTE_NAMES, counts.tolist()))
+
+
+def painted_color(before: Image.Image | np.ndarray | torch.Tensor, after: Image.Image | np.ndarray | torch.Tensor,
+                  mask, min_share: float = 0.1) -> str | None:
+    """ORACLE for an edit: the palette color whose share of the region grew the most from `before` to
+    `after`, provided it now covers at least `min_share` of the region; None if no color qualifies
+    (e.g. nothing changed). Unlike `region_color`, the background the region also holds does not count."""
+    old, new = color_shares(before, mask), color_shares(after, mask)
+    name = max(new, key=lambda c: new[c] - old[c])
+    return name if new[name] > old[name] and new[name] >= min_share else None
 
 
 def part_colors(image: Image.Image | np.ndarray | torch.Tensor, label_map: np.ndarray) -> dict[str, str]:
