@@ -43,3 +43,4 @@ def test_reproduce_mini_tiny_slice(tmp_path):
     grid = Image.open(out / "grid_adam_only.png")
     assert grid.size[1] > 3 * 32  # original, mask and edited rows
     assert (out / "grid_text_to_image.png").is_file() and (out / "grid_biggan.png").is_file()
+    assert results["text_to_image_biggan"]["n"] == 2 and (out / "grid_text_to_image_biggan.png").is_file()
