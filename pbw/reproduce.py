@@ -59,7 +59,8 @@ PRESENT_FRACTION = 0.05  # a color "is in" an image region when this share of it
 
 @dataclass
 class Scale:
-    """How much to run: seeds x colors masked edits per variant, `captions` text-to-image runs."""
+    """How much to run: seeds x colors masked edits per variant (sample seeds `first_seed`...), `captions`
+    text-to-image runs; `lr` is Adam's learning rate for every edit."""
     seeds: int
     colors: int
     captions: int
@@ -69,6 +70,8 @@ class Scale:
     population: int
     crops: int
     batch_size: int
+    lr: float = 0.05
+    first_seed: int = 1000
 
 
 SCALES = {
@@ -120,7 +123,7 @@ def _masked_requests(g, scale: Scale, colors: list[str]) -> tuple[list[EditReque
     mask, _ = load_mask(MASK_BOX, g.resolution)
     reqs, asked = [], []
     for seed in range(scale.seeds):
-        codes = g.sample(1, seed=1000 + seed)
+        codes = g.sample(1, seed=scale.first_seed + seed)
         for c in colors:
             prompt = f"a bird with a {c} {PART}"
             reqs.append(EditRequest(codes, PromptSet.parse(prompt), mask, f"seed{seed}_{c}"))
@@ -201,7 +204,7 @@ def run_mini(out: str | Path, quick: bool = False, data: str | Path | None = Non
     if real.shape[-1] != g.resolution:
         real = torch.nn.functional.interpolate(real, size=g.resolution, mode="area")
     semantic = SemanticNet.from_spec(clip or mini_clip_spec(), crops=scale.crops)
-    base = EditSettings(optimizer="cma+adam", steps=scale.steps, lr=0.05, population=scale.population,
+    base = EditSettings(optimizer="cma+adam", steps=scale.steps, lr=scale.lr, population=scale.population,
                         generations=scale.generations, sigma0=0.5, lam=5.0, mask_mode="latent", seed=0)
     colors = list(COLORS[:scale.colors])
     requests, asked = _masked_requests(g, scale, colors)
@@ -298,6 +301,9 @@ def main(argv: list[str] | None = None) -> None:
     mini.add_argument("--clip", default=None, help="CLIP spec (default: the bundled local-dir one)")
     for field in ("seeds", "colors", "captions", "steps", "generations", "population"):
         mini.add_argument(f"--{field}", type=int, default=None, help=f"override the scale's {field}")
+    mini.add_argument("--lr", type=float, default=None, help="Adam's learning rate (default 0.05)")
+    mini.add_argument("--first-seed", type=int, default=None,
+                      help="the masked edits' first sample seed (default 1000; others give held-out seeds)")
     bundle = sub.add_parser("bundle", help="write pbw/assets/mini from a trained StyleGAN2, CLIP folder "
                                            "(and BigGAN)")
     bundle.add_argument("generator_ckpt")

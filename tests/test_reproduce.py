@@ -1,9 +1,13 @@
 """`python -m pbw.reproduce mini` end to end on a tiny slice: files, table fields, sane values."""
 import json
 
+import numpy as np
+
 import torch
 from PIL import Image
 
+from pbw.assets import mini_generator_path
+from pbw.checkpoints import load_generator
 from pbw.data.synthetic import generate
 from pbw.reproduce import BIGGAN_ROW, TABLE_COLUMNS, VARIANTS, Scale, colors_present, main
 
@@ -24,8 +28,16 @@ def test_reproduce_mini_tiny_slice(tmp_path):
     generate(data, n=40, resolution=32, seed=0)
     out = tmp_path / "out"
     main(["mini", "--quick", "--out", str(out), "--data", str(data), "--seeds", "1", "--colors", "2",
-          "--captions", "2", "--steps", "1", "--generations", "1", "--population", "2"])
+          "--captions", "2", "--steps", "1", "--generations", "1", "--population", "2",
+          "--lr", "0.2", "--first-seed", "7"])
     results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["lr"] == 0.2 and results["scale"]["first_seed"] == 7
+    g = load_generator(mini_generator_path())
+    codes = g.sample(1, seed=7)
+    with torch.no_grad():
+        first = ((g.decode(g.encode(codes), cond=codes)[0].clamp(-1, 1) + 1) * 127.5).round()
+    grid = torch.from_numpy(np.array(Image.open(out / "grid_adam_only.png").convert("RGB"))).permute(2, 0, 1)
+    assert (grid[:, 1:33, 1:33].float() - first).abs().max() <= 1  # the first original is sample seed 7
     assert set(results["variants"]) == set(VARIANTS) | {"reference: unedited originals", BIGGAN_ROW}
     for name, row in results["variants"].items():
         assert row["n"] == 2
