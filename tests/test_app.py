@@ -184,11 +184,11 @@ def test_cli_defaults_and_missing_mini_checkpoints(tmp_path, monkeypatch):
         app_main.resolve_models(None, None)
     with pytest.raises(SystemExit, match="both --generator and --clip"):
         app_main.resolve_models("g.ckpt", None)
-    (tmp_path / assets.GENERATOR_FILE).write_bytes(b"x")
+    (tmp_path / assets.GENERATOR_FILES["stylegan2"]).write_bytes(b"x")
     (tmp_path / assets.CLIP_DIR).mkdir()
     for name in assets.CLIP_FILES:
         (tmp_path / assets.CLIP_DIR / name).write_bytes(b"x")
-    assert app_main.resolve_models(None, None) == (str(tmp_path / assets.GENERATOR_FILE),
+    assert app_main.resolve_models(None, None) == (str(tmp_path / assets.GENERATOR_FILES["stylegan2"]),
                                                    f"local-dir:{tmp_path / assets.CLIP_DIR}")
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 
 MINI_DIR = Path(__file__).resolve().parent / "mini"
-GENERATOR_FILE = "stylegan2.ckpt"
-GENERATOR_FILES = {"stylegan2": GENERATOR_FILE, "biggan": "biggan.ckpt"}
+GENERATOR_FILES = {"stylegan2": "stylegan2.ckpt", "biggan": "biggan.ckpt"}
 CLIP_DIR = "clip"
 CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
 
