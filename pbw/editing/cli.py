@@ -1,26 +1,28 @@
-"""`edit.py`: paint by word from the command line (jsonargparse; `--config configs/edit/NAME.yaml`)."""
+"""`edit.py`: paint by word from the command line, a thin client of the editing core.
+
+Every option can come from a YAML `--config`; the optimization settings are `EditSettings`
+(`--settings.steps 100`, or a `settings:` mapping in the YAML). A mistake in the input (a bad mask,
+no prompt, a missing file) is one line on stderr and exit status 2 (`--debug` shows the traceback).
+"""
 from __future__ import annotations
 
 import csv
 import json
-import logging
-import traceback
-from dataclasses import asdict
+import sys
 from pathlib import Path
 
-import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
-from torchvision.utils import save_image
 
+from pbw.editing.editor import EditFailure, Editor, resolve_device
 from pbw.editing.losses import PreservationLoss
-from pbw.editing.masks import load_mask, mask_overlay
-from pbw.editing.module import MASK_MODES, OPTIMIZERS, EditModule, EditRequest, EditSettings, run_edit
+from pbw.editing.masks import load_mask
+from pbw.editing.module import EditRequest, EditSettings
 from pbw.models.maskable import MaskableGenerator
-from pbw.semantic import PromptSet, SemanticNet
+from pbw.semantic import MissingWeightsError, PromptSet, SemanticNet
 
-log = logging.getLogger(__name__)
 REQUEST_KEYS = {"prompt", "negative", "mask", "seed", "class", "name", "feather"}
 SUMMARY_METRICS = ("semantic_score", "realism", "preservation_l1", "preservation_lpips", "loss")
+INPUT_ERRORS = (ValueError, TypeError, OSError, MissingWeightsError)  # what a user's input can cause
 
 
 def build_parser() -> ArgumentParser:
@@ -39,21 +41,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", type=str, default="edit_out", help="output folder")
     p.add_argument("--requests", type=str | None, default=None,
                    help="JSONL file, one request per line with keys " + ", ".join(sorted(REQUEST_KEYS)))
-    p.add_argument("--batch_size", type=int, default=4, help="requests optimized together")
     p.add_argument("--clip", type=str, default="ViT-B-32:openai",
                    help="NAME[:TAG|:FILE|:random] or hf-hub:ORG/REPO or local-dir:PATH")
     p.add_argument("--clip_cache_dir", type=str | None, default=None)
-    p.add_argument("--crops", type=int, default=32, help="random crops per image seen by CLIP")
     p.add_argument("--view", type=str, default="paste_onto_blank", help="paste_onto_blank | zoom")
-    p.add_argument("--optimizer", type=str, default="cma+adam", help=" | ".join(OPTIMIZERS))
-    p.add_argument("--steps", type=int, default=100, help="Adam steps")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--population", type=int, default=50)
-    p.add_argument("--sigma0", type=float, default=0.5)
-    p.add_argument("--generations", type=int, default=20)
-    p.add_argument("--population_chunk", type=int | None, default=None)
-    p.add_argument("--lam", type=float, default=5.0, help="weight of the preservation loss")
-    p.add_argument("--mask_mode", type=str, default="latent", help=" | ".join(MASK_MODES))
     p.add_argument("--lpips", type=bool, default=True, help="use LPIPS in the preservation loss")
     p.add_argument("--lpips_net", type=str, default="alex")
     p.add_argument("--lpips_weights", type=str | None, default=None,
@@ -62,20 +53,23 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--wandb_project", type=str | None, default=None, help="log to this W&B project")
     p.add_argument("--wandb_name", type=str | None, default=None)
     p.add_argument("--progress", type=bool, default=True)
+    p.add_argument("--debug", type=bool, default=False, help="show the traceback of an input error")
+    p.add_class_arguments(EditSettings, "settings", help="the optimization (EditSettings)")
     return p
 
 
-def load_maskable(path: str, device: torch.device) -> MaskableGenerator:
+def load_maskable(path: str) -> MaskableGenerator:
     """The maskable generator in checkpoint `path`, or an error naming what was found."""
     from pbw.checkpoints import load_generator
 
     g = load_generator(path)
     if not isinstance(g, MaskableGenerator):
         raise TypeError(f"{path} holds a {type(g).__name__}, not a generator pbw can edit (a MaskableGenerator)")
-    return g.to(device).eval()
+    return g
 
 
-def _request(g: MaskableGenerator, spec: dict, defaults, device) -> EditRequest:
+def make_request(g: MaskableGenerator, spec: dict, defaults) -> EditRequest:
+    """An EditRequest from one request's keys, missing ones taken from the command line."""
     unknown = set(spec) - REQUEST_KEYS
     if unknown:
         raise ValueError(f"unknown request keys {sorted(unknown)}; allowed: {sorted(REQUEST_KEYS)}")
@@ -84,125 +78,92 @@ def _request(g: MaskableGenerator, spec: dict, defaults, device) -> EditRequest:
         raise ValueError("no prompt: give --prompt or a 'prompt' in the request")
     cls = spec.get("class", defaults.class_)
     codes = g.sample(1, seed=int(spec.get("seed", defaults.seed)), **({"classes": cls} if cls is not None else {}))
-    codes = {k: v.to(device) for k, v in codes.items()}
-    mask_spec, notes = spec.get("mask", defaults.mask), []
-    mask = None
+    mask_spec, notes, mask = spec.get("mask", defaults.mask), [], None
     if mask_spec is not None:
         mask, notes = load_mask(mask_spec, g.resolution, float(spec.get("feather", defaults.feather)))
-    return EditRequest(codes, PromptSet.parse(prompt, spec.get("negative", defaults.negative)), mask,
+    return EditRequest(PromptSet.parse(prompt, spec.get("negative", defaults.negative)), codes, mask,
                        str(spec.get("name", "")), notes)
 
 
-def _to01(x: torch.Tensor) -> torch.Tensor:
-    return ((x.detach().float().clamp(-1, 1) + 1) / 2).cpu()
+def _read_requests(args, g) -> tuple[list[dict], list[EditRequest | None]]:
+    """Summary rows and requests (None where a line is unusable; its row says why)."""
+    if not args.requests:
+        req = make_request(g, {}, args)
+        req.name = "edit"
+        return [{"index": 0, "name": "edit", "status": "ok", "error": "", "folder": args.out}], [req]
+    rows, requests = [], []
+    lines = [ln for ln in Path(args.requests).read_text().splitlines() if ln.strip()]
+    for idx, line in enumerate(lines):
+        row = {"index": idx, "name": "", "status": "ok", "error": "", "folder": ""}
+        try:
+            try:
+                spec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"line {idx + 1} of {args.requests} is not JSON: {e}") from None
+            req = make_request(g, spec, args)
+            req.name = req.name or f"{idx:03d}"
+            row.update(name=req.name, prompt=" | ".join(req.prompt.texts))
+        except INPUT_ERRORS as e:
+            req = None
+            row.update(status="failed", error=f"{type(e).__name__}: {e}")
+        rows.append(row)
+        requests.append(req)
+    return rows, requests
 
 
-def write_outputs(folder: Path, module: EditModule, i: int, metrics: dict, settings: dict,
-                  request: EditRequest) -> None:
-    """original.png, edited.png, mask.png, comparison.png, metrics.json, latents.pt for request i."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        edited = module.render()[i:i + 1]
-    x0, mask = module.x0[i:i + 1], module.mask[i:i + 1]
-    save_image(_to01(x0), folder / "original.png")
-    save_image(_to01(edited), folder / "edited.png")
-    save_image(mask.detach().cpu(), folder / "mask.png")
-    save_image(torch.cat([_to01(x0), _to01(mask_overlay(x0, mask)), _to01(edited)]), folder / "comparison.png",
-               nrow=3, padding=2)
-    out = {"name": request.name, "prompt": request.prompt.texts, "prompt_weights": request.prompt.weights,
-           "metrics": metrics, "notes": request.notes, "settings": settings,
-           "history": module.metrics_history}
-    (folder / "metrics.json").write_text(json.dumps(out, indent=2))
-    torch.save({"codes": {k: v[i:i + 1].cpu() for k, v in module.codes.items()},
-                "w0": module.w0[i:i + 1].cpu(),
-                "latents": {k: v[i:i + 1].detach().cpu() for k, v in module.latents.items()},
-                "mask": mask.cpu()}, folder / "latents.pt")
-
-
-def main(argv: list[str] | None = None) -> list[dict]:
-    """Run edit.py; returns the summary rows (one per request)."""
-    args = build_parser().parse_args(argv)
+def prepare(args) -> tuple[Editor, list[dict], list[EditRequest | None], object]:
+    """The input phase: models, requests and logger from `args`. Errors here are the user's input's."""
     if args.prompt is None and args.requests is None:
-        raise SystemExit("edit.py: give --prompt (with --mask for a masked edit) or --requests FILE.jsonl")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    settings = EditSettings(optimizer=args.optimizer, steps=args.steps, lr=args.lr, population=args.population,
-                            sigma0=args.sigma0, generations=args.generations, lam=args.lam,
-                            mask_mode=args.mask_mode, population_chunk=args.population_chunk, seed=args.seed)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN convs already use TF32)
-    g = load_maskable(args.generator, device)
-    semantic = SemanticNet.from_spec(args.clip, crops=args.crops, view=args.view,
-                                     cache_dir=args.clip_cache_dir).to(device)
-    preservation = PreservationLoss(args.lpips, args.lpips_net, args.lpips_weights).to(device)
+        raise ValueError("give --prompt (with --mask for a masked edit) or --requests FILE.jsonl")
+    device = resolve_device(args.device)
+    g = load_maskable(args.generator)
+    semantic = SemanticNet.from_spec(args.clip, crops=args.settings.crops, view=args.view,
+                                     cache_dir=args.clip_cache_dir)
+    preservation = PreservationLoss(args.lpips, args.lpips_net, args.lpips_weights)
+    info = {"generator": args.generator, "clip": args.clip, "view": args.view, "lpips": args.lpips,
+            "lpips_net": args.lpips_net, "device": str(device)}
+    editor = Editor(g, semantic, preservation, device, info=info)
+    rows, requests = _read_requests(args, editor.generator)
     logger = False
     if args.wandb_project:
         from pytorch_lightning.loggers import WandbLogger
         logger = WandbLogger(project=args.wandb_project, name=args.wandb_name, save_dir=args.out)
-    all_settings = {**asdict(settings), "clip": args.clip, "crops": args.crops, "view": args.view,
-                    "lpips": args.lpips, "lpips_net": args.lpips_net, "generator": args.generator,
-                    "device": str(device)}
+    return editor, rows, requests, logger
 
+
+def run(args, editor: Editor, rows: list[dict], requests: list[EditRequest | None], logger) -> list[dict]:
+    """Edit the usable requests, save each result; returns the summary rows."""
+    ready = [i for i, r in enumerate(requests) if r is not None]
+    results = editor.run([requests[i] for i in ready], args.settings, keep_going=bool(args.requests),
+                         progress=args.progress, logger=logger)
     out = Path(args.out)
-    if args.requests:
-        lines = [ln for ln in Path(args.requests).read_text().splitlines() if ln.strip()]
-        specs = []
-        for ln in lines:
-            try:
-                specs.append(json.loads(ln))
-            except json.JSONDecodeError as e:
-                specs.append(e)
-    else:
-        specs = [{}]
-    rows: list[dict] = []
-    ready: list[tuple[int, EditRequest]] = []
-    for idx, spec in enumerate(specs):
-        row = {"index": idx, "name": "", "status": "ok", "error": "", "folder": ""}
-        rows.append(row)
-        try:
-            if isinstance(spec, Exception):
-                raise ValueError(f"line {idx + 1} of {args.requests} is not JSON: {spec}")
-            req = _request(g, spec, args, device)
-            req.name = req.name or (f"{idx:03d}" if args.requests else "edit")
-            row["name"], row["prompt"] = req.name, " | ".join(req.prompt.texts)
-            ready.append((idx, req))
-        except Exception as e:
-            if not args.requests:
-                raise
-            row.update(status="failed", error=f"{type(e).__name__}: {e}")
-    # batches of requests of the same kind (masked or whole image)
-    batches, cur = [], []
-    for item in ready:
-        if cur and (len(cur) == args.batch_size or (cur[0][1].mask is None) != (item[1].mask is None)):
-            batches.append(cur)
-            cur = []
-        cur.append(item)
-    if cur:
-        batches.append(cur)
-    for batch in batches:
-        _run_batch(batch, g, semantic, preservation, settings, all_settings, rows, out, args, device, logger)
+    for i, res in zip(ready, results):
+        if isinstance(res, EditFailure):
+            rows[i].update(status="failed", error=res.error)
+            continue
+        folder = out / f"{i:03d}_{_safe(res.name)}" if args.requests else out
+        res.save(folder)
+        rows[i].update(folder=str(folder), **{k: res.metrics.get(k, "") for k in SUMMARY_METRICS})
     if args.requests:
         _write_summary(out, rows, logger)
+    else:
+        print(f"edited: {out / 'comparison.png'} (original | mask | edited)")
     return rows
 
 
-def _run_batch(batch, g, semantic, preservation, settings, all_settings, rows, out, args, device, logger):
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run edit.py; an input error exits with status 2 and one line (unless --debug)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        module = EditModule(g, semantic, [r for _, r in batch], settings, preservation)
-        run_edit(module, "gpu" if device.type == "cuda" else "cpu", logger, args.progress)
-        metrics = module.final_metrics()
-        for i, (idx, req) in enumerate(batch):
-            folder = out / f"{idx:03d}_{_safe(req.name)}" if args.requests else out
-            write_outputs(folder, module, i, metrics[i], all_settings, req)
-            rows[idx].update(folder=str(folder), **{k: metrics[i].get(k, "") for k in SUMMARY_METRICS})
-    except Exception as e:
-        if not args.requests:
+        args = parser.instantiate(args)  # settings -> EditSettings, checked
+        prepared = prepare(args)
+    except INPUT_ERRORS as e:
+        if args.debug:
             raise
-        if len(batch) > 1:  # find which request fails; the others still run
-            for item in batch:
-                _run_batch([item], g, semantic, preservation, settings, all_settings, rows, out, args, device, logger)
-            return
-        log.error("request %s failed:\n%s", batch[0][0], traceback.format_exc())
-        rows[batch[0][0]].update(status="failed", error=f"{type(e).__name__}: {e}")
+        print(f"edit.py: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return run(args, *prepared)
 
 
 def _safe(name: str) -> str:

@@ -1,9 +1,11 @@
-"""EditModule: Paint by Word's masked-latent CLIP optimization as a LightningModule."""
+"""EditModule: Paint by Word's masked-latent CLIP optimization as a LightningModule.
+
+The editing core (`pbw.editing.editor.Editor`) builds it; clients never do.
+"""
 from __future__ import annotations
 
-import inspect
-import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
@@ -14,8 +16,11 @@ from tqdm.auto import tqdm
 from pbw.editing.cmaes import SepCMAES
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.masks import mask_overlay
-from pbw.models.maskable import MaskableGenerator, resize_mask
+from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
 from pbw.semantic import PromptSet, SemanticNet
+
+if TYPE_CHECKING:
+    from pbw.editing.result import EditResult
 
 OPTIMIZERS = ("cma+adam", "adam")
 MASK_MODES = ("latent", "image")
@@ -23,53 +28,74 @@ MASK_MODES = ("latent", "image")
 
 @dataclass
 class EditSettings:
-    """Optimization settings (defaults: the paper's).
+    """Every setting of an edit, with the paper's defaults; edit.py, its YAML configs, the app and the
+    experiment runner all take this one declaration.
 
     optimizer: `cma+adam` (CMA-ES, then Adam from its best candidate) or `adam` alone.
-    mask_mode: `latent` (edit latent inside the mask, frozen outside: the paper) or `image`
-    (ablation: the whole latent changes, only the image CLIP sees is masked).
-    population_chunk: candidates per request evaluated in one batch through G and CLIP (None: the
-    whole population at once; 1: candidate by candidate, for comparison).
+    steps, lr: Adam steps (one-cycle schedule peaking at lr).
+    population, generations, sigma0: CMA-ES candidates per generation, generations, initial step size.
+    lam: weight of the preservation loss (pixels outside the mask).
+    crops: random crops per image CLIP sees (paper: 32).
+    space: the latent the edit optimizes; None: the generator's paper default (StyleGAN2: `w` for a
+    masked edit, `z` for a whole image; BigGAN: `w` = first-block features, `z` = z + class vector).
+    mask_mode: `latent` (the latent acts inside the mask only: the paper) or `image` (ablation: the
+    whole latent changes, only the image CLIP sees is masked).
+    population_chunk: candidates per request evaluated in one batch (None: the whole population).
+    seed: seed of the optimization's randomness (CMA-ES samples, crops).
+    batch_size: requests optimized together.
     """
 
     optimizer: str = "cma+adam"
     steps: int = 100
     lr: float = 0.01
     population: int = 50
-    sigma0: float = 0.5
     generations: int = 20
+    sigma0: float = 0.5
     lam: float = 5.0
+    crops: int = 32
+    space: str | None = None
     mask_mode: str = "latent"
     population_chunk: int | None = None
     seed: int = 0
+    batch_size: int = 4
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.mask_mode not in MASK_MODES:
-            raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {self.mask_mode!r}")
-        if self.steps < 0 or self.generations < 0 or self.lr <= 0 or self.sigma0 <= 0:
-            raise ValueError(f"need steps >= 0, generations >= 0, lr > 0, sigma0 > 0; got {self}")
+            raise ValueError(f"mask_mode must be one of {', '.join(MASK_MODES)}, got {self.mask_mode!r}")
+        bad = [f"{k}={getattr(self, k)}" for k, ok in (
+            ("steps", self.steps >= 0), ("generations", self.generations >= 0), ("lr", self.lr > 0),
+            ("sigma0", self.sigma0 > 0), ("population", self.population >= 2), ("crops", self.crops >= 0),
+            ("batch_size", self.batch_size >= 1)) if not ok]
+        if bad:
+            raise ValueError(f"bad edit settings {', '.join(bad)}: need steps, generations, crops >= 0, lr, sigma0 > 0, "
+                             "population >= 2, batch_size >= 1")
 
 
 @dataclass
 class EditRequest:
-    """One edit: starting codes (batch of 1), prompts, and a [1, 1, R, R] mask (None: whole image)."""
+    """One edit: where it starts, the prompts, and a [1, 1, R, R] mask (None: the whole image).
 
-    codes: dict[str, torch.Tensor]
+    It starts from `codes` (batch of 1, from `generator.sample`) or from `base`, a previous
+    `EditResult` (or a projected photo), whose image it keeps outside the mask."""
+
     prompt: PromptSet
+    codes: Codes | None = None
     mask: torch.Tensor | None = None
     name: str = ""
     notes: list[str] = field(default_factory=list)
+    base: EditResult | None = None
+
+    def __post_init__(self):
+        if (self.codes is None) == (self.base is None):
+            raise ValueError("an edit request starts from codes or from a base result: give exactly one")
 
 
 class EditModule(pl.LightningModule):
-    """Parameters: the edit latents of a batch of requests (all masked, or all whole-image).
-
-    Masked requests optimize w = f(codes) inside the mask. Whole-image requests optimize w for
-    generators with no class (StyleGAN2), or the floating-point codes (z, and a float class vector)
-    through f for class-conditional ones (BigGAN); integer class labels stay fixed.
-    """
+    """Parameters: the edit latents (in one latent space) of a batch of requests, all masked or all
+    whole-image. A masked request's latent acts inside its mask (`mask_mode="latent"`), its start
+    latent w0 outside; a request with a base image keeps that image's pixels outside the mask."""
 
     def __init__(self, generator: MaskableGenerator, semantic: SemanticNet, requests: list[EditRequest],
                  settings: EditSettings | None = None, preservation: PreservationLoss | None = None):
@@ -83,49 +109,52 @@ class EditModule(pl.LightningModule):
         self.semantic = semantic.eval().requires_grad_(False)
         self.preservation = (preservation or PreservationLoss(lpips=False)).eval()
         self.prompts = [r.prompt for r in requests]
-        self.names = [r.name for r in requests]
         self.masked = requests[0].mask is not None
+        self.space = generator.space(self.settings.space, self.masked)
         dev = next(generator.parameters()).device
-        codes = {k: torch.cat([r.codes[k].to(dev) for r in requests]) for k in requests[0].codes}
+        starts = [_start(generator, r, dev) for r in requests]
+        codes = {k: torch.cat([c[k] for c, _, _ in starts]) for k in starts[0][0]}
         self.code_keys = sorted(codes)
         for k, v in codes.items():
             self.register_buffer(f"code_{k}", v)
+        self.register_buffer("w0", torch.cat([w for _, w, _ in starts]))
+        res = generator.resolution
+        mask = (torch.cat([resize_mask(r.mask.to(dev).float(), res) for r in requests]) if self.masked
+                else torch.ones(len(requests), 1, res, res, device=dev))
+        self.register_buffer("mask", mask)
         with torch.no_grad():
-            w0 = generator.encode(codes)
-            self.register_buffer("w0", w0)
-            res = generator.resolution
-            mask = (torch.cat([resize_mask(r.mask.to(dev).float(), res) for r in requests]) if self.masked
-                    else torch.ones(len(requests), 1, res, res, device=dev))
-            self.register_buffer("mask", mask)
-            self.register_buffer("x0", self._decode(w0, codes=codes))
-        if not self.masked and "class" in codes:  # whole image through f: z and (BigGAN) the class vector
-            space = {k: nn.Parameter(v.clone()) for k, v in generator.continuous_codes(codes).items()
-                     if v.is_floating_point()}
-        else:
-            space = {"w": nn.Parameter(w0.clone())}
-        self.latents = nn.ParameterDict(space)
-        self.metrics_history: list[dict[str, float]] = []
+            x0 = [x if x is not None else generator.decode(w, cond=c) for c, w, x in starts]
+        self.register_buffer("x0", torch.cat(x0))
+        # 1 where a base image's pixels are kept outside the mask (it is not simply decode(w0))
+        self.register_buffer("keep", torch.tensor([float(x is not None) for *_, x in starts], device=dev).view(-1, 1, 1, 1))
+        start = generator.to_space(codes, self.space, self.w0)
+        self.latents = nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in start.items()})
+        self.history: list[list[dict[str, float]]] = [[] for _ in requests]
+        self.stopped: str | None = None  # why a callback stopped the edit early
         self._crop_gen = torch.Generator().manual_seed(self.settings.seed)  # reproducible Adam-phase crops
 
     # ---- rendering --------------------------------------------------------------------------
     @property
-    def codes(self) -> dict[str, torch.Tensor]:
+    def codes(self) -> Codes:
         return {k: getattr(self, f"code_{k}") for k in self.code_keys}
 
-    def _decode(self, w, w0=None, mask=None, codes=None) -> torch.Tensor:
-        return self.generator.decode(w, w0, mask, cond=codes)
+    def decode_latents(self, latents: dict[str, torch.Tensor] | None = None, rep: int = 1) -> tuple[torch.Tensor, Codes]:
+        """The decode latent w and conditioning codes of edit latents (default: the current ones)."""
+        lat = dict(self.latents) if latents is None else latents
+        codes = {k: v.repeat_interleave(rep, 0) for k, v in self.codes.items()}
+        return self.generator.from_space(lat, self.space, codes)
 
     def render(self, latents: dict[str, torch.Tensor] | None = None, rep: int = 1) -> torch.Tensor:
         """Images from edit latents (default: the current ones); `rep` candidates per request."""
-        lat = dict(self.latents) if latents is None else latents
-        codes = {k: v.repeat_interleave(rep, 0) for k, v in self.codes.items()}
-        if "w" not in lat:  # whole-image generation through f
-            codes.update(lat)
-            return self._decode(self.generator.encode(codes), codes=codes)
-        if self.masked and self.settings.mask_mode == "latent":
-            return self._decode(lat["w"], self.w0.repeat_interleave(rep, 0),
-                                self.mask.repeat_interleave(rep, 0), codes=codes)
-        return self._decode(lat["w"], codes=codes)
+        w, cond = self.decode_latents(latents, rep)
+        if not (self.masked and self.settings.mask_mode == "latent"):
+            return self.generator.decode(w, cond=cond)
+        mask = self.mask.repeat_interleave(rep, 0)
+        x = self.generator.decode(w, self.w0.repeat_interleave(rep, 0), mask, cond=cond)
+        if bool(self.keep.any()):  # a base image: its pixels outside the mask, the edit inside
+            keep = self.keep.repeat_interleave(rep, 0) * (1 - resize_mask(mask, x.shape[-1]))
+            x = x - keep * (x - self.x0.repeat_interleave(rep, 0))
+        return x
 
     def objective(self, x: torch.Tensor, rep: int = 1, u: torch.Tensor | None = None, crops: int | None = None,
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -133,6 +162,7 @@ class EditModule(pl.LightningModule):
         t, wt = self.semantic.targets(self.prompts)
         t, wt = t.repeat_interleave(rep, 0), wt.repeat_interleave(rep, 0)
         mask = self.mask.repeat_interleave(rep, 0)
+        crops = self.settings.crops if crops is None else crops
         cos = self.semantic.similarity(x, mask if self.masked else None, (t, wt), crops=crops, u=u,
                                       generator=generator)
         out = {"semantic": self.semantic.loss_from_cos(cos, wt), "semantic_score": self.semantic.score_from_cos(cos, wt)}
@@ -146,15 +176,8 @@ class EditModule(pl.LightningModule):
 
     @torch.no_grad()
     def realism(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The generator's discriminator score per image, when it has one."""
-        d = getattr(self.generator, "discriminator", None)
-        if d is None:
-            return None
-        d.eval()
-        if "class" in self.codes and len(inspect.signature(d.forward).parameters) > 1:
-            y = self.latents["class"] if "class" in self.latents else self.codes["class"]
-            return d(x, y.argmax(1) if y.is_floating_point() else y).flatten()  # a class vector: its top class
-        return d(x).flatten()
+        """The generator's discriminator score per image, for the current codes."""
+        return self.generator.realism(x, self.decode_latents()[1])
 
     # ---- CMA-ES -----------------------------------------------------------------------------
     def _active(self) -> torch.Tensor:
@@ -180,14 +203,15 @@ class EditModule(pl.LightningModule):
     def run_cma(self, progress: bool = True) -> torch.Tensor:
         """The paper's CMA-ES phase: `generations` of `population` candidates per request, each
         generation evaluated as one batch through G and CLIP (all candidates of a request see the
-        same random crops). Sets the latents to each request's best candidate; returns its loss [B]."""
+        same random crops). Sets the latents to each request's best candidate; returns its loss [B].
+        Under a Trainer, callbacks see each generation (`on_cma_generation_end`) and may stop it."""
         s = self.settings
         b = len(self.prompts)
         flat0 = torch.cat([v.detach().flatten(1) for v in self.latents.values()], 1)
         gen = torch.Generator(device=flat0.device).manual_seed(s.seed)
         es = SepCMAES(flat0, s.sigma0, s.population, self._active(), gen)
         chunk = s.population_chunk or s.population
-        k = max(self.semantic.crops, 1)
+        k = max(s.crops, 1)
         for g in tqdm(range(s.generations), desc="CMA-ES", disable=not progress, leave=False):
             pop = es.ask()  # [B, P, D]
             u = torch.rand(b, 1, k, 3, generator=gen, device=flat0.device)
@@ -197,10 +221,15 @@ class EditModule(pl.LightningModule):
                 n = c.shape[1]
                 x = self.render(self._unflatten(c.flatten(0, 1)), rep=n)
                 fit.append(self.objective(x, rep=n, u=u.expand(-1, n, -1, -1).flatten(0, 1))["loss"].view(b, n))
-            fit = torch.cat(fit, 1)
-            es.tell(fit)
+            es.tell(torch.cat(fit, 1))
             self._log_scalars({"cma/best_loss": es.best_f.mean(), "cma/generation": g + 1,
                                "cma/sigma": es.sigma.mean()})
+            if self._trainer is not None:
+                for cb in self.trainer.callbacks:
+                    if hasattr(cb, "on_cma_generation_end"):
+                        cb.on_cma_generation_end(self.trainer, self, g + 1, s.generations)
+                if self.trainer.should_stop:
+                    break
         for k_, v in self._unflatten(es.best_x).items():
             self.latents[k_].data.copy_(v)
         return es.best_f
@@ -219,6 +248,8 @@ class EditModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.settings.optimizer == "cma+adam" and self.settings.generations > 0:
             self.run_cma(progress=self.trainer.progress_bar_callback is not None)
+        if self.settings.steps == 0:  # CMA-ES only
+            self.trainer.should_stop = True
 
     def train_dataloader(self):
         return DataLoader(range(max(self.settings.steps, 1)), batch_size=1)
@@ -231,12 +262,13 @@ class EditModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x = self.render()
         terms = self.objective(x, generator=self._crop_gen)
-        logs = {k: v.detach().mean() for k, v in terms.items()}
         r = self.realism(x.detach())
+        per_request = {k: v.detach() for k, v in terms.items()}
         if r is not None:
-            logs["realism"] = r.mean()
-        self.log_dict(logs, prog_bar=False, on_step=True, batch_size=len(self.prompts))
-        self.metrics_history.append({k: float(v) for k, v in logs.items()})
+            per_request["realism"] = r
+        self.log_dict({k: v.mean() for k, v in per_request.items()}, on_step=True, batch_size=len(self.prompts))
+        for i, h in enumerate(self.history):
+            h.append({k: float(v[i]) for k, v in per_request.items()})
         return terms["loss"].sum()
 
     def on_train_end(self) -> None:
@@ -246,7 +278,7 @@ class EditModule(pl.LightningModule):
         with torch.no_grad():
             edited = self.render()
         to01 = lambda t: ((t.clamp(-1, 1) + 1) / 2).cpu()  # noqa: E731
-        caps = [f"{n}: {' | '.join(p.texts)}" for n, p in zip(self.names, self.prompts)]
+        caps = [" | ".join(p.texts) for p in self.prompts]
         log_image("original", list(to01(self.x0)), caption=caps)
         log_image("mask_overlay", list(to01(mask_overlay(self.x0, self.mask))), caption=caps)
         log_image("edited", list(to01(edited)), caption=caps)
@@ -270,16 +302,13 @@ class EditModule(pl.LightningModule):
         return out
 
 
-def run_edit(module: EditModule, accelerator: str = "auto", logger=False, progress: bool = True) -> EditModule:
-    """Optimize `module`'s latents: CMA-ES (if chosen) then `steps` of Adam with a Lightning Trainer."""
-    s = module.settings
-    if s.steps == 0:
-        if s.optimizer == "cma+adam":
-            module.run_cma(progress)
-        return module
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # G and CLIP stay frozen
-    trainer = pl.Trainer(max_steps=s.steps, accelerator=accelerator, devices=1, logger=logger,
-                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         log_every_n_steps=1, enable_progress_bar=progress)
-    trainer.fit(module)
-    return module
+def _start(generator: MaskableGenerator, request: EditRequest, device) -> tuple[Codes, torch.Tensor, torch.Tensor | None]:
+    """A request's starting codes, decode latent w0 and (when a base keeps its pixels) image."""
+    if request.base is not None:
+        codes, w0, image = request.base.as_base()
+    else:
+        codes, image = request.codes, None
+        with torch.no_grad():
+            w0 = generator.encode({k: v.to(device) for k, v in codes.items()})
+    dev = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return {k: v.to(device) for k, v in codes.items()}, dev(w0), dev(image)

@@ -377,6 +377,16 @@ class BigGANGenerator(MaskableGenerator):
         device = self.shared.weight.device
         return {"z": z.to(device), "class": y.to(device)}
 
+    is_conditional = True
+
+    def realism(self, images: torch.Tensor, codes: Codes) -> torch.Tensor | None:
+        """The projection discriminator's score per image, for the class in `codes` (a class vector's
+        top class)."""
+        if self.discriminator is None:
+            return None
+        y = codes["class"]
+        return self.discriminator.eval()(images, y.argmax(1) if y.is_floating_point() else y).flatten()
+
     def continuous_codes(self, codes: Codes) -> Codes:
         """Codes with integer class labels replaced by one-hot class vectors [B, n_classes] (float)."""
         y = codes["class"]

@@ -48,6 +48,44 @@ class MaskableGenerator(nn.Module, ABC):
         conditioned on more than w need it (BigGAN: the class and the later z chunks); the others
         ignore it. Editing code should always pass it."""
 
+    # ---- the latent spaces an edit may optimize ------------------------------------------------
+    #: the spaces this generator offers (`w`: the paper's w = f(z); `z`: its codes, through f)
+    spaces: tuple[str, ...] = ("w", "z")
+    #: the paper's space for a masked edit and for whole-image generation
+    default_spaces: dict[str, str] = {"masked": "w", "whole": "z"}
+    #: whether `sample` draws a class and `realism` needs it
+    is_conditional: bool = False
+
+    def space(self, name: str | None, masked: bool) -> str:
+        """`name`, checked against this generator's spaces, or the paper's default when None."""
+        if name is None:
+            return self.default_spaces["masked" if masked else "whole"]
+        if name not in self.spaces:
+            raise ValueError(f"latent space {name!r} does not fit a {type(self).__name__}; "
+                             f"its spaces are {', '.join(self.spaces)}")
+        return name
+
+    def to_space(self, codes: Codes, space: str, w0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The starting latents of an edit in `space`, for an image with `codes` and decode latent `w0`
+        (= encode(codes), or a projected photo's latent): `w` -> {"w": w0}; `z` -> the floating-point
+        codes (discrete ones made continuous, see `continuous_codes`)."""
+        if space == "w":
+            return {"w": w0}
+        return {k: v for k, v in self.continuous_codes(codes).items() if v.is_floating_point()}
+
+    def from_space(self, latents: dict[str, torch.Tensor], space: str, codes: Codes) -> tuple[torch.Tensor, Codes]:
+        """The decode latent w and the conditioning codes for `latents` in `space` (inverse of `to_space`)."""
+        if space == "w":
+            return latents["w"], codes
+        codes = {**codes, **latents}
+        return self.encode(codes), codes
+
+    def realism(self, images: torch.Tensor, codes: Codes) -> torch.Tensor | None:
+        """The discriminator's score per image ([B]; higher = more real), or None without one."""
+        if self.discriminator is None:
+            return None
+        return self.discriminator.eval()(images).flatten()
+
     def continuous_codes(self, codes: Codes) -> Codes:
         """`codes` with every discrete code made continuous, for whole-image (text-to-image) editing,
         which optimizes the floating-point codes. BigGAN turns class labels into one-hot class vectors;

@@ -122,7 +122,9 @@ class ModulatedConv(nn.Module):
     Modulation multiplies the input features by the per-channel style s(w), which is the same as
     scaling the weights but keeps one shared weight for the batch (a plain, fast conv) and lets the
     style vary over space: with a mask, s = s(w) * m + s(w0) * (1 - m). Demodulation (per output
-    channel, from the style) is blended the same way at the output resolution.
+    channel, from the style) is blended the same way at the output resolution (`demodulation="blend"`,
+    so that an all-one mask equals decode(w) exactly), or taken from the frozen style s(w0) everywhere
+    (`"frozen"`, as the paper's official code does).
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
@@ -161,7 +163,8 @@ class ModulatedConv(nn.Module):
         return (styles.float().square() @ w2.t() + 1e-8).rsqrt()
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, w0: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, noise_mode: str = "random") -> torch.Tensor:
+                mask: torch.Tensor | None = None, noise_mode: str = "random",
+                demodulation: str = "blend") -> torch.Tensor:
         styles = self.affine(w) * self.style_gain
         if mask is None:
             x = x * styles.to(x.dtype)[:, :, None, None]
@@ -171,9 +174,13 @@ class ModulatedConv(nn.Module):
             x = x * blend(styles[:, :, None, None], styles0[:, :, None, None], m_in).to(x.dtype)
         x = self._conv(x)
         if self.demodulate:
-            d = self._demod(styles)[:, :, None, None]
-            if mask is not None:
-                d = blend(d, self._demod(styles0)[:, :, None, None], mask_at(mask, x.shape[-1]))
+            if mask is None:
+                d = self._demod(styles)[:, :, None, None]
+            elif demodulation == "frozen":
+                d = self._demod(styles0)[:, :, None, None]
+            else:
+                d = blend(self._demod(styles)[:, :, None, None], self._demod(styles0)[:, :, None, None],
+                          mask_at(mask, x.shape[-1]))
             x = x * d.to(x.dtype)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
@@ -203,17 +210,18 @@ class SynthesisBlock(nn.Module):
         self.register_buffer("resample_filter", setup_filter(RESAMPLE_FILTER), persistent=False)
         self.num_conv = 1 if in_channels == 0 else 2
 
-    def forward(self, x, img, ws, ws0=None, mask=None, noise_mode="random"):
+    def forward(self, x, img, ws, ws0=None, mask=None, noise_mode="random", demodulation="blend"):
         """ws: [B, num_conv + 1, w_dim] (the last one is ToRGB's)."""
         def layer_args(i):
             return ws[:, i], (None if ws0 is None else ws0[:, i])
 
+        kw = dict(mask=mask, noise_mode=noise_mode, demodulation=demodulation)
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
-            x = self.conv1(x, *layer_args(0), mask=mask, noise_mode=noise_mode)
+            x = self.conv1(x, *layer_args(0), **kw)
         else:
-            x = self.conv0(x, *layer_args(0), mask=mask, noise_mode=noise_mode)
-            x = self.conv1(x, *layer_args(1), mask=mask, noise_mode=noise_mode)
+            x = self.conv0(x, *layer_args(0), **kw)
+            x = self.conv1(x, *layer_args(1), **kw)
         y = self.torgb(x, *layer_args(self.num_conv), mask=mask).float()
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
@@ -237,7 +245,7 @@ class SynthesisNetwork(nn.Module):
         self.num_ws += 1  # the last ToRGB
 
     def forward(self, ws: torch.Tensor, ws0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                noise_mode: str = "random") -> torch.Tensor:
+                noise_mode: str = "random", demodulation: str = "blend") -> torch.Tensor:
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"ws must have shape [B, {self.num_ws}, w_dim], got {tuple(ws.shape)}")
         if mask is not None:
@@ -251,7 +259,8 @@ class SynthesisNetwork(nn.Module):
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             span = slice(w_idx, w_idx + block.num_conv + 1)
-            x, img = block(x, img, ws[:, span], None if ws0 is None else ws0[:, span], mask, noise_mode)
+            x, img = block(x, img, ws[:, span], None if ws0 is None else ws0[:, span], mask, noise_mode,
+                           demodulation)
             w_idx += block.num_conv
         return img
 
@@ -261,15 +270,24 @@ class StyleGAN2Generator(MaskableGenerator):
 
     Defaults are config-f: 512-d z and w, 8 mapping layers with lr multiplier 0.01, channel_base
     32768 and channel_max 512 (512 feature maps up to 64 px, then halving).
+
+    Edit spaces: `w` (one w broadcast to every layer: the paper's masked edit), `wplus` (one w per
+    layer) and `z` (through the mapping network: the paper's whole-image generation).
+    `masked_demodulation`: how a masked decode demodulates (see `ModulatedConv`): "blend" or "frozen".
     """
+
+    spaces = ("w", "wplus", "z")
+    default_spaces = {"masked": "w", "whole": "z"}
 
     def __init__(self, resolution: int = 256, z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8,
                  mapping_lr_multiplier: float = 0.01, channel_base: int = 32768, channel_max: int = 512,
                  conv_clamp: float | None = None, w_avg_beta: float = 0.995, truncation_psi: float = 1.0,
-                 img_channels: int = 3):
+                 img_channels: int = 3, masked_demodulation: str = "blend"):
         super().__init__()
+        if masked_demodulation not in ("blend", "frozen"):
+            raise ValueError(f"masked_demodulation must be 'blend' or 'frozen', got {masked_demodulation!r}")
         self.z_dim, self.w_dim, self.img_channels = z_dim, w_dim, img_channels
-        self.truncation_psi = truncation_psi
+        self.truncation_psi, self.masked_demodulation = truncation_psi, masked_demodulation
         self.synthesis = SynthesisNetwork(w_dim, resolution, channel_base, channel_max, img_channels, conv_clamp)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, w_dim, self.num_ws, mapping_layers, mapping_lr_multiplier, w_avg_beta)
@@ -293,7 +311,25 @@ class StyleGAN2Generator(MaskableGenerator):
     def decode(self, w: torch.Tensor, w0: torch.Tensor | None = None,
                mask: torch.Tensor | None = None, cond: Codes | None = None) -> torch.Tensor:
         """W+ latents -> image with constant noise (`cond` is not needed: w holds everything)."""
-        return self.synthesis(w, ws0=w0, mask=mask, noise_mode="const")
+        return self.synthesis(w, ws0=w0, mask=mask, noise_mode="const", demodulation=self.masked_demodulation)
+
+    def to_space(self, codes: Codes, space: str, w0: torch.Tensor) -> dict[str, torch.Tensor]:
+        if space == "wplus":
+            return {"w": w0}
+        if space == "w":
+            if not torch.allclose(w0, w0[:, :1].expand_as(w0)):
+                raise ValueError("this image's latent differs from layer to layer (W+), so one broadcast w "
+                                 "cannot start from it; edit it in space 'wplus'")
+            return {"w": w0[:, 0]}
+        return {"z": codes["z"]}
+
+    def from_space(self, latents: dict[str, torch.Tensor], space: str, codes: Codes) -> tuple[torch.Tensor, Codes]:
+        if space == "wplus":
+            return latents["w"], codes
+        if space == "w":
+            return latents["w"].unsqueeze(1).expand(-1, self.num_ws, -1), codes
+        codes = {**codes, "z": latents["z"]}
+        return self.encode(codes), codes
 
 
 class Conv2dLayer(nn.Module):

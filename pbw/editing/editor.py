@@ -1,0 +1,197 @@
+"""The editing core: `Editor(generator, semantic, preservation, device).run(requests, settings, callbacks)`.
+
+Clients (edit.py, the app, the experiment runner, the benchmarks) parse their input into
+`EditRequest`s, call `run`, and present the `EditResult`s. Progress, time limits and cancellation
+are Lightning callbacks that also see the CMA-ES phase (`EditCallback.on_cma_generation_end`).
+"""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+
+from pbw.editing.losses import PreservationLoss
+from pbw.editing.module import EditModule, EditRequest, EditSettings
+from pbw.editing.result import EditResult, Layer
+from pbw.models.maskable import Codes, MaskableGenerator
+from pbw.semantic import SemanticNet
+
+
+class EditCallback(pl.Callback):
+    """A Lightning callback for edits: it also sees each CMA-ES generation."""
+
+    def on_cma_generation_end(self, trainer: pl.Trainer, module: EditModule, done: int, total: int) -> None:
+        """Called after CMA-ES generation `done` of `total`; setting `trainer.should_stop` ends the edit."""
+
+
+class EditProgress(EditCallback):
+    """Reports progress as `report(phase, done, total)`, phase "CMA-ES" or "Adam"."""
+
+    def __init__(self, report: Callable[[str, int, int], None]):
+        self.report = report
+
+    def on_cma_generation_end(self, trainer, module, done, total):
+        self.report("CMA-ES", done, total)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.report("Adam", batch_idx + 1, module.settings.steps)
+
+
+class StopEdit(EditCallback):
+    """Stops both phases of an edit once `reason()` gives a reason; the results keep what was reached
+    and say why in their notes."""
+
+    def reason(self) -> str | None:
+        raise NotImplementedError
+
+    def _check(self, trainer: pl.Trainer, module: EditModule) -> None:
+        why = self.reason()
+        if why:
+            trainer.should_stop = True
+            module.stopped = why
+
+    def on_cma_generation_end(self, trainer, module, done, total):
+        self._check(trainer, module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self._check(trainer, module)
+
+
+class TimeLimit(StopEdit):
+    """Stops each batch of edits `seconds` after it started."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.start = seconds, time.monotonic()
+
+    def setup(self, trainer, pl_module, stage):
+        self.start = time.monotonic()
+
+    def reason(self):
+        if time.monotonic() - self.start > self.seconds:
+            return f"stopped early: the time limit of {self.seconds:g} s was reached"
+        return None
+
+
+class Cancel(StopEdit):
+    """Stops the edit in progress once `cancel()` is called (from any thread)."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def cancel(self) -> None:
+        self.event.set()
+
+    def reason(self):
+        return "stopped early: cancelled" if self.event.is_set() else None
+
+
+@dataclass
+class EditFailure:
+    """A request that could not be edited (only returned by `Editor.run(keep_going=True)`)."""
+
+    name: str
+    error: str
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; anything else as torch.device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Editor:
+    """Runs edit requests on one generator with one semantic net and preservation loss.
+
+    `info` (e.g. the checkpoint and CLIP names) is recorded in every result's settings."""
+
+    def __init__(self, generator: MaskableGenerator, semantic: SemanticNet, preservation: PreservationLoss | None = None,
+                 device: str | torch.device = "auto", info: dict | None = None):
+        self.device = resolve_device(device)
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN convs already use TF32)
+        self.generator = generator.to(self.device).eval().requires_grad_(False)
+        self.semantic = semantic.to(self.device).eval()
+        self.preservation = (preservation or PreservationLoss(lpips=False)).to(self.device).eval()
+        self.info = dict(info or {})
+
+    @torch.no_grad()
+    def start(self, codes: Codes, name: str = "") -> EditResult:
+        """The unedited image of `codes` (a history's first step)."""
+        codes = {k: v.to(self.device) for k, v in codes.items()}
+        w0 = self.generator.encode(codes)
+        x = self.generator.decode(w0, cond=codes).cpu()
+        return EditResult({k: v.cpu() for k, v in codes.items()}, w0.cpu(), x, x, name=name)
+
+    def run(self, requests: Sequence[EditRequest], settings: EditSettings | None = None,
+            callbacks: Sequence[pl.Callback] = (), keep_going: bool = False, progress: bool = True,
+            logger=False) -> list[EditResult | EditFailure]:
+        """Edit every request (in batches of `settings.batch_size`, masked and whole-image requests
+        apart); returns one result per request, in order. With `keep_going`, a request that fails
+        becomes an `EditFailure` (a failing batch is retried request by request) instead of raising."""
+        settings = settings or EditSettings()
+        out: list[EditResult | EditFailure | None] = [None] * len(requests)
+        for masked in (True, False):
+            todo = [i for i, r in enumerate(requests) if (r.mask is not None) == masked]
+            for j in range(0, len(todo), settings.batch_size):
+                batch = todo[j:j + settings.batch_size]
+                self._run_batch(batch, requests, settings, callbacks, keep_going, progress, logger, out)
+        return out
+
+    def _run_batch(self, batch, requests, settings, callbacks, keep_going, progress, logger, out) -> None:
+        try:
+            results = self._edit([requests[i] for i in batch], settings, callbacks, progress, logger)
+        except Exception as e:
+            if not keep_going:
+                raise
+            if len(batch) > 1:  # find the request that fails; the others still run
+                for i in batch:
+                    self._run_batch([i], requests, settings, callbacks, keep_going, progress, logger, out)
+                return
+            out[batch[0]] = EditFailure(requests[batch[0]].name, f"{type(e).__name__}: {e}")
+            return
+        for i, r in zip(batch, results):
+            out[i] = r
+
+    def _edit(self, requests: list[EditRequest], settings: EditSettings, callbacks, progress, logger) -> list[EditResult]:
+        module = EditModule(self.generator, self.semantic, requests, settings, self.preservation).to(self.device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # G and CLIP stay frozen
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            trainer = pl.Trainer(max_steps=max(settings.steps, 1), accelerator="gpu" if self.device.type == "cuda" else "cpu",
+                                 devices=1, logger=logger, callbacks=list(callbacks), enable_checkpointing=False,
+                                 enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
+                                 enable_progress_bar=progress)
+            trainer.fit(module)
+        return self._results(module, requests)
+
+    @torch.no_grad()
+    def _results(self, module: EditModule, requests: list[EditRequest]) -> list[EditResult]:
+        edited = module.render().cpu()
+        metrics = module.final_metrics()
+        w_edit, cond = module.decode_latents()
+        layered = module.masked and module.settings.mask_mode == "latent"
+        settings = {**asdict(module.settings), "space": module.space, **self.info}
+        results = []
+        for i, req in enumerate(requests):
+            one = lambda d: {k: v[i:i + 1].detach().cpu() for k, v in d.items()}  # noqa: E731
+            latents = one(module.latents)
+            mask = module.mask[i:i + 1].cpu() if module.masked else None
+            if layered:  # this edit is a layer over its start
+                codes, w0 = one(module.codes), module.w0[i:i + 1].cpu()
+                layers = (req.base.layers if req.base else []) + [Layer(module.space, latents, mask)]
+                source = req.base.source if req.base else "sample"
+            else:  # the whole latent changed: the edited image is a new start
+                codes, w0, layers, source = one(cond), w_edit[i:i + 1].cpu(), [], "sample"
+            notes = list(req.notes) + ([module.stopped] if module.stopped else [])
+            results.append(EditResult(
+                codes=codes, w0=w0, original=module.x0[i:i + 1].cpu(), edited=edited[i:i + 1], name=req.name,
+                prompt={"texts": req.prompt.texts, "weights": req.prompt.weights}, space=module.space,
+                latents=latents, mask=mask, layers=layers, source=source, metrics=metrics[i], settings=settings,
+                history=module.history[i], notes=notes))
+        return results

@@ -1,0 +1,194 @@
+"""EditResult: one edit's images, latents, metrics and settings, and their saved form.
+
+`EditResult.save` is the only writer of `latents.pt` and `EditResult.load` its only reader. The file
+is a `torch.save` dict read with `weights_only=True`:
+
+- format 2 (this version): `format_version`, `name`, `prompt`, `codes`, `w0`, `space`, `latents`,
+  `mask`, `layers`, `source`, `original`, `edited`, `metrics`, `settings`, `notes`;
+- format 1 (before the version field): edit.py wrote `codes`, `w0`, `latents`, `mask`; the app
+  added `layers`, a list of (W+ latent, mask) pairs. Loading these needs the generator, which
+  re-renders their images.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from pbw.editing.masks import mask_overlay
+from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
+
+FORMAT_VERSION = 2
+
+
+def to01(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> [0, 1] on the CPU (for saving and display)."""
+    return ((x.detach().float().clamp(-1, 1) + 1) / 2).cpu()
+
+
+@dataclass
+class Layer:
+    """One masked edit painted over an image: latents in `space` acting inside `mask` ([1, 1, R, R])."""
+
+    space: str
+    latents: dict[str, torch.Tensor]
+    mask: torch.Tensor
+
+
+@dataclass
+class EditResult:
+    """An image and how it was made.
+
+    `codes` and `w0` are the image's codes and decode latent outside any painted layer (for a
+    whole-image edit: the optimized ones); `layers` are the masked edits painted over it since, in
+    order, the last one being this edit's (empty for a start image or a whole-image edit).
+    `original` and `edited` are [1, 3, R, R] in [-1, 1] on the CPU; `mask` is this edit's mask
+    (None: whole image or no edit). `source` is "sample" (decode(w0) with the layers) or "photo"
+    (a projected photo, whose pixels are kept outside every mask)."""
+
+    codes: Codes
+    w0: torch.Tensor
+    original: torch.Tensor
+    edited: torch.Tensor
+    name: str = ""
+    prompt: dict | None = None  # {"texts": [...], "weights": [...]}; None: no edit (a start image)
+    space: str | None = None
+    latents: dict[str, torch.Tensor] = field(default_factory=dict)
+    mask: torch.Tensor | None = None
+    layers: list[Layer] = field(default_factory=list)
+    source: str = "sample"
+    metrics: dict[str, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    # ---- continuing from a result ---------------------------------------------------------------
+    def as_base(self) -> tuple[Codes, torch.Tensor, torch.Tensor | None]:
+        """(codes, w0, image to keep outside the next mask, or None when it is just decode(w0))."""
+        kept = self.edited if self.layers or self.source == "photo" else None
+        return self.codes, self.w0, kept
+
+    # ---- saved form -----------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write original.png, edited.png, mask.png (edits with a mask), comparison.png, metrics.json
+        and latents.pt into `folder`; returns their paths by name."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {name: folder / f"{name}.png" for name in ("original", "edited", "comparison")}
+        save_image(to01(self.original), files["original"])
+        save_image(to01(self.edited), files["edited"])
+        panels = [to01(self.original)]
+        if self.mask is not None:
+            files["mask"] = folder / "mask.png"
+            save_image(self.mask.float().cpu(), files["mask"])
+            panels.append(to01(mask_overlay(self.original, resize_mask(self.mask.float(), self.original.shape[-1]))))
+        save_image(torch.cat(panels + [to01(self.edited)]), files["comparison"], nrow=len(panels) + 1, padding=2)
+        files["metrics"] = folder / "metrics.json"
+        files["metrics"].write_text(json.dumps(
+            {"name": self.name, "prompt": (self.prompt or {}).get("texts"),
+             "prompt_weights": (self.prompt or {}).get("weights"), "space": self.space, "metrics": self.metrics,
+             "notes": self.notes, "settings": self.settings, "history": self.history}, indent=2))
+        files["latents"] = folder / "latents.pt"
+        cpu = lambda d: {k: v.detach().cpu() for k, v in d.items()}  # noqa: E731
+        torch.save({"format_version": FORMAT_VERSION, "name": self.name, "prompt": self.prompt,
+                    "codes": cpu(self.codes), "w0": self.w0.cpu(), "space": self.space, "latents": cpu(self.latents),
+                    "mask": None if self.mask is None else self.mask.cpu(),
+                    "layers": [{"space": ly.space, "latents": cpu(ly.latents), "mask": ly.mask.cpu()} for ly in self.layers],
+                    "source": self.source, "original": self.original.cpu(), "edited": self.edited.cpu(),
+                    "metrics": self.metrics, "settings": self.settings, "notes": self.notes}, files["latents"])
+        return files
+
+    @classmethod
+    def load(cls, path: str | Path, generator: MaskableGenerator | None = None) -> "EditResult":
+        """Read a result folder or its latents.pt (any format since the first release). With a
+        `generator`, check that the file belongs to it; files of format 1 need it (their images are
+        re-rendered)."""
+        path = Path(path)
+        file = path / "latents.pt" if path.is_dir() else path
+        try:
+            data = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{file} is not a saved edit (latents.pt from pbw's app or edit.py): {e}") from e
+        if not isinstance(data, dict) or not isinstance(data.get("codes"), dict) or not torch.is_tensor(data.get("w0")):
+            raise ValueError(f"{file} is not a saved edit: it needs 'codes' and 'w0' (as in latents.pt from pbw's "
+                             "app or edit.py)")
+        version = data.get("format_version", 1)
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{file} was written by a newer pbw (format {version}; this one reads up to "
+                             f"{FORMAT_VERSION}): upgrade pbw")
+        if version == 1:
+            if generator is None:
+                raise ValueError(f"{file} is an edit saved by an older pbw: load it with the generator, "
+                                 "which re-renders its images")
+            result = _from_format_1(data, generator)
+        else:
+            result = cls(codes=data["codes"], w0=data["w0"], original=data["original"], edited=data["edited"],
+                         name=data.get("name", ""), prompt=data.get("prompt"), space=data.get("space"),
+                         latents=data.get("latents", {}), mask=data.get("mask"),
+                         layers=[Layer(**ly) for ly in data.get("layers", [])], source=data.get("source", "sample"),
+                         metrics=data.get("metrics", {}), settings=data.get("settings", {}),
+                         notes=data.get("notes", []))
+        if generator is not None:
+            check_fits(result, generator, file.name)
+        return result
+
+
+def check_fits(result: EditResult, generator: MaskableGenerator, name: str) -> None:
+    """Raise a ValueError naming both shapes when `result` is not an image of `generator`."""
+    probe = generator.sample(1, seed=0)
+    with torch.no_grad():
+        w_shape = tuple(generator.encode(probe).shape)
+    forms = {k: {tuple(v.shape)} for k, v in probe.items()}
+    for k, v in generator.continuous_codes(probe).items():
+        forms[k].add(tuple(v.shape))
+    got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in result.codes.items()}
+    res = generator.resolution
+    fits = (got.keys() == forms.keys() and all(got[k] in forms[k] for k in got)
+            and tuple(result.w0.shape) == w_shape and result.edited.shape[-1] == res)
+    if not fits:
+        raise ValueError(f"{name} is not an image of this generator: it has codes {got} and w0 "
+                         f"{tuple(result.w0.shape)}; this generator needs codes "
+                         f"{ {k: ' or '.join(map(str, f)) for k, f in forms.items()} } and w0 {w_shape}")
+
+
+@torch.no_grad()
+def render_layers(generator: MaskableGenerator, codes: Codes, w0: torch.Tensor, layers: list[Layer],
+                  base: torch.Tensor | None = None) -> torch.Tensor:
+    """The image of `w0` (or the kept `base` pixels) with `layers` painted over it in order, exactly as
+    the edits rendered them: each layer decodes its latent inside its mask (w0 outside), and from the
+    second layer on (or over a kept base) is pasted over the image so far through its mask."""
+    dev = w0.device
+    codes = {k: v.to(dev) for k, v in codes.items()}
+    x = generator.decode(w0, cond=codes) if base is None else base.to(dev)
+    for i, layer in enumerate(layers):
+        w, cond = generator.from_space({k: v.to(dev) for k, v in layer.latents.items()}, layer.space, codes)
+        mask = layer.mask.to(dev)
+        xl = generator.decode(w, w0, mask, cond=cond)
+        x = xl if i == 0 and base is None else xl - (1 - resize_mask(mask, xl.shape[-1])) * (xl - x)
+    return x
+
+
+def _from_format_1(data: dict, generator: MaskableGenerator) -> EditResult:
+    """A latents.pt written before format versions: edit.py's single edit or the app's layered history."""
+    dev = next(generator.parameters()).device
+    codes = {k: v.to(dev) for k, v in data["codes"].items()}
+    w0 = data["w0"].to(dev).float()
+    latents, mask = data.get("latents", {}), data.get("mask")
+    if "layers" in data:  # the app: codes and w0 of the history's base, W+ layers painted over it
+        layers = [Layer("wplus" if w.ndim == 3 else "w", {"w": w.float()}, m.float()) for w, m in data["layers"]]
+    elif "w" in latents and mask is not None and bool((mask < 1).any()):  # edit.py: one masked edit
+        layers = [Layer("wplus" if latents["w"].ndim == 3 else "w", {"w": latents["w"].float()}, mask.float())]
+    else:  # edit.py: a whole-image edit (its optimized codes or latent)
+        codes.update({k: v.to(dev) for k, v in latents.items() if k != "w"})
+        w0 = latents["w"].to(dev).float() if "w" in latents else generator.encode(codes)
+        layers = []
+    original = generator.decode(w0, cond=codes)
+    edited = render_layers(generator, codes, w0, layers)
+    return EditResult(codes={k: v.cpu() for k, v in codes.items()}, w0=w0.cpu(), original=original.cpu(),
+                      edited=edited.cpu(), layers=layers, mask=layers[-1].mask if layers else None,
+                      space=layers[-1].space if layers else None, notes=["loaded from a format-1 latents.pt"])
+
+
