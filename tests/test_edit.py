@@ -9,8 +9,9 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from pbw.editing import (EditModule, EditRequest, EditSettings, MaskError, PreservationLoss, SepCMAES, build_lpips,
-                         load_mask, run_edit)
+from pbw.editing import (Cancel, Editor, EditModule, EditRequest, EditResult, EditSettings, MaskError,
+                         PreservationLoss, SepCMAES, StopEdit, TimeLimit, build_lpips, load_mask)
+from pbw.editing.result import render_layers
 from pbw.models.maskable import MaskableGenerator, resize_mask
 from pbw.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from pbw.semantic import PromptSet, SemanticNet
@@ -67,12 +68,28 @@ def _mask():
     return load_mask("0.25,0.25,0.75,0.75", RES)[0]
 
 
-def _edit(g, clip, masks, prompt="a red bird", classes=None, **settings):
+FAST = dict(steps=4, population=6, generations=2, lr=0.05, crops=2)
+
+
+def _requests(g, masks, prompt="a red bird", classes=None):
     kw = {"classes": classes} if classes is not None else {}
-    reqs = [EditRequest(g.sample(1, seed=i, **kw), PromptSet.parse(prompt), m) for i, m in enumerate(masks)]
-    s = dict(steps=4, population=6, generations=2, lr=0.05)
-    s.update(settings)
-    return run_edit(EditModule(g, clip, reqs, EditSettings(**s)), accelerator="cpu", progress=False)
+    return [EditRequest(PromptSet.parse(prompt), g.sample(1, seed=i, **kw), m) for i, m in enumerate(masks)]
+
+
+def _fit(module):
+    """Optimize an EditModule as the Editor does (CMA-ES in on_fit_start, then Adam)."""
+    import pytorch_lightning as pl
+    pl.Trainer(max_steps=max(module.settings.steps, 1), accelerator="cpu", logger=False, enable_checkpointing=False,
+               enable_model_summary=False, enable_progress_bar=False).fit(module)
+    return module
+
+
+def _edit(g, clip, masks, prompt="a red bird", classes=None, **settings):
+    return _fit(EditModule(g, clip, _requests(g, masks, prompt, classes), EditSettings(**{**FAST, **settings})))
+
+
+def _run(g, clip, requests, callbacks=(), **settings):
+    return Editor(g, clip, device="cpu").run(requests, EditSettings(**{**FAST, **settings}), callbacks, progress=False)
 
 
 # ---- masks ----------------------------------------------------------------------------------
@@ -163,10 +180,9 @@ def test_sep_cmaes_minimizes_a_batch_of_problems_on_their_active_dims():
 # ---- EditModule -----------------------------------------------------------------------------
 def test_semantic_loss_falls(sg2, clip):
     torch.manual_seed(0)
-    reqs = [EditRequest(sg2.sample(1, seed=3), PromptSet.parse("a red bird"), _mask())]
-    mod = EditModule(sg2, clip, reqs, EditSettings(optimizer="adam", steps=10, lr=0.1))
+    mod = EditModule(sg2, clip, _requests(sg2, [_mask()]), EditSettings(optimizer="adam", steps=10, lr=0.1, crops=2))
     before = mod.objective(mod.render(), crops=0)["semantic"].item()
-    run_edit(mod, accelerator="cpu", progress=False)
+    _fit(mod)
     after = mod.objective(mod.render(), crops=0)["semantic"].item()
     assert after < before - 0.5, (before, after)
 
@@ -178,7 +194,7 @@ def test_all_zero_mask_changes_nothing(sg2, clip):
         x = mod.render()
     assert torch.equal(x[0], mod.x0[0])
     assert not torch.equal(x[1], mod.x0[1])
-    assert not torch.equal(mod.latents["w"][0], mod.w0[0])  # the latent moved, the image did not
+    assert not torch.equal(mod.latents["w"][0], mod.w0[0, 0])  # the latent moved, the image did not
 
 
 @pytest.mark.parametrize("optimizer", ["cma+adam", "adam"])
@@ -189,15 +205,15 @@ def test_both_optimizers_run_and_log(sg2, clip, optimizer):
         m = mod.final_metrics()[0]
     finally:
         sg2.discriminator = None
-    assert len(mod.metrics_history) == 4 and all("realism" in h for h in mod.metrics_history)
+    assert len(mod.history[0]) == 4 and all("realism" in h for h in mod.history[0])
     for k in ("loss", "semantic", "semantic_score", "realism", "preservation_l1", "preservation_lpips"):
         assert np.isfinite(m[k]), k
     assert -1 <= m["semantic_score"] <= 1 and m["preservation_l1"] > 0
 
 
 def test_cma_improves_on_the_start_and_batched_equals_loop(sg2, clip):
-    reqs = [EditRequest(sg2.sample(1, seed=i), PromptSet.parse("a red bird"), _mask()) for i in range(2)]
-    s = dict(optimizer="cma+adam", steps=0, population=6, generations=3)
+    reqs = _requests(sg2, [_mask(), _mask()])
+    s = dict(optimizer="cma+adam", steps=0, population=6, generations=3, crops=2)
     batched = EditModule(sg2, clip, reqs, EditSettings(**s))
     start = torch.cat([v.flatten(1) for v in batched.latents.values()], 1).clone()
     best = batched.run_cma(progress=False)
@@ -217,11 +233,48 @@ def test_image_mask_ablation_changes_outside(sg2, clip):
     assert d_img > d_lat
 
 
-def test_whole_image_generation_stylegan2(sg2, clip):
-    mod = _edit(sg2, clip, [None, None])
-    assert list(mod.latents) == ["w"] and mod.latents["w"].shape == mod.w0.shape
-    m = mod.final_metrics()
-    assert "preservation_l1" not in m[0] and not torch.equal(mod.latents["w"], mod.w0)
+# ---- latent spaces (the paper: one broadcast w for masked edits, z for whole images) ------------
+def test_stylegan2_spaces_and_paper_defaults(sg2, clip):
+    masked = _edit(sg2, clip, [_mask()])
+    assert masked.space == "w" and masked.latents["w"].shape == (1, 16)  # one w_dim vector, not W+
+    w, _ = masked.decode_latents()
+    assert w.shape == (1, sg2.num_ws, 16) and torch.equal(w[:, 0], w[:, -1])  # broadcast to every layer
+    wplus = _edit(sg2, clip, [_mask()], space="wplus")
+    assert wplus.latents["w"].shape == (1, sg2.num_ws, 16)
+    assert not torch.equal(wplus.latents["w"][:, 0], wplus.latents["w"][:, -1])  # layers move apart
+    whole = _edit(sg2, clip, [None, None])
+    assert whole.space == "z" and list(whole.latents) == ["z"] and not torch.equal(whole.latents["z"], whole.codes["z"])
+    with torch.no_grad():  # z space renders through the mapping network: G(z) exactly
+        assert torch.allclose(whole.render(), sg2.synthesis(sg2.mapping(whole.latents["z"]), noise_mode="const"))
+    assert "preservation_l1" not in whole.final_metrics()[0]
+
+
+def test_a_space_the_generator_lacks_is_a_clear_error(clip):
+    biggan = pytest.importorskip("pbw.models.biggan")
+    g = biggan.BigGANGenerator(resolution=32, ch=4, n_classes=3, dim_z=8, shared_dim=4, attention=None)
+    with pytest.raises(ValueError, match=r"'wplus' does not fit a BigGANGenerator; its spaces are w, z"):
+        _edit(g, clip, [_mask()], classes=0, space="wplus")
+
+
+def test_frozen_demodulation_follows_the_official_code():
+    """With demodulation "frozen" (the paper's code), a masked layer's output is conv(x * s) / ||W s0||:
+    modulation blended, demodulation from the frozen style s0 = s(w0) everywhere. Computed here by
+    hand for one layer with an all-one mask; "blend" then equals the plain decode of w instead."""
+    from pbw.models.stylegan2 import ModulatedConv
+    torch.manual_seed(0)
+    conv = ModulatedConv(4, 5, w_dim=6, resolution=8, use_noise=False, activation="linear")
+    x, w, w0 = torch.randn(1, 4, 8, 8), torch.randn(1, 6), torch.randn(1, 6)
+    ones = torch.ones(1, 1, 8, 8)
+    s, s0 = conv.affine(w), conv.affine(w0)
+    y = F.conv2d(x * s[:, :, None, None], conv.weight, padding=1)
+    demod0 = (s0[:, None, :] ** 2 * (conv.weight ** 2).sum([2, 3])[None]).sum(-1).add(1e-8).rsqrt()
+    expected = y * demod0[:, :, None, None] + conv.bias[None, :, None, None]
+    assert torch.allclose(conv(x, w, w0, ones, demodulation="frozen"), expected, atol=1e-5)
+    assert torch.allclose(conv(x, w, w0, ones, demodulation="blend"), conv(x, w), atol=1e-6)
+    sg = StyleGAN2Generator(RES, masked_demodulation="frozen", **TINY_SG2)
+    zero = torch.zeros(1, 1, RES, RES)
+    w0 = sg.encode(sg.sample(1, seed=0))
+    assert torch.allclose(sg.decode(sg.encode(sg.sample(1, seed=1)), w0, zero), sg.decode(w0), atol=1e-6)
 
 
 def test_conditional_spatial_generator_edits_inside_the_mask_only(clip):
@@ -229,10 +282,10 @@ def test_conditional_spatial_generator_edits_inside_the_mask_only(clip):
     g = TinyConditional()
     mask = torch.zeros(1, 1, RES, RES)
     mask[..., :16, :16] = 1  # top-left 2x2 of the 4x4 latent
-    mod = EditModule(g, clip, [EditRequest(g.sample(1, 0, classes=2), PromptSet.parse("a lake"), mask)],
-                     EditSettings(steps=3, population=6, generations=2, lr=0.1))
+    mod = EditModule(g, clip, [EditRequest(PromptSet.parse("a lake"), g.sample(1, 0, classes=2), mask)],
+                     EditSettings(steps=3, population=6, generations=2, lr=0.1, crops=2))
     assert mod._active().view(8, 4, 4)[:, :2, :2].all() and mod._active().sum() == 8 * 4
-    run_edit(mod, accelerator="cpu", progress=False)
+    _fit(mod)
     dw = (mod.latents["w"] - mod.w0).abs()
     assert dw[..., :2, :2].sum() > 0 and dw[..., 2:, :].sum() == 0 and dw[..., :, 2:].sum() == 0
 
@@ -261,11 +314,96 @@ def test_biggan_edits_and_generates(clip):
         assert torch.allclose(whole.render(), g(whole.latents["z"], whole.latents["class"]), atol=1e-6)
 
 
+def test_realism_for_both_families(sg2):
+    """Each family scores with its own discriminator: StyleGAN2's takes images only, BigGAN's projection
+    discriminator the class too (a class vector's top class)."""
+    biggan = pytest.importorskip("pbw.models.biggan")
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, RES, RES) * 2 - 1
+    assert sg2.realism(x, sg2.sample(2, seed=0)) is None  # no discriminator
+    d = StyleGAN2Discriminator(RES, channel_base=256, channel_max=16)
+    sg2.discriminator = d
+    try:
+        assert torch.equal(sg2.realism(x, sg2.sample(2, seed=0)), d(x).flatten())
+    finally:
+        sg2.discriminator = None
+    g = biggan.BigGANGenerator(resolution=32, ch=4, n_classes=3, dim_z=8, shared_dim=4, attention=None)
+    g.discriminator = biggan.BigGANDiscriminator(resolution=32, ch=4, n_classes=3, attention=None).eval()
+    y = torch.tensor([0, 2])
+    vec = F.one_hot(y, 3).float() * 0.6 + 0.2
+    assert torch.equal(g.realism(x, {"class": y}), g.discriminator(x, y).flatten())
+    assert torch.equal(g.realism(x, {"class": vec}), g.discriminator(x, y).flatten())
+    assert not torch.equal(g.realism(x, {"class": y}), g.realism(x, {"class": y.flip(0)}))
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="optimizer"):
         EditSettings(optimizer="sgd")
     with pytest.raises(ValueError, match="mask_mode"):
         EditSettings(mask_mode="both")
+    with pytest.raises(ValueError, match="population=1"):
+        EditSettings(population=1)
+
+
+# ---- the Editor ------------------------------------------------------------------------------
+def test_editor_results_and_successive_edits_replay(sg2, clip, tmp_path):
+    first = _run(sg2, clip, _requests(sg2, [_mask()]))[0]
+    assert first.space == "w" and len(first.layers) == 1 and torch.equal(first.original, sg2.decode(first.w0))
+    second_mask = load_mask("0,0,0.4,0.4", RES)[0]
+    second = _run(sg2, clip, [EditRequest(PromptSet.parse("a blue bird"), mask=second_mask, base=first)])[0]
+    assert torch.equal(second.original, first.edited) and len(second.layers) == 2
+    outside = (1 - second_mask).bool().expand(1, 3, -1, -1)
+    assert torch.equal(second.edited[outside], first.edited[outside])  # the first edit is kept outside the stroke
+    files = second.save(tmp_path / "r")
+    assert {p.name for p in files.values()} == {"original.png", "edited.png", "mask.png", "comparison.png",
+                                                 "metrics.json", "latents.pt"}
+    loaded = EditResult.load(tmp_path / "r", sg2)
+    assert torch.equal(loaded.edited, second.edited) and loaded.prompt == second.prompt
+    with torch.no_grad():  # the layers alone re-render the image
+        assert torch.allclose(render_layers(sg2, loaded.codes, loaded.w0, loaded.layers), second.edited, atol=1e-5)
+
+
+def test_old_latents_files_still_load(sg2, tmp_path):
+    """latents.pt as edit.py and the app wrote them before format versions (W+ latents, no images)."""
+    codes = sg2.sample(1, seed=4)
+    w0 = sg2.encode(codes)
+    w = w0 + 0.3 * torch.randn_like(w0)
+    torch.save({"codes": codes, "w0": w0, "latents": {"w": w}, "mask": _mask()}, tmp_path / "edit.pt")
+    r = EditResult.load(tmp_path / "edit.pt", sg2)
+    with torch.no_grad():
+        assert torch.allclose(r.edited, sg2.decode(w, w0, _mask()), atol=1e-6) and r.layers[0].space == "wplus"
+    torch.save({"codes": codes, "w0": w0, "latents": {"w": w}, "mask": torch.ones(1, 1, RES, RES)}, tmp_path / "whole.pt")
+    with torch.no_grad():
+        assert torch.allclose(EditResult.load(tmp_path / "whole.pt", sg2).edited, sg2.decode(w), atol=1e-6)
+    with pytest.raises(ValueError, match="load it with the generator"):
+        EditResult.load(tmp_path / "edit.pt")
+    other = StyleGAN2Generator(RES, **{**TINY_SG2, "w_dim": 8, "z_dim": 8})
+    with pytest.raises(ValueError, match=r"not an image of this generator: it has codes \{'z': \(1, 16\)\}"):
+        EditResult.load(tmp_path / "edit.pt", other)
+
+
+class _StopAfter(StopEdit):
+    def __init__(self, checks):
+        self.left = checks
+
+    def reason(self):
+        self.left -= 1
+        return "stopped early: test" if self.left < 0 else None
+
+
+@pytest.mark.parametrize("checks, adam_steps", [(0, 0), (2, 1)])  # in CMA-ES (2 generations), in Adam
+def test_a_callback_stops_both_phases(sg2, clip, checks, adam_steps):
+    r = _run(sg2, clip, _requests(sg2, [_mask()]), [_StopAfter(checks)], steps=5, generations=2)[0]
+    assert len(r.history) == adam_steps and r.notes[-1] == "stopped early: test"
+
+
+def test_time_limit_and_cancel(sg2, clip):
+    r = _run(sg2, clip, _requests(sg2, [_mask()]), [TimeLimit(0)], steps=5)[0]
+    assert r.history == [] and "time limit of 0 s" in r.notes[-1]
+    cancel = Cancel()
+    cancel.cancel()
+    r = _run(sg2, clip, _requests(sg2, [_mask()]), [cancel], steps=5)[0]
+    assert r.history == [] and r.notes[-1] == "stopped early: cancelled"
 
 
 def test_images_and_metrics_go_to_a_logger_with_log_image(sg2, clip, tmp_path):
@@ -278,8 +416,9 @@ def test_images_and_metrics_go_to_a_logger_with_log_image(sg2, clip, tmp_path):
             self.images[key] = (images, caption)
 
     logger = ImageLogger(tmp_path)
-    reqs = [EditRequest(sg2.sample(1, seed=0), PromptSet.parse("a red bird"), _mask(), name="r0")]
-    run_edit(EditModule(sg2, clip, reqs, EditSettings(steps=2, population=4, generations=2)), "cpu", logger, False)
+    reqs = [EditRequest(PromptSet.parse("a red bird"), sg2.sample(1, seed=0), _mask(), name="r0")]
+    Editor(sg2, clip, device="cpu").run(reqs, EditSettings(steps=2, population=4, generations=2, crops=2),
+                                        progress=False, logger=logger)
     assert set(logger.images) == {"original", "mask_overlay", "edited"}
     imgs, caps = logger.images["edited"]
     assert imgs[0].shape == (3, RES, RES) and 0 <= imgs[0].min() and imgs[0].max() <= 1 and caps == ["r0: a red bird"]

@@ -14,8 +14,8 @@ from pbw.editing.cli import build_parser, main
 from pbw.models.stylegan2 import StyleGAN2Generator
 
 RES = 32
-FAST = ["--clip", "pbw-tiny-clip:random", "--crops", "2", "--steps", "2", "--generations", "1", "--population", "4",
-        "--lpips", "false", "--progress", "false", "--device", "cpu"]
+FAST = ["--clip", "pbw-tiny-clip:random", "--settings.crops", "2", "--settings.steps", "2", "--settings.generations", "1",
+        "--settings.population", "4", "--lpips", "false", "--progress", "false", "--device", "cpu"]
 FILES = ["original.png", "edited.png", "mask.png", "comparison.png", "metrics.json", "latents.pt"]
 
 
@@ -52,7 +52,8 @@ def test_single_edit_writes_every_file(tmp_path, generator):
     for k in ("loss", "semantic_score", "preservation_l1", "preservation_lpips"):
         assert k in meta["metrics"]
     lat = torch.load(out / "latents.pt")
-    assert lat["latents"]["w"].shape == lat["w0"].shape == (1, generator.num_ws, 16)
+    assert lat["space"] == "w" and lat["latents"]["w"].shape == (1, 16)  # the paper's one broadcast w
+    assert lat["w0"].shape == (1, generator.num_ws, 16)
     assert torch.equal(lat["codes"]["z"], generator.sample(1, seed=3)["z"])
 
 
@@ -61,8 +62,8 @@ def test_config_file_and_resized_mask_note(tmp_path, generator):
     big[16:48, 16:48] = 255
     Image.fromarray(big).save(tmp_path / "mask.png")
     cfg = tmp_path / "edit.yaml"
-    cfg.write_text("generator: tiny.ckpt\nprompt: a blue wing\noptimizer: adam\nsteps: 2\nclip: pbw-tiny-clip:random\n"
-                   "crops: 2\nlpips: false\nprogress: false\ndevice: cpu\n")
+    cfg.write_text("generator: tiny.ckpt\nprompt: a blue wing\nclip: pbw-tiny-clip:random\nlpips: false\n"
+                   "progress: false\ndevice: cpu\nsettings:\n  optimizer: adam\n  steps: 2\n  crops: 2\n")
     out = tmp_path / "o"
     main(["--config", str(cfg), "--mask", str(tmp_path / "mask.png"), "--out", str(out)])
     meta = json.loads((out / "metrics.json").read_text())
@@ -73,9 +74,14 @@ def test_config_file_and_resized_mask_note(tmp_path, generator):
 def test_shipped_configs_parse():
     for name, cls in (("stylegan2_cub", None), ("biggan_places", 205)):
         argv = ["--config", f"configs/edit/{name}.yaml", "--prompt", "x"] + (["--class", str(cls)] if cls else [])
-        a = build_parser().parse_args(argv)
-        assert (a.population, a.sigma0, a.generations, a.steps, a.lr, a.lam) == (50, 0.5, 20, 100, 0.01, 5.0)
-        assert a.clip == "ViT-B-32:openai" and a.optimizer == "cma+adam" and a.class_ == cls
+        p = build_parser()
+        a = p.instantiate(p.parse_args(argv))
+        s = a.settings
+        assert (s.population, s.sigma0, s.generations, s.steps, s.lr, s.lam, s.crops) == (50, 0.5, 20, 100, 0.01, 5.0, 32)
+        assert a.clip == "ViT-B-32:openai" and s.optimizer == "cma+adam" and s.space is None and a.class_ == cls
+    for name in ("mini", "mini_biggan"):
+        p = build_parser()
+        p.instantiate(p.parse_args(["--config", f"configs/edit/{name}.yaml", "--prompt", "x"]))
 
 
 def test_requests_batch_reports_failures_and_continues(tmp_path, generator):
@@ -90,14 +96,15 @@ def test_requests_batch_reports_failures_and_continues(tmp_path, generator):
     ]
     reqs.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
     out = tmp_path / "batch"
-    rows = main(["--generator", "tiny.ckpt", "--requests", str(reqs), "--out", str(out), "--batch_size", "2", *FAST])
+    rows = main(["--generator", "tiny.ckpt", "--requests", str(reqs), "--out", str(out), "--settings.batch_size", "2",
+                 *FAST])
     status = [r["status"] for r in rows]
     assert status == ["ok", "failed", "failed", "ok", "ok", "failed"]
     assert "empty" in rows[1]["error"] and "not JSON" in rows[2]["error"] and "promt" in rows[5]["error"]
     for r in rows:
         if r["status"] == "ok":
             assert Path(r["folder"]).parent == out
-            for f in FILES:
+            for f in FILES if r["name"] != "whole" else set(FILES) - {"mask.png"}:  # whole image: no mask
                 assert (Path(r["folder"]) / f).is_file(), (r["name"], f)
     with open(out / "summary.csv") as f:
         table = list(csv.DictReader(f))
@@ -105,13 +112,32 @@ def test_requests_batch_reports_failures_and_continues(tmp_path, generator):
     assert table[4]["preservation_l1"] == ""  # whole image: nothing to preserve
 
 
-def test_bad_checkpoints(tmp_path, generator):
-    with pytest.raises(TypeError, match="holds a Linear, not a generator"):
-        main(["--generator", "linear.ckpt", "--prompt", "x", "--out", str(tmp_path), *FAST])
-    with pytest.raises(ValueError, match="unknown checkpoint format"):
-        main(["--generator", "weird.bin", "--prompt", "x", "--out", str(tmp_path), *FAST])
-    with pytest.raises(SystemExit):
-        main(["--generator", "tiny.ckpt", "--out", str(tmp_path), *FAST])
+def _input_error(capsys, argv) -> str:
+    """Run edit.py expecting an input error: exit status 2 and one line on stderr; returns it."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("edit.py: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--generator", "linear.ckpt", "--prompt", "x"], "holds a Linear, not a generator"),
+    (["--generator", "weird.bin", "--prompt", "x"], "unknown checkpoint format"),
+    (["--generator", "tiny.ckpt"], "give --prompt"),
+    (["--generator", "tiny.ckpt", "--prompt", "x", "--mask", "nope.png"], "neither an existing file"),
+    (["--generator", "tiny.ckpt", "--prompt", "x", "--settings.space", "wplus2"], "its spaces are w, wplus, z"),
+    (["--generator", "tiny.ckpt", "--prompt", "x", "--settings.optimizer", "sgd"], "optimizer must be one of"),
+    (["--generator", "tiny.ckpt", "--prompt", "x", "--requests", "missing.jsonl"], "missing.jsonl"),
+])
+def test_input_errors_are_one_line_and_status_2(tmp_path, generator, capsys, extra, message):
+    assert message in _input_error(capsys, [*FAST, "--out", str(tmp_path), *extra])
+
+
+def test_debug_shows_the_traceback(tmp_path, generator):
+    with pytest.raises(ValueError, match="neither an existing file"):
+        main([*FAST, "--generator", "tiny.ckpt", "--prompt", "x", "--mask", "nope.png", "--debug", "true"])
 
 
 def test_real_pbw_checkpoint(tmp_path):
@@ -129,5 +155,6 @@ def test_real_pbw_checkpoint(tmp_path):
           *FAST])
     assert all((out / f).is_file() for f in FILES)
     torch.save({"weights": torch.zeros(3)}, tmp_path / "junk.ckpt")
-    with pytest.raises((ValueError, TypeError, RuntimeError, KeyError)):
+    with pytest.raises(SystemExit) as e:
         main(["--generator", str(tmp_path / "junk.ckpt"), "--prompt", "x", "--out", str(out), *FAST])
+    assert e.value.code == 2

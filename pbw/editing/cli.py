@@ -117,6 +117,7 @@ def prepare(args) -> tuple[Editor, list[dict], list[EditRequest | None], object]
         raise ValueError("give --prompt (with --mask for a masked edit) or --requests FILE.jsonl")
     device = resolve_device(args.device)
     g = load_maskable(args.generator)
+    g.space(args.settings.space, masked=True)  # a space this generator lacks: an input error, now
     semantic = SemanticNet.from_spec(args.clip, crops=args.settings.crops, view=args.view,
                                      cache_dir=args.clip_cache_dir)
     preservation = PreservationLoss(args.lpips, args.lpips_net, args.lpips_weights)

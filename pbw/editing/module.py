@@ -109,6 +109,7 @@ class EditModule(pl.LightningModule):
         self.semantic = semantic.eval().requires_grad_(False)
         self.preservation = (preservation or PreservationLoss(lpips=False)).eval()
         self.prompts = [r.prompt for r in requests]
+        self.names = [r.name for r in requests]
         self.masked = requests[0].mask is not None
         self.space = generator.space(self.settings.space, self.masked)
         dev = next(generator.parameters()).device
@@ -123,8 +124,11 @@ class EditModule(pl.LightningModule):
                 else torch.ones(len(requests), 1, res, res, device=dev))
         self.register_buffer("mask", mask)
         with torch.no_grad():
-            x0 = [x if x is not None else generator.decode(w, cond=c) for c, w, x in starts]
-        self.register_buffer("x0", torch.cat(x0))
+            x0 = generator.decode(self.w0, cond=codes)  # as one batch, like every later render
+        for i, (_, _, image) in enumerate(starts):
+            if image is not None:
+                x0[i] = image[0]
+        self.register_buffer("x0", x0)
         # 1 where a base image's pixels are kept outside the mask (it is not simply decode(w0))
         self.register_buffer("keep", torch.tensor([float(x is not None) for *_, x in starts], device=dev).view(-1, 1, 1, 1))
         start = generator.to_space(codes, self.space, self.w0)
@@ -153,7 +157,7 @@ class EditModule(pl.LightningModule):
         x = self.generator.decode(w, self.w0.repeat_interleave(rep, 0), mask, cond=cond)
         if bool(self.keep.any()):  # a base image: its pixels outside the mask, the edit inside
             keep = self.keep.repeat_interleave(rep, 0) * (1 - resize_mask(mask, x.shape[-1]))
-            x = x - keep * (x - self.x0.repeat_interleave(rep, 0))
+            x = x * (1 - keep) + self.x0.repeat_interleave(rep, 0) * keep
         return x
 
     def objective(self, x: torch.Tensor, rep: int = 1, u: torch.Tensor | None = None, crops: int | None = None,
@@ -278,7 +282,7 @@ class EditModule(pl.LightningModule):
         with torch.no_grad():
             edited = self.render()
         to01 = lambda t: ((t.clamp(-1, 1) + 1) / 2).cpu()  # noqa: E731
-        caps = [" | ".join(p.texts) for p in self.prompts]
+        caps = [f"{n}: {' | '.join(p.texts)}" for n, p in zip(self.names, self.prompts)]
         log_image("original", list(to01(self.x0)), caption=caps)
         log_image("mask_overlay", list(to01(mask_overlay(self.x0, self.mask))), caption=caps)
         log_image("edited", list(to01(edited)), caption=caps)

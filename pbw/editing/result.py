@@ -119,38 +119,32 @@ class EditResult:
         if version > FORMAT_VERSION:
             raise ValueError(f"{file} was written by a newer pbw (format {version}; this one reads up to "
                              f"{FORMAT_VERSION}): upgrade pbw")
+        if generator is not None:
+            check_fits(data["codes"], data["w0"], generator, file.name)
         if version == 1:
             if generator is None:
                 raise ValueError(f"{file} is an edit saved by an older pbw: load it with the generator, "
                                  "which re-renders its images")
-            result = _from_format_1(data, generator)
-        else:
-            result = cls(codes=data["codes"], w0=data["w0"], original=data["original"], edited=data["edited"],
-                         name=data.get("name", ""), prompt=data.get("prompt"), space=data.get("space"),
-                         latents=data.get("latents", {}), mask=data.get("mask"),
-                         layers=[Layer(**ly) for ly in data.get("layers", [])], source=data.get("source", "sample"),
-                         metrics=data.get("metrics", {}), settings=data.get("settings", {}),
-                         notes=data.get("notes", []))
-        if generator is not None:
-            check_fits(result, generator, file.name)
-        return result
+            return _from_format_1(data, generator)
+        return cls(codes=data["codes"], w0=data["w0"], original=data["original"], edited=data["edited"],
+                   name=data.get("name", ""), prompt=data.get("prompt"), space=data.get("space"),
+                   latents=data.get("latents", {}), mask=data.get("mask"),
+                   layers=[Layer(**ly) for ly in data.get("layers", [])], source=data.get("source", "sample"),
+                   metrics=data.get("metrics", {}), settings=data.get("settings", {}), notes=data.get("notes", []))
 
 
-def check_fits(result: EditResult, generator: MaskableGenerator, name: str) -> None:
-    """Raise a ValueError naming both shapes when `result` is not an image of `generator`."""
+def check_fits(codes: Codes, w0: torch.Tensor, generator: MaskableGenerator, name: str) -> None:
+    """Raise a ValueError naming both shapes when `codes` and `w0` are not an image's of `generator`."""
     probe = generator.sample(1, seed=0)
     with torch.no_grad():
         w_shape = tuple(generator.encode(probe).shape)
     forms = {k: {tuple(v.shape)} for k, v in probe.items()}
     for k, v in generator.continuous_codes(probe).items():
         forms[k].add(tuple(v.shape))
-    got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in result.codes.items()}
-    res = generator.resolution
-    fits = (got.keys() == forms.keys() and all(got[k] in forms[k] for k in got)
-            and tuple(result.w0.shape) == w_shape and result.edited.shape[-1] == res)
-    if not fits:
+    got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in codes.items()}
+    if not (got.keys() == forms.keys() and all(got[k] in forms[k] for k in got) and tuple(w0.shape) == w_shape):
         raise ValueError(f"{name} is not an image of this generator: it has codes {got} and w0 "
-                         f"{tuple(result.w0.shape)}; this generator needs codes "
+                         f"{tuple(w0.shape)}; this generator needs codes "
                          f"{ {k: ' or '.join(map(str, f)) for k, f in forms.items()} } and w0 {w_shape}")
 
 
@@ -167,7 +161,11 @@ def render_layers(generator: MaskableGenerator, codes: Codes, w0: torch.Tensor, 
         w, cond = generator.from_space({k: v.to(dev) for k, v in layer.latents.items()}, layer.space, codes)
         mask = layer.mask.to(dev)
         xl = generator.decode(w, w0, mask, cond=cond)
-        x = xl if i == 0 and base is None else xl - (1 - resize_mask(mask, xl.shape[-1])) * (xl - x)
+        if i == 0 and base is None:
+            x = xl
+        else:
+            m = resize_mask(mask, xl.shape[-1])
+            x = xl * m + x * (1 - m)
     return x
 
 
