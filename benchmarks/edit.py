@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pbw.editing import EditModule, EditRequest, EditSettings, PreservationLoss, load_mask, run_edit  # noqa: E402
+from pbw.editing import EditModule, EditRequest, Editor, EditSettings, PreservationLoss, load_mask  # noqa: E402
 from pbw.models.stylegan2 import StyleGAN2Generator  # noqa: E402
 from pbw.semantic import PromptSet, SemanticNet  # noqa: E402
 
@@ -53,19 +53,18 @@ def main(argv=None):
                    help="also time one full paper-setting edit (default: on GPU only)")
     p.add_argument("--json", default=None, help="write the results here")
     a = p.parse_args(argv)
-    device = torch.device(a.device)
-    if device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN convs already use TF32)
     torch.manual_seed(0)
-    g = StyleGAN2Generator(a.resolution).to(device).eval()
-    clip = SemanticNet(a.clip, None, crops=a.crops).to(device)
-    pres = PreservationLoss(True, "alex", "random").to(device)
+    editor = Editor(StyleGAN2Generator(a.resolution), SemanticNet(a.clip, None, crops=a.crops),
+                    PreservationLoss(True, "alex", "random"), a.device)
+    device, g = editor.device, editor.generator
     mask = load_mask("0.25,0.1,0.75,0.5", a.resolution)[0]
-    req = [EditRequest(g.sample(1, seed=0), PromptSet.parse("a bird with a bright red head"), mask)]
+    req = [EditRequest(PromptSet.parse("a bird with a bright red head"), g.sample(1, seed=0), mask)]
 
-    def module(**kw):
-        s = EditSettings(population=a.population, **kw)
-        return EditModule(g, clip, req, s, pres).to(device)
+    def settings(**kw):
+        return EditSettings(population=a.population, crops=a.crops, **kw)
+
+    def module(**kw):  # the CMA-ES phase alone, timed per generation
+        return EditModule(g, editor.semantic, req, settings(**kw), editor.preservation).to(device)
 
     res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
            "resolution": a.resolution, "clip": f"{a.clip} (random weights)", "crops": a.crops,
@@ -77,16 +76,15 @@ def main(argv=None):
     res["s_per_generation_batched"] = t_b / a.generations
     res["s_per_generation_loop"] = t_l / a.generations
     res["batched_speedup"] = t_l / t_b
-    m = module(optimizer="adam", steps=a.adam_steps)
-    t_a, _ = _timed(lambda: run_edit(m, "gpu" if device.type == "cuda" else "cpu", False, False), device)
+    t_a, _ = _timed(lambda: editor.run(req, settings(optimizer="adam", steps=a.adam_steps), progress=False), device)
     res["s_per_adam_step"] = t_a / a.adam_steps  # includes the Trainer's start-up
     res["s_per_edit_estimated"] = (a.paper_generations * res["s_per_generation_batched"]
                                    + a.paper_steps * res["s_per_adam_step"])
     full = device.type == "cuda" if a.full is None else a.full
     if full:
-        m = module(generations=a.paper_generations, steps=a.paper_steps)
-        res["s_per_edit_measured"], _ = _timed(lambda: run_edit(m, "gpu" if device.type == "cuda" else "cpu",
-                                                                 False, False), device)
+        paper = settings(generations=a.paper_generations, steps=a.paper_steps)
+        res["space"] = g.space(paper.space, masked=True)
+        res["s_per_edit_measured"], _ = _timed(lambda: editor.run(req, paper, progress=False), device)
     if device.type == "cuda":
         res["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     for k, v in res.items():
