@@ -309,7 +309,7 @@ def nvidia_generator_forward(sd, z, clamp=None):
     x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
     for j in range(sum(k.endswith(".weight") for k in sd if k.startswith("mapping.fc"))):
         x = nv_fc(x, sd, f"mapping.fc{j}", lr=0.01, act="lrelu")
-    resolutions = sorted(int(k.split(".")[1][1:]) for k in sd if k.startswith("synthesis.") and k.endswith("conv1.weight"))
+    resolutions = sorted({int(k.split(".")[1][1:]) for k in sd if k.startswith("synthesis.b")})
     ws, n, x, img = x, 0, sd["synthesis.b4.const"][None].repeat(len(z), 1, 1, 1), None
     for res in resolutions:
         blk = f"synthesis.b{res}"
