@@ -20,6 +20,7 @@ from torch import nn
 
 from pbw.checkpoints import CheckpointError, load_generator, read_checkpoint
 from pbw.checkpoints.__main__ import main as cli_main
+from pbw.checkpoints.safe_pickle import safe_load
 from pbw.models.stylegan2 import ModulatedConv, StyleGAN2Discriminator, StyleGAN2Generator
 
 G_KW = dict(resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=32)
@@ -148,6 +149,8 @@ def to_persistent(m: nn.Module, src: str, init_kwargs=None) -> Persistent:
         cls = "SynthesisLayer" if m.demodulate else "ToRGBLayer"
     params = collections.OrderedDict((k, nn.Parameter(v.detach().clone(), requires_grad=False))
                                      for k, v in m._parameters.items() if v is not None)
+    if isinstance(m, ModulatedConv) and m.up > 1:  # NVIDIA's up-conv weight orientation (see nvidia.py)
+        params["weight"] = nn.Parameter(params["weight"].flip([2, 3]), requires_grad=False)
     buffers = collections.OrderedDict((k, v.clone()) for k, v in m._buffers.items()
                                       if k not in m._non_persistent_buffers_set)
     if cls in ("SynthesisLayer", "SynthesisBlock", "Conv2dLayer", "DiscriminatorBlock"):
@@ -257,6 +260,141 @@ def test_nvidia_conditional_and_stylegan3_networks_are_refused(tmp_path, nvidia_
         pickle.dump({"G_ema": sg3}, f)
     with pytest.raises(CheckpointError, match="StyleGAN3"):
         load_generator(path)
+
+
+# A reference forward with NVIDIA's numerics (stylegan2-ada-pytorch training/networks.py and
+# torch_utils/ops, eval in float32: fused modconv), on the tensors as the pickle stores them,
+# independent of pbw's code. Pads are conv2d_resample's formulas for the 4-tap filter.
+def nv_upfirdn(x, f, up=1, pad0=0, pad1=0, gain=1.0):
+    """upfirdn2d for a 2-D filter: zero insertion, pad, true convolution with f * gain."""
+    b, c, h, w = x.shape
+    x = F.pad(x.reshape(b, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1]).reshape(b, c, h * up, w * up)
+    x = F.pad(x, [pad0, pad1, pad0, pad1])
+    return F.conv2d(x, (f * gain).flip([0, 1])[None, None].repeat(c, 1, 1, 1), groups=c)
+
+
+def nv_act(x, bias, act, gain=1.0, clamp=None):
+    """bias_act: bias, activation, activation gain (sqrt(2) for lrelu) * gain, clamp."""
+    x = x + bias.view(1, -1, *[1] * (x.ndim - 2))
+    x = F.leaky_relu(x, 0.2) * math.sqrt(2) * gain if act == "lrelu" else x * gain
+    return x if clamp is None else x.clamp(-clamp * gain, clamp * gain)
+
+
+def nv_fc(x, sd, p, lr=1.0, act="linear"):
+    w = sd[f"{p}.weight"]
+    return nv_act(x @ (w * (lr / math.sqrt(w.shape[1]))).t(), sd[f"{p}.bias"] * lr, act)
+
+
+def nv_modulated_conv(x, sd, p, styles, up=1, demodulate=True):
+    """modulated_conv2d, fused: per-sample modulated (and demodulated) weights, grouped conv."""
+    weight = sd[f"{p}.weight"]
+    (b, i), (o, _, k, _) = x.shape[:2], weight.shape
+    w = weight[None] * styles[:, None, :, None, None]
+    if demodulate:
+        w = w * (w.square().sum([2, 3, 4]) + 1e-8).rsqrt()[:, :, None, None, None]
+    x = x.reshape(1, b * i, *x.shape[2:])
+    if up == 1:  # flip_weight=True: conv2d's correlation, padding k // 2
+        x = F.conv2d(x, w.reshape(b * o, i, k, k), padding=k // 2, groups=b)
+    else:  # SynthesisLayer passes flip_weight=False and conv2d_resample inverts it for the transposed
+        # conv: conv_transpose2d gets the weight as stored, then the FIR with the leftover padding.
+        pad0 = k // 2 + (4 + up - 1) // 2 - (k - 1)
+        pad1 = k // 2 + (4 - up) // 2 - (k - up)
+        x = F.conv_transpose2d(x, w.transpose(1, 2).reshape(b * i, o, k, k), stride=up, groups=b)
+        x = nv_upfirdn(x, sd[f"{p}.resample_filter"], 1, pad0, pad1, gain=up ** 2)
+    return x.reshape(b, o, *x.shape[2:])
+
+
+def nvidia_generator_forward(sd, z, clamp=None):
+    """Generator(z, c=None, noise_mode='const') with the mapping lr multiplier 0.01."""
+    x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
+    for j in range(sum(k.endswith(".weight") for k in sd if k.startswith("mapping.fc"))):
+        x = nv_fc(x, sd, f"mapping.fc{j}", lr=0.01, act="lrelu")
+    resolutions = sorted({int(k.split(".")[1][1:]) for k in sd if k.startswith("synthesis.b")})
+    ws, n, x, img = x, 0, sd["synthesis.b4.const"][None].repeat(len(z), 1, 1, 1), None
+    for res in resolutions:
+        blk = f"synthesis.b{res}"
+        for name in ("conv1",) if res == 4 else ("conv0", "conv1"):
+            p = f"{blk}.{name}"
+            x = nv_modulated_conv(x, sd, p, nv_fc(ws, sd, f"{p}.affine"), up=2 if name == "conv0" else 1)
+            x = nv_act(x + sd[f"{p}.noise_const"] * sd[f"{p}.noise_strength"], sd[f"{p}.bias"], "lrelu", clamp=clamp)
+            n += 1
+        if img is not None:  # upsample2d: up 2, pads ((4 + 1) // 2, (4 - 2) // 2), gain 4
+            img = nv_upfirdn(img, sd[f"{blk}.resample_filter"], 2, 2, 1, gain=4)
+        p = f"{blk}.torgb"
+        styles = nv_fc(ws, sd, f"{p}.affine") / math.sqrt(sd[f"{p}.weight"][0].numel())
+        y = nv_act(nv_modulated_conv(x, sd, p, styles, demodulate=False), sd[f"{p}.bias"], "linear", clamp=clamp)
+        img = y if img is None else img + y
+    return img
+
+
+def nvidia_discriminator_forward(sd, img, clamp=None, group_size=4):
+    """Discriminator(img, c=None), resnet architecture."""
+    def conv(x, p, act="lrelu", down=1, gain=1.0):
+        w = sd[f"{p}.weight"]
+        k, w = w.shape[-1], w / math.sqrt(w[0].numel())
+        if down > 1:  # conv2d_resample: FIR with pads k // 2 + ((4 - 2 + 1) // 2, (4 - 2) // 2), then stride 2
+            x = nv_upfirdn(x, sd[f"{p}.resample_filter"], 1, k // 2 + 1, k // 2 + 1)
+        x = F.conv2d(x, w, stride=down, padding=0 if down > 1 else k // 2)
+        bias = sd.get(f"{p}.bias", torch.zeros(x.shape[1]))
+        return nv_act(x, bias, act, gain, None if act == "linear" else clamp)
+
+    resolutions = sorted((int(k.split(".")[0][1:]) for k in sd if k.endswith("conv0.weight")), reverse=True)
+    x = conv(img, f"b{resolutions[0]}.fromrgb")
+    for res in resolutions:
+        y = conv(x, f"b{res}.skip", act="linear", down=2, gain=math.sqrt(0.5))
+        x = y + conv(conv(x, f"b{res}.conv0"), f"b{res}.conv1", down=2, gain=math.sqrt(0.5))
+    n, c, h, w = x.shape
+    g = min(group_size, n)
+    y = x.reshape(g, -1, 1, c, h, w)
+    y = ((y - y.mean(0)).square().mean(0) + 1e-8).sqrt().mean([2, 3, 4]).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
+    x = conv(torch.cat([x, y], 1), "b4.conv")
+    return nv_fc(nv_fc(x.flatten(1), sd, "b4.fc", act="lrelu"), sd, "b4.out")
+
+
+@pytest.mark.parametrize("conv_clamp", [None, 0.5])
+def test_nvidia_pickle_renders_nvidias_images(tmp_path, nvidia_modules, conv_clamp):
+    _, easydict = nvidia_modules
+    g, g_ema, d = tiny_models(seed=4, conv_clamp=conv_clamp)
+    path = tmp_path / "snapshot.pkl"
+    write_nvidia_pickle(path, g, g_ema, d, tmp_path / "m", easydict)
+    with open(path, "rb") as f:
+        data = safe_load(f)
+    loaded = load_generator(path)
+    z = loaded.sample(3, seed=1)["z"]
+    with torch.no_grad():
+        ref = nvidia_generator_forward(data["G_ema"].tensors(), z, clamp=conv_clamp)
+        ours = loaded(z, noise_mode="const")
+        assert ref.abs().mean() > 0.1
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-4)
+        img = torch.randn(4, 3, 32, 32)
+        d_ref = nvidia_discriminator_forward(data["D"].tensors(), img, clamp=conv_clamp)
+        torch.testing.assert_close(loaded.discriminator(img), d_ref, rtol=0, atol=1e-4)
+
+
+def test_nvidia_up_conv_orientation_by_hand(tmp_path, nvidia_modules):
+    """A single tap at (a, b) of a stored up-conv weight and a unit input at (i, j): NVIDIA's transposed
+    conv puts the tap at (r, c) = (2i + a, 2j + b) of the zero-stuffed grid, and the FIR (pads 1, 1;
+    taps [1, 3, 3, 1] / 8 * 2 per axis) spreads it over rows r - 2 ... r + 1 (columns alike)."""
+    _, g_ema, _ = tiny_models()
+    rec = to_persistent(g_ema, "")
+    conv0 = rec.state["_modules"]["synthesis"].state["_modules"]["b8"].state["_modules"]["conv0"]
+    (a, b), (i, j) = (0, 2), (1, 2)
+    tap = torch.zeros_like(conv0.state["_parameters"]["weight"])
+    tap[0, 0, a, b] = 1
+    conv0.state["_parameters"]["weight"] = nn.Parameter(tap, requires_grad=False)
+    path = tmp_path / "tap.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"G_ema": rec}, f)
+
+    x = torch.zeros(1, tap.shape[1], 4, 4)
+    x[0, 0, i, j] = 1
+    with torch.no_grad():
+        out = load_generator(path).synthesis.b8.conv0._conv(x)[0]
+    spread = torch.tensor([0.25, 0.75, 0.75, 0.25])
+    expected = torch.zeros_like(out)
+    r, c = 2 * i + a, 2 * j + b
+    expected[0, r - 2: r + 2, c - 2: c + 2] = spread.outer(spread)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------- rosinality fixture writer

@@ -4,6 +4,10 @@ The file is a pickled dict (``G``, ``D``, ``G_ema``, ``augment_pipe``, ``trainin
 read with :mod:`pbw.checkpoints.safe_pickle`, so the module source NVIDIA embeds is never run.
 Parameter names match pbw's StyleGAN2 one to one; the architecture is read from the tensor shapes
 and the pickled layers' own attributes (``conv_clamp``, ``bias_gain``, ``w_avg_beta``, mbstd).
+One convention differs: NVIDIA's up-convs (``conv0``, ``flip_weight = (up == 1)``) hand the weight
+unflipped to ``conv_transpose2d``, a true convolution of the zero-stuffed input, where pbw
+correlates (as the TF original and NVIDIA's own ``legacy.py`` conversion from it do), so those
+weights are flipped in both spatial axes on import.
 """
 from __future__ import annotations
 
@@ -113,6 +117,10 @@ def generator_from_record(rec: PersistentObject, name: str = "G") -> tuple[dict[
             raise CheckpointError(f"{FORMAT}: {name}.synthesis.b{res} uses the {arch!r} architecture; pbw's "
                                   "StyleGAN2 generator is the 'skip' one (config E/F)")
     state = _drop_filters(rec.tensors(), name)
+    for res in blocks:
+        key = f"synthesis.b{res}.conv0.weight"
+        if key in state:
+            state[key] = state[key].flip([2, 3])
     widths = {res: _shape(state, f"synthesis.b{res}.conv1.weight", 0, name) for res in blocks}
     channel_base, channel_max = infer_channel_config(widths, FORMAT, f"{name} synthesis")
     fcs = sorted(int(k[2:]) for k in mapping.children() if k.startswith("fc"))

@@ -11,7 +11,7 @@ The mapping to pbw's (NVIDIA-named) StyleGAN2, with the numerics that make it ex
   ``activate.bias`` (FusedLeakyReLU: bias, leaky ReLU, * sqrt(2)) -> ``bias``, and
   ``noises.noise_{j}`` [1, 1, R, R] -> ``noise_const``. rosinality's up-conv is
   ``conv_transpose2d`` with the weight as is (a true convolution of the zero-stuffed input), then a
-  blur with kernel * 4; pbw's is a correlation (NVIDIA's flipped-weight transpose), so the up-conv
+  blur with kernel * 4, as NVIDIA's; pbw's is a correlation (as the TF original's), so the up-conv
   weights are flipped in both spatial axes. The blur and upsample kernels are checked, not kept.
 - ``to_rgb1`` / ``to_rgbs.{k}`` -> ``b4.torgb`` / ``b{R}.torgb``; bias [1, 3, 1, 1] -> [3].
 - ``latent_avg`` -> ``mapping.w_avg`` (when missing: the mean w of 4096 seeded z, noted).

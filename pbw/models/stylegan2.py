@@ -2,8 +2,9 @@
 
 Module and parameter names follow the official implementation (mapping.fc0, synthesis.b64.conv0,
 b4.const, torgb, affine, noise_strength, discriminator b4.mbstd/conv/fc/out, ...) so published
-weights map onto it one to one. Every layer uses the equalized learning rate (weights stored
-N(0, 1) / lr_multiplier, scaled at run time).
+weights map onto it one to one (the up-conv kernels flipped: see :mod:`pbw.checkpoints.nvidia`).
+Every layer uses the equalized learning rate (weights stored N(0, 1) / lr_multiplier, scaled at
+run time).
 
 The generator is a :class:`~pbw.models.maskable.MaskableGenerator`: ``encode`` is the mapping
 network (W+ latents, one w per layer) and ``decode`` the synthesis network, in which a mask blends
