@@ -8,7 +8,8 @@ from PIL import Image
 from pbw.assets import mini_generator_path
 from pbw.checkpoints import load_generator
 from pbw.data.synthetic import generate
-from pbw.reproduce import BIGGAN_ROW, TABLE_COLUMNS, VARIANTS, Scale, colors_present, main
+from pbw.evaluation import wilson_interval
+from pbw.reproduce import BIGGAN_ROW, PAPER, TABLE_COLUMNS, TEXT_TO_IMAGE, VARIANTS, colors_present, main
 
 
 def test_colors_present_reads_pixels():
@@ -44,14 +45,18 @@ def test_reproduce_mini_tiny_slice(tmp_path):
         assert 0.0 <= row["region_accuracy"] <= 1.0
         if row["kind"] == "masked edit":
             assert 0.0 <= row["oracle_accuracy"] <= 1.0
+            hits = round(row["oracle_accuracy"] * row["n"])
+            assert row["oracle_ci95"] == list(wilson_interval(hits, row["n"]))
         assert row["fid"] >= 0 and row["kid"] == row["kid"]
-    paper = results["variants"]["paper: cma+adam, latent mask"]
-    assert paper["change_inside"] > 0  # the edit changed the masked region
+    paper = results["variants"][PAPER]
+    assert paper["change_inside"] > 0 and paper["space"] == "w"  # the paper's edit: one broadcast w
+    assert results["variants"]["space: W+ (one w per layer)"]["space"] == "wplus"
     t2i = results["text_to_image"]
-    assert t2i["n"] == 2 and t2i["captions"][0].startswith("this bird has")
+    assert set(t2i) == set(TEXT_TO_IMAGE)
+    assert [t2i[n]["space"] for n in TEXT_TO_IMAGE] == ["z", "w", "wplus", "z"]
+    assert all(r["n"] == 2 and r["captions"][0].startswith("this bird has") for r in t2i.values())
     table = (out / "results.md").read_text()
-    assert all(f"| {name} |" in table for name in results["variants"]) and "oracle_accuracy" in table
+    assert all(f"| {name} |" in table for name in [*results["variants"], *t2i]) and "oracle_accuracy" in table
     grid = Image.open(out / "grid_adam_only.png")
     assert grid.size[1] > 3 * 32  # original, mask and edited rows
-    assert (out / "grid_text_to_image.png").is_file() and (out / "grid_biggan.png").is_file()
-    assert results["text_to_image_biggan"]["n"] == 2 and (out / "grid_text_to_image_biggan.png").is_file()
+    assert (out / "grid_biggan.png").is_file() and len(list(out.glob("grid_text_to_image_*.png"))) == 4
