@@ -1,7 +1,7 @@
 """The paper's experiments in miniature, offline: ``python -m pbw.reproduce mini [--quick] [--out DIR]``.
 
 With the bundled mini StyleGAN2, mini BigGAN and tiny CLIP (`pbw.assets`) on the synthetic birds,
-whose pixels carry a ground truth (`pbw.data.synthetic`'s oracle), it runs
+whose pixels carry a ground truth (`pbw.evaluation.oracle`), it runs
 
 - masked part-color edits ("a bird with a <color> body") over seeds x colors, with the paper's
   method (CMA-ES then Adam in one broadcast w, latent masked) and its variants on the StyleGAN2:
@@ -41,11 +41,11 @@ from tqdm import tqdm
 
 from pbw.assets import bundle_mini, mini_clip_spec, mini_generator_path
 from pbw.checkpoints import load_generator
-from pbw.data.synthetic import (PAINTED_MIN_SHARE, canonical_caption, color_shares, generate, load_split,
-                                painted_color, region_color)
+from pbw.data.synthetic import canonical_caption, generate, load_split
 from pbw.editing import EditRequest, Editor, EditSettings
 from pbw.editing.masks import load_mask
 from pbw.evaluation import mean_interval, wilson_interval
+from pbw.evaluation.oracle import PAINTED_MIN_SHARE, color_shares, painted_color, region_color
 from pbw.metrics import GenerationMetrics, RandomConvFeatures
 from pbw.semantic import PromptSet, SemanticNet
 

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from pbw.data import synthetic as syn
+import clip_probes
 from pbw.training.clip import CLIPTrainer, in_batch_accuracy, register_model_configs
 
 # A micro configuration so that a real training run fits in a few seconds of CPU.
@@ -118,7 +119,7 @@ def test_micro_clip_learns_part_colors_on_synthetic_birds(micro_clip, birds, tmp
 
     # zero-shot probe: which of the 11 palette colors does "this bird has a <color> <part>." pick?
     model.eval()
-    accuracy = syn.part_color_probe(model.similarity, images[test], colors[test], ("body", "head", "wing", "tail"))
+    accuracy = clip_probes.part_color_probe(model.similarity, images[test], colors[test], ("body", "head", "wing", "tail"))
     assert np.mean(list(accuracy.values())) > 3 / len(syn.PALETTE), accuracy  # chance is 1/11 (beak: a few pixels)
     probes = [syn.canonical_caption({"head": c}, ("head",)) for c in syn.PALETTE]
 
