@@ -171,3 +171,13 @@ def test_mini_config_runs_through_lightning_cli(tmp_path):
     saved = json.loads((tmp_path / "clip" / "open_clip_config.json").read_text())
     assert saved["model_cfg"]["vision_cfg"]["image_size"] == 64
     assert isinstance(open_clip.create_model(f"local-dir:{tmp_path / 'clip'}"), torch.nn.Module)
+
+
+def test_trainer_and_editor_show_images_to_clip_the_same_way():
+    """The CLIP trainer's input for an image equals the editor's whole-image view of it, so a CLIP
+    trained by pbw sees edited images as it saw its training images."""
+    from pbw.semantic import SemanticNet
+    torch.manual_seed(0)
+    trainer, editor = CLIPTrainer("pbw-tiny-clip"), SemanticNet("pbw-tiny-clip", None, crops=0)
+    x = torch.rand(2, 3, 24, 24) * 2 - 1  # smaller than CLIP's input: both resample
+    assert torch.allclose(trainer.preprocess(x), editor.views(x, None, crops=0), atol=1e-6)
