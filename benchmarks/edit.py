@@ -3,7 +3,7 @@ with ViT-B-32 (random weights: timing only), and the batched CMA-ES population a
 candidate-by-candidate loop, in the same run.
 
     python benchmarks/edit.py                      # GPU when available, else CPU
-    python benchmarks/edit.py --device cpu --generations 1 --adam_steps 2 --json bench.json
+    python benchmarks/edit.py --device cpu --generations 2 --adam_steps 2 --json bench.json
 
 A full edit is timed end to end when `--full` is given (default on GPU); otherwise it is estimated
 as generations x (seconds per batched generation) + steps x (seconds per Adam step), measured here.
@@ -16,26 +16,28 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pbw.editing import EditModule, EditRequest, Editor, EditSettings, PreservationLoss, load_mask  # noqa: E402
+from pbw.editing import EditProgress, EditRequest, Editor, EditSettings, PreservationLoss, load_mask  # noqa: E402
 from pbw.models.stylegan2 import StyleGAN2Generator  # noqa: E402
 from pbw.semantic import PromptSet, SemanticNet  # noqa: E402
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+class Clock(EditProgress):
+    """Timestamps of every CMA-ES generation and Adam step (synchronized on CUDA)."""
 
+    def __init__(self, device: torch.device):
+        self.times: dict[str, list[float]] = {"CMA-ES": [], "Adam": []}
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        super().__init__(lambda phase, done, total: (sync(), self.times[phase].append(time.perf_counter())))
 
-def _timed(fn, device):
-    _sync(device)
-    t = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - t, out
+    def seconds_per(self, phase: str) -> float:
+        """Median time between consecutive reports of a phase (start-up excluded)."""
+        t = self.times[phase]
+        return float(np.median(np.diff(t))) if len(t) > 1 else float("nan")
 
 
 def main(argv=None):
@@ -47,8 +49,8 @@ def main(argv=None):
     p.add_argument("--population", type=int, default=50)
     p.add_argument("--paper_generations", type=int, default=20)
     p.add_argument("--paper_steps", type=int, default=100)
-    p.add_argument("--generations", type=int, default=2, help="generations timed (batched and loop each)")
-    p.add_argument("--adam_steps", type=int, default=5, help="Adam steps timed")
+    p.add_argument("--generations", type=int, default=3, help="generations timed (batched and loop each; >= 2)")
+    p.add_argument("--adam_steps", type=int, default=5, help="Adam steps timed (>= 2)")
     p.add_argument("--full", action=argparse.BooleanOptionalAction, default=None,
                    help="also time one full paper-setting edit (default: on GPU only)")
     p.add_argument("--json", default=None, help="write the results here")
@@ -63,28 +65,30 @@ def main(argv=None):
     def settings(**kw):
         return EditSettings(population=a.population, crops=a.crops, **kw)
 
-    def module(**kw):  # the CMA-ES phase alone, timed per generation
-        return EditModule(g, editor.semantic, req, settings(**kw), editor.preservation).to(device)
+    def timed(**kw) -> Clock:
+        clock = Clock(device)
+        editor.run(req, settings(**kw), [clock], progress=False)
+        return clock
 
     res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
            "resolution": a.resolution, "clip": f"{a.clip} (random weights)", "crops": a.crops,
-           "population": a.population}
-    module(generations=1, steps=0).run_cma(progress=False)  # warm-up
-    t_b, _ = _timed(lambda: module(generations=a.generations, steps=0).run_cma(progress=False), device)
-    t_l, _ = _timed(lambda: module(generations=a.generations, steps=0, population_chunk=1).run_cma(progress=False),
-                    device)
-    res["s_per_generation_batched"] = t_b / a.generations
-    res["s_per_generation_loop"] = t_l / a.generations
-    res["batched_speedup"] = t_l / t_b
-    t_a, _ = _timed(lambda: editor.run(req, settings(optimizer="adam", steps=a.adam_steps), progress=False), device)
-    res["s_per_adam_step"] = t_a / a.adam_steps  # includes the Trainer's start-up
+           "population": a.population, "space": g.space(settings().space, masked=True)}
+    timed(generations=1, steps=0)  # warm-up
+    batched = timed(generations=a.generations, steps=0).seconds_per("CMA-ES")
+    loop = timed(generations=a.generations, steps=0, population_chunk=1).seconds_per("CMA-ES")
+    res["s_per_generation_batched"], res["s_per_generation_loop"] = batched, loop
+    res["batched_speedup"] = loop / batched
+    res["s_per_adam_step"] = timed(optimizer="adam", steps=a.adam_steps).seconds_per("Adam")
     res["s_per_edit_estimated"] = (a.paper_generations * res["s_per_generation_batched"]
                                    + a.paper_steps * res["s_per_adam_step"])
     full = device.type == "cuda" if a.full is None else a.full
     if full:
         paper = settings(generations=a.paper_generations, steps=a.paper_steps)
-        res["space"] = g.space(paper.space, masked=True)
-        res["s_per_edit_measured"], _ = _timed(lambda: editor.run(req, paper, progress=False), device)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        t0 = time.perf_counter()
+        editor.run(req, paper, progress=False)
+        sync()
+        res["s_per_edit_measured"] = time.perf_counter() - t0
     if device.type == "cuda":
         res["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     for k, v in res.items():
