@@ -119,6 +119,8 @@ class EditResult:
         if version > FORMAT_VERSION:
             raise ValueError(f"{file} was written by a newer pbw (format {version}; this one reads up to "
                              f"{FORMAT_VERSION}): upgrade pbw")
+        if generator is not None:  # before format 1's images are re-rendered with it
+            check_fits(data["codes"], data["w0"], generator, file.name, data.get("edited"))
         if version == 1:
             if generator is None:
                 raise ValueError(f"{file} is an edit saved by an older pbw: load it with the generator, "
@@ -131,26 +133,25 @@ class EditResult:
                          layers=[Layer(**ly) for ly in data.get("layers", [])], source=data.get("source", "sample"),
                          metrics=data.get("metrics", {}), settings=data.get("settings", {}),
                          notes=data.get("notes", []))
-        if generator is not None:
-            check_fits(result, generator, file.name)
         return result
 
 
-def check_fits(result: EditResult, generator: MaskableGenerator, name: str) -> None:
-    """Raise a ValueError naming both shapes when `result` is not an image of `generator`."""
+def check_fits(codes: Codes, w0: torch.Tensor, generator: MaskableGenerator, name: str,
+               image: torch.Tensor | None = None) -> None:
+    """Raise a ValueError naming both shapes when `codes`, `w0` (and `image`) are not of `generator`."""
     probe = generator.sample(1, seed=0)
     with torch.no_grad():
         w_shape = tuple(generator.encode(probe).shape)
     forms = {k: {tuple(v.shape)} for k, v in probe.items()}
     for k, v in generator.continuous_codes(probe).items():
         forms[k].add(tuple(v.shape))
-    got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in result.codes.items()}
+    got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in codes.items()}
     res = generator.resolution
     fits = (got.keys() == forms.keys() and all(got[k] in forms[k] for k in got)
-            and tuple(result.w0.shape) == w_shape and result.edited.shape[-1] == res)
+            and tuple(w0.shape) == w_shape and (image is None or image.shape[-1] == res))
     if not fits:
         raise ValueError(f"{name} is not an image of this generator: it has codes {got} and w0 "
-                         f"{tuple(result.w0.shape)}; this generator needs codes "
+                         f"{tuple(w0.shape)}; this generator needs codes "
                          f"{ {k: ' or '.join(map(str, f)) for k, f in forms.items()} } and w0 {w_shape}")
 
 
