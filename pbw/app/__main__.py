@@ -4,7 +4,7 @@ from __future__ import annotations
 from jsonargparse import ArgumentParser
 
 from pbw import assets
-from pbw.app.core import APP_SETTINGS, Painter
+from pbw.app.core import APP_SETTINGS, TIME_LIMIT, Painter
 from pbw.editing.cli import load_maskable
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditSettings
@@ -23,7 +23,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--lpips_weights", type=str | None, default=None,
                    help="local torchvision backbone weights: adds LPIPS to the preservation loss (else L1 only)")
-    p.add_argument("--time_limit", type=float, default=300.0,
+    p.add_argument("--time_limit", type=float, default=TIME_LIMIT,
                    help="seconds after which an edit stops and shows what it reached")
     p.add_argument("--out", type=str | None, default=None, help="folder for downloadable results (default: a temp dir)")
     p.add_class_arguments(EditSettings, "settings", default=APP_SETTINGS,

@@ -23,6 +23,7 @@ from pbw.semantic import PromptSet, SemanticNet
 MAX_SAMPLES = 16
 #: the app's starting settings: Adam alone, fewer steps, candidates and crops than the paper, for speed
 APP_SETTINGS = EditSettings(optimizer="adam", steps=50, generations=5, population=16, crops=8)
+TIME_LIMIT = 300.0  # seconds after which an edit stops and shows what it reached
 
 
 class AppInputError(ValueError):
@@ -90,7 +91,8 @@ class Painter:
 
     def __init__(self, generator: MaskableGenerator, semantic: SemanticNet,
                  preservation: PreservationLoss | None = None, device: str | torch.device = "auto",
-                 settings: EditSettings = APP_SETTINGS, time_limit: float = 300.0, out_dir: str | Path | None = None):
+                 settings: EditSettings = APP_SETTINGS, time_limit: float = TIME_LIMIT,
+                 out_dir: str | Path | None = None):
         self.editor = Editor(generator, semantic, preservation, device)
         self.settings, self.time_limit = settings, time_limit
         self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="pbw-app-"))
