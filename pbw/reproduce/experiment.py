@@ -29,12 +29,14 @@ class GeneratorSpec:
     / `bundled:biggan` (the miniature's). `overrides`: constructor arguments for every variant (e.g.
     `truncation_psi`). `optional`: a missing file leaves its variants out (noted) instead of failing.
     `class_names`: a file with one class name per line (Places365's categories_places365.txt), so that
-    tasks can name classes (`classes: [bedroom]`)."""
+    tasks can name classes (`classes: [bedroom]`). `discriminator`: a separate discriminator file
+    (BigGAN-PyTorch's D.pth) for the realism score."""
 
     path: str
     overrides: dict[str, Any] = field(default_factory=dict)
     optional: bool = False
     class_names: str | None = None
+    discriminator: str | None = None
 
 
 @dataclass
@@ -51,8 +53,8 @@ class Prompts:
       (images of `split`), a `text_c10`-style folder of `<class>/<image>.txt`, a text file of one
       caption a line, or `synthetic_birds` (the synthetic birds of the experiment's real images, split
       `split`). `caption_index`: which of an image's captions (Reed et al. give ten).
-    `first`/`count` slice the list (after the shuffle with `shuffle_seed`, if any); `categories` keeps
-    only those; `negative` is added to every prompt."""
+    `categories` / `regions` keep only the prompts of those; `first`/`count` then slice the list (after
+    the shuffle with `shuffle_seed`, if any); `negative` is added to every prompt."""
 
     texts: list[str] | None = None
     template: str | None = None
@@ -65,6 +67,7 @@ class Prompts:
     first: int = 0
     count: int | None = None
     categories: list[str] | None = None
+    regions: list[str] | None = None
     negative: str | None = None
 
 

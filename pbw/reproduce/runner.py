@@ -109,7 +109,11 @@ class Runner:
         if cache not in self.editors:
             from pbw.checkpoints import load_generator
 
-            g = load_generator(self.paths[key], **kwargs)
+            disc = Path(spec.discriminator).expanduser() if spec.discriminator else None
+            if disc is not None and not disc.is_file():
+                raise FileNotFoundError(f"generator {key!r}: discriminator file {disc} does not exist "
+                                        f"(--generators.{key}.discriminator FILE, or null for no realism score)")
+            g = load_generator(self.paths[key], discriminator_file=disc, **kwargs)
             if not isinstance(g, MaskableGenerator):
                 raise TypeError(f"{self.paths[key]} holds a {type(g).__name__}, not a generator pbw can edit")
             self.editors[cache] = Editor(g, self.semantic, self.preservation, self.device,

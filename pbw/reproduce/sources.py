@@ -56,15 +56,27 @@ class Planned:
 
 
 # ---- prompts -----------------------------------------------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def find_file(path: str | Path) -> Path:
+    """A file named in a config: as given (relative to the current folder), else relative to the pbw
+    checkout (so `configs/reproduce/prompts/...` works from anywhere)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if not p.is_absolute() and (REPO_ROOT / p).is_file():
+        return REPO_ROOT / p
+    raise FileNotFoundError(f"{path} does not exist (looked in the current folder and in {REPO_ROOT})")
+
+
 def read_prompt_file(path: str | Path) -> list[PromptItem]:
     """A prompt set: YAML/JSON `{category: [prompts]}` (a prompt a string or a mapping), a list of
     prompts or mappings `{text, category, region, negative}`, or `{prompts: <either>}`; or a text file,
     one prompt a line (`#` starts a comment)."""
     import yaml
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} does not exist")
+    path = find_file(path)
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         lines = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
         return [PromptItem(ln) for ln in lines if ln]
@@ -138,6 +150,8 @@ def load_prompts(p: Prompts, synthetic_root: Path | None = None, max_prompts: in
         items = caption_items(p.captions, p.split, p.caption_index, synthetic_root)
     if p.categories is not None:
         items = [it for it in items if it.category in p.categories]
+    if p.regions is not None:
+        items = [it for it in items if it.region in p.regions]
     if p.shuffle_seed is not None:
         random.Random(p.shuffle_seed).shuffle(items)
     end = None if p.count is None else p.first + p.count
