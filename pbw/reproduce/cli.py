@@ -28,7 +28,8 @@ def build_run_parser() -> ArgumentParser:
     p.add_argument("--wandb_project", type=str | None, default=None,
                    help="W&B project (implies --wandb; default pbw-reproduce)")
     p.add_argument("--max_prompts", type=int | None, default=None, help="at most this many prompts per task (smoke runs)")
-    p.add_argument("--max_seeds", type=int | None, default=None, help="at most this many seeds per task (smoke runs)")
+    p.add_argument("--max_seeds", type=int | None, default=None,
+                   help="at most this many seeds per task with pairing product (smoke runs)")
     p.add_argument("--progress", type=bool, default=False, help="show the edits' progress bars")
     return p
 

@@ -74,11 +74,11 @@ class Prompts:
 @dataclass
 class Masks:
     """Where each masked edit acts (white = edit). For a request whose prompt names a `region`, the first
-    that applies: `segmenter` (a callable `module:function`, called as
-    `function(image, region, **segmenter_args)` with the start image [3, R, R] in [-1, 1], returning a
-    [R, R] mask in [0, 1], or None when the region is not in the image: that request is left out,
-    noted), `files` (a path pattern with `{seed}`, `{region}`, `{class}`, `{index}`, e.g.
-    `masks/{seed}_{region}.png`; a missing file falls through), `boxes[region]` (a rectangle
+    that applies: `files` (a path pattern with `{seed}`, `{region}`, `{class}`, `{index}`, e.g.
+    `masks/{seed}_{region}.png`: masks the user drew or made; a missing file falls through), then a
+    `segmenter` (a callable `module:function`, called as `function(image, region, **segmenter_args)`
+    with the start image [3, R, R] in [-1, 1], returning a [R, R] mask in [0, 1], or None when the
+    region is not in the image: that request is left out, noted), then `boxes[region]` (a rectangle
     "x0,y0,x1,y1", pixels or 0..1 fractions), then `box` (every request). `feather` softens edges (px)."""
 
     box: str | None = None

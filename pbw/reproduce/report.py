@@ -25,8 +25,9 @@ JUDGE_NOTES = {
                        f"of the caption's colors present (>= {PRESENT_FRACTION:.0%} of the box's pixels); \"before\" = "
                        "the start images"),
     "evaluator": ("evaluator accuracy = the evaluator CLIP (never seen by the optimization) ranks the asked prompt "
-                  "above the task's other prompts for the same region (up to 99), on the masked view; score = its "
-                  "cosine with the prompt; \"before\" = the unedited start images"),
+                  "above the task's other prompts for the same region (up to 99), on the masked view (chance level: "
+                  "accuracy_chance in results.json); score = its cosine with the prompt; \"before\" = the unedited "
+                  "start images"),
     "fid": "FID/KID against the real images (torchmetrics)",
     "preservation": ("preservation outside the mask: mean |change| (0..1), PSNR (dB, capped at 100) and LPIPS when "
                      "configured"),
@@ -243,12 +244,13 @@ def log_wandb(results: dict, out: Path, project: str, name: str | None = None):
     """One W&B run: a Table per task (one row per request and generator: prompt, seed, original, mask,
     and per variant the edited image and every per-request score) and the rows' figures as summary
     metrics (`task/variant/metric`). Offline with WANDB_MODE=offline (sync later with `wandb sync`).
-    Returns the finished run."""
+    Returns the summary metrics it set."""
     import wandb
 
     gallery = Path(out) / "gallery"
     run = wandb.init(project=project, name=name or results["experiment"], dir=str(out), config=results["config"],
                      job_type="reproduce")
+    summary: dict[str, float] = {}
     for key, task in results["tasks"].items():
         for gkey, requests in task["requests"].items():
             variants = [v for v, im in task["images"].items() if im["generator"] == gkey]
@@ -277,13 +279,14 @@ def log_wandb(results: dict, out: Path, project: str, name: str | None = None):
         for v, row in task["rows"].items():
             for k, val in row.items():
                 if _number(val):
-                    run.summary[f"{key}/{v}/{k}"] = val
+                    summary[f"{key}/{v}/{k}"] = val
             for ev, d in row.get("evaluators", {}).items():
                 for k, val in d.items():
                     if _number(val):
-                        run.summary[f"{key}/{v}/evaluator {ev}/{k}"] = val
+                        summary[f"{key}/{v}/evaluator {ev}/{k}"] = val
         for p in task.get("preferences", []):
             if "criterion" in p and _number(p["share"]):
-                run.summary[f"{key}/preference/{p['a']} vs {p['b']}/{p['criterion']}"] = p["share"]
+                summary[f"{key}/preference/{p['a']} vs {p['b']}/{p['criterion']}"] = p["share"]
+    run.summary.update(summary)
     run.finish()
-    return run
+    return summary

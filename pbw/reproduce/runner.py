@@ -310,6 +310,7 @@ class Runner:
     def _evaluate(self, row: dict, batch: _Batch, masked: bool) -> None:
         catalog, cands = evaluator_candidates(batch.planned)
         view_masks = batch.masks if masked else None
+        chance = _mean(1 / len(c) for c in cands if len(c) > 1)  # a blind guess among the candidates
         row["evaluators"] = {}
         for ev in self.evaluators:
             s0, h0 = ev.judge(batch.x0, view_masks, cands, catalog)
@@ -318,7 +319,7 @@ class Runner:
             acc, acc0 = accuracy(hits), accuracy(hits0)
             row["evaluators"][ev.name] = {"score": _mean(s1), "score_before": _mean(s0), "accuracy": acc["value"],
                                           "accuracy_ci95": acc["ci95"], "accuracy_before": acc0["value"],
-                                          "n": acc["n"]}
+                                          "accuracy_chance": chance, "n": acc["n"]}
             for pr, s, h in zip(batch.per_request, s1, h1):
                 pr[f"evaluator:{ev.name}"] = s
                 pr[f"evaluator_hit:{ev.name}"] = h

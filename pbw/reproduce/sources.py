@@ -206,32 +206,31 @@ def request_mask(masks: Masks, item: PromptItem, seed: int, cls: int | None, ind
     """The mask of one request ([1, 1, R, R]) and notes; (None, [why]) when the segmenter finds no region."""
     region = item.region or ""
     spec = None
-    if segmenter is not None:
+    if masks.files is not None:
+        path = Path(masks.files.format(seed=seed, region=region, index=index, **{"class": cls}))
+        if path.is_file():
+            spec = str(path)
+    if spec is None and segmenter is not None:
         m = segmenter(start_image(), region, **masks.segmenter_args)
         if m is None:
             return None, [f"the segmenter found no {region!r} in the image"]
         spec = m if torch.is_tensor(m) else np.asarray(m, np.float32)
-    if spec is None and masks.files is not None:
-        path = Path(masks.files.format(seed=seed, region=region, index=index, **{"class": cls}))
-        if path.is_file():
-            spec = str(path)
     if spec is None and masks.boxes and region in masks.boxes:
         spec = masks.boxes[region]
     if spec is None:
         spec = masks.box
     if spec is None:
-        raise MaskError(f"no mask for request {index} (region {region!r}, seed {seed}): no segmenter result, no file "
-                        f"{masks.files!r}, no box for that region in boxes {sorted(masks.boxes or {})} and no box")
+        raise MaskError(f"no mask for request {index} (region {region!r}, seed {seed}): no file {masks.files!r}, "
+                        f"no segmenter, no box for that region in boxes {sorted(masks.boxes or {})} and no box")
     return load_mask(spec, resolution, masks.feather)
 
 
 def plan_requests(task: Task, items: list[PromptItem], g: MaskableGenerator, class_ids: list[int | None],
                   max_seeds: int | None = None) -> tuple[list[Planned], list[str]]:
-    """The requests of `task` on generator `g` (see `Task`), and notes (requests left out, and why)."""
+    """The requests of `task` on generator `g` (see `Task`), and notes (requests left out, and why).
+    `max_seeds` cuts a product's seeds (a zip's one seed per prompt is cut by the prompts)."""
     if task.pairing == "zip":
-        n = len(items) if task.seeds is None else min(task.seeds, len(items))
-        if max_seeds is not None:
-            n = min(n, max_seeds)
+        n = len(items) if task.seeds is None else min(task.seeds, len(items))  # (max_prompts cuts these)
         combos = [(task.first_seed + i, class_ids[0], items[i]) for i in range(n)]
     else:
         n = 1 if task.seeds is None else task.seeds
