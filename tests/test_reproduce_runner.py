@@ -19,7 +19,7 @@ from pbw.evaluation.judges import SameEvaluatorError, check_independent, preserv
 from pbw.evaluation.preference import pairwise_preference
 from pbw.models.biggan import BigGANDiscriminator, BigGANGenerator
 from pbw.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-from pbw.reproduce import ExperimentError, Masks, Prompts, Task, Variant, load_experiment, main
+from pbw.reproduce import ExperimentError, Masks, Prompts, Task, Variant, load_experiment, main, validate
 from pbw.reproduce.sources import PromptItem, plan_requests
 from pbw.semantic import SemanticNet, register_model_configs
 
@@ -153,10 +153,13 @@ def test_wandb_offline_table(runs, monkeypatch):
     assert "text_to_image/preference/paper: cma+adam vs adam only/accuracy" in summary
 
 
-def test_evaluator_identical_to_optimizer_is_refused(tmp_path):
-    with pytest.raises(SameEvaluatorError, match="evaluator .* optimized with"):  # before any model is loaded
+def test_evaluator_identical_to_optimizer_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:  # refused before any model is loaded (the generator does not exist)
         main(["run", "--config", str(CONFIGS / "bedroom.yaml"), "--out", str(tmp_path), "--clip", CLIP,
               "--evaluators", json.dumps([CLIP]), "--generators.bedroom.path", "/no/such/file.pkl"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: evaluator 'pbw-tiny-clip:random' names the CLIP the edits")
+    assert "allow_same_evaluator" in err and "ViT-L-14" in err
     with pytest.raises(SameEvaluatorError):  # the same weights, quickgelu or not
         check_independent("ViT-B-32:openai", "ViT-B-32-quickgelu:openai")
     assert check_independent("ViT-B-32:openai", "ViT-L-14:openai") is None
@@ -234,11 +237,13 @@ def test_masks_from_segmenter_files_and_boxes(world, tmp_path):
     assert masks_of["sky"][:8, :8].eq(1).all() and masks_of["sky"].sum() == 64 and not notes  # the box for the rest
 
 
-def test_config_errors_are_listed_before_running(tmp_path):
-    with pytest.raises(ExperimentError) as e:
+def test_config_errors_are_listed_before_running(tmp_path, capsys):
+    with pytest.raises(SystemExit):
         main(["run", "--config", str(CONFIGS / "bedroom.yaml"), "--out", str(tmp_path), "--clip", CLIP,
               "--evaluators", json.dumps([EVALUATOR]),
               "--tasks.masked_edits.judges", '["fid", "beauty"]', "--tasks.masked_edits.generator", "church",
               "--tasks.masked_edits.variants", '[{"name": "a", "settings": {"stepz": 3}}, {"name": "a"}]'])
-    msg = str(e.value)
+    msg = capsys.readouterr().err
     assert "unknown judges ['beauty']" in msg and "'church'" in msg and "['stepz']" in msg and "repeat" in msg
+    with pytest.raises(ExperimentError, match="beauty"):  # the same from Python
+        validate(load_experiment(CONFIGS / "bedroom.yaml", ["--tasks.masked_edits.judges", '["beauty"]']))

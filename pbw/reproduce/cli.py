@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -84,7 +85,28 @@ def mini_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _input_errors() -> tuple[type, ...]:
+    from pbw.editing.masks import MaskError
+    from pbw.evaluation.judges import SameEvaluatorError
+    from pbw.reproduce.experiment import ExperimentError
+    from pbw.semantic import MissingWeightsError
+
+    return ExperimentError, SameEvaluatorError, MaskError, MissingWeightsError, FileNotFoundError
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The command line. A mistake in the input (a config error, a missing file, an evaluator that is the
+    optimizing CLIP) is one line on stderr and exit status 2 (PBW_DEBUG=1 shows the traceback)."""
+    try:
+        _main(argv)
+    except _input_errors() as e:
+        if os.environ.get("PBW_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
