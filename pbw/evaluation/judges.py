@@ -59,8 +59,10 @@ def feature_extractor(features: str | nn.Module | None) -> nn.Module | None:
 
 
 def fid_kid(real: torch.Tensor, fake: torch.Tensor, features: str | nn.Module = "inception",
-            kid_subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
-    """FID and KID of `fake` against `real` through torchmetrics (`pbw.metrics.GenerationMetrics`).
+            kid_subset_size: int = 1000, seed: int = 0, device: str | torch.device | None = None,
+            batch_size: int = 512) -> dict[str, float]:
+    """FID and KID of `fake` against `real` ([N, 3, R, R] in [-1, 1], or uint8 0..255) through torchmetrics
+    (`pbw.metrics.GenerationMetrics`), fed `batch_size` images at a time on `device`.
     torchmetrics draws KID's subsets from torch's global generator, whose start state differs from
     process to process; here they are drawn under `seed` (the global state is left as it was), so the
     same images give the same KID."""
@@ -69,8 +71,12 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, features: str | nn.Module = 
     if len(fake) < 2 or len(real) < 2:
         return {"fid": float("nan"), "kid": float("nan")}
     m = GenerationMetrics(feature_extractor(features), kid_subset_size=kid_subset_size)
-    m.update(real, real=True)
-    m.update(fake, real=False)
+    if device is not None:
+        m = m.to(device)
+    for images, is_real in ((real, True), (fake, False)):
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(device or "cpu")
+            m.update(x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x, real=is_real)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return m.compute()
@@ -237,7 +243,7 @@ def caption_oracle(images: torch.Tensor, part_colors: Sequence[dict[str, str]], 
 
 def load_real_images(folder: str | Path, resolution: int, limit: int | None = None) -> torch.Tensor:
     """Real images for FID/KID: every image file under `folder` (recursively, sorted; the first `limit`),
-    resized on the shorter side and center-cropped to `resolution`, as [N, 3, R, R] in [-1, 1]."""
+    resized on the shorter side and center-cropped to `resolution`, as uint8 [N, 3, R, R] (0..255)."""
     from PIL import Image
 
     from pbw.editing.masks import IMAGE_SUFFIXES
@@ -260,5 +266,5 @@ def load_real_images(folder: str | Path, resolution: int, limit: int | None = No
                              Image.BICUBIC)
             left, top = (img.width - resolution) // 2, (img.height - resolution) // 2
             img = img.crop((left, top, left + resolution, top + resolution))
-        out.append(torch.from_numpy(np.asarray(img, np.float32)).permute(2, 0, 1) / 127.5 - 1)
+        out.append(torch.from_numpy(np.asarray(img, np.uint8).copy()).permute(2, 0, 1))
     return torch.stack(out)

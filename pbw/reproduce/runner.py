@@ -26,6 +26,7 @@ from pbw.reproduce.sources import (Planned, PromptItem, evaluator_candidates, lo
 from pbw.semantic import SemanticNet
 
 NAN = float("nan")
+GRID_COLUMNS = 64  # requests shown in a variant's grid (grids/); the gallery shows them all
 
 
 def resolve_generator_path(path: str) -> Path:
@@ -55,7 +56,7 @@ def _mean(values) -> float:
 class _Batch:
     """One variant's images on one task: originals, edits (None: a reference row), masks, metrics."""
 
-    x0: torch.Tensor
+    x0: torch.Tensor | None
     x1: torch.Tensor | None
     masks: torch.Tensor
     metrics: list[dict]
@@ -220,9 +221,11 @@ class Runner:
             batches[variant.name] = (gkey, batch)
             out["images"][variant.name] = gallery.add(key, gkey, variant.name, batch.planned, batch.x0, batch.x1,
                                                       batch.masks if masked else None)
-            if batch.x1 is not None:
+            if batch.x1 is not None:  # the first GRID_COLUMNS requests
+                k = GRID_COLUMNS
                 report.save_grid(self.out / "grids" / f"{report.slug(key)}__{report.slug(variant.name)}.png",
-                                 batch.x0, batch.x1, batch.masks if masked else None)
+                                 batch.x0[:k], batch.x1[:k], batch.masks[:k] if masked else None)
+            batch.x0 = batch.x1 = batch.masks = None  # saved; the preferences need only the scores
         out["preferences"] = self._preferences(task, batches)
         if "fid" in task.judges and not self.has_real():
             out["notes"].append("FID/KID left out: no real images were given (real.path: a folder of the domain's images)")
@@ -279,7 +282,8 @@ class Runner:
             if judge == "fid":
                 real = self.real(g.resolution)
                 if real is not None:
-                    row.update(fid_kid(real, shown, self.exp.real.features, self.exp.real.kid_subset_size))
+                    row.update(fid_kid(real, shown, self.exp.real.features, self.exp.real.kid_subset_size,
+                                       device=self.device))
             elif judge == "change" and masked:
                 inside, outside = (0.0, 0.0) if x1 is None else change_inside_outside(x0, x1, masks)
                 row.update(change_inside=inside, change_outside=outside)
