@@ -48,7 +48,7 @@ def resolve_clip_spec(spec: str) -> str:
 
 
 def _mean(values) -> float:
-    values = [v for v in values]
+    values = list(values)
     return float(np.mean(values)) if values else NAN
 
 
