@@ -174,3 +174,20 @@ class CUBDataModule(ImageDataModule):
         if not lines:
             raise ValueError(f"caption file {path} is empty")
         return lines
+
+
+def read_cub_captions(root: str | Path, split: CUBSplit = "test",
+                      captions_root: str | Path | None = None) -> list[tuple[str, list[str]]]:
+    """Reed et al.'s captions of the CUB-200-2011 images of ``split`` (per train_test_split.txt), in
+    image-id order: ``[(images.txt path, [captions]), ...]``. The caption folder is ``captions_root``
+    or looked for next to the dataset (``CAPTION_DIRS``). For prompts, e.g. text-to-image experiments."""
+    cub = find_cub_folder(root)
+    folder = Path(captions_root).expanduser() if captions_root is not None else find_captions_folder(cub)
+    if folder is None or not folder.is_dir():
+        raise FileNotFoundError(f"no caption folder for {cub}: download Reed et al.'s CUB captions ({CAPTIONS_URL}) "
+                                "and extract text_c10/ next to CUB_200_2011/, or give the folder itself")
+    images = _read_table(cub, "images.txt", 1)
+    is_train = _read_table(cub, "train_test_split.txt", 1)
+    keep = {"train": lambda i: is_train[i][0] == "1", "test": lambda i: is_train[i][0] == "0",
+            "all": lambda i: True}[split]
+    return [(images[i][0], CUBDataModule._read_captions(folder, images[i][0])) for i in sorted(images) if keep(i)]
