@@ -1,6 +1,7 @@
 """BigGAN training through the CLI: tiny run with metrics, resume, checkpoints, bad configs, DDP."""
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,10 @@ def test_resume_continues_iterations_and_ema(tiny_run, places, tmp_path):
     for key in ("iteration", "images_seen", "generator_ema.linear.weight", "generator.blocks.0.0.bn1.stored_mean",
                 "discriminator.linear.u0"):
         assert torch.equal(restored[key].cpu(), saved[key]), key
-    cli = train_main(run_args(places, tmp_path / "b", "--ckpt_path", str(mid)))
+    (tmp_path / "b/checkpoints").mkdir(parents=True)  # a run whose newest checkpoint is the middle one
+    shutil.copy(mid, tmp_path / "b/checkpoints")
+    cli = train_main(run_args(places, tmp_path / "b", "--ckpt_path", "last"))
+    assert cli.trainer.ckpt_path == str(tmp_path / "b/checkpoints" / mid.name)
     assert cli.trainer.global_step == 12 and int(cli.model.iteration) == 4 and int(cli.model.images_seen) == 16
 
 

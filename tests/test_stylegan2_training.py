@@ -62,6 +62,10 @@ def test_checkpoint_holds_networks_and_training_state(tiny_run):
                 "augment_pipe.p", "pl_mean", "images_seen", "generator.mapping.w_avg"):
         assert key in state, key
     assert torch.equal(state["augment_pipe.p"], cli.model.augment_pipe.p)
+    # The config's retention: the newest 2 (every 4 steps), the best by FID, last.ckpt linking to the newest.
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names[0].startswith("best-step=8-fid=") and names[1:] == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "last.ckpt"]
+    assert (out / "checkpoints/last.ckpt").resolve().name == "epoch=1-step=8.ckpt"
 
 
 def test_resume_continues_step_count_ema_and_ada(tiny_run, cub, tmp_path):
