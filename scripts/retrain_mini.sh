@@ -20,7 +20,8 @@ echo "[$(stamp)] synthetic birds: 4000 at 64 px (CLIP), 4000 at 32 px (generator
 
 echo "[$(stamp)] tiny CLIP"
 "$PY" train.py fit --config configs/mini/clip.yaml --data.root "$WORK/birds64" --model.init_args.export_dir "$WORK/clip" \
-    --trainer.default_root_dir "$WORK/clip_run" --trainer.logger.init_args.save_dir "$WORK/clip_run" --ckpt_path last
+    --trainer.default_root_dir "$WORK/clip_run" --trainer.logger.init_args.save_dir "$WORK/clip_run" \
+    --ckpt_path last
 
 for family in stylegan2 biggan; do
     echo "[$(stamp)] mini $family"
@@ -29,5 +30,6 @@ for family in stylegan2 biggan; do
 done
 
 echo "[$(stamp)] bundle -> pbw/assets/mini"
-"$PY" -m pbw.reproduce bundle "$WORK/stylegan2/checkpoints/last.ckpt" "$WORK/clip" --biggan "$WORK/biggan/checkpoints/last.ckpt"
+"$PY" -m pbw.reproduce bundle "$WORK/stylegan2/checkpoints/last.ckpt" "$WORK/clip" \
+    --biggan "$WORK/biggan/checkpoints/last.ckpt"
 echo "[$(stamp)] done; check it with: $PY -m pbw.reproduce mini --quick"

@@ -64,7 +64,8 @@ def test_checkpoint_holds_networks_and_training_state(tiny_run):
     assert torch.equal(state["augment_pipe.p"], cli.model.augment_pipe.p)
     # The config's retention: the newest 2 (every 4 steps), the best by FID, last.ckpt linking to the newest.
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert names[0].startswith("best-step=8-fid=") and names[1:] == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "last.ckpt"]
+    assert names[0].startswith("best-step=8-fid=")
+    assert names[1:] == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "last.ckpt"]
     assert (out / "checkpoints/last.ckpt").resolve().name == "epoch=1-step=8.ckpt"
 
 

@@ -71,7 +71,8 @@ def resume_point(folder: Path) -> tuple[int, dict[str, float]]:
     found = []
     for path in folder.glob("*.ckpt"):
         try:
-            found.append((int(torch.load(path, weights_only=True, map_location="cpu")["state_dict"]["iteration"]), path))
+            state = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
+            found.append((int(state["iteration"]), path))
         except Exception:
             continue
     iteration, path = max(found)

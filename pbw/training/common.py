@@ -78,7 +78,8 @@ class LoggerVersions(pl.Callback):
     """Stores each logger's version (CSV/TensorBoard version, W&B run id) by class name in every
     checkpoint, so that `--ckpt_path last` logs to the same version folder / W&B run."""
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
         checkpoint["logger_versions"] = {type(logger).__name__: logger.version for logger in trainer.loggers}
 
 
