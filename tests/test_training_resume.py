@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fixtures_data import write_tiny_cub
-from training_probes import training_state
+from training_probes import fingerprint, training_state
 from pbw.cli import train_main
 from pbw.training.common import newest_checkpoint
 from pbw.training.stylegan2 import StyleGAN2Module
@@ -37,7 +37,7 @@ def fit_args(cub, out, *extra):
 
 def records(probe: Path, kind: str, pid: int | None = None) -> list[dict]:
     path = probe / "steps.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []  # complete lines only
     rows = [json.loads(line) for line in lines]
     return [r for r in rows if r["kind"] == kind and pid in (None, r["pid"])]
 
@@ -56,16 +56,16 @@ def run_until(command, env, log: Path, done) -> subprocess.Popen:
     return proc
 
 
-def checkpoint_state(path: Path) -> dict[str, float]:
+def checkpoint_state(path: Path) -> dict[str, float | str]:
     """training_state() of the module stored in a checkpoint, as the probe writes it."""
     ckpt = torch.load(path, weights_only=True, map_location="cpu")
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
     module = StyleGAN2Module(**{**hparams, "num_metric_samples": 0})
     module.load_state_dict(ckpt["state_dict"], strict=False)
-    return {k: float(v.double().sum()) for k, v in training_state(module).items()}
+    return fingerprint(training_state(module))
 
 
-def resume_point(folder: Path) -> tuple[int, dict[str, float]]:
+def resume_point(folder: Path) -> tuple[int, dict[str, float | str]]:
     """The iteration and state of the checkpoint with the most iterations among those that load (the
     test's own oracle for where a restart must continue)."""
     found = []

@@ -71,7 +71,7 @@ class StepLog(pl.Callback):
         torch.save = save
 
     def _write(self, kind: str, pl_module, **extra) -> None:
-        state = {k: float(v.double().sum()) for k, v in training_state(pl_module).items()}
+        state = fingerprint(training_state(pl_module))
         with open(self.out / "steps.jsonl", "a") as f:
             f.write(json.dumps({"kind": kind, "pid": os.getpid(), **state, **extra}) + "\n")
 
@@ -83,6 +83,12 @@ class StepLog(pl.Callback):
         images = batch["image"].cpu()
         digest = hashlib.sha1(torch.minimum(images, images.flip(-1)).numpy().tobytes()).hexdigest()
         self._write("step", pl_module, batch=digest, epoch=trainer.current_epoch)
+
+
+def fingerprint(state: dict[str, torch.Tensor]) -> dict[str, float | str]:
+    """Scalars as numbers, other tensors as a hash of their bytes (exact, unlike a sum's rounding)."""
+    return {k: v.item() if v.numel() == 1 else hashlib.sha1(v.detach().cpu().numpy().tobytes()).hexdigest()
+            for k, v in state.items()}
 
 
 def training_state(module) -> dict[str, torch.Tensor]:
