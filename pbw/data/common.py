@@ -461,7 +461,7 @@ class ImageDataModule(pl.LightningDataModule):
         trainer = self.trainer
         sampler = EpochShuffle(self.train_set, num_replicas=trainer.world_size if trainer else 1,
                                rank=trainer.global_rank if trainer else 0, seed=self.seed, drop_last=True)
-        if trainer is not None:
+        if trainer is not None and trainer.fit_loop.restarting:  # (else Lightning sets the epoch)
             epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
             if done >= len(sampler) // self.batch_size:  # saved after the epoch's last batch: the next one starts
                 epoch, done = epoch + 1, 0
