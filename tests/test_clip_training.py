@@ -8,6 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from pbw.cli import train_main
 from pbw.data import synthetic as syn
 import clip_probes
 from pbw.training.clip import CLIPTrainer, in_batch_accuracy, register_model_configs
@@ -154,20 +155,17 @@ def test_clear_errors(micro_clip, tmp_path):
         model.training_step({"image": torch.zeros(2, 3, 32, 32), "label": torch.zeros(2)}, 0)
 
 
-def test_mini_config_runs_through_lightning_cli(tmp_path):
-    from pytorch_lightning.cli import LightningCLI
-
+def test_mini_config_trains_and_resumes_through_the_cli(tmp_path):
     root = syn.generate(tmp_path / "birds", n=24, resolution=64, seed=0, progress=False)
-    cli = LightningCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
-                       subclass_mode_data=True, run=False, save_config_callback=None,
-                       args=["--config", "configs/mini/clip.yaml", "--data.init_args.root", str(root),
-                             "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
-                             "--model.init_args.export_dir", str(tmp_path / "clip"),
-                             "--trainer.max_steps", "2", "--trainer.logger", "false",
-                             "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path)])
+    args = ["fit", "--config", "configs/mini/clip.yaml", "--data.init_args.root", str(root),
+            "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
+            "--model.init_args.export_dir", str(tmp_path / "clip"), "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    cli = train_main([*args, "--trainer.max_steps", "2"])
     assert isinstance(cli.model, CLIPTrainer) and cli.model.hparams.model_name == "pbw-mini-clip"
-    cli.trainer.fit(cli.model, cli.datamodule)
     assert cli.trainer.global_step == 2 and np.isfinite(cli.trainer.callback_metrics["train/loss"].item())
+    resumed = train_main([*args, "--trainer.max_steps", "3", "--ckpt_path", "last"])  # scripts/retrain_mini.sh
+    assert resumed.trainer.ckpt_path == str(tmp_path / "checkpoints/last.ckpt") and resumed.trainer.global_step == 3
     saved = json.loads((tmp_path / "clip" / "open_clip_config.json").read_text())
     assert saved["model_cfg"]["vision_cfg"]["image_size"] == 64
     assert isinstance(open_clip.create_model(f"local-dir:{tmp_path / 'clip'}"), torch.nn.Module)

@@ -185,6 +185,6 @@ class CLIPTrainer(pl.LightningModule):
         (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": self.model_cfg, "preprocess_cfg": pp}, indent=2))
         return folder
 
-    def on_train_end(self) -> None:
+    def on_fit_end(self) -> None:  # also when a resumed run had nothing left to train
         if self.hparams.export_dir and self.trainer.is_global_zero:
             self.save_open_clip(self.hparams.export_dir)
