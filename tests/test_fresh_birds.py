@@ -52,3 +52,16 @@ def test_datamodule_batches_resume_and_validation():
     assert FreshBirds(16, seed=dm.seed)[0]["image"].shape == (3, 16, 16)
     with pytest.raises(ValueError, match="differ"):
         FreshBirdsDataModule(seed=3, val_seed=3)
+
+
+def test_render_bird_can_leave_out_or_scatter_parts():
+    def draw(**kw):
+        rng = np.random.default_rng(9)
+        return syn.render_bird(syn.sample_bird(rng, 3), 32, rng, **kw)
+
+    image, labels = draw()
+    _, no_beak = draw(omit=("beak", "tail"))
+    assert set(np.unique(labels)) == {0, 1, 2, 3, 4, 5}
+    assert set(np.unique(no_beak)) == {0, 1, 2, 3}
+    _, scattered = draw(scatter=0.6)
+    assert (scattered != labels).mean() > 0.02
