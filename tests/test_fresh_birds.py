@@ -65,3 +65,27 @@ def test_render_bird_can_leave_out_or_scatter_parts():
     assert set(np.unique(no_beak)) == {0, 1, 2, 3}
     _, scattered = draw(scatter=0.6)
     assert (scattered != labels).mean() > 0.02
+
+
+@pytest.mark.parametrize("config", ["stylegan2", "biggan", "stylegan2_64", "biggan_64"])
+def test_mini_trainer_configs_use_the_yardstick(config, tmp_path):
+    from pytorch_lightning.cli import LightningCLI
+    import pytorch_lightning as pl
+
+    from pbw.evaluation.yardstick import YardstickFeatures
+
+    args = ["--config", f"configs/mini/{config}.yaml", "--trainer.logger", "false",
+            "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "null",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    if config.endswith("_64"):  # no data to prepare: one short iteration on fresh birds
+        args += ["--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0", "--trainer.max_steps",
+                 "2" if config.startswith("stylegan2") else "3", "--trainer.limit_val_batches", "0"]
+    else:
+        args += ["--data.init_args.root", str(tmp_path)]
+    cli = LightningCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
+                       subclass_mode_data=True, run=False, save_config_callback=None, args=args)
+    assert isinstance(cli.model.metrics.fid.inception, YardstickFeatures)
+    if config.endswith("_64"):
+        assert isinstance(cli.datamodule, FreshBirdsDataModule) and cli.model.hparams.resolution == 64
+        cli.trainer.fit(cli.model, cli.datamodule)
+        assert int(cli.model.iteration) == 1 and cli.datamodule.state_dict()["next_index"] >= 4
