@@ -46,6 +46,8 @@ def test_features_drive_fid_and_tell_birds_from_noise():
         return m.compute()["fid"]
 
     assert fid(other) < 0.2 * fid(noise)
+    f = features((real + 1) / 2)  # standardized on real birds: of order 1 (KID's kernel needs that)
+    assert f.mean(0).abs().mean() < 0.5 and 0.5 < f.std(0).mean() < 1.5
 
 
 def test_species_accuracy_of_a_conditional_generator():

@@ -88,7 +88,9 @@ def load_yardstick(path: str | Path | None = None) -> YardstickNet:
 
 class YardstickFeatures(nn.Module):
     """The yardstick's 64-d penultimate features as a FID/KID feature extractor: images [B,3,H,W] in
-    [0, 1] (float) or 0..255 (uint8) -> [B, 64]. `weights`: a yardstick file (default: the bundled one).
+    [0, 1] (float) or 0..255 (uint8) -> [B, 64], standardized by real birds' feature mean and standard
+    deviation (stored with the weights), so that every dimension counts alike in FID and KID's
+    polynomial kernel sees values of order 1. `weights`: a yardstick file (default: the bundled one).
 
     In a trainer config: ``feature_extractor: {class_path: pbw.evaluation.yardstick.YardstickFeatures}``.
     """
@@ -97,6 +99,9 @@ class YardstickFeatures(nn.Module):
         super().__init__()
         self.net = load_yardstick(weights)
         self.num_features = self.net.fc.out_features
+        stats = self.net.info.get("feature_statistics", {})
+        self.register_buffer("mean", torch.tensor(stats.get("mean", [0.0] * self.num_features)))
+        self.register_buffer("std", torch.tensor(stats.get("std", [1.0] * self.num_features)))
 
     def train(self, mode: bool = True) -> "YardstickFeatures":
         return super().train(False)  # a fixed judge: never in training mode, whatever its owner does
@@ -104,7 +109,16 @@ class YardstickFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-        return self.net.embed(x * 2 - 1)
+        return (self.net.embed(x * 2 - 1) - self.mean) / self.std
+
+
+def feature_statistics(net: YardstickNet, n: int = 2000, seed: int = HELDOUT_SEED + 1) -> dict[str, list[float]]:
+    """Per-dimension mean and standard deviation of the features of `n` real birds (half drawn at 64 px,
+    half at 32 px) of world `seed`: what `YardstickFeatures` standardizes by."""
+    images = [draw_birds(n // 2, r, seed=seed).tensors() for r in (64, 32)]
+    f = torch.cat([batched(net.embed, x) for x in images])
+    return {"mean": [round(v, 5) for v in f.mean(0).tolist()],
+            "std": [round(v, 5) for v in f.std(0).clamp_min(1e-3).tolist()], "n": n, "seed": seed}
 
 
 # ------------------------------------------------------------------------------------------- judging
@@ -183,7 +197,8 @@ def train_yardstick(out: str | Path, n: int = 6000, steps: int = 1000, batch_siz
     train_s = train_loop(net, iter(BirdBatches(birds, batch_size, seed)), _loss, steps, lr, log=log)
     info = {"trained_on": {"n": n, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr},
             "seconds": {"draw": round(draw_s, 1), "train": round(train_s, 1)},
-            "heldout_seed": heldout_seed, "heldout": evaluate(net, heldout, heldout_seed)}
+            "heldout_seed": heldout_seed, "heldout": evaluate(net, heldout, heldout_seed),
+            "feature_statistics": feature_statistics(net)}
     size = save_net(net, out, config, info)
     log(f"wrote {out} ({size / 1024:.0f} KiB)")
     return info
