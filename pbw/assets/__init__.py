@@ -18,7 +18,8 @@ MINI_DIR = Path(__file__).resolve().parent / "mini"
 GENERATOR_FILES = {"stylegan2": "stylegan2.ckpt", "biggan": "biggan.ckpt"}
 CLIP_DIR = "clip"
 CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
-JUDGE_FILES = {"yardstick": "yardstick.safetensors", "segmenter": "segmenter.safetensors"}
+JUDGE_FILES = {"yardstick": "yardstick.safetensors", "segmenter": "segmenter.safetensors",
+               "segmenter_masks": "segmenter_masks.safetensors"}
 
 
 def _missing(path: Path) -> FileNotFoundError:
@@ -40,8 +41,9 @@ def mini_generator_path(family: str = "stylegan2") -> Path:
 def _judge_path(name: str) -> Path:
     path = MINI_DIR / JUDGE_FILES[name]
     if not path.is_file():
+        module, flag = name.split("_")[0], " --no-negatives" if name.endswith("_masks") else ""
         raise FileNotFoundError(f"the bundled mini {name} {path} is missing; train it with "
-                                f"`python -m pbw.evaluation.{name} train --out {path}`")
+                                f"`python -m pbw.evaluation.{module} train --out {path}{flag}`")
     return path
 
 
@@ -50,9 +52,13 @@ def mini_yardstick_path() -> Path:
     return _judge_path("yardstick")
 
 
-def mini_segmenter_path() -> Path:
-    """The bundled part segmenter of the mini world (part masks, the bird rate)."""
-    return _judge_path("segmenter")
+def mini_segmenter_path(kind: str = "judge") -> Path:
+    """A bundled part segmenter of the mini world: `judge` (the bird rate: it finds parts only in a whole,
+    well-formed bird; trained with negatives) or `masks` (part masks: it finds the parts of anything
+    bird-like, e.g. a generator's imperfect bird; trained on real birds only)."""
+    if kind not in ("judge", "masks"):
+        raise ValueError(f"segmenter kind must be 'judge' or 'masks', got {kind!r}")
+    return _judge_path("segmenter" if kind == "judge" else "segmenter_masks")
 
 
 def mini_clip_dir() -> Path:
