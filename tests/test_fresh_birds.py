@@ -89,3 +89,39 @@ def test_mini_trainer_configs_use_the_yardstick(config, tmp_path):
         assert isinstance(cli.datamodule, FreshBirdsDataModule) and cli.model.hparams.resolution == 64
         cli.trainer.fit(cli.model, cli.datamodule)
         assert int(cli.model.iteration) == 1 and cli.datamodule.state_dict()["next_index"] >= 4
+
+
+class RecordingBirds(FreshBirds):
+    """Fresh birds that remember which were drawn."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def __getitem__(self, k):
+        self.seen.append(k)
+        return super().__getitem__(k)
+
+
+def test_a_resumed_run_goes_on_with_new_birds(tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from pbw.training.stylegan2 import StyleGAN2Module
+
+    def run(max_steps, ckpt_path=None):
+        torch.manual_seed(0)
+        model = StyleGAN2Module(resolution=32, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=8,
+                                augment=False, num_metric_samples=0, grid_size=1)
+        data = FreshBirdsDataModule(resolution=32, batch_size=2, epoch_size=64, val_size=2)
+        data.train_set = RecordingBirds(32, data.seed, 64)
+        trainer = pl.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, limit_val_batches=0,
+                             enable_model_summary=False, default_root_dir=tmp_path,
+                             callbacks=[ModelCheckpoint(tmp_path, save_last=True, every_n_train_steps=2)])
+        trainer.fit(model, data, ckpt_path=ckpt_path)
+        return data.train_set.seen
+
+    first = run(2)  # one iteration (a D and a G step)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["FreshBirdsDataModule"]["next_index"]
+    resumed = run(4, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert saved >= 2 and resumed[0] == saved and not set(first) & set(resumed)
