@@ -131,3 +131,12 @@ def test_generator_report_of_a_generator_that_draws_real_birds():
     r = generator_report(RealBirds(), n=12)
     assert r["bird_rate"]["value"] >= 0.75 and r["species_accuracy"]["value"] >= 0.75 and r["resolution"] == 32
     assert np.isfinite(r["fid"]) and "| 12 |" in markdown({"real": r})
+
+
+def test_an_empty_part_mask_is_an_error_unless_allowed():
+    sky = torch.zeros(1, 3, 32, 32)
+    sky[:, 2] = 0.8  # a blue sky, no bird
+    with pytest.raises(MaskError, match="finds no beak"):
+        load_mask("part:beak", 32, image=sky)
+    mask, _ = load_mask("part:beak", 32, image=sky, allow_empty=True)
+    assert mask.sum() == 0

@@ -70,10 +70,11 @@ def test_species_accuracy_of_a_conditional_generator():
 
 def test_tiny_yardstick_trains_saves_and_loads(tmp_path):
     info = ys.train_yardstick(tmp_path / "y.safetensors", n=16, steps=3, batch_size=8, width=8, features=16,
-                              heldout=8, log=lambda s: None)
+                              heldout=8, stats_n=8, log=lambda s: None)
     assert set(info["heldout"]) == {"64px", "32px"} and info["trained_on"]["steps"] == 3
     net = ys.load_yardstick(tmp_path / "y.safetensors")
     assert net.info["heldout"] == info["heldout"] and net.fc.out_features == 16
+    assert len(ys.YardstickFeatures(str(tmp_path / "y.safetensors")).std) == 16
     out = net(torch.zeros(2, 3, 32, 32))
     assert out["species"].shape == (2, 12) and out["colors"].shape == (2, 5, 11)
     assert "species" in ys.summary(info)

@@ -28,7 +28,7 @@ def is_part_spec(spec) -> bool:
     return isinstance(spec, str) and spec.strip().lower().startswith(PART_PREFIX)
 
 
-def _part(spec: str, image: torch.Tensor | None) -> tuple[np.ndarray, str]:
+def _part(spec: str, image: torch.Tensor | None, allow_empty: bool = False) -> tuple[np.ndarray, str]:
     from pbw.evaluation.segmenter import parse_parts, part_mask
 
     try:
@@ -39,7 +39,7 @@ def _part(spec: str, image: torch.Tensor | None) -> tuple[np.ndarray, str]:
         raise MaskError(f"mask {spec!r} follows the bird in the start image, so it needs that image "
                         "(load_mask(..., image=the decoded start image))")
     m = part_mask(image.detach(), parts).numpy().astype(np.float32)
-    if not m.any():
+    if not m.any() and not allow_empty:
         raise MaskError(f"mask {spec!r}: the part segmenter finds no {'+'.join(parts)} in the start image; "
                         "paint a mask or give a rectangle instead")
     return m, f"mask: the {'+'.join(parts)} the part segmenter finds in the start image ({m.mean():.0%} of it)"
@@ -97,7 +97,7 @@ def load_mask(spec, size: int, feather: float = 0.0, allow_empty: bool = False,
     (soft edges). An all-zero mask is an error unless `allow_empty`."""
     notes: list[str] = []
     if is_part_spec(spec):
-        arr, note = _part(spec, image)
+        arr, note = _part(spec, image, allow_empty)
         notes.append(note)
     elif isinstance(spec, str) and _RECT.match(spec):
         arr = _rectangle(spec, size)

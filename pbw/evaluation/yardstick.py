@@ -183,10 +183,10 @@ def _loss(net: YardstickNet, batch) -> tuple[torch.Tensor, dict]:
 
 def train_yardstick(out: str | Path, n: int = 6000, steps: int = 1000, batch_size: int = 48, lr: float = 3e-3,
                     width: int = 32, features: int = 64, seed: int = TRAIN_SEED, heldout: int = 1200,
-                    heldout_seed: int = HELDOUT_SEED, log=print) -> dict:
+                    heldout_seed: int = HELDOUT_SEED, stats_n: int = 2000, log=print) -> dict:
     """Draw `n` birds of world `seed` (64 px), train the yardstick `steps` steps, measure it on
-    `heldout` birds of world `heldout_seed` (at 64 and 32 px), write it to `out`; returns the info
-    stored with the weights."""
+    `heldout` birds of world `heldout_seed` (at 64 and 32 px) and its feature statistics on `stats_n`
+    more (`feature_statistics`), write it to `out`; returns the info stored with the weights."""
     torch.manual_seed(seed)
     import time
     t0 = time.perf_counter()
@@ -198,7 +198,7 @@ def train_yardstick(out: str | Path, n: int = 6000, steps: int = 1000, batch_siz
     info = {"trained_on": {"n": n, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr},
             "seconds": {"draw": round(draw_s, 1), "train": round(train_s, 1)},
             "heldout_seed": heldout_seed, "heldout": evaluate(net, heldout, heldout_seed),
-            "feature_statistics": feature_statistics(net)}
+            "feature_statistics": feature_statistics(net, stats_n)}
     size = save_net(net, out, config, info)
     log(f"wrote {out} ({size / 1024:.0f} KiB)")
     return info
