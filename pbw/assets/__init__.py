@@ -1,6 +1,11 @@
 """The bundled miniature models (no download): a 32 px StyleGAN2, a 32 px species-conditional BigGAN
 and a tiny CLIP, all trained on the synthetic birds (`pbw.data.synthetic`). `scripts/retrain_mini.sh`
-retrains and re-bundles them."""
+retrains and re-bundles them.
+
+Also the mini world's judges, trained on real synthetic birds only (no generator involved): the
+yardstick (species / part-color classifier and FID/KID features, `pbw.evaluation.yardstick`) and the
+part segmenter (part masks and the bird rate, `pbw.evaluation.segmenter`); each retrains in minutes with
+``python -m pbw.evaluation.<yardstick|segmenter> train --out <its path here>``."""
 from __future__ import annotations
 
 import shutil
@@ -13,6 +18,8 @@ MINI_DIR = Path(__file__).resolve().parent / "mini"
 GENERATOR_FILES = {"stylegan2": "stylegan2.ckpt", "biggan": "biggan.ckpt"}
 CLIP_DIR = "clip"
 CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
+JUDGE_FILES = {"yardstick": "yardstick.safetensors", "segmenter": "segmenter.safetensors",
+               "segmenter_masks": "segmenter_masks.safetensors"}
 
 
 def _missing(path: Path) -> FileNotFoundError:
@@ -29,6 +36,29 @@ def mini_generator_path(family: str = "stylegan2") -> Path:
     if not path.is_file():
         raise _missing(path)
     return path
+
+
+def _judge_path(name: str) -> Path:
+    path = MINI_DIR / JUDGE_FILES[name]
+    if not path.is_file():
+        module, flag = name.split("_")[0], " --no-negatives" if name.endswith("_masks") else ""
+        raise FileNotFoundError(f"the bundled mini {name} {path} is missing; train it with "
+                                f"`python -m pbw.evaluation.{module} train --out {path}{flag}`")
+    return path
+
+
+def mini_yardstick_path() -> Path:
+    """The bundled yardstick: species / part-color classifier and FID/KID features of the mini world."""
+    return _judge_path("yardstick")
+
+
+def mini_segmenter_path(kind: str = "judge") -> Path:
+    """A bundled part segmenter of the mini world: `judge` (the bird rate: it finds parts only in a whole,
+    well-formed bird; trained with negatives) or `masks` (part masks: it finds the parts of anything
+    bird-like, e.g. a generator's imperfect bird; trained on real birds only)."""
+    if kind not in ("judge", "masks"):
+        raise ValueError(f"segmenter kind must be 'judge' or 'masks', got {kind!r}")
+    return _judge_path("segmenter" if kind == "judge" else "segmenter_masks")
 
 
 def mini_clip_dir() -> Path:

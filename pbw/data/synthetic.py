@@ -180,8 +180,13 @@ def _background(kind: str, side: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def render_bird(spec: BirdSpec, resolution: int, rng: np.random.Generator, supersample: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one bird; returns (RGB uint8 [R,R,3], part label map uint8 [R,R])."""
+def render_bird(spec: BirdSpec, resolution: int, rng: np.random.Generator, supersample: int = 4,
+                omit: tuple[str, ...] = (), scatter: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one bird; returns (RGB uint8 [R,R,3], part label map uint8 [R,R]).
+
+    For judges that must not see a bird where there is none (`pbw.evaluation.segmenter`): `omit`
+    leaves parts out (the head takes its eye along), `scatter` > 0 moves each part by up to that many
+    body lengths on its own, breaking the bird apart. The defaults draw the dataset's birds."""
     side = resolution * supersample
     canvas = Image.fromarray(np.clip(_background(spec.background, side, rng), 0, 255).astype(np.uint8))
     labels = Image.new("L", (side, side), 0)
@@ -206,8 +211,12 @@ def render_bird(spec: BirdSpec, resolution: int, rng: np.random.Generator, super
             width = int(rng.uniform(0.05, 0.09) * side)
             draw.line([(0, y0 - slope * origin[0]), (side, y0 + slope * (side - origin[0]))], fill=(85, 55, 30), width=width)
 
+    offsets = {p: rng.uniform(-scatter, scatter, 2) for p in PARTS} if scatter > 0 else {}
     for part, pts in _bird_shapes(spec, rng):
-        poly = to_pixels(pts)
+        owner = "head" if part == "eye" else part
+        if owner in omit:
+            continue
+        poly = to_pixels(pts + offsets.get(owner, 0.0))
         if part == "eye":
             draw.polygon(poly, fill=(10, 10, 10))
             continue
@@ -273,6 +282,57 @@ def canonical_caption(part_colors: dict[str, str], parts: tuple[str, ...] = PART
     """The fixed-template caption naming the given parts' colors (for retrieval tests and prompts)."""
     return "this bird has " + _join([f"{part_colors[p]} {PART_WORDS[p][0]}" if PART_WORDS[p][0].endswith("s")
                                      else f"{_article(part_colors[p])} {part_colors[p]} {PART_WORDS[p][0]}" for p in parts]) + "."
+
+
+# ----------------------------------------------------------------------------------------------
+# Drawing in memory (fresh birds for training and evaluation, no files)
+
+COLOR_NAMES: tuple[str, ...] = tuple(PALETTE)
+
+
+@dataclass(frozen=True)
+class DrawnBirds:
+    """Birds drawn in memory: ``images`` uint8 [N,R,R,3], ``part_maps`` uint8 [N,R,R] (0 background,
+    ``PART_LABELS``), ``species`` int64 [N] (0..11) and ``part_colors`` int64 [N, len(PARTS)] (indices
+    into ``COLOR_NAMES``, parts in ``PARTS`` order)."""
+
+    images: np.ndarray
+    part_maps: np.ndarray
+    species: np.ndarray
+    part_colors: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def tensors(self) -> torch.Tensor:
+        """The images as float [N,3,R,R] in [-1, 1] (the batch format of ``pbw.data.common``)."""
+        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def draw_bird(seed: int, index: int, resolution: int = 64, mutation_prob: float = 0.15
+              ) -> tuple[np.ndarray, np.ndarray, BirdSpec, np.random.Generator]:
+    """Bird ``index`` of the world ``seed``: (image uint8 [R,R,3], part map uint8 [R,R], spec, rng).
+
+    The same bird as image ``index`` of ``generate(seed=seed, resolution=resolution)`` (species
+    ``index % 12``); the returned rng continues where the drawing left it (captions come next)."""
+    rng = np.random.default_rng((seed, index))
+    spec = sample_bird(rng, index % len(CLASS_NAMES), mutation_prob)
+    image, label_map = render_bird(spec, resolution, rng)
+    return image, label_map, spec, rng
+
+
+def draw_birds(n: int, resolution: int = 64, seed: int = 0, start: int = 0, mutation_prob: float = 0.15,
+               progress: bool = False) -> DrawnBirds:
+    """Birds ``start .. start + n - 1`` of the world ``seed``, drawn in memory (see `draw_bird`)."""
+    images = np.empty((n, resolution, resolution, 3), np.uint8)
+    maps = np.empty((n, resolution, resolution), np.uint8)
+    species = np.empty(n, np.int64)
+    colors = np.empty((n, len(PARTS)), np.int64)
+    for k in tqdm(range(n), desc="drawing birds", disable=not progress):
+        images[k], maps[k], spec, _ = draw_bird(seed, start + k, resolution, mutation_prob)
+        species[k] = spec.species
+        colors[k] = [COLOR_NAMES.index(spec.part_colors[p]) for p in PARTS]
+    return DrawnBirds(images, maps, species, colors)
 
 
 # ----------------------------------------------------------------------------------------------

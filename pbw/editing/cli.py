@@ -11,11 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from pbw.editing.editor import EditFailure, Editor, resolve_device
 from pbw.editing.losses import PreservationLoss
-from pbw.editing.masks import load_mask
+from pbw.editing.masks import is_part_spec, load_mask
 from pbw.editing.module import EditRequest, EditSettings
 from pbw.models.maskable import MaskableGenerator
 from pbw.semantic import MissingWeightsError, PromptSet, SemanticNet
@@ -34,7 +35,9 @@ def build_parser() -> ArgumentParser:
                    help="text, or weighted terms 'a red head::2 | a crown::1'")
     p.add_argument("--negative", type=str | None, default=None, help="negative prompt(s), '|'-separated")
     p.add_argument("--mask", type=str | None, default=None,
-                   help="PNG/JPEG (white = edit), .npy, or rectangle 'x0,y0,x1,y1' (pixels or 0..1); none: whole image")
+                   help="PNG/JPEG (white = edit), .npy, rectangle 'x0,y0,x1,y1' (pixels or 0..1), or bird parts "
+                        "'part:body' (body, head, wing, tail, beak; 'part:body+wing'; found in the start image "
+                        "by the mini part segmenter); none: whole image")
     p.add_argument("--feather", type=float, default=0.0, help="soften the mask edge by this many pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting image")
     p.add_argument("--class", dest="class_", type=int | None, default=None, help="class label (BigGAN)")
@@ -80,7 +83,11 @@ def make_request(g: MaskableGenerator, spec: dict, defaults) -> EditRequest:
     codes = g.sample(1, seed=int(spec.get("seed", defaults.seed)), **({"classes": cls} if cls is not None else {}))
     mask_spec, notes, mask = spec.get("mask", defaults.mask), [], None
     if mask_spec is not None:
-        mask, notes = load_mask(mask_spec, g.resolution, float(spec.get("feather", defaults.feather)))
+        image = None
+        if is_part_spec(mask_spec):  # a part mask is found in the start image
+            with torch.no_grad():
+                image = g.decode(g.encode(codes), cond=codes)
+        mask, notes = load_mask(mask_spec, g.resolution, float(spec.get("feather", defaults.feather)), image=image)
     return EditRequest(PromptSet.parse(prompt, spec.get("negative", defaults.negative)), codes, mask,
                        str(spec.get("name", "")), notes)
 

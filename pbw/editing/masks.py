@@ -1,4 +1,6 @@
-"""Edit masks: 1 (white) = edit, 0 (black) = keep. Read from images, .npy files or rectangles."""
+"""Edit masks: 1 (white) = edit, 0 (black) = keep. Read from images, .npy files or rectangles, or
+found in the start image: ``part:body`` (any of body, head, wing, tail, beak; several joined by
+``+``) is where the mini world's part segmenter (`pbw.evaluation.segmenter`) sees those parts."""
 from __future__ import annotations
 
 import os
@@ -14,8 +16,33 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _RECT = re.compile(r"^\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*$")
 
 
+PART_PREFIX = "part:"
+
+
 class MaskError(ValueError):
     """A mask that cannot be used (unreadable, empty, out of range)."""
+
+
+def is_part_spec(spec) -> bool:
+    """Whether `spec` names bird parts (``part:body``, ``part:body+wing``): a mask found in the image."""
+    return isinstance(spec, str) and spec.strip().lower().startswith(PART_PREFIX)
+
+
+def _part(spec: str, image: torch.Tensor | None, allow_empty: bool = False) -> tuple[np.ndarray, str]:
+    from pbw.evaluation.segmenter import parse_parts, part_mask
+
+    try:
+        parts = parse_parts(spec.strip()[len(PART_PREFIX):])
+    except ValueError as e:
+        raise MaskError(f"mask {spec!r}: {e}") from None
+    if image is None:
+        raise MaskError(f"mask {spec!r} follows the bird in the start image, so it needs that image "
+                        "(load_mask(..., image=the decoded start image))")
+    m = part_mask(image.detach(), parts).numpy().astype(np.float32)
+    if not m.any() and not allow_empty:
+        raise MaskError(f"mask {spec!r}: the part segmenter finds no {'+'.join(parts)} in the start image; "
+                        "paint a mask or give a rectangle instead")
+    return m, f"mask: the {'+'.join(parts)} the part segmenter finds in the start image ({m.mean():.0%} of it)"
 
 
 def _rectangle(spec: str, size: int) -> np.ndarray:
@@ -58,15 +85,21 @@ def _feather(mask: torch.Tensor, radius: float) -> torch.Tensor:
     return F.conv2d(F.pad(m, (0, 0, pad, pad), mode="replicate"), g.view(1, 1, -1, 1))
 
 
-def load_mask(spec, size: int, feather: float = 0.0, allow_empty: bool = False) -> tuple[torch.Tensor, list[str]]:
+def load_mask(spec, size: int, feather: float = 0.0, allow_empty: bool = False,
+              image: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str]]:
     """A [1, 1, size, size] mask in [0, 1] and notes about what was done to it.
 
     spec: an image file (white = edit; read as grey levels), a .npy array ([H, W] or [1, H, W]; bool,
-    0..1 floats or 0..255 uint8), a rectangle `"x0,y0,x1,y1"` in pixels or 0..1 fractions, or an
-    array/tensor. A mask of another size is resized (noted). `feather` blurs the edge by that many
-    pixels (soft edges). An all-zero mask is an error unless `allow_empty`."""
+    0..1 floats or 0..255 uint8), a rectangle `"x0,y0,x1,y1"` in pixels or 0..1 fractions, an
+    array/tensor, or bird parts `"part:body"` / `"part:body+wing"` (see `is_part_spec`), found by the
+    part segmenter in `image` (the start image, [1, 3, H, W] or [3, H, W] in [-1, 1]; needed only for
+    parts). A mask of another size is resized (noted). `feather` blurs the edge by that many pixels
+    (soft edges). An all-zero mask is an error unless `allow_empty`."""
     notes: list[str] = []
-    if isinstance(spec, str) and _RECT.match(spec):
+    if is_part_spec(spec):
+        arr, note = _part(spec, image, allow_empty)
+        notes.append(note)
+    elif isinstance(spec, str) and _RECT.match(spec):
         arr = _rectangle(spec, size)
     elif isinstance(spec, (str, os.PathLike)):
         arr = _read(spec)

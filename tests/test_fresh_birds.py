@@ -1,0 +1,127 @@
+"""Fresh synthetic birds: drawn in memory exactly as the dataset writer draws them, and an endless
+training stream that never repeats a bird, not across epochs and not across a resume."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pbw.data import synthetic as syn
+from pbw.data.fresh_birds import EndlessSampler, FreshBirds, FreshBirdsDataModule
+
+
+def test_draw_birds_are_the_written_dataset_birds(tmp_path):
+    root = syn.generate(tmp_path, n=3, resolution=32, seed=5, progress=False)
+    birds = syn.draw_birds(3, 32, seed=5)
+    meta = syn.load_metadata(root)
+    for k, (image_id, entry) in enumerate(meta["images"].items()):
+        image = np.asarray(Image.open(root / "CUB_200_2011" / "images" / entry["file"]))
+        assert (image == birds.images[k]).all()
+        assert (syn.load_part_map(root, entry["file"]) == birds.part_maps[k]).all()
+        assert [syn.COLOR_NAMES[c] for c in birds.part_colors[k]] == [entry["part_colors"][p] for p in syn.PARTS]
+    assert list(birds.species) == [0, 1, 2]
+    x = birds.tensors()
+    assert x.shape == (3, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    later = syn.draw_birds(2, 32, seed=5, start=1)  # bird k depends on (seed, k) only
+    assert (later.images == birds.images[1:]).all()
+
+
+def test_sampler_counts_on_across_epochs():
+    s = EndlessSampler(4)
+    assert len(s) == 4 and list(s) == [0, 1, 2, 3] and list(s) == [4, 5, 6, 7]
+
+
+def test_datamodule_batches_resume_and_validation():
+    dm = FreshBirdsDataModule(resolution=16, batch_size=4, epoch_size=8, val_size=4, captions=True)
+    assert dm.num_classes == 12 and dm.class_names[0] == "Red_Cardinal"
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == 2
+    b = batches[0]
+    assert b["image"].shape == (4, 3, 16, 16) and b["image"].dtype == torch.float32
+    assert b["label"].tolist() == [0, 1, 2, 3] and len(b["caption"]) == 4
+    first = torch.cat([b["image"] for b in batches])
+    state = dm.state_dict()
+    assert state == {"next_index": 8}
+    second = torch.cat([b["image"] for b in loader])  # the next epoch: new birds
+    assert not any(torch.equal(a, c) for a in first for c in second)
+    resumed = FreshBirdsDataModule(resolution=16, batch_size=4, epoch_size=8, val_size=4, captions=True)
+    resumed.load_state_dict(state)  # what Lightning does on --ckpt_path last
+    assert torch.equal(torch.cat([b["image"] for b in resumed.train_dataloader()]), second)
+    v1, v2 = list(dm.val_dataloader()), list(dm.val_dataloader())
+    assert torch.equal(v1[0]["image"], v2[0]["image"]) and v1[0]["caption"] == v2[0]["caption"]
+    assert FreshBirds(16, seed=dm.seed)[0]["image"].shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="differ"):
+        FreshBirdsDataModule(seed=3, val_seed=3)
+
+
+def test_render_bird_can_leave_out_or_scatter_parts():
+    def draw(**kw):
+        rng = np.random.default_rng(9)
+        return syn.render_bird(syn.sample_bird(rng, 3), 32, rng, **kw)
+
+    image, labels = draw()
+    _, no_beak = draw(omit=("beak", "tail"))
+    assert set(np.unique(labels)) == {0, 1, 2, 3, 4, 5}
+    assert set(np.unique(no_beak)) == {0, 1, 2, 3}
+    _, scattered = draw(scatter=0.6)
+    assert (scattered != labels).mean() > 0.02
+
+
+@pytest.mark.parametrize("config", ["stylegan2", "biggan", "stylegan2_64", "biggan_64"])
+def test_mini_trainer_configs_use_the_yardstick(config, tmp_path):
+    from pytorch_lightning.cli import LightningCLI
+    import pytorch_lightning as pl
+
+    from pbw.evaluation.yardstick import YardstickFeatures
+
+    args = ["--config", f"configs/mini/{config}.yaml", "--trainer.logger", "false",
+            "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "null",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    if config.endswith("_64"):  # no data to prepare: one short iteration on fresh birds
+        args += ["--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0", "--trainer.max_steps",
+                 "2" if config.startswith("stylegan2") else "3", "--trainer.limit_val_batches", "0"]
+    else:
+        args += ["--data.init_args.root", str(tmp_path)]
+    cli = LightningCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
+                       subclass_mode_data=True, run=False, save_config_callback=None, args=args)
+    assert isinstance(cli.model.metrics.fid.inception, YardstickFeatures)
+    if config.endswith("_64"):
+        assert isinstance(cli.datamodule, FreshBirdsDataModule) and cli.model.hparams.resolution == 64
+        cli.trainer.fit(cli.model, cli.datamodule)
+        assert int(cli.model.iteration) == 1 and cli.datamodule.state_dict()["next_index"] >= 4
+
+
+class RecordingBirds(FreshBirds):
+    """Fresh birds that remember which were drawn."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def __getitem__(self, k):
+        self.seen.append(k)
+        return super().__getitem__(k)
+
+
+def test_a_resumed_run_goes_on_with_new_birds(tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from pbw.training.stylegan2 import StyleGAN2Module
+
+    def run(max_steps, ckpt_path=None):
+        torch.manual_seed(0)
+        model = StyleGAN2Module(resolution=32, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=8,
+                                augment=False, num_metric_samples=0, grid_size=1)
+        data = FreshBirdsDataModule(resolution=32, batch_size=2, epoch_size=64, val_size=2)
+        data.train_set = RecordingBirds(32, data.seed, 64)
+        trainer = pl.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, limit_val_batches=0,
+                             enable_model_summary=False, default_root_dir=tmp_path,
+                             callbacks=[ModelCheckpoint(tmp_path, save_last=True, every_n_train_steps=2)])
+        trainer.fit(model, data, ckpt_path=ckpt_path)
+        return data.train_set.seen
+
+    first = run(2)  # one iteration (a D and a G step)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["FreshBirdsDataModule"]["next_index"]
+    resumed = run(4, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert saved >= 2 and resumed[0] == saved and not set(first) & set(resumed)
