@@ -123,10 +123,12 @@ class EditResult:
         return files
 
     @classmethod
-    def load(cls, path: str | Path, generator: MaskableGenerator | None = None) -> "EditResult":
+    def load(cls, path: str | Path, generator: MaskableGenerator | None = None,
+             generator_file: str | Path | None = None) -> "EditResult":
         """Read a result folder or its latents.pt (any format since the first release). With a
         `generator`, check that the file belongs to it; files of format 1 need it (their images are
-        re-rendered)."""
+        re-rendered). Tuned generator weights (format 3) are read from the generator.pt next to
+        latents.pt, or from `generator_file` (e.g. an upload stored elsewhere)."""
         path = Path(path)
         file = path / "latents.pt" if path.is_dir() else path
         try:
@@ -144,7 +146,7 @@ class EditResult:
             check_fits(data["codes"], data["w0"], generator, file.name)
         state = None
         if data.get("generator_file"):
-            gfile = file.parent / Path(str(data["generator_file"])).name
+            gfile = Path(generator_file) if generator_file else file.parent / Path(str(data["generator_file"])).name
             try:
                 state = torch.load(gfile, map_location="cpu", weights_only=True)
             except Exception as e:
