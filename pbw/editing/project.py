@@ -535,13 +535,18 @@ def resize_mask_like(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | None = None, colors_per: int = 2,
-                 edit_settings: dict | None = None, semantic=None, progress: bool = True) -> dict:
+                 edit_settings: dict | None = None, semantic=None, progress: bool = True,
+                 cache: str | Path | None = None) -> dict:
     """Project `photos` into the bundled mini `family` generator (with pivotal tuning as `settings` say),
     then paint each projection's body (mask `MASK_BOX`, "a bird with a <color> body", `colors_per` colors
     per photo, cycling through `COLORS`) and the same on samples (seeds 1000...). Returns per-photo
     reconstruction metrics (before and after tuning, PSNR / L1 / feature distance = 1 - cosine of the tiny
     CLIP's image embeddings) and, for photos and samples, the oracle's accuracy (`painted_color`) and the
-    change inside / outside the mask."""
+    change inside / outside the mask; the edits of photos run twice: from the tuned projections and from the
+    latent-only ones (the same codes with the checkpoint's weights). With `cache`, projections are saved
+    there (cache/<family>/bird<i>) and reused by a later run with the same photos and settings."""
+    from dataclasses import replace
+
     from pbw.assets import mini_clip_spec, mini_generator_path
     from pbw.checkpoints import load_generator
     from pbw.data.synthetic import painted_color
@@ -555,7 +560,17 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
     embed = lambda x: semantic.encode_images(semantic.views(x, None, crops=0))  # noqa: E731
     rows, projections, recons = [], [], []
     for i in tqdm(range(len(photos)), desc=f"projecting into the mini {family}", disable=not progress):
-        r = project(photos[i:i + 1], g, settings, device="cpu", progress=False, name=f"bird{i}")
+        folder = Path(cache) / family / f"bird{i}" if cache is not None else None
+        r = None
+        if folder is not None and (folder / "latents.pt").is_file():
+            r = EditResult.load(folder, g)
+            wanted = asdict(settings or ProjectSettings())
+            if not (torch.equal(r.original, photos[i:i + 1]) and {k: r.settings.get(k) for k in wanted} == wanted):
+                r = None  # another photo or other settings: project again
+        if r is None:
+            r = project(photos[i:i + 1], g, settings, device="cpu", progress=False, name=f"bird{i}")
+            if folder is not None:
+                r.save(folder)
         with torch.no_grad():
             e_photo = embed(r.original)
             untuned = g.decode(r.w0, cond=r.codes)
@@ -573,12 +588,14 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
     prompt = lambda c: PromptSet.parse(f"a bird with a {c} body")  # noqa: E731
     photo_reqs = [EditRequest(prompt(c), mask=mask, base=projections[j // colors_per], name=f"photo{j // colors_per}_{c}")
                   for j, c in enumerate(asked)]
+    latent_reqs = [EditRequest(req.prompt, mask=mask, base=replace(req.base, generator_state=None), name=req.name)
+                   for req in photo_reqs]
     sample_reqs = [EditRequest(prompt(c), codes=g.sample(1, seed=1000 + j // colors_per), mask=mask,
                                name=f"sample{j // colors_per}_{c}") for j, c in enumerate(asked)]
     editor = Editor(g, semantic, device="cpu")
     s = EditSettings(**(edit_settings or EDIT_SCALE))
     edits = {}
-    for kind, reqs in (("photos", photo_reqs), ("samples", sample_reqs)):
+    for kind, reqs in (("photos", photo_reqs), ("photos, latent only", latent_reqs), ("samples", sample_reqs)):
         t0 = time.perf_counter()
         results = editor.run(reqs, s, progress=False)
         x0 = torch.cat([r.original for r in results])
