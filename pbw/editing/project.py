@@ -536,7 +536,7 @@ def resize_mask_like(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | None = None, colors_per: int = 2,
                  edit_settings: dict | None = None, semantic=None, progress: bool = True,
-                 cache: str | Path | None = None) -> dict:
+                 cache: str | Path | None = None, body_colors: Sequence[str] | None = None) -> dict:
     """Project `photos` into the bundled mini `family` generator (with pivotal tuning as `settings` say),
     then paint each projection's body (mask `MASK_BOX`, "a bird with a <color> body", `colors_per` colors
     per photo, cycling through `COLORS`) and the same on samples (seeds 1000...). Returns per-photo
@@ -544,7 +544,9 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
     CLIP's image embeddings) and, for photos and samples, the oracle's accuracy (`painted_color`) and the
     change inside / outside the mask; the edits of photos run twice: from the tuned projections and from the
     latent-only ones (the same codes with the checkpoint's weights). With `cache`, projections are saved
-    there (cache/<family>/bird<i>) and reused by a later run with the same photos and settings."""
+    there (cache/<family>/bird<i>) and reused by a later run with the same photos and settings. With the
+    photos' `body_colors`, the photo rows also count only the asks of a color the body does not already have
+    (the oracle cannot see a color painted over itself)."""
     from dataclasses import replace
 
     from pbw.assets import mini_clip_spec, mini_generator_path
@@ -592,6 +594,7 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
                    for req in photo_reqs]
     sample_reqs = [EditRequest(prompt(c), codes=g.sample(1, seed=1000 + j // colors_per), mask=mask,
                                name=f"sample{j // colors_per}_{c}") for j, c in enumerate(asked)]
+    asked_photo = {id(req): j // colors_per for reqs in (photo_reqs, latent_reqs) for j, req in enumerate(reqs)}
     editor = Editor(g, semantic, device="cpu")
     s = EditSettings(**(edit_settings or EDIT_SCALE))
     edits = {}
@@ -602,7 +605,10 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
         x1 = torch.cat([r.edited for r in results])
         inside, outside = _changes(x0, x1, mask)
         ok = [painted_color(x0[j], x1[j], mask[0, 0]) == c for j, c in enumerate(asked)]
-        edits[kind] = {"n": len(reqs), "oracle": [float(v) for v in ok], "change_inside": inside,
+        new = [v for v, req, c in zip(ok, reqs, asked) if body_colors is not None and req.base is not None
+               and body_colors[asked_photo[id(req)]] != c]
+        edits[kind] = {"n": len(reqs), "oracle": [float(v) for v in ok], "oracle_new_color": [float(v) for v in new],
+                       "change_inside": inside,
                        "change_outside": outside, "seconds": time.perf_counter() - t0,
                        "images": (x0, x1)}
     return {"family": family, "projection": rows, "edits": edits, "asked": asked,
@@ -626,10 +632,12 @@ def measurement_markdown(results: list[dict]) -> str:
                      f"{ci(col('psnr_tuned'))} | {ci(col('l1_latent'), '{:.4f}')} | {ci(col('l1_tuned'), '{:.4f}')} | "
                      f"{ci(col('feature_latent'), '{:.4f}')} | {ci(col('feature_tuned'), '{:.4f}')} | "
                      f"{ci(col('seconds'), '{:.1f}')} ({ci(col('latent_seconds'), '{:.1f}')}) |")
-    lines += ["", "| generator | edited | n | oracle accuracy | change inside | change outside | s / edit |",
-              "|---" * 7 + "|"]
+    lines += ["", "| generator | edited | n | oracle accuracy | oracle, asked color not the body's (n) | change inside "
+              "| change outside | s / edit |", "|---" * 8 + "|"]
     for r in results:
         for kind, e in r["edits"].items():
-            lines.append(f"| mini {r['family']} | {kind} | {e['n']} | {ci(e['oracle'])} | {e['change_inside']:.4f} | "
+            new = e.get("oracle_new_color") or []
+            lines.append(f"| mini {r['family']} | {kind} | {e['n']} | {ci(e['oracle'])} | "
+                         f"{ci(new) + f' ({len(new)})' if new else '–'} | {e['change_inside']:.4f} | "
                          f"{e['change_outside']:.4f} | {e['seconds'] / e['n']:.1f} |")
     return "\n".join(lines) + "\n"
