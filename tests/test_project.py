@@ -11,7 +11,7 @@ from PIL import Image
 import pbw.checkpoints
 from pbw.assets import mini_generator_path
 from pbw.data.synthetic import render_bird, sample_bird
-from pbw.editing import Cancel, Editor, EditRequest, EditResult, EditSettings, load_mask
+from pbw.editing import Cancel, Editor, EditModule, EditRequest, EditResult, EditSettings, load_mask
 from pbw.editing.project import PhotoError, ProjectSettings, load_photo, project, reconstruction
 from pbw.editing.result import render_layers
 from pbw.models.biggan import BigGANGenerator
@@ -95,6 +95,8 @@ def test_an_edit_of_a_projected_photo_keeps_the_photo_outside_the_mask_and_repla
     assert not torch.equal(edited.edited[~outside], photo[~outside])
     assert torch.equal(edited.original, photo) and edited.metrics["preservation_l1"] == 0  # compared to the photo
     assert edited.source == "photo" and edited.generator_state is proj.generator_state
+    with pytest.raises(ValueError, match="projected with tuned generator weights"):  # not with the checkpoint's
+        EditModule(tiny, clip, [EditRequest(PromptSet.parse("a red bird"), mask=mask, base=proj)])
     tuned = proj.tuned_generator(tiny)
     with torch.no_grad():  # the edit was made with the tuned weights, and replays with them only
         assert torch.allclose(render_layers(tuned, edited.codes, edited.w0, edited.layers, base=photo), edited.edited,
