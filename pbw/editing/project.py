@@ -566,7 +566,7 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
         r = None
         if folder is not None and (folder / "latents.pt").is_file():
             r = EditResult.load(folder, g)
-            wanted = asdict(settings or ProjectSettings())
+            wanted = {**asdict(settings or ProjectSettings()), "space": _space(g, (settings or ProjectSettings()).space)}
             if not (torch.equal(r.original, photos[i:i + 1]) and {k: r.settings.get(k) for k in wanted} == wanted):
                 r = None  # another photo or other settings: project again
         if r is None:
