@@ -503,6 +503,18 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
+def wilson(values: Sequence[float], z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval (low, high) of the proportion of true values: sound at small n and near 0
+    or 1, where mean +- t * sd leaves [0, 1]."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    p = sum(bool(v) for v in values) / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% confidence interval (Student's t)."""
     v = np.asarray(values, dtype=np.float64)
@@ -564,7 +576,10 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
 
     from pbw.assets import mini_clip_spec, mini_generator_path
     from pbw.checkpoints import load_generator
-    from pbw.data.synthetic import painted_color
+    try:  # the oracle's home since the evaluation package
+        from pbw.evaluation.oracle import painted_color
+    except ImportError:
+        from pbw.data.synthetic import painted_color
     from pbw.editing.editor import Editor
     from pbw.editing.masks import load_mask
     from pbw.editing.module import EditRequest, EditSettings
@@ -636,6 +651,10 @@ def measurement_markdown(results: list[dict]) -> str:
         m, h = mean_ci(values)
         return (fmt + " ± " + fmt).format(m, h)
 
+    def share(values):  # a proportion with its Wilson interval
+        lo, hi = wilson(values)
+        return f"{sum(values) / len(values):.2f} [{lo:.2f}, {hi:.2f}]"
+
     lines = ["| generator | n | PSNR start (dB) | PSNR latent (dB) | PSNR + tuning (dB) | L1 latent | L1 + tuning "
              "| feature dist. latent | feature dist. + tuning | s / projection (latent only) |", "|---" * 10 + "|"]
     for r in results:
@@ -645,12 +664,12 @@ def measurement_markdown(results: list[dict]) -> str:
                      f"{ci(col('psnr_tuned'))} | {ci(col('l1_latent'), '{:.4f}')} | {ci(col('l1_tuned'), '{:.4f}')} | "
                      f"{ci(col('feature_latent'), '{:.4f}')} | {ci(col('feature_tuned'), '{:.4f}')} | "
                      f"{ci(col('seconds'), '{:.1f}')} ({ci(col('latent_seconds'), '{:.1f}')}) |")
-    lines += ["", "| generator | edited | n | oracle accuracy | oracle, asked color not the body's (n) | change inside "
+    lines += ["", "| generator | edited | n | oracle accuracy [95% CI] | oracle, asked color not the body's (n) | change inside "
               "| change outside | s / edit |", "|---" * 8 + "|"]
     for r in results:
         for kind, e in r["edits"].items():
             new = e.get("oracle_new_color") or []
-            lines.append(f"| mini {r['family']} | {kind} | {e['n']} | {ci(e['oracle'])} | "
-                         f"{ci(new) + f' ({len(new)})' if new else '–'} | {e['change_inside']:.4f} | "
+            lines.append(f"| mini {r['family']} | {kind} | {e['n']} | {share(e['oracle'])} | "
+                         f"{share(new) + f' ({len(new)})' if new else '–'} | {e['change_inside']:.4f} | "
                          f"{e['change_outside']:.4f} | {e['seconds'] / e['n']:.1f} |")
     return "\n".join(lines) + "\n"
