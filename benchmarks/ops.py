@@ -5,6 +5,7 @@ G+D training step. Prints a table of times, peak memory and ratios, then JSON.
     python benchmarks/ops.py                      # 256 px, batch 8, on the GPU
     python benchmarks/ops.py --json ops.json      # also write the JSON to a file
     python benchmarks/ops.py --device cpu --resolution 32 --channel-base 256 --channel-max 16 --iters 1
+    python benchmarks/ops.py --compile-res 256 --no-train-step   # compile the reference at 256 px only
 
 Without CUDA it still runs (the reference paths only) and says that CUDA is unavailable.
 """
@@ -34,7 +35,7 @@ def op_cases(resolution: int, batch: int, channel_base: int, channel_max: int) -
     cases: dict[str, dict] = {}
 
     def add(name, shape, fn):
-        cases.setdefault(name, {"name": name, "shape": list(shape), "fn": fn})
+        cases.setdefault(name, {"name": name, "shape": list(shape), "fn": fn, "res": res})
 
     res = 4
     while res <= resolution:
@@ -100,7 +101,7 @@ def _ratios(entry: dict) -> dict:
     return out
 
 
-def bench_ops(args, device: torch.device, impls: list[str]) -> list[dict]:
+def bench_ops(args, device: torch.device, impls: list[str], on_progress=None) -> list[dict]:
     results = []
     dtype = getattr(torch, args.dtype)
     for case in tqdm(op_cases(args.resolution, args.batch, args.channel_base, args.channel_max), desc="ops",
@@ -112,6 +113,8 @@ def bench_ops(args, device: torch.device, impls: list[str]) -> list[dict]:
         entry = {"name": case["name"], "shape": case["shape"]}
         dy = None
         for impl in impls:
+            if impl == "ref_compiled" and args.compile_res and case["res"] not in args.compile_res:
+                continue
             fn = case["fn"]
             if impl == "ref_compiled":
                 torch._dynamo.reset()  # one fresh graph per shape, not a recompile of the last one
@@ -132,10 +135,12 @@ def bench_ops(args, device: torch.device, impls: list[str]) -> list[dict]:
                 entry[f"{impl} error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         entry["ratios"] = _ratios(entry)
         results.append(entry)
+        if on_progress:
+            on_progress(results)
     return results
 
 
-def bench_train_step(args, device: torch.device, impls: list[str]) -> dict | None:
+def bench_train_step(args, device: torch.device, impls: list[str], on_progress=None) -> dict | None:
     """One StyleGAN2 G+D step (non-saturating losses, R1 on reals) per impl.
 
     `ref_compiled` runs G and D under torch.compile, except for the R1 term: torch.compile cannot
@@ -183,6 +188,8 @@ def bench_train_step(args, device: torch.device, impls: list[str]) -> dict | Non
             out[f"{impl} error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         finally:
             loader.set_mode(None)
+        if on_progress:
+            on_progress(out)
     out["ratios"] = _ratios(out)
     return out
 
@@ -199,24 +206,41 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
+    p.add_argument("--compile-res", type=int, nargs="*", default=None,
+                   help="compile the reference only for the ops of these resolutions (default: all)")
+    p.add_argument("--no-ops", action="store_true", help="only the whole training step")
     p.add_argument("--no-train-step", action="store_true")
     p.add_argument("--amp", action="store_true", help="mixed precision in the training step")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
-    cuda_ok = device.type == "cuda" and torch.cuda.is_available() and loader.load_extension() is not None
+    cuda_ok = (device.type == "cuda" and torch.cuda.is_available() and loader.get_mode() != "ref"
+               and loader.load_extension() is not None)
     impls = (["cuda"] if cuda_ok else []) + ["ref"] + ([] if args.no_compile else ["ref_compiled"])
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "cuda_ops": "available" if cuda_ok else (
             "CUDA is unavailable on this device: only the reference paths were measured" if device.type != "cuda"
+            else f"{loader.ENV_VAR}=ref: only the reference paths were measured" if loader.get_mode() == "ref"
             else f"the fused ops did not build: {loader.build_error()}"),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "ops": bench_ops(args, device, impls),
-        "train_step": None if args.no_train_step else bench_train_step(args, device, impls),
+        "ops": [],
+        "train_step": None,
+        "complete": False,
     }
+
+    def save(part, value):  # with --json, the partial results are on disk as they come (a killed run keeps them)
+        report[part] = value
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+
+    if not args.no_ops:
+        save("ops", bench_ops(args, device, impls, lambda r: save("ops", r)))
+    if not args.no_train_step:
+        save("train_step", bench_train_step(args, device, impls, lambda r: save("train_step", r)))
+    report["complete"] = True
     _print_table(report)
     text = json.dumps(report, indent=1)
     print(text)

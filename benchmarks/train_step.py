@@ -8,14 +8,28 @@ Two figures per precision:
 
     python benchmarks/train_step.py --family stylegan2 --resolution 64 --batch 4
     python benchmarks/train_step.py --family biggan --resolution 128 --ch 96 --batch 4
+
+`--lightning CONFIG` instead times the trainer itself: StyleGAN2Module.training_step under a
+Lightning Trainer (lazy R1/path-length regularizers on their intervals, ADA, EMA, the config's
+precision, e.g. bf16-mixed) on random "real" images at the config's resolution and batch per device,
+per `--cuda-ops` mode (fused kernels vs reference), reported as seconds per iteration and per kimg.
+`--steps` should be a multiple of the R1 interval (16) so the timed iterations hold their share of
+regularization. With `--devices 2 --strategy ddp_find_unused_parameters_true` it is a DDP smoke test
+that also checks that every rank ends with the same weights.
+
+    python benchmarks/train_step.py --lightning configs/stylegan2/cub256.yaml --cuda-ops cuda,ref --steps 16
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build_stylegan2(args, device, real):
@@ -121,22 +135,161 @@ def measure(args, precision: str) -> dict:
 BUILDERS = {"stylegan2": build_stylegan2, "biggan": build_biggan}
 
 
+class _RepeatBatch(torch.utils.data.IterableDataset):
+    """The same batch forever (no DistributedSampler is added to an iterable dataset)."""
+
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+
+    def __iter__(self):
+        while True:
+            yield self.batch
+
+
+def _lightning_run(args, cfg: dict, mode: str) -> dict:
+    """Fit `warmup + steps` iterations of the config's StyleGAN2Module with the cuda_ops `mode`;
+    time the last `steps` (rank 0's clock; CUDA synchronized at both ends)."""
+    import pytorch_lightning as pl
+
+    from cuda_ops import loader
+    from pbw.training.stylegan2 import StyleGAN2Module
+
+    init = {k: v for k, v in cfg["model"]["init_args"].items() if k != "feature_extractor"}
+    for key in ("resolution", "channel_base", "channel_max"):
+        if getattr(args, key) is not None:
+            init[key] = getattr(args, key)
+    init["num_metric_samples"] = 0
+    batch = args.batch or cfg["data"]["init_args"]["batch_size"]
+    loader.set_mode(mode)
+    pl.seed_everything(0, verbose=False)
+    module = StyleGAN2Module(**init)
+    real = torch.rand(batch, 3, init["resolution"], init["resolution"]) * 2 - 1
+    iterations = args.warmup + args.steps
+
+    class Timer(pl.Callback):
+        start = end = None
+
+        def _sync(self, trainer):
+            if trainer.strategy.root_device.type == "cuda":
+                torch.cuda.synchronize(trainer.strategy.root_device)
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == args.warmup:
+                self._sync(trainer)
+                if trainer.strategy.root_device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
+                self.start = time.perf_counter()
+
+        def on_train_end(self, trainer, pl_module):
+            self._sync(trainer)
+            self.end = time.perf_counter()
+            # every rank must end with the same weights (DDP averaged the same gradients)
+            flat = torch.stack([p.detach().double().sum() for p in pl_module.parameters()])
+            gathered = trainer.strategy.all_gather(flat).reshape(trainer.world_size, -1)
+            self.ranks_equal = bool((gathered == gathered[0]).all())
+            self.finite = bool(torch.isfinite(flat).all())
+
+    timer = Timer()
+    trainer = pl.Trainer(accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
+                         precision=args.precision or cfg.get("trainer", {}).get("precision", "32-true"),
+                         max_steps=2 * iterations, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         num_sanity_val_steps=0, callbacks=[timer])
+    try:
+        trainer.fit(module, torch.utils.data.DataLoader(_RepeatBatch({"image": real}), batch_size=None))
+    finally:
+        loader.set_mode(None)
+    device = trainer.strategy.root_device
+    seconds = (timer.end - timer.start) / args.steps
+    global_batch = batch * trainer.world_size
+    out = {"cuda_ops": mode, "fused_kernels_used": device.type == "cuda" and mode != "ref"
+           and loader.load_extension() is not None,
+           "iteration_s": round(seconds, 4), "s_per_kimg": round(seconds * 1000 / global_batch, 3),
+           "images_per_s": round(global_batch / seconds, 2), "iterations": int(module.iteration),
+           "world_size": trainer.world_size, "ranks_equal": timer.ranks_equal, "weights_finite": timer.finite}
+    if device.type == "cuda":
+        out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return out | {"_meta": {"resolution": init["resolution"], "batch_per_device": batch,
+                            "precision": trainer.precision, "global_rank": trainer.global_rank,
+                            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                            "r1_interval": init.get("r1_interval", 16), "pl_interval": init.get("pl_interval", 4),
+                            "augment": init.get("augment", True)}}
+
+
+def lightning_main(args) -> dict:
+    import warnings
+
+    import yaml
+
+    for message in (".*module\\(s\\) in eval mode.*", ".*no `val_dataloader`.*"):
+        warnings.filterwarnings("ignore", message=message)
+    cfg = yaml.safe_load(Path(args.lightning).read_text())
+    modes = args.cuda_ops.split(",")
+    results = []
+    meta = None
+    for mode in modes:  # with --json, the report is rewritten after each mode (a killed run keeps the first)
+        try:
+            results.append(_lightning_run(args, cfg, mode))
+        except Exception as exc:  # e.g. `cuda` without a working build: still time the other modes
+            if args.devices != 1:
+                raise
+            results.append({"cuda_ops": mode, "error": f"{type(exc).__name__}: {exc}"[:1000]})
+            print(f"cuda_ops={mode} failed: {results[-1]['error']}", file=sys.stderr)
+        meta = next((r["_meta"] for r in results if "_meta" in r), None)
+        if meta is None:
+            continue
+        report = {"config": args.lightning, **{k: v for k, v in meta.items() if k != "global_rank"},
+                  "warmup": args.warmup, "steps": args.steps, "torch": torch.__version__,
+                  "results": [{k: v for k, v in r.items() if k != "_meta"} for r in results],
+                  "complete": len(results) == len(modes)}
+        by_mode = {r["cuda_ops"]: r for r in report["results"] if "error" not in r}
+        fused = by_mode.get("cuda") or by_mode.get("auto")
+        if fused and "ref" in by_mode:
+            report["fused_speedup"] = round(by_mode["ref"]["iteration_s"] / fused["iteration_s"], 3)
+        if meta["global_rank"] == 0 and args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+    if meta is None:
+        raise RuntimeError(f"every cuda_ops mode failed: {[r['error'] for r in results]}")
+    if meta["global_rank"] == 0:
+        print(json.dumps(report, indent=2))
+    return report
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", choices=sorted(BUILDERS), default="stylegan2")
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--channel-base", type=int, default=32768)
-    parser.add_argument("--channel-max", type=int, default=512)
+    parser.add_argument("--resolution", type=int, default=None, help="default: 64 (--lightning: the config's)")
+    parser.add_argument("--channel-base", type=int, default=None, help="default: 32768 (--lightning: the config's)")
+    parser.add_argument("--channel-max", type=int, default=None, help="default: 512 (--lightning: the config's)")
     parser.add_argument("--ch", type=int, default=96, help="BigGAN width multiplier")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=None, help="default: 4 (--lightning: the config's per device)")
     parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 3; --lightning: 16)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 1; --lightning: 4)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    lit = parser.add_argument_group("--lightning (the StyleGAN2 trainer under a Lightning Trainer)")
+    lit.add_argument("--lightning", metavar="CONFIG", default=None,
+                     help="a StyleGAN2 training YAML (e.g. configs/stylegan2/cub256.yaml)")
+    lit.add_argument("--cuda-ops", default="auto", help="cuda_ops modes to time, e.g. cuda,ref (fused vs reference)")
+    lit.add_argument("--precision", default=None, help="Lightning precision (default: the config's)")
+    lit.add_argument("--accelerator", default="auto")
+    lit.add_argument("--devices", default="1")
+    lit.add_argument("--strategy", default="auto")
+    lit.add_argument("--json", default=None, help="also write the report here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.lightning:
+        args.steps = 16 if args.steps is None else args.steps
+        args.warmup = 4 if args.warmup is None else args.warmup
+        args.devices = int(args.devices) if args.devices.isdigit() else args.devices
+        return lightning_main(args)
+    for key, default in (("resolution", 64), ("channel_base", 32768), ("channel_max", 512), ("batch", 4),
+                         ("steps", 3), ("warmup", 1)):
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     torch.manual_seed(0)
     results = [measure(args, p) for p in args.precisions.split(",")]
     report = {"family": args.family, "resolution": args.resolution, "batch": args.batch, "device": args.device,

@@ -1,16 +1,26 @@
 """Command-line entry points built on LightningCLI (train.py is a thin wrapper around `train_main`)."""
 from __future__ import annotations
 
-import pytorch_lightning as pl
-from pytorch_lightning.cli import LightningCLI
+import os
+import sys
+from pathlib import Path
 
-from pbw.training.common import use_atomic_checkpoints
+import pytorch_lightning as pl
+from jsonargparse import Namespace
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.utilities import rank_zero_only
+
+from pbw.training.common import AtomicCheckpointIO, LoggerVersions, newest_checkpoint, use_atomic_checkpoints
 
 
 class PbwCLI(LightningCLI):
     """LightningCLI over any pbw LightningModule and DataModule (chosen by `class_path` in the YAML).
 
-    Every trainer it builds writes checkpoints atomically. Subcommands: fit, validate, test, predict.
+    A `fit` run keeps its checkpoints in `<trainer.default_root_dir>/checkpoints` (for every
+    ModelCheckpoint without a `dirpath`), written atomically; `--ckpt_path last` continues it from
+    the newest readable one, logging to the same logger version / W&B run. Subcommands: fit,
+    validate, test, predict.
     """
 
     def __init__(self, **kwargs):
@@ -18,10 +28,56 @@ class PbwCLI(LightningCLI):
         super().__init__(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
                          subclass_mode_data=True, **kwargs)
 
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        if self.config.get("subcommand") == "fit":
+            self._resume_or_start(self.config.fit)
+
+    def _resume_or_start(self, config: Namespace) -> None:
+        """Clean up after an interrupted save; resolve `ckpt_path: last` to a file and the loggers'
+        versions stored in it; refuse to start a new run over a run that has checkpoints."""
+        folder = checkpoint_folder(config.trainer.default_root_dir)
+        if removed := AtomicCheckpointIO.remove_partial_saves(folder):
+            tell(f"removed {len(removed)} temporary file(s) of an interrupted checkpoint save in {folder}")
+        if config.ckpt_path == "last":
+            found = newest_checkpoint(folder)
+            if found is None:
+                tell(f"no checkpoint in {folder} yet: starting the run from step 0")
+                config.ckpt_path = None
+                return
+            path, checkpoint = found
+            config.ckpt_path = str(path)
+            versions = checkpoint.get("logger_versions", {})
+            loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+            for logger in loggers:
+                version = versions.get(logger.class_path.rsplit(".", 1)[-1]) if isinstance(logger, Namespace) else None
+                if version is not None:
+                    logger.init_args.version = version
+        elif config.ckpt_path is None and any(folder.glob("*.ckpt")):
+            tell(f"{folder} holds an earlier run's checkpoints; continue it with --ckpt_path last "
+                 "or give this run its own --trainer.default_root_dir")
+            raise SystemExit(2)
+
     def instantiate_trainer(self, **kwargs) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
+        folder = os.path.realpath(checkpoint_folder(trainer.default_root_dir))
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = folder
+        trainer.callbacks.append(LoggerVersions())
         return trainer
+
+
+@rank_zero_only
+def tell(message: str) -> None:
+    """One line on stderr, from the first process only."""
+    print(f"train.py: {message}", file=sys.stderr)
+
+
+def checkpoint_folder(default_root_dir: str | None) -> Path:
+    """Where a run keeps its checkpoints, whatever its logger: `<default_root_dir>/checkpoints`."""
+    return Path(default_root_dir or os.getcwd()) / "checkpoints"
 
 
 def train_main(args: list[str] | None = None) -> PbwCLI:

@@ -2,28 +2,35 @@
 the real page end to end in headless Debian Chromium, driven by Playwright (no browser download).
 
 The browser test loads the page, samples, picks an image, paints a stroke on the canvas, types
-words, presses Paint, and checks that an edited image and the metrics appear. Its screenshot after
-the edit goes to $PBW_APP_SCREENSHOT when set (else into the test's temp folder)."""
+words, presses Paint, checks that the edited image and the metrics appear and that the canvas shows
+the edited image, then paints a second stroke with other words on that result. Its screenshot after
+the second edit goes to $PBW_APP_SCREENSHOT when set (else into the test's temp folder)."""
+import io
 import os
 import socket
 import tempfile
 import time
+import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import pbw.app.__main__ as app_main
 from pbw import assets
-from pbw.app import AppInputError, EditTimeout, Painter, brush_mask, parse_seeds
+from pbw.app import APP_SETTINGS, AppInputError, Painter, brush_mask, parse_seeds
 from pbw.checkpoints import load_generator
 from pbw.checkpoints.core import ImportedNetworks, save_pbw_checkpoint
+from pbw.editing.result import EditResult
 from pbw.models.biggan import BigGANGenerator
 from pbw.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from pbw.semantic import SemanticNet, register_model_configs
 
 RES, CANVAS = 32, 384
+SETTINGS = replace(APP_SETTINGS, crops=2, population=4)
 FAST = dict(optimizer="adam", steps=2, lam=5.0, generations=1)
 
 
@@ -50,7 +57,8 @@ def painter(tmp_path_factory):
     d = tmp_path_factory.mktemp("app")
     register_model_configs()
     g = load_generator(tiny_checkpoint(d / "tiny.ckpt"))
-    return Painter(g, SemanticNet("pbw-tiny-clip", None, crops=2), population=4, time_limit=120, out_dir=d / "out")
+    return Painter(g, SemanticNet("pbw-tiny-clip", None), device="cpu", settings=SETTINGS, time_limit=120,
+                   out_dir=d / "out")
 
 
 def test_brush_mask_from_layers():
@@ -77,8 +85,8 @@ def test_parse_seeds():
 
 def test_samples_are_reproducible(painter):
     a, b = painter.samples("3, 4"), painter.samples("3")
-    assert [s.label for s in a] == ["seed 3", "seed 4"] and a[0].image.shape == (1, 3, RES, RES)
-    assert torch.equal(a[0].image, b[0].image) and not torch.equal(a[0].image, a[1].image)
+    assert [s.name for s in a] == ["seed 3", "seed 4"] and a[0].edited.shape == (1, 3, RES, RES)
+    assert torch.equal(a[0].edited, b[0].edited) and not torch.equal(a[0].edited, a[1].edited)
 
 
 def test_bad_input_runs_nothing(painter, monkeypatch):
@@ -107,62 +115,78 @@ def test_paint_undo_and_successive_edits(painter):
     m1 = stroke(0, 192, 0, 192)
     out = h.paint(history, {"layers": [m1]}, "a red head", "blurry", "adam", 2, 1, 5.0, False, 0)
     history = out[0]
-    assert len(history) == 2 and out[3] is not None and "Done" in out[5], out[5]
+    assert len(history) == 2 and out[3] is not None and "Done: painted: a red head" in out[5], out[5]
+    assert out[1]["background"] is not None and out[1]["layers"] == []  # the canvas: the result, no strokes
     assert "semantic score" in out[4] and "realism" in out[4] and "preservation" in out[4]
     first = history[1]
     assert set(first.metrics) >= {"semantic_score", "realism", "preservation_l1"}
+    assert first.settings["steps"] == 2 and first.settings["population"] == painter.settings.population
     assert [Path(f).name for f in out[6]] == ["edited.png", "latents.pt", "comparison.png"]
     assert all(Path(f).is_file() for f in out[6])
     inside = brush_mask([m1], RES).bool().expand(1, 3, RES, RES)
-    change = (first.image - history[0].image).abs()
+    change = (first.edited - history[0].edited).abs()
     assert change[inside].mean() > 3 * change[~inside].mean()  # the edit acts in the painted region
 
     # a second stroke elsewhere: the first edit and everything outside the new stroke stay
     m2 = brush_mask([stroke(256, 384, 256, 384)], RES)
     second = painter.edit(first, m2, "a blue wing", **FAST)
-    assert len(second.layers) == 2 and torch.equal(second.w0, first.w0)
+    assert len(second.layers) == 2 and second.layers[0] is first.layers[0] and torch.equal(second.w0, first.w0)
     keep = (m2 == 0).expand(1, 3, RES, RES)
-    assert torch.equal(second.image[keep], first.image[keep]) and not torch.equal(second.image, first.image)
+    assert torch.equal(second.edited[keep], first.edited[keep])
+    assert not torch.equal(second.edited, first.edited)
+    assert torch.equal(second.original, first.edited)
 
     # undo walks back through the history
     back = h.undo(history + [second])
-    assert len(back[0]) == 2 and back[0][-1] is first
+    assert len(back[0]) == 2 and back[0][-1] is first and "back to: painted: a red head" in back[5]
 
-    # the downloaded latents replay the whole history exactly
-    replay = painter.load_latents(second.files[1])
-    assert len(replay.layers) == 2 and torch.allclose(replay.image, second.image, atol=1e-5)
+    # the downloaded latents (format 2) hold this edit and replay the whole history exactly
+    saved = torch.load(painter.files(second)[1], weights_only=True)
+    assert saved["format_version"] == 2 and saved["prompt"]["texts"] == ["a blue wing"]
+    assert torch.equal(saved["mask"], m2) and len(saved["layers"]) == 2
+    replay = painter.load(painter.files(second)[1])
+    assert len(replay.layers) == 2 and torch.allclose(replay.edited, second.edited, atol=1e-5)
+    assert painter.files(replay) is None  # a loaded file is not offered for download again
 
 
 def test_whole_image_mode(painter):
     start = painter.samples("2")[0]
     nxt = painter.edit(start, None, "a small bird", **FAST)
     assert nxt.layers == [] and not torch.equal(nxt.w0, start.w0) and "preservation_l1" not in nxt.metrics
-    assert (nxt.image - start.image).abs().mean() > 1e-4 and "realism" in nxt.metrics
-    assert torch.allclose(painter.load_latents(nxt.files[1]).image, nxt.image, atol=1e-5)
+    assert (nxt.edited - start.edited).abs().mean() > 1e-4 and "realism" in nxt.metrics
+    assert torch.allclose(painter.load(painter.files(nxt)[1]).edited, nxt.edited, atol=1e-5)
 
 
 def test_saved_latents_are_checked(painter, tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("not a tensor file")
-    with pytest.raises(AppInputError, match="is not a saved latent file"):
-        painter.load_latents(text)
+    with pytest.raises(AppInputError, match="is not a saved edit"):
+        painter.load(text)
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(AppInputError, match="needs 'codes' and 'w0'"):
-        painter.load_latents(tmp_path / "other.pt")
+        painter.load(tmp_path / "other.pt")
     other = StyleGAN2Generator(RES, z_dim=8, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
     codes = other.sample(1, seed=0)
     torch.save({"codes": codes, "w0": other.encode(codes)}, tmp_path / "foreign.pt")
-    with pytest.raises(AppInputError, match="not a latent of this generator"):
-        painter.load_latents(tmp_path / "foreign.pt")
-    # edit.py's latents.pt (one masked edit, no 'layers') loads as one painted layer
-    codes = painter.generator.sample(1, seed=5)
-    w0 = painter.generator.encode(codes)
-    mask = torch.zeros(1, 1, RES, RES)
-    mask[..., :16, :16] = 1
-    torch.save({"codes": codes, "w0": w0, "latents": {"w": w0 + 0.5}, "mask": mask}, tmp_path / "edit_py.pt")
-    step = painter.load_latents(tmp_path / "edit_py.pt")
-    assert len(step.layers) == 1
-    assert torch.allclose(step.image, painter.generator.decode(w0 + 0.5, w0, mask), atol=1e-6)
+    with pytest.raises(AppInputError, match="not an image of this generator"):
+        painter.load(tmp_path / "foreign.pt")
+
+    # files from before format versions: edit.py's latents.pt (one masked edit) loads as one painted layer
+    g = painter.generator
+    codes = g.sample(1, seed=5)
+    w0 = g.encode(codes)
+    m1, m2 = torch.zeros(1, 1, RES, RES), torch.zeros(1, 1, RES, RES)
+    m1[..., :16, :16], m2[..., 8:24, 8:24] = 1, 1
+    torch.save({"codes": codes, "w0": w0, "latents": {"w": w0 + 0.5}, "mask": m1}, tmp_path / "edit_py.pt")
+    one = painter.load(tmp_path / "edit_py.pt")
+    assert len(one.layers) == 1 and one.name == "loaded edit_py.pt"
+    assert torch.allclose(one.edited, g.decode(w0 + 0.5, w0, m1), atol=1e-6)
+    # ... and the old app's, with its history's W+ layers: each pasted over the image so far through its mask
+    torch.save({"codes": codes, "w0": w0, "latents": {"w": w0 - 0.5}, "mask": m2,
+                "layers": [(w0 + 0.5, m1), (w0 - 0.5, m2)]}, tmp_path / "old_app.pt")
+    two = painter.load(tmp_path / "old_app.pt")
+    want = g.decode(w0 - 0.5, w0, m2) * m2 + g.decode(w0 + 0.5, w0, m1) * (1 - m2)
+    assert len(two.layers) == 2 and torch.allclose(two.edited, want, atol=1e-5)
 
 
 def test_time_limit_stops_an_edit_and_the_page_reports_it(painter, monkeypatch):
@@ -170,15 +194,19 @@ def test_time_limit_stops_an_edit_and_the_page_reports_it(painter, monkeypatch):
 
     start = painter.samples("0")[0]
     monkeypatch.setattr(painter, "time_limit", 1e-6)
-    with pytest.raises(EditTimeout, match="time limit"):
-        painter.edit(start, None, "a bird", **FAST)
-    out = Handlers(painter).paint([start], None, "a bird", "", "adam", 2, 1, 5.0, True, 0)
-    assert out[5].startswith("**Error:**") and "EditTimeout" in out[5]
+    partial = painter.edit(start, None, "a bird", optimizer="adam", steps=5)
+    assert len(partial.history) == 1 and "time limit" in partial.notes[-1]  # stopped after one step
+    assert painter.files(partial) is not None  # what it reached is saved
+    out = Handlers(painter).paint([start], None, "a bird", "", "adam", 5, 1, 5.0, True, 0)
+    assert len(out[0]) == 2 and out[3] is not None
+    assert "Done: whole image: a bird" in out[5] and "stopped early: the time limit" in out[5], out[5]
 
 
 def test_cli_defaults_and_missing_mini_checkpoints(tmp_path, monkeypatch):
-    args = app_main.build_parser().parse_args([])
-    assert args.host == "127.0.0.1" and args.generator is None
+    parser = app_main.build_parser()
+    args = parser.instantiate(parser.parse_args([]))
+    assert args.host == "127.0.0.1" and args.generator is None and args.settings == APP_SETTINGS
+    assert parser.instantiate(parser.parse_args(["--settings.crops", "4"])).settings.crops == 4
     monkeypatch.setattr(assets, "MINI_DIR", tmp_path)
     with pytest.raises(SystemExit, match="--generator CKPT --clip"):
         app_main.resolve_models(None, None)
@@ -198,31 +226,32 @@ def test_biggan_class_pick_masked_and_whole_image_edits(tmp_path):
     whole-image mode moves z and the class vector; a masked edit on top of it works; saved latents replay."""
     torch.manual_seed(0)
     g = BigGANGenerator(resolution=32, ch=8, n_classes=3, dim_z=32, shared_dim=8, attention=None).eval()
-    p = Painter(g, SemanticNet("pbw-tiny-clip", None, crops=2), population=4, time_limit=120, out_dir=tmp_path)
-    assert p.conditional
+    p = Painter(g, SemanticNet("pbw-tiny-clip", None), device="cpu", settings=SETTINGS, out_dir=tmp_path)
     starts = p.samples("0-1", class_label=2)
-    assert [s.label for s in starts] == ["seed 0, class 2", "seed 1, class 2"]
+    assert [s.name for s in starts] == ["seed 0, class 2", "seed 1, class 2"]
     assert all(int(s.codes["class"]) == 2 for s in starts)
     with pytest.raises(AppInputError, match="class|label"):
         p.samples("0", class_label=7)
     mask = brush_mask([stroke(0, 192, 0, 192)], RES)
     painted = p.edit(starts[0], mask, "a red roof", **FAST)
     assert len(painted.layers) == 1 and int(painted.codes["class"]) == 2
-    assert not torch.equal(painted.image, starts[0].image) and torch.equal(painted.w0, starts[0].w0)
+    assert not torch.equal(painted.edited, starts[0].edited) and torch.equal(painted.w0, starts[0].w0)
     whole = p.edit(starts[1], None, "a beach", **FAST)
     assert whole.codes["class"].shape == (1, 3) and whole.codes["class"].dtype == torch.float32
     assert not torch.equal(whole.codes["class"], torch.tensor([[0.0, 0.0, 1.0]]))
     assert not torch.equal(whole.codes["z"], starts[1].codes["z"])
-    assert torch.allclose(p.load_latents(whole.files[1]).image, whole.image, atol=1e-5)
+    assert torch.allclose(p.load(p.files(whole)[1]).edited, whole.edited, atol=1e-5)
     on_top = p.edit(whole, mask, "a red roof", **FAST)
     assert torch.equal(on_top.codes["class"], whole.codes["class"]) and len(on_top.layers) == 1
-    assert torch.allclose(p.load_latents(on_top.files[1]).image, on_top.image, atol=1e-5)
-    assert torch.allclose(p.load_latents(painted.files[1]).image, painted.image, atol=1e-5)
+    for result in (on_top, painted):
+        assert torch.allclose(p.load(p.files(result)[1]).edited, result.edited, atol=1e-5)
+
 
 # ---- the page in a browser ------------------------------------------------------------------
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ACTION_S, EDIT_S = 60, 240  # bounded waits: a page action (generous for a cold start), an edit (time limit 60 s)
 
 needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
                                 reason=f"no Debian chromium at {CHROMIUM}: run .ci/install_browser.sh "
@@ -235,86 +264,168 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_until_serving(url: str, timeout: float = ACTION_S) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from pbw.app.__main__ import main
 
     d = tmp_path_factory.mktemp("app_browser")
     port = _free_port()
+    # a large learning rate, so that an edit of a random network plainly changes the canvas
     page = main(["--generator", str(tiny_checkpoint(d / "tiny.ckpt")), "--clip", "pbw-tiny-clip:random",
-                 "--crops", "2", "--population", "4", "--device", "cpu", "--time_limit", "60",
-                 "--port", str(port), "--out", str(d / "out")], block=False)
-    yield f"http://127.0.0.1:{port}/", d
+                 "--settings.crops", "2", "--settings.population", "4", "--settings.lr", "2", "--device", "cpu",
+                 "--time_limit", "60", "--port", str(port), "--out", str(d / "out")], block=False)
+    url = f"http://127.0.0.1:{port}/"
+    _wait_until_serving(url)
+    yield url, d / "out"
     page.close()
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), np.float32) / 255
+
+
+def _canvas(page) -> tuple[np.ndarray, dict]:
+    """The image on the editor's canvas, sampled at the centre of each of its RES x RES cells, and
+    where it lies on the page (x, y, width, height)."""
+    canvas = page.locator("#editor canvas").first
+    shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"), np.float32) / 255
+    box = canvas.bounding_box()  # after the screenshot, which scrolls the canvas into view
+    filled = np.abs(shot - 1).max(-1) > 0.03  # not the white canvas (the toolbar covers little of the image)
+    rows, cols = filled.sum(1), filled.sum(0)
+    ys, xs = np.flatnonzero(rows > rows.max() / 2), np.flatnonzero(cols > cols.max() / 2)
+    y0, x0, h, w = ys[0], xs[0], ys[-1] + 1 - ys[0], xs[-1] + 1 - xs[0]
+    centre = (np.arange(RES) + 0.5) / RES
+    cells = shot[(y0 + centre * h).astype(int)][:, (x0 + centre * w).astype(int)]
+    scale = box["width"] / shot.shape[1]
+    return cells, {"x": box["x"] + x0 * scale, "y": box["y"] + y0 * scale, "width": w * scale, "height": h * scale}
+
+
+def _wait_for_canvas(page, image: Path, not_image: Path | None = None, timeout: float = ACTION_S) -> dict:
+    """Wait until the canvas shows `image` (a PNG the app saved), clearly not `not_image`, with no
+    progress overlay over it; returns where the image lies on the page."""
+    want = _png(image)
+    changed = np.abs(want - _png(not_image)).mean(-1) > 0.1 if not_image else None
+    deadline = time.monotonic() + timeout
+    while True:
+        cells, box = _canvas(page)
+        diff = np.abs(cells - want).mean(-1)
+        ok = np.median(diff) < 0.05 and page.locator("#editor .progress-text").count() == 0
+        if changed is not None:
+            before = np.abs(cells - _png(not_image)).mean(-1)
+            ok = ok and diff[changed].mean() < before[changed].mean() / 3
+        if ok:
+            return box
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the canvas does not show {image}: median difference {np.median(diff):.3f}"
+                                 + (f", {diff[changed].mean():.3f} vs {before[changed].mean():.3f} to "
+                                    f"{not_image} where they differ" if changed is not None else ""))
+        time.sleep(0.5)
+
+
+def _stroke(page, box: dict, y: float, x0: float, x1: float) -> None:
+    """Brush a horizontal stroke at height `y` from `x0` to `x1` (fractions of the image on the canvas)."""
+    page.locator("#editor").get_by_role("button", name="Brush", exact=True).click()
+    at = lambda fx, fy: (box["x"] + fx * box["width"], box["y"] + fy * box["height"])  # noqa: E731
+    page.mouse.move(*at(x0, y))
+    page.mouse.down()
+    for i in range(1, 5):  # few moves: each redraws the canvas, slow in software WebGL
+        page.mouse.move(*at(x0 + (x1 - x0) * i / 4, y))
+    page.mouse.up()
+
+
+def _paint(page, words: str, step: int) -> float:
+    """Type the words, press Paint, wait for the edit; returns its time in seconds."""
+    page.fill("#prompt textarea", words)
+    start = time.monotonic()
+    page.click("#paint")
+    page.wait_for_function(f"document.querySelector('#status').innerText.includes('Done: painted: {words} "
+                           f"(step {step} ')", timeout=EDIT_S * 1000)
+    return time.monotonic() - start
 
 
 @needs_chromium
 def test_paint_a_stroke_in_the_browser(server, tmp_path):
-    url, folder = server
+    """Paint a stroke, then a second one on the result: the canvas shows each edited image, and each
+    edit's mask is only its own stroke."""
+    url, out = server
     sync_api = pytest.importorskip("playwright.sync_api", reason="the python 'playwright' package is not installed")
     shot = Path(os.environ.get("PBW_APP_SCREENSHOT", tmp_path / "app_after_edit.png"))
+    status = "document.querySelector('#status').innerText.includes"
     with sync_api.sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(tempfile.mkdtemp(prefix="pbw-chromium-"), executable_path=CHROMIUM,
-                                                   headless=True, args=FLAGS, viewport={"width": 1500, "height": 1100})
+                                                   headless=True, args=FLAGS, viewport={"width": 1500, "height": 1100},
+                                                   timeout=ACTION_S * 1000)
+        ctx.set_default_timeout(ACTION_S * 1000)
+        ctx.route(lambda u: not u.startswith(url), lambda route: route.abort())  # a local page: nothing else
+        page = ctx.new_page()
         try:
-            page = ctx.new_page()
-            page.goto(url)
+            page.goto(url, wait_until="domcontentloaded")
             page.fill("#seeds textarea", "0-5")
             page.click("#sample")
             page.get_by_label("Thumbnail 3 of 6").click()
-            page.wait_for_function("document.querySelector('#status').innerText.includes('Started from seed 2')",
-                                   timeout=30000)
+            page.wait_for_function(f"{status}('Started from seed 2')")
 
             # Paint with no stroke: a message, nothing runs
             page.click("#paint")
-            page.wait_for_function("document.querySelector('#status').innerText.includes('paint a stroke')",
-                                   timeout=30000)
+            page.wait_for_function(f"{status}('paint a stroke')")
             assert page.locator("#result img").count() == 0
 
-            # a brush stroke across the middle of the canvas
-            page.locator("#editor").get_by_role("button", name="Brush", exact=True).click()
-            box = page.locator("#editor").bounding_box()
-            x, y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4
-            page.mouse.move(x, y)
-            page.mouse.down()
-            for i in range(1, 13):
-                page.mouse.move(x + i * box["width"] * 0.03, y + i * 4)
-            page.mouse.up()
-
-            page.fill("#prompt textarea", "a red head")
+            # a stroke across the upper middle; the canvas then shows the edited image
             page.fill("#steps input[type=number]", "2")
             page.press("#steps input[type=number]", "Enter")
-            start = time.monotonic()
-            page.click("#paint")
-            page.wait_for_function("document.querySelector('#metrics').innerText.includes('semantic score')",
-                                   timeout=180000)
-            elapsed = time.monotonic() - start
-            page.wait_for_selector("#result img", timeout=10000)
-            status, metrics = page.locator("#status").inner_text(), page.locator("#metrics").inner_text()
-            assert "Done: painted: a red head" in status, status
+            _, box = _canvas(page)
+            _stroke(page, box, 0.35, 0.25, 0.65)
+            first = _paint(page, "a red head", 1)
+            metrics = page.locator("#metrics").inner_text()
             for figure in ("semantic score", "realism", "preservation: L1"):
                 assert figure in metrics
-            assert page.locator("#original img").count() == 1
+            assert page.locator("#original img").count() == 1 and page.locator("#result img").count() == 1
+            page.locator("#files a[href$='latents.pt']").wait_for()
+            assert page.locator("#files a[href$='edited.png']").count() == 1
+            box = _wait_for_canvas(page, out / "edit_0001" / "edited.png", out / "edit_0001" / "original.png")
+
+            # a second stroke and words on the result: the canvas shows the new result
+            _stroke(page, box, 0.8, 0.2, 0.8)
+            second = _paint(page, "a blue wing", 2)
+            _wait_for_canvas(page, out / "edit_0002" / "edited.png", out / "edit_0001" / "edited.png")
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
-            page.locator("#files a[href$='latents.pt']").wait_for(timeout=10000)
-            assert page.locator("#files a[href$='edited.png']").count() == 1
             assert shot.stat().st_size > 10_000
-            print(f"edit in the browser: {elapsed:.1f} s")
+            masks = [_png(out / f"edit_000{i}" / "mask.png")[..., 0] for i in (1, 2)]
+            assert masks[0][9:14].max() > 0 and masks[0][24:].max() == 0  # each edit's mask: its own stroke
+            assert masks[1][24:].max() > 0 and masks[1][:20].max() == 0
+            assert len(EditResult.load(out / "edit_0002").layers) == 2
+            print(f"edits in the browser: {first:.1f} s, {second:.1f} s")
 
-            # undo goes back to the start
+            # undo goes back to the first result, on the canvas too
             page.click("#undo")
-            page.wait_for_function("document.querySelector('#status').innerText.includes('Undone')", timeout=30000)
+            page.wait_for_function(f"{status}('Undone')")
+            _wait_for_canvas(page, out / "edit_0001" / "edited.png", out / "edit_0002" / "edited.png")
 
             # uploads: a file that is not a latent gets a message; the saved latents come back
             bad = tmp_path / "notes.pt"
             bad.write_text("not a latent")
             page.set_input_files("#upload input[type=file]", str(bad))
-            page.wait_for_function("document.querySelector('#status').innerText.includes('not a saved latent')",
-                                   timeout=30000)
+            page.wait_for_function(f"{status}('not a saved edit')")
             page.locator("#upload").get_by_role("button", name="Clear").click()
-            page.set_input_files("#upload input[type=file]", str(folder / "out" / "edit_0001" / "latents.pt"))
-            page.wait_for_function("document.querySelector('#status').innerText.includes('1 painted layer')",
-                                   timeout=30000)
+            page.set_input_files("#upload input[type=file]", str(out / "edit_0002" / "latents.pt"))
+            page.wait_for_function(f"{status}('2 painted layer')")
+        except Exception:
+            page.screenshot(path=str(tmp_path / "app_failure.png"), full_page=True)
+            print(f"page at the failure ({tmp_path / 'app_failure.png'}): {page.locator('#status').inner_text()!r}")
+            raise
         finally:
             ctx.close()

@@ -1,6 +1,7 @@
 """BigGAN training through the CLI: tiny run with metrics, resume, checkpoints, bad configs, DDP."""
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def test_tiny_run_trains_with_finite_losses_and_computes_metrics(tiny_run):
 
 def test_checkpoint_holds_networks_and_the_pbw_entry(tiny_run):
     out, cli = tiny_run
-    ckpt = torch.load(out / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True, map_location="cpu")
+    ckpt = torch.load(out / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
     entry = ckpt["pbw"]
     assert entry["family"] == "biggan" and entry["format_version"] == 1
     assert entry["generator"] == dict(resolution=32, ch=8, n_classes=4, sn_eps=1e-6, num_sv_itrs=1, dim_z=32,
@@ -75,14 +76,17 @@ def test_checkpoint_holds_networks_and_the_pbw_entry(tiny_run):
 
 def test_resume_continues_iterations_and_ema(tiny_run, places, tmp_path):
     out, _ = tiny_run
-    mid = out / "lightning_logs/version_0/checkpoints/epoch=0-step=6.ckpt"
+    mid = out / "checkpoints/epoch=0-step=6.ckpt"
     saved = torch.load(mid, weights_only=True, map_location="cpu")["state_dict"]
     cli = train_main(run_args(places, tmp_path / "a", "--trainer.max_steps", "6", "--ckpt_path", str(mid)))
     restored = cli.model.state_dict()
     for key in ("iteration", "images_seen", "generator_ema.linear.weight", "generator.blocks.0.0.bn1.stored_mean",
                 "discriminator.linear.u0"):
         assert torch.equal(restored[key].cpu(), saved[key]), key
-    cli = train_main(run_args(places, tmp_path / "b", "--ckpt_path", str(mid)))
+    (tmp_path / "b/checkpoints").mkdir(parents=True)  # a run whose newest checkpoint is the middle one
+    shutil.copy(mid, tmp_path / "b/checkpoints")
+    cli = train_main(run_args(places, tmp_path / "b", "--ckpt_path", "last"))
+    assert cli.trainer.ckpt_path == str(tmp_path / "b/checkpoints" / mid.name)
     assert cli.trainer.global_step == 12 and int(cli.model.iteration) == 4 and int(cli.model.images_seen) == 16
 
 
@@ -90,7 +94,7 @@ def test_resume_with_another_architecture_fails_clearly(tiny_run):
     # (LightningCLI itself rebuilds the model from the checkpoint's hyperparameters on --ckpt_path;
     # this guards Trainer.fit(model, ckpt_path=...) with a differently built model.)
     out, _ = tiny_run
-    ckpt = torch.load(out / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True, map_location="cpu")
+    ckpt = torch.load(out / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
     wider = BigGANModule(resolution=32, ch=16, n_classes=4, dim_z=32, shared_dim=8, g_attention=16, d_attention=16,
                          num_metric_samples=0)
     with pytest.raises(ValueError, match="resume with the config"):

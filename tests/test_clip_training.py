@@ -8,7 +8,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from pbw.cli import train_main
 from pbw.data import synthetic as syn
+import clip_probes
 from pbw.training.clip import CLIPTrainer, in_batch_accuracy, register_model_configs
 
 # A micro configuration so that a real training run fits in a few seconds of CPU.
@@ -118,7 +120,7 @@ def test_micro_clip_learns_part_colors_on_synthetic_birds(micro_clip, birds, tmp
 
     # zero-shot probe: which of the 11 palette colors does "this bird has a <color> <part>." pick?
     model.eval()
-    accuracy = syn.part_color_probe(model.similarity, images[test], colors[test], ("body", "head", "wing", "tail"))
+    accuracy = clip_probes.part_color_probe(model.similarity, images[test], colors[test], ("body", "head", "wing", "tail"))
     assert np.mean(list(accuracy.values())) > 3 / len(syn.PALETTE), accuracy  # chance is 1/11 (beak: a few pixels)
     probes = [syn.canonical_caption({"head": c}, ("head",)) for c in syn.PALETTE]
 
@@ -153,20 +155,27 @@ def test_clear_errors(micro_clip, tmp_path):
         model.training_step({"image": torch.zeros(2, 3, 32, 32), "label": torch.zeros(2)}, 0)
 
 
-def test_mini_config_runs_through_lightning_cli(tmp_path):
-    from pytorch_lightning.cli import LightningCLI
-
+def test_mini_config_trains_and_resumes_through_the_cli(tmp_path):
     root = syn.generate(tmp_path / "birds", n=24, resolution=64, seed=0, progress=False)
-    cli = LightningCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
-                       subclass_mode_data=True, run=False, save_config_callback=None,
-                       args=["--config", "configs/mini/clip.yaml", "--data.init_args.root", str(root),
-                             "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
-                             "--model.init_args.export_dir", str(tmp_path / "clip"),
-                             "--trainer.max_steps", "2", "--trainer.logger", "false",
-                             "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path)])
+    args = ["fit", "--config", "configs/mini/clip.yaml", "--data.init_args.root", str(root),
+            "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
+            "--model.init_args.export_dir", str(tmp_path / "clip"), "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    cli = train_main([*args, "--trainer.max_steps", "2"])
     assert isinstance(cli.model, CLIPTrainer) and cli.model.hparams.model_name == "pbw-mini-clip"
-    cli.trainer.fit(cli.model, cli.datamodule)
     assert cli.trainer.global_step == 2 and np.isfinite(cli.trainer.callback_metrics["train/loss"].item())
+    resumed = train_main([*args, "--trainer.max_steps", "3", "--ckpt_path", "last"])  # scripts/retrain_mini.sh
+    assert resumed.trainer.ckpt_path == str(tmp_path / "checkpoints/last.ckpt") and resumed.trainer.global_step == 3
     saved = json.loads((tmp_path / "clip" / "open_clip_config.json").read_text())
     assert saved["model_cfg"]["vision_cfg"]["image_size"] == 64
     assert isinstance(open_clip.create_model(f"local-dir:{tmp_path / 'clip'}"), torch.nn.Module)
+
+
+def test_trainer_and_editor_show_images_to_clip_the_same_way():
+    """The CLIP trainer's input for an image equals the editor's whole-image view of it, so a CLIP
+    trained by pbw sees edited images as it saw its training images."""
+    from pbw.semantic import SemanticNet
+    torch.manual_seed(0)
+    trainer, editor = CLIPTrainer("pbw-tiny-clip"), SemanticNet("pbw-tiny-clip", None, crops=0)
+    x = torch.rand(2, 3, 24, 24) * 2 - 1  # smaller than CLIP's input: both resample
+    assert torch.allclose(trainer.preprocess(x), editor.views(x, None, crops=0), atol=1e-6)

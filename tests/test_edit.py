@@ -161,6 +161,19 @@ def test_lpips_local_backbone_weights_and_off_switch(tmp_path):
     assert torch.equal(l1_off, l1) and torch.equal(lp_off, torch.zeros(2))
 
 
+def test_torchmetrics_private_lpips_network_is_where_pbw_expects_it():
+    """pbw builds LPIPS from torchmetrics' private `_NoTrainLpips`: the public metric downloads its
+    ImageNet backbone when built, with no way to pass a local file. If torchmetrics moves or changes
+    that class, this test names the problem before any edit fails."""
+    import inspect
+
+    from torchmetrics.functional.image import lpips as tm_lpips
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    assert {"net", "pnet_rand"} <= set(inspect.signature(tm_lpips._NoTrainLpips).parameters)
+    assert "_NoTrainLpips" in inspect.getsource(LearnedPerceptualImagePatchSimilarity.__init__)
+
+
 # ---- CMA-ES ---------------------------------------------------------------------------------
 def test_sep_cmaes_minimizes_a_batch_of_problems_on_their_active_dims():
     g = torch.Generator().manual_seed(0)

@@ -48,8 +48,8 @@ def test_edit_py_default_clip_is_the_paper_one():
 def test_quick_edit_with_the_bundle(tmp_path, config, extra):
     out = tmp_path / "first"
     rows = main(["--config", f"configs/edit/{config}", "--prompt", "a bird with a red body",
-                 "--mask", "0.25,0.25,0.75,0.75", "--out", str(out), "--steps", "2", "--generations", "1",
-                 "--population", "4", "--progress", "false", *extra])
+                 "--mask", "0.25,0.25,0.75,0.75", "--out", str(out), "--settings.steps", "2",
+                 "--settings.generations", "1", "--settings.population", "4", "--progress", "false", *extra])
     assert len(rows) == 1
     comparison = Image.open(out / "comparison.png")
     assert comparison.size[0] > 3 * 32 and comparison.size[1] >= 32

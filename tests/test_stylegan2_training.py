@@ -1,5 +1,6 @@
 """StyleGAN2 training through the CLI: tiny run with metrics, resume, atomic checkpoints, W&B, DDP."""
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -54,18 +55,23 @@ def test_tiny_run_trains_with_finite_losses_and_computes_metrics(tiny_run):
 
 def test_checkpoint_holds_networks_and_training_state(tiny_run):
     out, cli = tiny_run
-    ckpt = torch.load(out / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True, map_location="cpu")
+    ckpt = torch.load(out / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["pbw"]["family"] == "stylegan2" and ckpt["pbw"]["generator"]["resolution"] == 32
     state = ckpt["state_dict"]
     for key in ("generator_ema.synthesis.b32.torgb.weight", "discriminator.b4.out.weight",
                 "augment_pipe.p", "pl_mean", "images_seen", "generator.mapping.w_avg"):
         assert key in state, key
     assert torch.equal(state["augment_pipe.p"], cli.model.augment_pipe.p)
+    # The config's retention: the newest 2 (every 4 steps), the best by FID, last.ckpt linking to the newest.
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names[0].startswith("best-step=8-fid=")
+    assert names[1:] == ["epoch=0-step=4.ckpt", "epoch=1-step=8.ckpt", "last.ckpt"]
+    assert (out / "checkpoints/last.ckpt").resolve().name == "epoch=1-step=8.ckpt"
 
 
 def test_resume_continues_step_count_ema_and_ada(tiny_run, cub, tmp_path):
     out, _ = tiny_run
-    mid = out / "lightning_logs/version_0/checkpoints/epoch=0-step=4.ckpt"
+    mid = out / "checkpoints/epoch=0-step=4.ckpt"
     saved = torch.load(mid, weights_only=True, map_location="cpu")["state_dict"]
     # Resume with max_steps equal to the checkpoint's step: the state is restored, nothing trains.
     cli = train_main(run_args(cub, tmp_path / "a", "--trainer.max_steps", "4", "--ckpt_path", str(mid)))
@@ -78,7 +84,7 @@ def test_resume_continues_step_count_ema_and_ada(tiny_run, cub, tmp_path):
 
 def test_resume_with_another_architecture_fails_clearly(tiny_run):
     out, _ = tiny_run
-    ckpt = torch.load(out / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True, map_location="cpu")
+    ckpt = torch.load(out / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
     # (The CLI re-applies the checkpoint's hyperparameters; a Trainer used from Python hits this check.)
     other = StyleGAN2Module(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=16,
                             num_metric_samples=0)
@@ -103,18 +109,28 @@ def test_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def test_wandb_offline_logging_writes_a_local_run(cub, tmp_path, monkeypatch):
+def test_wandb_offline_logging_writes_a_local_run_that_resumes(cub, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    train_main(["fit", "--config", TINY, "--config", str(REPO / "configs/logging/wandb.yaml"),
-                "--data.root", str(cub), "--trainer.default_root_dir", str(tmp_path),
-                "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.offline", "true",
-                "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-                "--trainer.logger.init_args.project", "pbw-test"])
+    args = ["fit", "--config", TINY, "--config", str(REPO / "configs/logging/wandb.yaml"),
+            "--data.root", str(cub), "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.offline", "true",
+            "--trainer.val_check_interval", "2", "--trainer.logger.init_args.project", "pbw-test"]
+    run_id = train_main([*args, "--trainer.max_steps", "2"]).trainer.logger.version
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs and list(runs[0].glob("*.wandb")), "an offline W&B run file should be written"
+    resumed = train_main([*args, "--trainer.max_steps", "4", "--ckpt_path", "last"])
+    assert resumed.trainer.global_step == 4 and resumed.trainer.logger.version == run_id  # the same W&B run
+    assert all(run.name.endswith(run_id) for run in (tmp_path / "wandb").glob("offline-run-*"))
 
 
-def test_two_process_ddp_ends_with_equal_weights(cub, tmp_path):
-    rank0 = run_two_rank_ddp(run_args(cub, tmp_path, "--trainer.max_steps", "4"), tmp_path)
+def test_two_process_ddp_resumes_and_ends_with_equal_weights(cub, tmp_path):
+    probe = ["--trainer.callbacks+=training_probes.StepLog"]
+    run_two_rank_ddp(run_args(cub, tmp_path, "--trainer.max_steps", "2", *probe), tmp_path)
+    rank0 = run_two_rank_ddp(run_args(cub, tmp_path, "--trainer.max_steps", "4", *probe, "--ckpt_path", "last"),
+                             tmp_path)
     assert int(rank0["images_seen"]) == 2 * 2 * 4  # 2 iterations x 2 ranks x batch 4
+    records = [json.loads(line) for line in (tmp_path / "probe/steps.jsonl").read_text().splitlines()]
+    starts = [r["iteration"] for r in records if r["kind"] == "start"]
+    assert starts == [0, 0, 1, 1]  # both ranks, then both ranks again from the first run's checkpoint
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]

@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 
 from pbw.data import synthetic as syn
+from pbw.evaluation import oracle
+import clip_probes as probes
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +103,7 @@ def test_oracle_recovers_the_drawn_part_colors(birds):
     meta = syn.load_metadata(birds)
     for info in meta["images"].values():
         image = Image.open(_cub(birds) / "images" / info["file"])
-        found = syn.part_colors(image, syn.load_part_map(birds, info["file"]))
+        found = oracle.part_colors(image, syn.load_part_map(birds, info["file"]))
         assert found == info["part_colors"]
 
 
@@ -112,14 +114,14 @@ def test_oracle_reads_tensors_and_rejects_bad_masks():
         img[:4] = (0, 255, 255)  # a differently colored strip outside the region
         mask = np.zeros((16, 16), bool)
         mask[6:] = True
-        assert syn.region_color(img, mask) == name
+        assert oracle.region_color(img, mask) == name
         tensor = torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1
-        assert syn.region_color(tensor, torch.from_numpy(mask).float()) == name
-    assert syn.nearest_color((201, 29, 31))[0] == "red"
+        assert oracle.region_color(tensor, torch.from_numpy(mask).float()) == name
+    assert oracle.nearest_color((201, 29, 31))[0] == "red"
     with pytest.raises(ValueError, match="empty"):
-        syn.region_color(img, np.zeros((16, 16), bool))
+        oracle.region_color(img, np.zeros((16, 16), bool))
     with pytest.raises(ValueError, match="does not match"):
-        syn.region_color(img, np.ones((8, 8), bool))
+        oracle.region_color(img, np.ones((8, 8), bool))
 
 
 def test_painted_color_names_what_an_edit_added_to_the_region():
@@ -128,19 +130,19 @@ def test_painted_color_names_what_an_edit_added_to_the_region():
     mask[4:12, 4:12] = True  # 64 pixels
     edited = sky.copy()
     edited[6:12, 4:12] = syn.PALETTE["red"]  # 48 of them turn red
-    shares = syn.color_shares(edited, mask)
+    shares = oracle.color_shares(edited, mask)
     assert shares["red"] == 0.75 and shares["blue"] == 0.25 and sum(shares.values()) == pytest.approx(1)
-    assert syn.painted_color(sky, edited, mask) == "red"
+    assert oracle.painted_color(sky, edited, mask) == "red"
     small = sky.copy()
     small[4:8, 4] = syn.PALETTE["red"]  # 4 of 64 pixels: too little to count as painted
-    assert syn.painted_color(sky, small, mask) is None
+    assert oracle.painted_color(sky, small, mask) is None
     body = sky.copy()
     body[6:9, 5:10] = syn.PALETTE["red"]  # 15 of 64 pixels, a bird's body in a box: painted, the median stays blue
-    assert syn.painted_color(sky, body, mask) == "red" and syn.region_color(body, mask) == "blue"
-    assert syn.painted_color(sky, sky, mask) is None  # nothing changed
+    assert oracle.painted_color(sky, body, mask) == "red" and oracle.region_color(body, mask) == "blue"
+    assert oracle.painted_color(sky, sky, mask) is None  # nothing changed
     outside = sky.copy()
     outside[:4] = syn.PALETTE["red"]
-    assert syn.painted_color(sky, outside, mask) is None  # change outside the region does not count
+    assert oracle.painted_color(sky, outside, mask) is None  # change outside the region does not count
 
 
 def test_command_line(tmp_path, capsys):
@@ -174,7 +176,7 @@ def test_cub_datamodule_reads_the_synthetic_birds_unchanged(birds):
         # pixels arrive unchanged, so the oracle reads the same colors from the batch
         expected = np.asarray(Image.open(_cub(birds) / "images" / rel), dtype=np.float32) / 127.5 - 1
         assert np.abs(batch["image"][k].permute(1, 2, 0).numpy() - expected).max() < 1e-5
-        assert syn.part_colors(batch["image"][k], syn.load_part_map(birds, rel)) == \
+        assert oracle.part_colors(batch["image"][k], syn.load_part_map(birds, rel)) == \
             syn.load_metadata(birds)["images"][image_id]["part_colors"]
 
 
@@ -186,11 +188,11 @@ def test_load_split_and_probes_with_a_perfect_and_a_blind_model(birds):
     assert len(syn.load_split(birds, "all", limit=5)[0]) == 5
 
     def perfect(imgs, texts):  # reads colors with the pixel oracle; scores the captions that state them
-        truth = [syn.part_colors(img, syn.load_part_map(birds, f)) for img, f in zip(imgs, files)]
+        truth = [oracle.part_colors(img, syn.load_part_map(birds, f)) for img, f in zip(imgs, files)]
         stated = [{syn.canonical_caption(t, parts) for parts in [syn.PARTS] + [(p,) for p in syn.PARTS]} for t in truth]
         return torch.tensor([[float(text in s) for text in texts] for s in stated])
 
-    assert syn.part_color_probe(perfect, images, colors) == {p: 1.0 for p in syn.PARTS}
-    assert syn.caption_retrieval_accuracy(perfect, images, colors) == 1.0
-    blind = syn.part_color_probe(lambda imgs, texts: torch.zeros(len(imgs), len(texts)), images, colors)
+    assert probes.part_color_probe(perfect, images, colors) == {p: 1.0 for p in syn.PARTS}
+    assert probes.caption_retrieval_accuracy(perfect, images, colors) == 1.0
+    blind = probes.part_color_probe(lambda imgs, texts: torch.zeros(len(imgs), len(texts)), images, colors)
     assert all(v < 0.6 for v in blind.values())

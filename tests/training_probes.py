@@ -1,7 +1,11 @@
 """Callbacks the training tests inject through the CLI (`--trainer.callbacks+=training_probes.X`)."""
+import hashlib
+import io
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -34,3 +38,63 @@ def run_two_rank_ddp(fit_args: list[str], tmp_path: Path) -> dict[str, torch.Ten
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
     return rank0
+
+
+class StepLog(pl.Callback):
+    """Appends JSON lines to $PBW_PROBE_DIR/steps.jsonl: at the start of training the state it starts
+    from ("start"), after each training step the state it reached and a hash of the step's batch ("step").
+
+    With $PBW_PROBE_HANG_AT_SAVE=n, the process's n-th checkpoint write stops half-way: it writes half the
+    file, touches $PBW_PROBE_DIR/saving and sleeps, so that a test can kill it during a save.
+    """
+
+    def setup(self, trainer, pl_module, stage):
+        self.out = Path(os.environ["PBW_PROBE_DIR"])
+        self.out.mkdir(parents=True, exist_ok=True)
+        if "PBW_PROBE_HANG_AT_SAVE" in os.environ:
+            self._hang_at_save(int(os.environ["PBW_PROBE_HANG_AT_SAVE"]))
+
+    def _hang_at_save(self, n: int) -> None:
+        real_save, saves = torch.save, []
+
+        def save(obj, f, *args, **kwargs):
+            saves.append(f)
+            if len(saves) < n:
+                return real_save(obj, f, *args, **kwargs)
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            f.write(buffer.getvalue()[: buffer.tell() // 2])
+            f.flush()
+            (self.out / "saving").touch()
+            time.sleep(600)
+
+        torch.save = save
+
+    def _write(self, kind: str, pl_module, **extra) -> None:
+        state = fingerprint(training_state(pl_module))
+        with open(self.out / "steps.jsonl", "a") as f:
+            f.write(json.dumps({"kind": kind, "pid": os.getpid(), **state, **extra}) + "\n")
+
+    def on_train_start(self, trainer, pl_module):
+        self._write("start", pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # Which images, in which order: blind to the random flips (drawn from the global RNG, not checkpointed).
+        images = batch["image"].cpu()
+        digest = hashlib.sha1(torch.minimum(images, images.flip(-1)).numpy().tobytes()).hexdigest()
+        self._write("step", pl_module, batch=digest, epoch=trainer.current_epoch)
+
+
+def fingerprint(state: dict[str, torch.Tensor]) -> dict[str, float | str]:
+    """Scalars as numbers, other tensors as a hash of their bytes (exact, unlike a sum's rounding)."""
+    return {k: v.item() if v.numel() == 1 else hashlib.sha1(v.detach().cpu().numpy().tobytes()).hexdigest()
+            for k, v in state.items()}
+
+
+def training_state(module) -> dict[str, torch.Tensor]:
+    """What a resumed StyleGAN2 run must continue: counters, EMA of G, ADA p, path-length mean, G and D."""
+    return {"iteration": module.iteration, "images_seen": module.images_seen, "ada_p": module.augment_pipe.p,
+            "pl_mean": module.pl_mean, "w_avg": module.generator.mapping.w_avg,
+            "generator_ema": torch.cat([p.detach().flatten() for p in module.generator_ema.parameters()]),
+            "generator": torch.cat([p.detach().flatten() for p in module.generator.parameters()]),
+            "discriminator": torch.cat([p.detach().flatten() for p in module.discriminator.parameters()])}

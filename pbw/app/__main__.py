@@ -1,13 +1,15 @@
 """`python -m pbw.app`: start the local Paint-by-Word page (bound to 127.0.0.1 unless --host says otherwise)."""
 from __future__ import annotations
 
-import torch
 from jsonargparse import ArgumentParser
 
 from pbw import assets
+from pbw.app.core import APP_SETTINGS, TIME_LIMIT, Painter
 from pbw.editing.cli import load_maskable
 from pbw.editing.losses import PreservationLoss
+from pbw.editing.module import EditSettings
 from pbw.semantic import SemanticNet
+
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m pbw.app", description="Paint by Word in the browser.")
@@ -19,12 +21,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--host", type=str, default="127.0.0.1", help="address to bind (0.0.0.0 exposes the page)")
     p.add_argument("--port", type=int | None, default=None, help="port (default: the first free one from 7860)")
     p.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--crops", type=int, default=8, help="random crops per image seen by CLIP")
-    p.add_argument("--population", type=int, default=16, help="CMA-ES population per generation")
     p.add_argument("--lpips_weights", type=str | None, default=None,
                    help="local torchvision backbone weights: adds LPIPS to the preservation loss (else L1 only)")
-    p.add_argument("--time_limit", type=float, default=300.0, help="seconds an edit may run before it is stopped")
+    p.add_argument("--time_limit", type=float, default=TIME_LIMIT,
+                   help="seconds after which an edit stops and shows what it reached")
     p.add_argument("--out", type=str | None, default=None, help="folder for downloadable results (default: a temp dir)")
+    p.add_class_arguments(EditSettings, "settings", default=APP_SETTINGS,
+                          help="the edits' settings (EditSettings); the page sets optimizer, steps, generations, "
+                               "lam and seed per edit, starting from these")
     return p
 
 
@@ -43,15 +47,14 @@ def resolve_models(generator: str | None, clip: str | None) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None, block: bool = True):
     """Parse arguments, load the models, serve the page; returns the Gradio app when not `block`ing."""
-    from pbw.app.core import Painter
     from pbw.app.ui import build_page
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.instantiate(parser.parse_args(argv))
     generator_path, clip = resolve_models(args.generator, args.clip)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    painter = Painter(load_maskable(generator_path, device), SemanticNet.from_spec(clip, crops=args.crops),
-                      PreservationLoss(args.lpips_weights is not None, lpips_weights=args.lpips_weights), device,
-                      population=args.population, time_limit=args.time_limit, out_dir=args.out)
+    painter = Painter(load_maskable(generator_path), SemanticNet.from_spec(clip, crops=args.settings.crops),
+                      PreservationLoss(args.lpips_weights is not None, lpips_weights=args.lpips_weights), args.device,
+                      args.settings, time_limit=args.time_limit, out_dir=args.out)
     page = build_page(painter)
     page.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=not block,
                 allowed_paths=[str(painter.out_dir)], inbrowser=False, show_error=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page: no calls home
 import gradio as gr  # noqa: E402
 
-from pbw.app.core import AppInputError, Painter, Step, brush_mask, format_metrics, to_pil  # noqa: E402
+from pbw.app.core import AppInputError, Painter, brush_mask, describe, format_metrics, to_pil  # noqa: E402
 from pbw.editing.masks import mask_overlay  # noqa: E402
 from pbw.editing.module import OPTIMIZERS  # noqa: E402
+from pbw.editing.result import EditResult  # noqa: E402
 
 log = logging.getLogger(__name__)
 DISPLAY = 384  # canvas side in pixels; strokes are area-averaged down to the generator's resolution
@@ -19,21 +21,6 @@ TINT = (0.1, 1.0, 0.3)  # the brush colour, also used to tint the painted region
 
 def _message(text: str, kind: str = "info") -> str:
     return {"info": "", "error": "**Error:** ", "input": "**Note:** "}[kind] + text
-
-
-def view(history: list[Step], message: str = "") -> tuple:
-    """Outputs for a history: (history, editor, original, result, metrics, status, files)."""
-    if not history:
-        return history, None, None, None, "", message, None
-    cur = history[-1]
-    editor = {"background": to_pil(cur.image, DISPLAY), "layers": [], "composite": None}
-    if len(history) == 1:
-        return history, editor, to_pil(cur.image, DISPLAY), None, "", message, None
-    before = history[-2].image
-    if cur.layers and len(cur.layers) > len(history[-2].layers):  # a masked edit: tint the painted region
-        before = mask_overlay(before, cur.layers[-1][1], color=TINT)
-    before = to_pil(before, DISPLAY)
-    return history, editor, before, to_pil(cur.image, DISPLAY), format_metrics(cur.metrics), message, cur.files
 
 
 def _keep(message: str) -> tuple:
@@ -47,29 +34,47 @@ class Handlers:
     def __init__(self, painter: Painter):
         self.painter = painter
 
+    def view(self, history: list[EditResult], message: str = "") -> tuple:
+        """Outputs for a history: (history, editor, before, after, metrics, status, files)."""
+        if not history:
+            return history, None, None, None, "", message, None
+        cur = history[-1]
+        editor = {"background": to_pil(cur.edited, DISPLAY), "layers": [], "composite": None}
+        if len(history) == 1:
+            return history, editor, to_pil(cur.edited, DISPLAY), None, "", message, None
+        before = history[-2].edited
+        if cur.mask is not None:  # a masked edit: tint the painted region
+            before = mask_overlay(before, cur.mask, color=TINT)
+        return (history, editor, to_pil(before, DISPLAY), to_pil(cur.edited, DISPLAY), format_metrics(cur.metrics),
+                message, self.painter.files(cur))
+
     def show_samples(self, seeds: str, class_label: float | None):
         try:
-            steps = self.painter.samples(seeds, None if class_label in (None, "") else int(class_label))
+            starts = self.painter.samples(seeds, None if class_label in (None, "") else int(class_label))
         except AppInputError as e:
             return gr.skip(), gr.skip(), _message(str(e), "input")
-        gallery = [(to_pil(s.image, 128), s.label) for s in steps]
-        return gallery, steps, f"{len(steps)} samples: click one to start painting."
+        gallery = [(to_pil(s.edited, 128), s.name) for s in starts]
+        return gallery, starts, f"{len(starts)} samples: click one to start painting."
 
-    def pick(self, samples: list[Step], evt: gr.SelectData):
-        return view([samples[evt.index]], f"Started from {samples[evt.index].label}. Paint a region and press Paint.")
+    def pick(self, samples: list[EditResult], evt: gr.SelectData):
+        start = samples[evt.index]
+        return self.view([start], f"Started from {start.name}. Paint a region and press Paint.")
 
     def upload(self, path: str | None):
         if path is None:
             return _keep("")
         try:
-            step = self.painter.load_latents(path)
+            result = self.painter.load(path)
         except AppInputError as e:
             return _keep(_message(str(e), "input"))
-        return view([step], f"Loaded {step.label}; {len(step.layers)} painted layer(s) replayed.")
+        except Exception as e:  # e.g. an old file whose painted layers do not fit this generator
+            log.error("loading %s failed:\n%s", path, traceback.format_exc())
+            return _keep(_message(f"could not load {Path(path).name}: {type(e).__name__}: {e}", "error"))
+        return self.view([result], f"Loaded {Path(path).name}; {len(result.layers)} painted layer(s) replayed.")
 
-    def paint(self, history: list[Step], editor: dict | None, prompt: str, negative: str, optimizer: str,
+    def paint(self, history: list[EditResult], editor: dict | None, prompt: str, negative: str, optimizer: str,
               steps: float, generations: float, lam: float, whole_image: bool, seed: float,
-              progress=gr.Progress(track_tqdm=True)):
+              progress=gr.Progress()):
         if not history:
             return _keep(_message("pick a starting image first (sample seeds, or upload saved latents)", "input"))
         try:
@@ -81,36 +86,37 @@ class Handlers:
             if not (prompt or "").strip():
                 return _keep(_message("type the words to paint (the prompt is empty)", "input"))
             progress(0, desc="starting")
-            nxt = self.painter.edit(history[-1], mask, prompt, negative or "", optimizer, int(steps), float(lam),
-                                    int(generations), int(seed),
-                                    on_step=lambda i, n: progress((i, n), desc="Adam steps"))
+            nxt = self.painter.edit(history[-1], mask, prompt, negative or "", optimizer=optimizer, steps=int(steps),
+                                    generations=int(generations), lam=float(lam), seed=int(seed),
+                                    on_progress=lambda phase, i, n: progress((i, n), desc=phase))
         except AppInputError as e:
             return _keep(_message(str(e), "input"))
         except Exception as e:  # a failed request is shown on the page; the server goes on
             log.error("edit failed:\n%s", traceback.format_exc())
             return _keep(_message(f"the edit failed: {type(e).__name__}: {e}", "error"))
-        return view(history + [nxt], f"Done: {nxt.label} (step {len(history)} of the history).")
+        notes = "".join(f" **Note:** {n}." for n in nxt.notes)
+        return self.view(history + [nxt], f"Done: {describe(nxt)} (step {len(history)} of the history).{notes}")
 
-    def undo(self, history: list[Step]):
+    def undo(self, history: list[EditResult]):
         if len(history) <= 1:
             return _keep(_message("nothing to undo", "input"))
-        return view(history[:-1], f"Undone; back to: {history[-2].label or 'the start'}.")
+        return self.view(history[:-1], f"Undone; back to: {describe(history[-2])}.")
 
 
 def build_page(painter: Painter) -> gr.Blocks:
     """The Blocks page; requests are queued and run one at a time (each within the Painter's time limit)."""
-    h = Handlers(painter)
+    h, settings, conditional = Handlers(painter), painter.settings, painter.generator.is_conditional
     with gr.Blocks(title="pbw: paint by word") as page:
         gr.Markdown(f"# Paint by Word\nPick a starting image, brush the region to change, type the words, press "
                     f"**Paint**. Generator: {painter.resolution} px"
-                    f"{', class-conditional' if painter.conditional else ''}.")
+                    f"{', class-conditional' if conditional else ''}.")
         history, samples = gr.State([]), gr.State([])
         with gr.Row():
             with gr.Column(scale=1):
                 seeds = gr.Textbox("0-7", label="seeds", elem_id="seeds")
                 n_classes = getattr(painter.generator, "n_classes", None)
                 class_label = gr.Number(None, label=f"class (0..{n_classes - 1 if n_classes else '?'}; empty: random)",
-                                        precision=0, visible=painter.conditional, elem_id="class")
+                                        precision=0, visible=conditional, elem_id="class")
                 sample_btn = gr.Button("Sample", elem_id="sample")
                 gallery = gr.Gallery(label="samples (click one)", columns=3, height="auto", elem_id="gallery",
                                      allow_preview=False)
@@ -125,14 +131,16 @@ def build_page(painter: Painter) -> gr.Blocks:
                 prompt = gr.Textbox(label="words", placeholder="a red head", elem_id="prompt")
                 negative = gr.Textbox(label="negative words (optional)", placeholder="blurry", elem_id="negative")
                 with gr.Row():
-                    optimizer = gr.Radio(list(OPTIMIZERS), value="adam", label="optimizer", elem_id="optimizer")
+                    optimizer = gr.Radio(list(OPTIMIZERS), value=settings.optimizer, label="optimizer",
+                                         elem_id="optimizer")
                     whole = gr.Checkbox(False, label="whole image (no mask: a new image from the words)",
                                         elem_id="whole")
                 with gr.Row():
-                    steps = gr.Slider(0, 300, value=50, step=1, label="Adam steps", elem_id="steps")
-                    generations = gr.Slider(0, 50, value=5, step=1, label="CMA-ES generations", elem_id="generations")
-                    lam = gr.Slider(0, 50, value=5.0, step=0.5, label="preservation weight", elem_id="lam")
-                    seed = gr.Number(0, label="edit seed", precision=0, elem_id="edit_seed")
+                    steps = gr.Slider(0, 300, value=settings.steps, step=1, label="Adam steps", elem_id="steps")
+                    generations = gr.Slider(0, 50, value=settings.generations, step=1, label="CMA-ES generations",
+                                            elem_id="generations")
+                    lam = gr.Slider(0, 50, value=settings.lam, step=0.5, label="preservation weight", elem_id="lam")
+                    seed = gr.Number(settings.seed, label="edit seed", precision=0, elem_id="edit_seed")
                 with gr.Row():
                     paint_btn = gr.Button("Paint", variant="primary", elem_id="paint")
                     undo_btn = gr.Button("Undo", elem_id="undo")
@@ -145,11 +153,13 @@ def build_page(painter: Painter) -> gr.Blocks:
                 files = gr.File(label="download (edited PNG, latents, comparison)", file_count="multiple",
                                 interactive=False, elem_id="files")
         outs = [history, editor, original, result, metrics, status, files]
+        # progress shows on the status line only: an overlay on the editor could stay over the new canvas
+        on_status = dict(show_progress_on=[status])
         sample_btn.click(h.show_samples, [seeds, class_label], [gallery, samples, status])
-        gallery.select(h.pick, [samples], outs)
-        latents_file.upload(h.upload, [latents_file], outs)
+        gallery.select(h.pick, [samples], outs, **on_status)
+        latents_file.upload(h.upload, [latents_file], outs, **on_status)
         paint_btn.click(h.paint, [history, editor, prompt, negative, optimizer, steps, generations, lam, whole, seed],
-                        outs, concurrency_limit=1, concurrency_id="device")
-        undo_btn.click(h.undo, [history], outs)
+                        outs, concurrency_limit=1, concurrency_id="device", **on_status)
+        undo_btn.click(h.undo, [history], outs, **on_status)
     page.queue(default_concurrency_limit=1, max_size=32)
     return page

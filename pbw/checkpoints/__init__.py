@@ -1,6 +1,7 @@
 """Load a generator from any supported checkpoint format, detected by content, never running code
 from the file: pbw Lightning checkpoints, NVIDIA StyleGAN2-ADA/StyleGAN3 pickles (StyleGAN2
-networks), rosinality stylegan2-pytorch ``.pt`` files and BigGAN-PyTorch state dicts.
+networks), NVIDIA's original TensorFlow StyleGAN2 pickles (configs E/F), rosinality
+stylegan2-pytorch ``.pt`` files and BigGAN-PyTorch state dicts.
 
 ``python -m pbw.checkpoints info FILE`` and ``python -m pbw.checkpoints convert IN OUT``.
 """

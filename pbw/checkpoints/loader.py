@@ -10,7 +10,8 @@ import torch
 
 from pbw.checkpoints.biggan import looks_like_biggan, read_biggan
 from pbw.checkpoints.core import FORMAT_VERSION, CheckpointError, ImportedNetworks, build_discriminator, build_generator
-from pbw.checkpoints.nvidia import read_nvidia_pickle
+from pbw.checkpoints.nvidia import load_pickle, read_nvidia_data
+from pbw.checkpoints.nvidia_tf import looks_like_tf_pickle, read_tf_pickle_data
 from pbw.checkpoints.rosinality import looks_like_rosinality, read_rosinality
 from pbw.models.maskable import MaskableGenerator
 
@@ -19,6 +20,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 # torch.save's legacy (pre-1.6) format starts with its magic number pickled at protocol 2.
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
 SUPPORTED = ("pbw Lightning checkpoints", "NVIDIA StyleGAN2-ADA/StyleGAN3 pickles (StyleGAN2 networks)",
+             "NVIDIA StyleGAN2 TensorFlow pickles (configs E/F)",
              "rosinality stylegan2-pytorch .pt", "BigGAN-PyTorch G/D state dicts (.pth)")
 
 
@@ -102,7 +104,10 @@ def _read_any(path: Path) -> ImportedNetworks:
     if head.startswith(ZIP_MAGIC) or head == LEGACY_TORCH_MAGIC:
         return _read_torch_object(_torch_load(path), path)
     if head[:1] == b"\x80":
-        return read_nvidia_pickle(path)
+        data = load_pickle(path)
+        if looks_like_tf_pickle(data):
+            return read_tf_pickle_data(data, path)
+        return read_nvidia_data(data, path)
     what = "an empty file" if not head else f"a file starting with {head[:8]!r}"
     raise CheckpointError(f"{path}: unknown checkpoint format ({what}: neither a torch file nor a pickle); pbw "
                           "reads " + ", ".join(SUPPORTED))

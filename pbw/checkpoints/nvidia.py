@@ -27,17 +27,30 @@ FORMAT = "NVIDIA StyleGAN2-ADA/StyleGAN3 pickle"
 _BLOCK = re.compile(r"b(\d+)$")
 
 
-def read_nvidia_pickle(path: str | Path) -> ImportedNetworks:
-    """Read G_ema / G / D of an NVIDIA network pickle into pbw's StyleGAN2 layout."""
+def load_pickle(path: str | Path) -> Any:
+    """Unpickle a network pickle with the restricted unpickler (nothing in it runs).
+
+    A global the unpickler does not rebuild is reported as a CheckpointError caused by the
+    :class:`~pbw.checkpoints.safe_pickle.UnsafePickleError`.
+    """
     try:
         with open(path, "rb") as f:
-            data = safe_load(f)
+            return safe_load(f)
     except UnsafePickleError as e:
-        raise CheckpointError(f"{FORMAT} {path}: refused: {e}") from e
+        raise CheckpointError(f"network pickle {path}: refused: {e}") from e
     except (EOFError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError,
             IndexError, KeyError) as e:
         raise CheckpointError(f"{path}: not a readable pickle (truncated or corrupt?): "
                               f"{type(e).__name__}: {e}") from e
+
+
+def read_nvidia_pickle(path: str | Path) -> ImportedNetworks:
+    """Read G_ema / G / D of an NVIDIA network pickle into pbw's StyleGAN2 layout."""
+    return read_nvidia_data(load_pickle(path), path)
+
+
+def read_nvidia_data(data: Any, path: str | Path) -> ImportedNetworks:
+    """G_ema / G / D of an unpickled NVIDIA StyleGAN2-ADA/StyleGAN3 network pickle (a dict)."""
     if not isinstance(data, dict) or not any(isinstance(data.get(k), PersistentObject) for k in ("G", "G_ema")):
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: a pickle, but not an NVIDIA network pickle (no persistent 'G'/'G_ema' "

@@ -20,7 +20,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
@@ -453,16 +453,37 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set, self.val_set = train, val
 
     # --- loaders -------------------------------------------------------------------------------
-    def _loader(self, dataset: ImageDataset, train: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, drop_last=train,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available(),
-                          generator=torch.Generator().manual_seed(self.seed) if train else None)
-
     def train_dataloader(self) -> DataLoader:
+        """Shuffled batches, each epoch in an order set by (seed, epoch). A resumed run continues its
+        epoch where the checkpoint was taken: Lightning restores the loop's progress before asking
+        for the loader, so the batches already trained are left out."""
         self.setup("fit")
-        return self._loader(self.train_set, train=True)
+        trainer = self.trainer
+        sampler = EpochShuffle(self.train_set, num_replicas=trainer.world_size if trainer else 1,
+                               rank=trainer.global_rank if trainer else 0, seed=self.seed, drop_last=True)
+        if trainer is not None and trainer.fit_loop.restarting:  # (else Lightning sets the epoch)
+            epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if done >= len(sampler) // self.batch_size:  # saved after the epoch's last batch: the next one starts
+                epoch, done = epoch + 1, 0
+            sampler.set_epoch(epoch)
+            sampler.skip = done * self.batch_size
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self) -> DataLoader:
         self.setup("validate")
-        return self._loader(self.val_set, train=False)
+        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+
+class EpochShuffle(DistributedSampler):
+    """torch's DistributedSampler (this rank's share of a shuffle drawn from seed + epoch; Lightning
+    keeps it under DDP and calls `set_epoch`) that starts its next pass `skip` indices in."""
+
+    skip = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())[self.skip:]
+        self.skip = 0
+        return iter(indices)

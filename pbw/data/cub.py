@@ -79,9 +79,11 @@ class CUBDataModule(ImageDataModule):
                  caption_column: str | None = None, batch_size: int = 32, num_workers: int = 4,
                  resolution: int = 256, xflip: bool = True, seed: int = 0, val_fraction: float = 0.05,
                  on_bad_image: BadImagePolicy = "error"):
-        super().__init__(image_folder, hf_dataset, hf_train_split, hf_val_split, image_column, label_column,
-                         caption_column, batch_size, num_workers, resolution, xflip, seed, val_fraction,
-                         on_bad_image)
+        super().__init__(image_folder=image_folder, hf_dataset=hf_dataset, hf_train_split=hf_train_split,
+                         hf_val_split=hf_val_split, image_column=image_column, label_column=label_column,
+                         caption_column=caption_column, batch_size=batch_size, num_workers=num_workers,
+                         resolution=resolution, xflip=xflip, seed=seed, val_fraction=val_fraction,
+                         on_bad_image=on_bad_image)
         if sum(x is not None for x in (root, image_folder, hf_dataset)) != 1:
             raise ValueError("CUBDataModule: give exactly one of root (the CUB_200_2011 folder), "
                              "hf_dataset and image_folder")
@@ -172,3 +174,20 @@ class CUBDataModule(ImageDataModule):
         if not lines:
             raise ValueError(f"caption file {path} is empty")
         return lines
+
+
+def read_cub_captions(root: str | Path, split: CUBSplit = "test",
+                      captions_root: str | Path | None = None) -> list[tuple[str, list[str]]]:
+    """Reed et al.'s captions of the CUB-200-2011 images of ``split`` (per train_test_split.txt), in
+    image-id order: ``[(images.txt path, [captions]), ...]``. The caption folder is ``captions_root``
+    or looked for next to the dataset (``CAPTION_DIRS``). For prompts, e.g. text-to-image experiments."""
+    cub = find_cub_folder(root)
+    folder = Path(captions_root).expanduser() if captions_root is not None else find_captions_folder(cub)
+    if folder is None or not folder.is_dir():
+        raise FileNotFoundError(f"no caption folder for {cub}: download Reed et al.'s CUB captions ({CAPTIONS_URL}) "
+                                "and extract text_c10/ next to CUB_200_2011/, or give the folder itself")
+    images = _read_table(cub, "images.txt", 1)
+    is_train = _read_table(cub, "train_test_split.txt", 1)
+    keep = {"train": lambda i: is_train[i][0] == "1", "test": lambda i: is_train[i][0] == "0",
+            "all": lambda i: True}[split]
+    return [(images[i][0], CUBDataModule._read_captions(folder, images[i][0])) for i in sorted(images) if keep(i)]

@@ -96,9 +96,11 @@ class Places365DataModule(ImageDataModule):
                  label_column: str | None = "label", caption_column: str | None = None, batch_size: int = 32,
                  num_workers: int = 4, resolution: int = 256, xflip: bool = True, seed: int = 0,
                  val_fraction: float = 0.05, on_bad_image: BadImagePolicy = "error"):
-        super().__init__(image_folder, hf_dataset, hf_train_split, hf_val_split, image_column, label_column,
-                         caption_column, batch_size, num_workers, resolution, xflip, seed, val_fraction,
-                         on_bad_image)
+        super().__init__(image_folder=image_folder, hf_dataset=hf_dataset, hf_train_split=hf_train_split,
+                         hf_val_split=hf_val_split, image_column=image_column, label_column=label_column,
+                         caption_column=caption_column, batch_size=batch_size, num_workers=num_workers,
+                         resolution=resolution, xflip=xflip, seed=seed, val_fraction=val_fraction,
+                         on_bad_image=on_bad_image)
         if sum(x is not None for x in (root, image_folder, hf_dataset)) != 1:
             raise ValueError("Places365DataModule: give exactly one of root (the downloaded Places365 "
                              "folder), hf_dataset and image_folder")

@@ -17,10 +17,7 @@ Layout written under ``--out``, as CUB-200-2011 and Reed et al.'s captions unpac
 
 Run: ``python -m pbw.data.synthetic --out data/synthetic_birds --n 2000 --resolution 64 --seed 0``.
 
-The ORACLE (:func:`region_color`, :func:`part_colors`, :func:`color_shares`, :func:`painted_color`)
-reads colors back from pixels alone: the median color of a region, or the share of its pixels, snapped
-to the nearest palette entry. It is independent of any learned model, so it can judge whether an edit
-painted a region the color the words asked for.
+The pixel ORACLE that reads colors back from these images lives in :mod:`pbw.evaluation.oracle`.
 """
 from __future__ import annotations
 
@@ -30,7 +27,6 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -357,81 +353,6 @@ def load_part_map(root: str | Path, image_file: str) -> np.ndarray:
     return np.asarray(Image.open(_cub_dir(root) / "part_masks" / Path(image_file).with_suffix(".png")))
 
 
-# ----------------------------------------------------------------------------------------------
-# Oracle
-
-
-_PALETTE_NAMES = list(PALETTE)
-_PALETTE_RGB = np.array([PALETTE[c] for c in _PALETTE_NAMES], dtype=np.float64)
-
-
-def to_rgb_array(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
-    """A PIL image, uint8 array [H,W,3], or tensor [3,H,W] in [-1,1] as a float array [H,W,3] in 0..255."""
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.float64)
-    if isinstance(image, torch.Tensor):
-        if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"tensor images must be [3,H,W] in [-1,1], got shape {tuple(image.shape)}")
-        return ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy().astype(np.float64)
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"array images must be uint8 [H,W,3], got {arr.dtype} {arr.shape}")
-    return arr.astype(np.float64)
-
-
-def nearest_color(rgb) -> tuple[str, float]:
-    """The palette color nearest to an RGB triple (0..255) and its Euclidean distance."""
-    d = np.linalg.norm(_PALETTE_RGB - np.asarray(rgb, dtype=np.float64), axis=1)
-    k = int(d.argmin())
-    return _PALETTE_NAMES[k], float(d[k])
-
-
-def _region_pixels(image: Image.Image | np.ndarray | torch.Tensor, mask) -> np.ndarray:
-    """The RGB values [N, 3] (0..255) of the pixels inside ``mask``: a boolean or float [H,W]
-    array/tensor (float masks are thresholded at 0.5) matching the image's size."""
-    rgb = to_rgb_array(image)
-    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    m = m.squeeze()
-    if m.shape != rgb.shape[:2]:
-        raise ValueError(f"mask shape {m.shape} does not match image size {rgb.shape[:2]}")
-    m = m > 0.5 if m.dtype != bool else m
-    if not m.any():
-        raise ValueError("mask is empty: the oracle needs at least one pixel to read a color")
-    return rgb[m]
-
-
-def region_color(image: Image.Image | np.ndarray | torch.Tensor, mask) -> str:
-    """ORACLE: the named palette color of a region (median RGB inside ``mask``, snapped to the palette)."""
-    return nearest_color(np.median(_region_pixels(image, mask), axis=0))[0]
-
-
-def color_shares(image: Image.Image | np.ndarray | torch.Tensor, mask) -> dict[str, float]:
-    """ORACLE: for every palette color, the share of the region's pixels nearest to it."""
-    pixels = _region_pixels(image, mask)
-    nearest = np.linalg.norm(pixels[:, None] - _PALETTE_RGB[None], axis=2).argmin(1)
-    counts = np.bincount(nearest, minlength=len(_PALETTE_NAMES)) / len(pixels)
-    return dict(zip(_PALETTE_NAMES, counts.tolist()))
-
-
-# A real bird's body covers 11-21% (quartiles) of a central half-size box in the 32 px birds.
-PAINTED_MIN_SHARE = 0.1
-
-
-def painted_color(before: Image.Image | np.ndarray | torch.Tensor, after: Image.Image | np.ndarray | torch.Tensor,
-                  mask, min_share: float = PAINTED_MIN_SHARE) -> str | None:
-    """ORACLE for an edit: the palette color whose share of the region grew the most from `before` to
-    `after`, provided it now covers at least `min_share` of the region; None if no color qualifies
-    (e.g. nothing changed). Unlike `region_color`, the background the region also holds does not count."""
-    old, new = color_shares(before, mask), color_shares(after, mask)
-    name = max(new, key=lambda c: new[c] - old[c])
-    return name if new[name] > old[name] and new[name] >= min_share else None
-
-
-def part_colors(image: Image.Image | np.ndarray | torch.Tensor, label_map: np.ndarray) -> dict[str, str]:
-    """ORACLE: the named color of every part present in a part label map."""
-    return {p: region_color(image, label_map == v) for p, v in PART_LABELS.items() if (label_map == v).any()}
-
-
 def load_split(root: str | Path, split: str = "test", limit: int | None = None) -> tuple[torch.Tensor, list[dict[str, str]], list[str]]:
     """Images ([N,3,R,R] in [-1,1]), ground-truth part colors and ``images.txt`` paths of a split
     ("train", "test" or "all"), in image-id order, at most ``limit`` of them."""
@@ -444,32 +365,6 @@ def load_split(root: str | Path, split: str = "test", limit: int | None = None) 
     images = np.stack([np.asarray(Image.open(cub / "images" / f).convert("RGB")) for f in files])
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     return tensor, [meta["images"][i]["part_colors"] for i in ids], files
-
-
-Similarity = Callable[[torch.Tensor, list[str]], torch.Tensor]
-
-
-def part_color_probe(similarity: Similarity, images: torch.Tensor, colors: list[dict[str, str]],
-                     parts: tuple[str, ...] = PARTS) -> dict[str, float]:
-    """Zero-shot accuracy of a text-image model at naming part colors (chance: 1/len(PALETTE)).
-
-    For each part, the model picks the palette color whose caption "this bird has a <color> <part>."
-    scores highest with the image; ``similarity(images, texts)`` returns scores [N, len(texts)].
-    """
-    names = list(PALETTE)
-    accuracy = {}
-    for part in parts:
-        picks = similarity(images, [canonical_caption({part: c}, (part,)) for c in names]).argmax(1).tolist()
-        accuracy[part] = float(np.mean([names[k] == truth[part] for k, truth in zip(picks, colors)]))
-    return accuracy
-
-
-def caption_retrieval_accuracy(similarity: Similarity, images: torch.Tensor, colors: list[dict[str, str]]) -> float:
-    """Top-1 accuracy of matching each image to its own all-parts caption among all images'
-    captions (chance: 1/N; birds with identical colors count as a match)."""
-    captions = [canonical_caption(c) for c in colors]
-    picks = similarity(images, captions).argmax(1).tolist()
-    return float(np.mean([captions[k] == captions[i] for i, k in enumerate(picks)]))
 
 
 def main(argv: list[str] | None = None) -> None:

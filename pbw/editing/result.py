@@ -142,8 +142,8 @@ class EditResult:
         if version > FORMAT_VERSION:
             raise ValueError(f"{file} was written by a newer pbw (format {version}; this one reads up to "
                              f"{FORMAT_VERSION}): upgrade pbw")
-        if generator is not None:
-            check_fits(data["codes"], data["w0"], generator, file.name)
+        if generator is not None:  # before format 1's images are re-rendered with it
+            check_fits(data["codes"], data["w0"], generator, file.name, data.get("edited"))
         state = None
         if data.get("generator_file"):
             gfile = Path(generator_file) if generator_file else file.parent / Path(str(data["generator_file"])).name
@@ -192,8 +192,9 @@ def apply_generator_state(generator: MaskableGenerator, state: dict[str, torch.T
     return out
 
 
-def check_fits(codes: Codes, w0: torch.Tensor, generator: MaskableGenerator, name: str) -> None:
-    """Raise a ValueError naming both shapes when `codes` and `w0` are not an image's of `generator`."""
+def check_fits(codes: Codes, w0: torch.Tensor, generator: MaskableGenerator, name: str,
+               image: torch.Tensor | None = None) -> None:
+    """Raise a ValueError naming both shapes when `codes`, `w0` (and `image`) are not of `generator`."""
     probe = generator.sample(1, seed=0)
     with torch.no_grad():
         w_shape = tuple(generator.encode(probe).shape)
@@ -201,7 +202,10 @@ def check_fits(codes: Codes, w0: torch.Tensor, generator: MaskableGenerator, nam
     for k, v in generator.continuous_codes(probe).items():
         forms[k].add(tuple(v.shape))
     got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in codes.items()}
-    if not (got.keys() == forms.keys() and all(got[k] in forms[k] for k in got) and tuple(w0.shape) == w_shape):
+    res = generator.resolution
+    fits = (got.keys() == forms.keys() and all(got[k] in forms[k] for k in got)
+            and tuple(w0.shape) == w_shape and (image is None or image.shape[-1] == res))
+    if not fits:
         raise ValueError(f"{name} is not an image of this generator: it has codes {got} and w0 "
                          f"{tuple(w0.shape)}; this generator needs codes "
                          f"{ {k: ' or '.join(map(str, f)) for k, f in forms.items()} } and w0 {w_shape}")

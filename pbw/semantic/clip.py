@@ -18,6 +18,15 @@ MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 VIEWS = ("paste_onto_blank", "zoom")
 
 
+def resample_boxes(x: torch.Tensor, boxes: torch.Tensor, size: int, per_image: int = 1) -> torch.Tensor:
+    """[B * per_image, C, size, size]: the square `boxes` ([B * per_image, 4] pixel x0, y0, x1, y1;
+    image-major) of images x, resampled to `size` by area-adaptive bilinear sampling (roi_align).
+    The one way pbw brings images to CLIP's input size: the editor's views and the CLIP trainer."""
+    idx = torch.arange(x.shape[0], device=x.device, dtype=x.dtype).repeat_interleave(per_image)[:, None]
+    return roi_align(x, torch.cat([idx, boxes.to(x.dtype)], 1), output_size=size, spatial_scale=1.0,
+                     sampling_ratio=-1, aligned=True)
+
+
 def register_model_configs(path: str | os.PathLike | None = None) -> list[str]:
     """Register open_clip model configs (JSON files) from `path` (default: pbw's own, e.g. the tiny
     `pbw-tiny-clip` used by tests and benchmarks). Idempotent; returns the registered names."""
@@ -240,9 +249,7 @@ class SemanticNet(nn.Module):
                 dev = generator.device if generator is not None else x.device
                 u = torch.rand(b, k, 3, device=dev, generator=generator).to(x.device)
             boxes = self.crop_boxes(base, u).flatten(0, 1)
-        idx = torch.arange(b, device=x.device, dtype=x.dtype).repeat_interleave(max(k, 1))[:, None]
-        out = roi_align(x, torch.cat([idx, boxes.to(x.dtype)], 1), output_size=self.image_size,
-                        spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        out = resample_boxes(x, boxes, self.image_size, max(k, 1))
         return ((out + 1) / 2 - self.mean) / self.std
 
     def encode_images(self, views: torch.Tensor) -> torch.Tensor:

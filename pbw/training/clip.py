@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from pbw.semantic.clip import register_model_configs
+from pbw.semantic.clip import register_model_configs, resample_boxes
 
 register_model_configs()
 
@@ -91,7 +91,8 @@ class CLIPTrainer(pl.LightningModule):
         """Images in [-1,1] [B,3,H,W] -> the model's input size and normalization."""
         x = (images.float() + 1) / 2
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", antialias=True, align_corners=False)
+            whole = torch.tensor([0.0, 0.0, x.shape[-1], x.shape[-2]], device=x.device).expand(len(x), 4)
+            x = resample_boxes(x, whole, self.image_size)  # as the editor shows images to CLIP
         if augment:
             x = self._random_crop_flip(x)
         return (x - self.mean) / self.std
@@ -184,6 +185,6 @@ class CLIPTrainer(pl.LightningModule):
         (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": self.model_cfg, "preprocess_cfg": pp}, indent=2))
         return folder
 
-    def on_train_end(self) -> None:
+    def on_fit_end(self) -> None:  # also when a resumed run had nothing left to train
         if self.hparams.export_dir and self.trainer.is_global_zero:
             self.save_open_clip(self.hparams.export_dir)

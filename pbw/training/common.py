@@ -1,6 +1,8 @@
-"""Pieces every GAN trainer shares: atomic checkpoints, the pbw checkpoint entry, EMA, sample grids."""
+"""Pieces every trainer shares: resumable runs (atomic checkpoints, the newest readable checkpoint,
+continued logs), the pbw checkpoint entry, EMA, sample grids."""
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
 from pathlib import Path
@@ -10,6 +12,10 @@ import pytorch_lightning as pl
 import torch
 import torchvision
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -34,6 +40,80 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    @staticmethod
+    def remove_partial_saves(folder: str | Path) -> list[Path]:
+        """Delete the temporary files that a process killed while saving left in `folder`; return them."""
+        leftovers = sorted(Path(folder).glob(".*.ckpt.*.tmp"))
+        for path in leftovers:
+            path.unlink(missing_ok=True)  # under DDP every rank cleans up
+        return leftovers
+
+
+def newest_checkpoint(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in `folder` that loads, with its contents (tensors memory-mapped), or None.
+
+    Unreadable (truncated, corrupt) newer files are skipped with a warning naming them and the one used.
+    """
+    # A link (last.ckpt) before its target: Lightning keeps the file a run resumed from, which would leak.
+    candidates = sorted((p for p in Path(folder).glob("*.ckpt") if p.exists()),  # not a dangling link
+                        key=lambda p: (p.stat().st_mtime, p.is_symlink()), reverse=True)
+    unreadable = []
+    for path in candidates:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as err:  # whatever the failure, the file is unusable
+            unreadable.append(f"{path.name} ({type(err).__name__}: {str(err).splitlines()[0]})")
+            continue
+        if unreadable:
+            rank_zero_warn(f"skipping unreadable checkpoint(s) {', '.join(unreadable)} in {folder}; "
+                           f"resuming from the newest readable one, {path.name}")
+        return path, checkpoint
+    if unreadable:
+        raise RuntimeError(f"no checkpoint in {folder} can be read: {', '.join(unreadable)}")
+    return None
+
+
+class LoggerVersions(pl.Callback):
+    """Stores each logger's version (CSV/TensorBoard version, W&B run id) by class name in every
+    checkpoint, so that `--ckpt_path last` logs to the same version folder / W&B run."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint["logger_versions"] = {type(logger).__name__: logger.version for logger in trainer.loggers}
+
+
+class ContinuedCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, except that a resumed run logging to a version folder that already holds
+    metrics.csv keeps its rows up to the step where the new ones begin (Lightning's deletes the file)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuedWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _ContinuedWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:  # called by __init__, where Lightning deletes metrics.csv
+        self._earlier_rows = None
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self._earlier_rows = list(csv.DictReader(f))
+
+    def save(self) -> None:
+        if self._earlier_rows is not None and self.metrics:
+            first_step = min(m["step"] for m in self.metrics)  # the killed run logged from here on again
+            kept = [r for r in self._earlier_rows if float(r["step"]) < first_step]
+            self.metrics_keys = sorted(set().union(*kept, *self.metrics))
+            with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(kept)
+            self._earlier_rows = None
+        super().save()
 
 
 def use_atomic_checkpoints(trainer: pl.Trainer) -> None:

@@ -1,0 +1,20 @@
+"""Reproduce the paper: one experiment runner, experiments as configs (configs/reproduce/*.yaml).
+
+``python -m pbw.reproduce run --config configs/reproduce/<experiment>.yaml [--out DIR] [overrides]``
+runs an `Experiment` (`experiment.py`: generators, the optimizing CLIP, evaluator CLIPs, real images,
+the base EditSettings and tasks: prompt set, masks, seeds, variants, judges) through the editing core
+(`runner.py`), judges it with `pbw.evaluation`, and writes results.md/json, grids, an HTML gallery and
+W&B tables when asked (`report.py`). The miniature is configs of the same runner (mini.yaml,
+mini_quick.yaml; ``python -m pbw.reproduce mini [--quick]`` is its alias, `mini.py`).
+``python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR`` re-bundles trained models into pbw/assets/mini.
+"""
+from pbw.reproduce.cli import load_experiment, main
+from pbw.reproduce.experiment import (JUDGES, Experiment, ExperimentError, GeneratorSpec, Masks, Prompts, RealImages,
+                                      Task, Variant, validate)
+from pbw.reproduce.mini import BIGGAN_ROW, PAPER, TABLE_COLUMNS, TEXT_TO_IMAGE, VARIANTS, colors_present, run_mini
+from pbw.reproduce.report import results_markdown
+from pbw.reproduce.runner import run_experiment
+
+__all__ = ["BIGGAN_ROW", "JUDGES", "PAPER", "TABLE_COLUMNS", "TEXT_TO_IMAGE", "VARIANTS", "Experiment", "ExperimentError",
+           "GeneratorSpec", "Masks", "Prompts", "RealImages", "Task", "Variant", "colors_present", "load_experiment",
+           "main", "results_markdown", "run_experiment", "run_mini", "validate"]

@@ -1,0 +1,3 @@
+from pbw.reproduce.cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""The paper's experiments in miniature, offline: configs/reproduce/mini.yaml (full) and mini_quick.yaml
+(CI's quick run) of the experiment runner. `python -m pbw.reproduce mini [--quick] [options]` is an
+alias of `python -m pbw.reproduce run --config configs/reproduce/mini[_quick].yaml` that keeps the
+options it had before the runner existed; each maps onto a config field (`mini_overrides`).
+
+With the bundled mini StyleGAN2, mini BigGAN and tiny CLIP (`pbw.assets`) on the synthetic birds,
+whose pixels carry a ground truth (`pbw.evaluation.oracle`), the configs run
+
+- masked part-color edits ("a bird with a <color> body") over seeds x colors in a fixed central box
+  (generated images have no part labels and the synthetic bodies move too much for a part-shaped
+  mask), with the paper's method (CMA-ES then Adam in one broadcast w, latent masked) and its
+  variants on the StyleGAN2: W+ instead of w, the official code's frozen demodulation, masking only
+  CLIP's image (`mask_mode: image`), Adam alone; the unedited originals as a reference row; the
+  paper's method on the BigGAN;
+- text-to-image from held-out captions (no mask), StyleGAN2 in z (the paper's), w and W+, BigGAN in
+  z + class vector;
+
+judged by the CLIP score, the discriminator's realism, FID/KID against real synthetic birds with
+`RandomConvFeatures` (no download), the pixel change inside and outside the mask, and the two pixel
+ORACLE accuracies (`pbw.evaluation.judges.color_oracle`, `caption_oracle`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pbw.evaluation.oracle import CENTRAL_BOX as MASK_BOX  # noqa: F401  (the masked edits' box)
+from pbw.evaluation.oracle import PRESENT_FRACTION, colors_present  # noqa: F401
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
+COLORS = ("red", "blue", "green", "yellow", "purple", "white", "orange", "black")
+PAPER = "paper: cma+adam, w, latent mask"
+REFERENCE = "reference: unedited originals"
+BIGGAN_ROW = "BigGAN: cma+adam, w (block-0 features), latent mask"
+VARIANTS = (PAPER, "space: W+ (one w per layer)", "demodulation: frozen s(w0) (official code)",
+            "ablation: mask only CLIP's image", "ablation: adam only")
+TEXT_TO_IMAGE = ("StyleGAN2: z (paper)", "StyleGAN2: w", "StyleGAN2: W+", "BigGAN: z + class vector (paper)")
+MASKED_TASK, T2I_TASK = "masked_edits", "text_to_image"
+# The masked-edit rows' oracle and change columns.
+TABLE_COLUMNS = ("n", "oracle_accuracy", "region_accuracy", "change_inside", "change_outside", "semantic_score",
+                 "realism", "fid", "kid", "seconds")
+
+
+def mini_config(quick: bool = False) -> Path:
+    """configs/reproduce/mini_quick.yaml or mini.yaml of this checkout."""
+    path = CONFIG_DIR / ("mini_quick.yaml" if quick else "mini.yaml")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the miniature is a config of the experiment runner; run from a "
+                                "checkout of pbw, or `python -m pbw.reproduce run --config <mini.yaml>`")
+    return path
+
+
+def mini_overrides(data=None, generator=None, biggan=None, clip=None, seeds=None, colors=None, captions=None,
+                   steps=None, generations=None, population=None, lr=None, first_seed=None,
+                   first_caption=None) -> list[str]:
+    """The runner's command-line overrides for the options `mini` had before the runner."""
+    args: list[str] = []
+    if data is not None:
+        args += ["--real.path", str(data)]
+    if generator is not None:
+        args += ["--generators.stylegan2.path", str(generator)]
+    if biggan is not None:
+        args += ["--generators.biggan.path", str(biggan), "--generators.biggan.optional", "false"]
+    if clip is not None:
+        args += ["--clip", clip]
+    if seeds is not None:
+        args += [f"--tasks.{MASKED_TASK}.seeds", str(seeds)]
+    if colors is not None:
+        args += [f"--tasks.{MASKED_TASK}.prompts.values", json.dumps({"color": list(COLORS[:colors])})]
+    if captions is not None:
+        args += [f"--tasks.{T2I_TASK}.prompts.count", str(captions)]
+    if first_caption is not None:
+        args += [f"--tasks.{T2I_TASK}.prompts.first", str(first_caption)]
+    if first_seed is not None:  # text to image starts 1000 seeds later
+        args += [f"--tasks.{MASKED_TASK}.first_seed", str(first_seed),
+                 f"--tasks.{T2I_TASK}.first_seed", str(first_seed + 1000)]
+    for name, value in (("steps", steps), ("generations", generations), ("population", population), ("lr", lr)):
+        if value is not None:
+            args += [f"--settings.{name}", str(value)]
+    return args
+
+
+def run_mini(out: str | Path, quick: bool = False, **options) -> dict:
+    """Run the miniature (configs/reproduce/mini[_quick].yaml) with the `mini` command's options
+    (`mini_overrides`); writes results.md/json, grids and the gallery to `out`; returns the results."""
+    from pbw.reproduce.cli import run_main
+
+    return run_main(["--config", str(mini_config(quick)), "--out", str(out), *mini_overrides(**options)])
