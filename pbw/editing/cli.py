@@ -18,6 +18,7 @@ from pbw.editing.editor import EditFailure, Editor, resolve_device
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.masks import is_part_spec, load_mask
 from pbw.editing.module import EditRequest, EditSettings
+from pbw.editing.project import ProjectSettings
 from pbw.models.maskable import MaskableGenerator
 from pbw.semantic import MissingWeightsError, PromptSet, SemanticNet
 
@@ -58,6 +59,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--progress", type=bool, default=True)
     p.add_argument("--debug", type=bool, default=False, help="show the traceback of an input error")
     p.add_class_arguments(EditSettings, "settings", help="the optimization (EditSettings)")
+    p.add_argument("--image", type=str | None, default=None,
+                   help="edit this photo instead of a generated image: it is projected into the generator first "
+                        "(resized, center-cropped); or a saved projection (python -m pbw.project's folder)")
+    p.add_class_arguments(ProjectSettings, "projection", help="the projection of --image (ProjectSettings)")
     return p
 
 
@@ -132,11 +137,37 @@ def prepare(args) -> tuple[Editor, list[dict], list[EditRequest | None], object]
             "lpips_net": args.lpips_net, "device": str(device)}
     editor = Editor(g, semantic, preservation, device, info=info)
     rows, requests = _read_requests(args, editor.generator)
+    if args.image:
+        requests = _photo_requests(args, editor, requests)
     logger = False
     if args.wandb_project:
         from pytorch_lightning.loggers import WandbLogger
         logger = WandbLogger(project=args.wandb_project, name=args.wandb_name, save_dir=args.out)
     return editor, rows, requests, logger
+
+
+def _photo_requests(args, editor: Editor, requests: list[EditRequest | None]) -> list[EditRequest | None]:
+    """The requests, each starting from the projection of --image (saved in OUT/projection) instead of a seed."""
+    from dataclasses import replace
+
+    from pbw.editing.project import edit_space, project
+    from pbw.editing.result import EditResult
+    from pbw.project import save_projection
+
+    path = Path(args.image)
+    if path.is_dir() or path.suffix == ".pt":  # a saved projection
+        photo = EditResult.load(path, editor.generator)
+    else:
+        lpips = editor.preservation.lpips
+        photo = project(path, editor.generator, args.projection, perceptual=lpips, classes=args.class_,
+                        device=editor.device, progress=args.progress, name=path.stem,
+                        notes=["projection loss: " + ("LPIPS + pixels" if lpips is not None else "pixels (MSE) only")])
+        save_projection(photo, editor.generator, Path(args.out) / "projection")
+        print(f"projected {path}: PSNR {photo.metrics['psnr']:.2f} dB; {Path(args.out) / 'projection'}")
+    if args.settings.space is None:
+        args.settings = replace(args.settings, space=edit_space(photo, editor.generator))
+    return [None if r is None else EditRequest(r.prompt, mask=r.mask, name=r.name, notes=list(photo.notes) + r.notes,
+                                               base=photo) for r in requests]
 
 
 def run(args, editor: Editor, rows: list[dict], requests: list[EditRequest | None], logger) -> list[dict]:

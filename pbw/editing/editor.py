@@ -17,7 +17,7 @@ import torch
 
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditModule, EditRequest, EditSettings
-from pbw.editing.result import EditResult, Layer
+from pbw.editing.result import EditResult, Layer, apply_generator_state
 from pbw.models.maskable import Codes, MaskableGenerator
 from pbw.semantic import SemanticNet
 
@@ -119,6 +119,7 @@ class Editor:
         self.semantic = semantic.to(self.device).eval()
         self.preservation = (preservation or PreservationLoss(lpips=False)).to(self.device).eval()
         self.info = dict(info or {})
+        self._tuned: tuple[dict, MaskableGenerator] | None = None  # the last tuned weights used, applied
 
     @torch.no_grad()
     def start(self, codes: Codes, name: str = "") -> EditResult:
@@ -132,15 +133,19 @@ class Editor:
             callbacks: Sequence[pl.Callback] = (), keep_going: bool = False, progress: bool = True,
             logger=False) -> list[EditResult | EditFailure]:
         """Edit every request (in batches of `settings.batch_size`, masked and whole-image requests
-        apart); returns one result per request, in order. With `keep_going`, a request that fails
+        apart, and requests whose base carries tuned generator weights, e.g. a photo projected with
+        pivotal tuning, apart by those weights, which edit them); returns one result per request, in
+        order. With `keep_going`, a request that fails
         becomes an `EditFailure` (a failing batch is retried request by request) instead of raising."""
         settings = settings or EditSettings()
         out: list[EditResult | EditFailure | None] = [None] * len(requests)
         for masked in (True, False):
             todo = [i for i, r in enumerate(requests) if (r.mask is not None) == masked]
-            for j in range(0, len(todo), settings.batch_size):
-                batch = todo[j:j + settings.batch_size]
-                self._run_batch(batch, requests, settings, callbacks, keep_going, progress, logger, out)
+            for key in dict.fromkeys(id(_tuned_state(requests[i])) for i in todo):
+                group = [i for i in todo if id(_tuned_state(requests[i])) == key]
+                for j in range(0, len(group), settings.batch_size):
+                    batch = group[j:j + settings.batch_size]
+                    self._run_batch(batch, requests, settings, callbacks, keep_going, progress, logger, out)
         return out
 
     def _run_batch(self, batch, requests, settings, callbacks, keep_going, progress, logger, out) -> None:
@@ -158,8 +163,17 @@ class Editor:
         for i, r in zip(batch, results):
             out[i] = r
 
+    def generator_for(self, request: EditRequest) -> MaskableGenerator:
+        """The generator that edits `request`: this Editor's, or a copy with its base's tuned weights."""
+        state = _tuned_state(request)
+        if state is None:
+            return self.generator
+        if self._tuned is None or self._tuned[0] is not state:
+            self._tuned = (state, apply_generator_state(self.generator, state))
+        return self._tuned[1]
+
     def _edit(self, requests: list[EditRequest], settings: EditSettings, callbacks, progress, logger) -> list[EditResult]:
-        module = EditModule(self.generator, self.semantic, requests, settings, self.preservation).to(self.device)
+        module = EditModule(self.generator_for(requests[0]), self.semantic, requests, settings, self.preservation).to(self.device)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # G and CLIP stay frozen
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -193,5 +207,9 @@ class Editor:
                 codes=codes, w0=w0, original=module.x0[i:i + 1].cpu(), edited=edited[i:i + 1], name=req.name,
                 prompt={"texts": req.prompt.texts, "weights": req.prompt.weights}, space=module.space,
                 latents=latents, mask=mask, layers=layers, source=source, metrics=metrics[i], settings=settings,
-                history=module.history[i], notes=notes))
+                history=module.history[i], notes=notes, generator_state=_tuned_state(req)))
         return results
+
+
+def _tuned_state(request: EditRequest) -> dict | None:
+    return request.base.generator_state if request.base is not None else None

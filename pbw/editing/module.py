@@ -113,6 +113,7 @@ class EditModule(pl.LightningModule):
         self.masked = requests[0].mask is not None
         self.space = generator.space(self.settings.space, self.masked)
         dev = next(generator.parameters()).device
+        _check_tuned_weights(generator, requests)
         starts = [_start(generator, r, dev) for r in requests]
         codes = {k: torch.cat([c[k] for c, _, _ in starts]) for k in starts[0][0]}
         self.code_keys = sorted(codes)
@@ -304,6 +305,16 @@ class EditModule(pl.LightningModule):
                 m["realism"] = float(r[i])
             out.append(m)
         return out
+
+
+def _check_tuned_weights(generator: MaskableGenerator, requests: list[EditRequest]) -> None:
+    """A base made with tuned generator weights (a photo projected with pivotal tuning) must be edited with them."""
+    params = dict(generator.named_parameters())
+    for r in requests:
+        state = r.base.generator_state if r.base is not None else None
+        if state and not all(k in params and torch.equal(params[k].detach(), v.to(params[k].device)) for k, v in state.items()):
+            raise ValueError(f"request {r.name or '(unnamed)'} starts from a photo projected with tuned generator "
+                             "weights: edit it through Editor (which applies them) or with base.tuned_generator(generator)")
 
 
 def _start(generator: MaskableGenerator, request: EditRequest, device) -> tuple[Codes, torch.Tensor, torch.Tensor | None]:

@@ -3,7 +3,12 @@
 `EditResult.save` is the only writer of `latents.pt` and `EditResult.load` its only reader. The file
 is a `torch.save` dict read with `weights_only=True`:
 
-- format 2 (this version): `format_version`, `name`, `prompt`, `codes`, `w0`, `space`, `latents`,
+- format 3: format 2 and `generator_file`, the name of a file next to latents.pt (`generator.pt`:
+  a `torch.save`d dict of parameter name -> tensor) holding the generator weights a photo was
+  projected with (pivotal tuning; `EditResult.generator_state`). Written only for results that carry
+  tuned weights, so that a pbw reading only format 2 refuses them (it would replay them with the wrong
+  weights); every other result is still written as format 2;
+- format 2: `format_version`, `name`, `prompt`, `codes`, `w0`, `space`, `latents`,
   `mask`, `layers`, `source`, `original`, `edited`, `metrics`, `settings`, `notes`;
 - format 1 (before the version field): edit.py wrote `codes`, `w0`, `latents`, `mask`; the app
   added `layers`, a list of (W+ latent, mask) pairs. Loading these needs the generator, which
@@ -11,6 +16,7 @@ is a `torch.save` dict read with `weights_only=True`:
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +27,8 @@ from torchvision.utils import save_image
 from pbw.editing.masks import mask_overlay
 from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+GENERATOR_FILE = "generator.pt"
 
 
 def to01(x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +54,9 @@ class EditResult:
     order, the last one being this edit's (empty for a start image or a whole-image edit).
     `original` and `edited` are [1, 3, R, R] in [-1, 1] on the CPU; `mask` is this edit's mask
     (None: whole image or no edit). `source` is "sample" (decode(w0) with the layers) or "photo"
-    (a projected photo, whose pixels are kept outside every mask)."""
+    (a projected photo, whose pixels are kept outside every mask). `generator_state`: the generator
+    weights that differ from the checkpoint's (a photo projected with pivotal tuning, and every edit
+    of it), or None; `tuned_generator` applies them."""
 
     codes: Codes
     w0: torch.Tensor
@@ -64,6 +73,7 @@ class EditResult:
     settings: dict = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    generator_state: dict[str, torch.Tensor] | None = None
 
     # ---- continuing from a result ---------------------------------------------------------------
     def as_base(self) -> tuple[Codes, torch.Tensor, torch.Tensor | None]:
@@ -71,10 +81,16 @@ class EditResult:
         kept = self.edited if self.layers or self.source == "photo" else None
         return self.codes, self.w0, kept
 
+    def tuned_generator(self, generator: MaskableGenerator) -> MaskableGenerator:
+        """The generator this result's images come from: `generator` itself, or a copy of it with the
+        tuned weights of `generator_state`."""
+        return generator if self.generator_state is None else apply_generator_state(generator, self.generator_state)
+
     # ---- saved form -----------------------------------------------------------------------------
     def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write original.png, edited.png, mask.png (edits with a mask), comparison.png, metrics.json
-        and latents.pt into `folder`; returns their paths by name."""
+        """Write original.png, edited.png, mask.png (edits with a mask), comparison.png, metrics.json,
+        latents.pt and, with tuned generator weights, generator.pt into `folder`; returns their paths
+        by name."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         files = {name: folder / f"{name}.png" for name in ("original", "edited", "comparison")}
@@ -93,7 +109,12 @@ class EditResult:
              "notes": self.notes, "settings": self.settings, "history": self.history}, indent=2))
         files["latents"] = folder / "latents.pt"
         cpu = lambda d: {k: v.detach().cpu() for k, v in d.items()}  # noqa: E731
-        torch.save({"format_version": FORMAT_VERSION, "name": self.name, "prompt": self.prompt,
+        tuned = {}
+        if self.generator_state is not None:
+            files["generator"] = folder / GENERATOR_FILE
+            torch.save(cpu(self.generator_state), files["generator"])
+            tuned = {"generator_file": GENERATOR_FILE}
+        torch.save({"format_version": 3 if tuned else 2, **tuned, "name": self.name, "prompt": self.prompt,
                     "codes": cpu(self.codes), "w0": self.w0.cpu(), "space": self.space, "latents": cpu(self.latents),
                     "mask": None if self.mask is None else self.mask.cpu(),
                     "layers": [{"space": ly.space, "latents": cpu(ly.latents), "mask": ly.mask.cpu()} for ly in self.layers],
@@ -102,10 +123,12 @@ class EditResult:
         return files
 
     @classmethod
-    def load(cls, path: str | Path, generator: MaskableGenerator | None = None) -> "EditResult":
+    def load(cls, path: str | Path, generator: MaskableGenerator | None = None,
+             generator_file: str | Path | None = None) -> "EditResult":
         """Read a result folder or its latents.pt (any format since the first release). With a
         `generator`, check that the file belongs to it; files of format 1 need it (their images are
-        re-rendered)."""
+        re-rendered). Tuned generator weights (format 3) are read from the generator.pt next to
+        latents.pt, or from `generator_file` (e.g. an upload stored elsewhere)."""
         path = Path(path)
         file = path / "latents.pt" if path.is_dir() else path
         try:
@@ -121,6 +144,14 @@ class EditResult:
                              f"{FORMAT_VERSION}): upgrade pbw")
         if generator is not None:  # before format 1's images are re-rendered with it
             check_fits(data["codes"], data["w0"], generator, file.name, data.get("edited"))
+        state = None
+        if data.get("generator_file"):
+            gfile = Path(generator_file) if generator_file else file.parent / Path(str(data["generator_file"])).name
+            try:
+                state = torch.load(gfile, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise ValueError(f"{file} was projected with tuned generator weights, which should be in {gfile}: "
+                                 f"{e}") from e
         if version == 1:
             if generator is None:
                 raise ValueError(f"{file} is an edit saved by an older pbw: load it with the generator, "
@@ -130,7 +161,35 @@ class EditResult:
                    name=data.get("name", ""), prompt=data.get("prompt"), space=data.get("space"),
                    latents=data.get("latents", {}), mask=data.get("mask"),
                    layers=[Layer(**ly) for ly in data.get("layers", [])], source=data.get("source", "sample"),
-                   metrics=data.get("metrics", {}), settings=data.get("settings", {}), notes=data.get("notes", []))
+                   metrics=data.get("metrics", {}), settings=data.get("settings", {}), notes=data.get("notes", []),
+                   generator_state=state)
+
+
+def generator_copy(generator: MaskableGenerator) -> MaskableGenerator:
+    """A deep copy of `generator` that shares its discriminator (which tuning never changes)."""
+    d = generator.discriminator
+    generator.discriminator = None
+    try:
+        out = copy.deepcopy(generator)
+    finally:
+        generator.discriminator = d
+    out.discriminator = d
+    return out
+
+
+def apply_generator_state(generator: MaskableGenerator, state: dict[str, torch.Tensor]) -> MaskableGenerator:
+    """A copy of `generator` (on its device, in eval mode, frozen) with the parameters in `state` replaced;
+    a ValueError names what does not fit."""
+    out = generator_copy(generator).eval().requires_grad_(False)
+    params = dict(out.named_parameters())
+    bad = [k for k, v in state.items() if k not in params or tuple(params[k].shape) != tuple(v.shape)]
+    if bad:
+        raise ValueError(f"the tuned generator weights do not fit this {type(generator).__name__}: "
+                         f"{len(bad)} of {len(state)} tensors (e.g. {bad[0]!r}) have no parameter of that name and shape")
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
+    return out
 
 
 def check_fits(codes: Codes, w0: torch.Tensor, generator: MaskableGenerator, name: str,

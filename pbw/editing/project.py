@@ -1,0 +1,675 @@
+"""Project a photo into a generator: find the codes whose image reproduces it, then optionally tune
+the generator's weights around them (pivotal tuning), so that the photo can be edited with words.
+
+`project(image, generator, settings)` returns an `EditResult` with `source="photo"`: `original` and
+`edited` are the photo (resized and center-cropped to the generator's resolution, in [-1, 1]),
+`codes` and `w0` the found latent, `metrics` the reconstruction's PSNR / L1 (and LPIPS when a
+perceptual net is used). It is an edit's base: `EditRequest(prompt, base=result, mask=...)` keeps the
+photo's pixels outside the mask. With pivotal tuning the result carries the tuned weights
+(`EditResult.generator_state`), the Editor edits it with them, and `EditResult.save` writes them to
+`generator.pt` next to `latents.pt`.
+
+The latent search follows NVIDIA's StyleGAN2 projector (stylegan2-ada-pytorch `projector.py`): Adam from
+the mean latent, a learning rate ramped up then down (cosine), Gaussian noise on the latent that
+decays to zero over the first 75% of the steps, a perceptual (LPIPS) plus a pixel (MSE) loss.
+NVIDIA also optimizes the per-layer noise maps (with a regularizer that keeps them noise-like); pbw
+decodes with its constant noise buffers, so the noise stays fixed and there is nothing to regularize
+(and nothing else that would have to travel with the result).
+
+- StyleGAN2: space `w` (one w for every layer, the default; NVIDIA's projector) or `wplus` (one w per
+  layer: closer reconstructions, edits then run in `wplus`). The start is the mean w (over
+  `w_avg_samples` mapped z's), the noise scale the spread of w around it. The stored `codes` hold a
+  zero z: a projected latent has no z, and a whole-image edit in space `z` would start afresh.
+- BigGAN: space `z` (z and the class vector, the default) or `w` (also the first block's output
+  features). The start is the best of `class_samples` z draws for every class (or for `classes`); the
+  class vector is then optimized freely, as in whole-image editing.
+
+Pivotal tuning (PTI, Roich et al. 2021) then fine-tunes the decode path h only (StyleGAN2's synthesis
+network; BigGAN's blocks after the first and its output layer), so the pivot codes and `w0` keep
+their meaning; a locality regularizer keeps the tuned generator's images of latents between the
+pivot and random latents (`w0 + locality_alpha * (w_random - w0)`) close to the original's.
+
+The loops are plain loops with tqdm, not Lightning: a projection is one image's few hundred small
+steps in two phases with per-step schedules, where a Trainer's start-up and per-step hooks would cost
+a sizable share of the time. Progress goes to `report(phase, done, total)` (the Editor's `EditProgress`
+signature) and the stop conditions are the Editor's `StopEdit`s (`TimeLimit`, `Cancel`: anything with
+a `reason()`), checked every step.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from pbw.data.common import load_image, pil_to_unit_tensor
+from pbw.editing.result import EditResult
+from pbw.models.maskable import Codes, MaskableGenerator
+
+MIN_SIDE = 16  # smaller photos are refused: nothing to reconstruct
+PERCEPTUAL_MAX = 256  # the perceptual loss sees at most 256 px (area-downsampled), as in NVIDIA's projector
+PhotoSource = str | os.PathLike | bytes | Image.Image | torch.Tensor
+
+
+class PhotoError(ValueError):
+    """A photo that cannot be projected (unreadable, too small)."""
+
+
+@dataclass
+class ProjectSettings:
+    """Every setting of a projection; defaults reconstruct the bundled 32 px miniature in a few seconds
+    on the CPU.
+
+    steps, lr: latent optimization steps and Adam's peak learning rate (ramped up over the first
+    `lr_rampup` and down, cosine, over the last `lr_rampdown` of the steps).
+    space: StyleGAN2 `w` (default) or `wplus`; BigGAN `z` (z + class vector, default) or `w` (also the
+    first block's features); None: the default.
+    noise, noise_ramp: latent noise (times the latent's spread) at the start, decaying (squared) to 0
+    at `noise_ramp` of the steps.
+    pixel_weight, perceptual_weight: weights of the MSE and of the perceptual (LPIPS) loss, when a
+    perceptual net is given.
+    tune_steps, tune_lr: pivotal tuning steps (0: none) and Adam's learning rate on the weights (None: 1e-3
+    for StyleGAN2, PTI's 3e-4 for BigGAN: on the miniature, 1e-3 made BigGAN's tuned weights both less
+    faithful and much less editable).
+    locality_weight, locality_alpha: PTI's locality regularizer (0: off) and how far from the pivot
+    towards a random latent its samples lie (a fraction of the distance).
+    w_avg_samples: z's mapped to estimate StyleGAN2's mean w and spread.
+    class_samples: BigGAN: z draws tried per class to choose the start.
+    seed: seed of the noise, the start search and the locality samples.
+    time_limit: seconds for the whole projection (None: no limit); on reaching it, what was found is kept.
+    """
+
+    steps: int = 200
+    lr: float = 0.1
+    space: str | None = None
+    noise: float = 0.05
+    noise_ramp: float = 0.75
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    pixel_weight: float = 1.0
+    perceptual_weight: float = 1.0
+    tune_steps: int = 100
+    tune_lr: float | None = None
+    locality_weight: float = 0.1
+    locality_alpha: float = 0.5
+    w_avg_samples: int = 10000
+    class_samples: int = 8
+    seed: int = 0
+    time_limit: float | None = None
+
+    def __post_init__(self):
+        bad = [f"{k}={getattr(self, k)}" for k, ok in (
+            ("steps", self.steps >= 0), ("tune_steps", self.tune_steps >= 0), ("lr", self.lr > 0),
+            ("tune_lr", self.tune_lr is None or self.tune_lr > 0), ("noise", self.noise >= 0), ("noise_ramp", 0 < self.noise_ramp <= 1),
+            ("lr_rampup", 0 <= self.lr_rampup <= 1), ("lr_rampdown", 0 < self.lr_rampdown <= 1),
+            ("pixel_weight", self.pixel_weight >= 0), ("perceptual_weight", self.perceptual_weight >= 0),
+            ("locality_weight", self.locality_weight >= 0), ("locality_alpha", 0 <= self.locality_alpha <= 1),
+            ("w_avg_samples", self.w_avg_samples >= 2), ("class_samples", self.class_samples >= 1),
+            ("time_limit", self.time_limit is None or self.time_limit >= 0)) if not ok]
+        if bad:
+            raise ValueError(f"bad projection settings {', '.join(bad)}: need steps, tune_steps, noise, weights >= 0; "
+                             "lr, tune_lr > 0; noise_ramp, lr_rampdown in (0, 1]; lr_rampup, locality_alpha in [0, 1]; "
+                             "w_avg_samples >= 2, class_samples >= 1")
+
+
+# ---- the photo ------------------------------------------------------------------------------------
+def load_photo(source: PhotoSource, resolution: int, name: str | None = None) -> tuple[torch.Tensor, list[str]]:
+    """A photo as [1, 3, R, R] in [-1, 1] and notes on what was done to it: any mode converted to RGB
+    (grayscale, CMYK, palette; transparency composited on white), the shorter side resized to R
+    (bicubic, antialiased) and the center cropped (pbw.data.common's `load_image`). `source` is a path,
+    encoded bytes, a PIL image or an image tensor ([3, H, W] or [1, 3, H, W] in [-1, 1]). Raises
+    `PhotoError` (one line) for an unreadable file or a side under `MIN_SIDE` px."""
+    if name is None:
+        name = str(source) if isinstance(source, (str, os.PathLike)) else "the photo"
+    if isinstance(source, torch.Tensor):
+        x = source.detach().float().cpu()
+        x = x[None] if x.ndim == 3 else x
+        if x.ndim != 4 or x.shape[:2] != (1, 3):
+            raise PhotoError(f"{name}: an image tensor must be [3, H, W] or [1, 3, H, W] in [-1, 1], got {tuple(x.shape)}")
+        if x.shape[-2:] == (resolution, resolution):
+            return x.clamp(-1, 1), []
+        source = Image.fromarray(((x[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+    try:
+        if isinstance(source, Image.Image):
+            img = source
+        else:
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            img.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PhotoError(f"cannot read image {name}: {reason}") from None
+    w, h = img.size
+    if min(w, h) < MIN_SIDE:
+        raise PhotoError(f"image {name} is {w}x{h} px: too small to project (at least {MIN_SIDE} px on each side)")
+    notes = []
+    if img.mode != "RGB":
+        alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+        notes.append(f"converted from {img.mode} to RGB" + (" (transparent pixels on white)" if alpha else ""))
+    if (w, h) != (resolution, resolution):
+        crop = "" if w == h else " (center-cropped to a square)"
+        notes.append(f"resized from {w}x{h} to {resolution}x{resolution} px{crop}")
+    pil = load_image(img, name, resolution)  # to RGB, shorter side to R, center crop
+    return pil_to_unit_tensor(pil)[None], notes
+
+
+# ---- metrics --------------------------------------------------------------------------------------
+@torch.no_grad()
+def reconstruction_metrics(x: torch.Tensor, target: torch.Tensor, perceptual: nn.Module | None = None) -> dict[str, float]:
+    """PSNR (dB, images in [0, 1]), mean |difference| (0..1 scale) and, with a perceptual net, LPIPS,
+    each averaged over the batch."""
+    a, b = (x.float().clamp(-1, 1) + 1) / 2, (target.float().clamp(-1, 1) + 1) / 2
+    mse = (a - b).square().flatten(1).mean(1).clamp(min=1e-10)
+    out = {"psnr": float((10 * torch.log10(1 / mse)).mean()), "l1": float((a - b).abs().mean())}
+    if perceptual is not None:
+        out["lpips"] = float(_perceptual(perceptual, x, target).mean())
+    return out
+
+
+def _perceptual(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if x.shape[-1] > PERCEPTUAL_MAX:
+        x, y = (F.interpolate(t, size=(PERCEPTUAL_MAX, PERCEPTUAL_MAX), mode="area") for t in (x, y))
+    return net(x, y).flatten()
+
+
+def build_perceptual(mode: str | bool = "auto", net: str = "alex", weights: str | None = None
+                     ) -> tuple[nn.Module | None, str]:
+    """The projection's perceptual net and a note saying which loss is used. `mode`: "auto" (LPIPS when
+    its ImageNet backbone is at hand: the local file `weights` or torchvision's download cache; else
+    the pixel loss alone, without trying to download), True/"lpips" (LPIPS, downloading the backbone
+    when needed, or an error) or False/"none" (pixel loss only)."""
+    import torchvision
+
+    from pbw.editing.losses import _TV_WEIGHTS, build_lpips
+
+    mode = {True: "lpips", False: "none"}.get(mode, mode)
+    if mode not in ("auto", "lpips", "none"):
+        raise ValueError(f"perceptual loss must be auto, lpips or none, got {mode!r}")
+    if mode == "none":
+        return None, "projection loss: pixels (MSE) only"
+    if mode == "auto" and weights is None and net in _TV_WEIGHTS:
+        url = getattr(torchvision.models, _TV_WEIGHTS[net]).DEFAULT.url
+        if not (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file():
+            return None, (f"projection loss: pixels (MSE) only: LPIPS' {net} backbone is not in torchvision's cache "
+                          "(give --lpips_weights FILE, or --lpips true to download it)")
+    try:
+        return build_lpips(net, weights), f"projection loss: LPIPS ({net}) + pixels (MSE)"
+    except RuntimeError as e:
+        if mode == "lpips":
+            raise ValueError(str(e)) from None
+        return None, (f"projection loss: pixels (MSE) only: LPIPS' {net} backbone is not available offline "
+                      "(give --lpips_weights FILE to use it)")
+
+
+# ---- the latent search ----------------------------------------------------------------------------
+class _Latent:
+    """What a projection optimizes for one family and space: parameters, their image, the result's codes."""
+
+    def __init__(self, g: MaskableGenerator, space: str, target: torch.Tensor, s: ProjectSettings,
+                 classes, perceptual, gen: torch.Generator):
+        from pbw.models.biggan import BigGANGenerator
+        from pbw.models.stylegan2 import StyleGAN2Generator
+
+        self.g, self.space, dev = g, space, target.device
+        self.noisy: dict[str, float] = {}  # parameter -> noise scale (its spread)
+        if isinstance(g, StyleGAN2Generator):
+            z = torch.randn(s.w_avg_samples, g.z_dim, generator=gen).to(dev)
+            with torch.no_grad():
+                w = torch.cat([g.encode({"z": c})[:, 0] for c in z.split(1000)])
+            w_avg = w.mean(0, keepdim=True)
+            spread = float(((w - w_avg).square().sum() / len(w)).sqrt())  # NVIDIA's w_std
+            start = w_avg if space == "w" else w_avg[:, None].repeat(1, g.num_ws, 1)
+            self.params = {"w": start.clone()}
+            self.noisy = {"w": spread}
+            self.codes = {"z": torch.zeros(1, g.z_dim, device=dev)}
+        else:
+            codes = _best_start(g, target, s, classes, perceptual, gen)
+            self.params = {k: v.clone() for k, v in g.continuous_codes(codes).items() if v.is_floating_point()}
+            self.noisy = {"z": math.sqrt(self.params["z"].shape[1])} if "z" in self.params else {}
+            if space == "w":  # the first block's features too: an offset from encode(codes)
+                with torch.no_grad():
+                    self.params["w_offset"] = torch.zeros_like(g.encode(codes))
+            self.codes = {k: v for k, v in g.continuous_codes(codes).items() if k not in self.params}
+        self.is_stylegan2 = isinstance(g, StyleGAN2Generator)
+        self.is_biggan = isinstance(g, BigGANGenerator)
+
+    def decode_latent(self, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Codes]:
+        """(w, cond) of parameters p."""
+        if self.is_stylegan2:
+            w = p["w"]
+            return (w[:, None].expand(-1, self.g.num_ws, -1) if w.ndim == 2 else w), self.codes
+        codes = {**self.codes, **{k: v for k, v in p.items() if k != "w_offset"}}
+        w = self.g.encode(codes)
+        return (w + p["w_offset"] if "w_offset" in p else w), codes
+
+    def image(self, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        w, cond = self.decode_latent(p)
+        return self.g.decode(w, cond=cond)
+
+
+def _best_start(g: MaskableGenerator, target: torch.Tensor, s: ProjectSettings, classes, perceptual,
+                gen: torch.Generator) -> Codes:
+    """A conditional generator's start: of `class_samples` draws per class (or per given class), the
+    codes whose image is closest to the target."""
+    n_classes = getattr(g, "n_classes", None)
+    if not g.is_conditional or n_classes is None:
+        best, best_loss = None, float("inf")
+        for i in range(s.class_samples):
+            c = g.sample(1, seed=int(torch.randint(2**31, (1,), generator=gen)))
+            with torch.no_grad():
+                loss = _loss(g.decode(g.encode(c), cond=c), target, s, perceptual)
+            if float(loss) < best_loss:
+                best, best_loss = c, float(loss)
+        return best
+    labels = torch.arange(n_classes) if classes is None else torch.as_tensor(classes).flatten()
+    seeds = torch.randint(2**31, (len(labels),), generator=gen)
+    best, best_loss = None, float("inf")
+    for label, seed in zip(labels.tolist(), seeds.tolist()):
+        c = g.sample(s.class_samples, seed=seed, classes=label)
+        with torch.no_grad():
+            x = g.decode(g.encode(c), cond=c)
+            losses = _loss(x, target.expand_as(x), s, perceptual, reduce=False)
+        k = int(losses.argmin())
+        if float(losses[k]) < best_loss:
+            best, best_loss = {key: v[k:k + 1] for key, v in c.items()}, float(losses[k])
+    return best
+
+
+def _loss(x: torch.Tensor, target: torch.Tensor, s: ProjectSettings, perceptual, reduce: bool = True) -> torch.Tensor:
+    loss = s.pixel_weight * (x - target).square().flatten(1).mean(1)
+    if perceptual is not None and s.perceptual_weight > 0:
+        loss = loss + s.perceptual_weight * _perceptual(perceptual, x, target)
+    return loss.sum() if reduce else loss
+
+
+def _lr_at(t: float, s: ProjectSettings) -> float:
+    """NVIDIA's schedule: a linear ramp up over `lr_rampup`, a cosine ramp down over the last `lr_rampdown`."""
+    ramp = min(1.0, (1.0 - t) / s.lr_rampdown)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    return ramp * (min(1.0, t / s.lr_rampup) if s.lr_rampup > 0 else 1.0)
+
+
+class _Clock:
+    """The stop conditions: the settings' time limit and the given `StopEdit`s (anything with `reason()`)."""
+
+    def __init__(self, time_limit: float | None, stops: Sequence):
+        self.start, self.limit, self.stops = time.monotonic(), time_limit, list(stops)
+        self.why: str | None = None
+
+    def stop(self) -> bool:
+        if self.why is None:
+            if self.limit is not None and time.monotonic() - self.start > self.limit:
+                self.why = f"stopped early: the time limit of {self.limit:g} s was reached"
+            for s in self.stops:
+                self.why = self.why or s.reason()
+        return self.why is not None
+
+
+# ---- pivotal tuning -------------------------------------------------------------------------------
+def tuned_parameter_names(g: MaskableGenerator) -> list[str]:
+    """The parameters pivotal tuning changes: those of the decode path h that encode (f) does not use."""
+    from pbw.models.biggan import BigGANGenerator
+    from pbw.models.stylegan2 import StyleGAN2Generator
+
+    if isinstance(g, StyleGAN2Generator):
+        prefixes = ("synthesis.",)
+    elif isinstance(g, BigGANGenerator):
+        prefixes = tuple(f"blocks.{i}." for i in range(1, len(g.blocks))) + ("output_layer.",)
+    else:
+        raise TypeError(f"pivotal tuning knows the decode path of StyleGAN2 and BigGAN generators, not of a "
+                        f"{type(g).__name__}; project it with tune_steps=0")
+    return [n for n, _ in g.named_parameters() if n.startswith(prefixes)]
+
+
+def _pivotal_tuning(g: MaskableGenerator, w0: torch.Tensor, codes: Codes, target: torch.Tensor, s: ProjectSettings,
+                    perceptual, gen: torch.Generator, clock: _Clock, report, progress: bool, history: list
+                    ) -> tuple[dict[str, torch.Tensor], int]:
+    """Fine-tune h around the pivot (w0, codes); returns the tuned parameters and the steps done."""
+    from pbw.editing.result import generator_copy
+
+    names = tuned_parameter_names(g)
+    tuned = generator_copy(g)
+    tuned.eval().requires_grad_(False)
+    params = dict(tuned.named_parameters())
+    for n in names:
+        params[n].requires_grad_(True)
+    opt = torch.optim.Adam([params[n] for n in names], lr=s.tune_lr)
+    cont = g.continuous_codes(codes)
+    done = 0
+    for step in tqdm(range(s.tune_steps), desc="pivotal tuning", disable=not progress, leave=False):
+        if clock.stop():
+            break
+        if s.locality_weight > 0:  # the pivot and a latent near it, in one batch
+            r = g.continuous_codes(g.sample(1, seed=int(torch.randint(2**31, (1,), generator=gen))))
+            r = {k: v.to(w0.device) for k, v in r.items()}
+            cond_r = {k: torch.lerp(cont[k], r[k], s.locality_alpha) for k in cont}
+            with torch.no_grad():
+                w_r = torch.lerp(w0, g.encode(r), s.locality_alpha)
+                ref = g.decode(w_r, cond=cond_r)
+            x = tuned.decode(torch.cat([w0, w_r]), cond={k: torch.cat([cont[k], cond_r[k]]) for k in cont})
+            fit, local = _loss(x[:1], target, s, perceptual), _loss(x[1:], ref, s, perceptual)
+            loss = fit + s.locality_weight * local
+            record = {"phase": 1.0, "loss": float(fit.detach()), "locality": float(local.detach())}
+        else:
+            loss = _loss(tuned.decode(w0, cond=codes), target, s, perceptual)
+            record = {"phase": 1.0, "loss": float(loss.detach())}
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done = step + 1
+        history.append(record)
+        if report is not None:
+            report("pivotal tuning", done, s.tune_steps)
+    return {n: params[n].detach().cpu().clone() for n in names}, done
+
+
+# ---- projection -----------------------------------------------------------------------------------
+def project(image: PhotoSource, generator: MaskableGenerator, settings: ProjectSettings | None = None, *,
+            perceptual: nn.Module | None = None, classes: int | Sequence[int] | None = None,
+            device: str | torch.device = "auto", progress: bool = True,
+            report: Callable[[str, int, int], None] | None = None, stops: Sequence = (),
+            name: str = "photo", notes: Sequence[str] = ()) -> EditResult:
+    """Project `image` (path, bytes, PIL image or [1, 3, H, W] tensor in [-1, 1]) into `generator`.
+
+    `perceptual`: an LPIPS-like net (images in [-1, 1] -> distance per image; see `build_perceptual`),
+    None for the pixel loss alone. `classes`: BigGAN: the class(es) to search the start in (None: all).
+    `report(phase, done, total)` is called after every step ("projection", then "pivotal tuning");
+    `stops` are `StopEdit`s (e.g. `TimeLimit`, `Cancel`) checked every step. The result keeps what was
+    reached when stopped, and says why in its notes. `generator` is left unchanged (tuning works on a copy).
+    """
+    from pbw.editing.editor import resolve_device
+
+    dev = resolve_device(device)
+    g = generator.to(dev).eval().requires_grad_(False)
+    s = resolved(g, settings)
+    space = s.space
+    photo, photo_notes = load_photo(image, g.resolution, name if not isinstance(image, (str, os.PathLike)) else None)
+    target = photo.to(dev)
+    if perceptual is not None:
+        perceptual = perceptual.to(dev).eval().requires_grad_(False)
+    gen = torch.Generator().manual_seed(s.seed)
+    clock = _Clock(s.time_limit, stops)
+    t0 = time.perf_counter()
+    with torch.enable_grad():
+        lat = _Latent(g, space, target, s, classes, perceptual, gen)
+        with torch.no_grad():
+            start = reconstruction_metrics(lat.image(lat.params), target)
+        params = {k: v.requires_grad_(True) for k, v in lat.params.items()}
+        opt = torch.optim.Adam(params.values(), lr=s.lr, betas=(0.9, 0.999))
+        history: list[dict[str, float]] = []
+        for step in tqdm(range(s.steps), desc="projection", disable=not progress, leave=False):
+            if clock.stop():
+                break
+            t = step / max(s.steps, 1)
+            for group in opt.param_groups:
+                group["lr"] = s.lr * _lr_at(t, s)
+            noise_factor = s.noise * max(0.0, 1.0 - t / s.noise_ramp) ** 2
+            noisy = {k: v + torch.randn(v.shape, generator=gen).to(dev) * (noise_factor * lat.noisy[k])
+                     if k in lat.noisy and noise_factor > 0 else v for k, v in params.items()}
+            loss = _loss(lat.image(noisy), target, s, perceptual)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append({"phase": 0.0, "loss": float(loss.detach())})
+            if report is not None:
+                report("projection", step + 1, s.steps)
+        with torch.no_grad():
+            w0, codes = lat.decode_latent({k: v.detach() for k, v in params.items()})
+            w0, codes = w0.detach().clone(), {k: v.detach().clone() for k, v in codes.items()}
+            recon = g.decode(w0, cond=codes)
+        latent_seconds = time.perf_counter() - t0
+        metrics = reconstruction_metrics(recon, target, perceptual)
+        state, tuned_steps = None, 0
+        if s.tune_steps > 0 and not clock.stop():
+            state, tuned_steps = _pivotal_tuning(g, w0, codes, target, s, perceptual, gen, clock, report, progress,
+                                                 history)
+    all_notes = list(notes) + photo_notes
+    if state is not None:
+        from pbw.editing.result import apply_generator_state
+
+        tuned = apply_generator_state(g, state)
+        with torch.no_grad():
+            tuned_metrics = reconstruction_metrics(tuned.decode(w0, cond=codes), target, perceptual)
+        metrics = {**{f"{k}_before_tuning": v for k, v in metrics.items()}, **tuned_metrics}
+    seconds = time.perf_counter() - t0
+    metrics.update(psnr_start=start["psnr"], l1_start=start["l1"], seconds=seconds, latent_seconds=latent_seconds, steps_done=float(len(history) - tuned_steps),
+                   tune_steps_done=float(tuned_steps))
+    all_notes.append(f"projected into {type(g).__name__}'s {space} space ({len(history) - tuned_steps} steps"
+                     + (f", then {tuned_steps} steps of pivotal tuning" if tuned_steps else "")
+                     + f"): reconstruction PSNR {metrics['psnr']:.1f} dB in {seconds:.1f} s")
+    if clock.why:
+        all_notes.append(clock.why)
+    return EditResult(codes={k: v.cpu() for k, v in codes.items()}, w0=w0.cpu(), original=photo, edited=photo.clone(),
+                      name=name, source="photo", metrics=metrics,
+                      settings={**asdict(s), "space": space, "perceptual": perceptual is not None,
+                                "device": str(dev), "kind": "projection"},
+                      history=history, notes=all_notes, generator_state=state)
+
+
+def resolved(g: MaskableGenerator, settings: ProjectSettings | None) -> ProjectSettings:
+    """`settings` with the generator's defaults filled in (space, tune_lr)."""
+    from dataclasses import replace
+
+    from pbw.models.stylegan2 import StyleGAN2Generator
+
+    s = settings or ProjectSettings()
+    lr = s.tune_lr if s.tune_lr is not None else (1e-3 if isinstance(g, StyleGAN2Generator) else 3e-4)
+    return replace(s, space=_space(g, s.space), tune_lr=lr)
+
+
+def _space(g: MaskableGenerator, space: str | None) -> str:
+    from pbw.models.stylegan2 import StyleGAN2Generator
+
+    allowed = ("w", "wplus") if isinstance(g, StyleGAN2Generator) else ("z", "w")
+    if space is None:
+        return allowed[0]
+    if space not in allowed:
+        raise ValueError(f"a {type(g).__name__} projects into space {' or '.join(allowed)}, not {space!r}")
+    return space
+
+
+@torch.no_grad()
+def reconstruction(result: EditResult, generator: MaskableGenerator) -> torch.Tensor:
+    """The generator's image of a projection's codes (with its tuned weights, if any): [1, 3, R, R]."""
+    g = result.tuned_generator(generator)
+    dev = next(g.parameters()).device
+    return g.decode(result.w0.to(dev), cond={k: v.to(dev) for k, v in result.codes.items()}).cpu()
+
+
+def edit_space(result: EditResult, generator: MaskableGenerator) -> str | None:
+    """The latent space edits of a projected photo should optimize (None: the paper's default): StyleGAN2
+    edits the projection's `w` or `wplus` (a whole-image edit's default, `z`, would start afresh: a
+    projection has no z); BigGAN its block-0 features `w` when the projection optimized them."""
+    from pbw.models.stylegan2 import StyleGAN2Generator
+
+    space = (result.settings or {}).get("space") if (result.settings or {}).get("kind") == "projection" else None
+    if space is None:
+        return None
+    return space if isinstance(generator, StyleGAN2Generator) or space == "w" else None
+
+
+# Student's t quantile t(0.975, df) for df = 1..30 (beyond: the normal 1.96)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def wilson(values: Sequence[float], z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval (low, high) of the proportion of true values: sound at small n and near 0
+    or 1, where mean +- t * sd leaves [0, 1]."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    p = sum(bool(v) for v in values) / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (Student's t)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else float("nan")), float("nan")
+    t = _T975[len(v) - 2] if len(v) - 1 <= len(_T975) else 1.96
+    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+# ---- measurement in the miniature -----------------------------------------------------------------
+MASK_BOX = "0.25,0.25,0.75,0.75"
+COLORS = ("red", "blue", "green", "yellow", "purple", "white", "orange", "black")
+EDIT_SCALE = dict(optimizer="cma+adam", steps=30, generations=5, population=8, crops=4, lr=0.05, sigma0=0.5, lam=5.0,
+                  batch_size=16)  # the reproduction's "full" scale is 60/10/16/8: ~4x the CPU time
+
+
+def held_out_birds(root: str | Path, n: int, seed: int = 1) -> tuple[torch.Tensor, list[dict[str, str]]]:
+    """`n` drawn synthetic birds at 32 px from the test split of a dataset drawn with `seed` (the bundled
+    mini models were trained on seed 0's birds, so any other seed's are held out): images [n, 3, 32, 32]
+    in [-1, 1] and their part colors."""
+    from pbw.data.synthetic import generate, load_split
+
+    root = Path(root)
+    if not (root / "CUB_200_2011").is_dir():
+        generate(root, n=max(8 * n, 40), resolution=32, seed=seed, progress=False)
+    images, colors, _ = load_split(root, "test", limit=n)
+    if len(images) < n:
+        raise ValueError(f"{root} has {len(images)} test birds, fewer than {n}: delete it to redraw")
+    return images, colors
+
+
+def _changes(x0: torch.Tensor, x1: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    """Mean |pixel change| (0..1, channel-averaged) inside and outside the mask (the reproduction's measure)."""
+    d = ((x1.clamp(-1, 1) - x0.clamp(-1, 1)).abs() / 2).mean(1, keepdim=True)
+    inside = resize_mask_like(mask, d) > 0.5
+    return float(d[inside].mean()), float(d[~inside].mean())
+
+
+def resize_mask_like(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    from pbw.models.maskable import resize_mask
+
+    return resize_mask(mask.float(), x.shape[-1]).expand(x.shape[0], 1, -1, -1)
+
+
+def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | None = None, colors_per: int = 2,
+                 edit_settings: dict | None = None, semantic=None, progress: bool = True,
+                 cache: str | Path | None = None, body_colors: Sequence[str] | None = None) -> dict:
+    """Project `photos` into the bundled mini `family` generator (with pivotal tuning as `settings` say),
+    then paint each projection's body (mask `MASK_BOX`, "a bird with a <color> body", `colors_per` colors
+    per photo, cycling through `COLORS`) and the same on samples (seeds 1000...). Returns per-photo
+    reconstruction metrics (before and after tuning, PSNR / L1 / feature distance = 1 - cosine of the tiny
+    CLIP's image embeddings) and, for photos and samples, the oracle's accuracy (`painted_color`) and the
+    change inside / outside the mask; the edits of photos run twice: from the tuned projections and from the
+    latent-only ones (the same codes with the checkpoint's weights). With `cache`, projections are saved
+    there (cache/<family>/bird<i>) and reused by a later run with the same photos and settings. With the
+    photos' `body_colors`, the photo rows also count only the asks of a color the body does not already have
+    (the oracle cannot see a color painted over itself)."""
+    from dataclasses import replace
+
+    from pbw.assets import mini_clip_spec, mini_generator_path
+    from pbw.checkpoints import load_generator
+    try:  # the oracle's home since the evaluation package
+        from pbw.evaluation.oracle import painted_color
+    except ImportError:
+        from pbw.data.synthetic import painted_color
+    from pbw.editing.editor import Editor
+    from pbw.editing.masks import load_mask
+    from pbw.editing.module import EditRequest, EditSettings
+    from pbw.semantic import PromptSet, SemanticNet
+
+    g = load_generator(mini_generator_path(family))
+    semantic = semantic or SemanticNet.from_spec(mini_clip_spec(), crops=(edit_settings or EDIT_SCALE)["crops"])
+    embed = lambda x: semantic.encode_images(semantic.views(x, None, crops=0))  # noqa: E731
+    rows, projections, recons = [], [], []
+    for i in tqdm(range(len(photos)), desc=f"projecting into the mini {family}", disable=not progress):
+        folder = Path(cache) / family / f"bird{i}" if cache is not None else None
+        r = None
+        if folder is not None and (folder / "latents.pt").is_file():
+            r = EditResult.load(folder, g)
+            wanted = asdict(resolved(g, settings))
+            if not (torch.equal(r.original, photos[i:i + 1]) and {k: r.settings.get(k) for k in wanted} == wanted):
+                r = None  # another photo or other settings: project again
+        if r is None:
+            r = project(photos[i:i + 1], g, settings, device="cpu", progress=False, name=f"bird{i}")
+            if folder is not None:
+                r.save(folder)
+        with torch.no_grad():
+            e_photo = embed(r.original)
+            untuned = g.decode(r.w0, cond=r.codes)
+            tuned = reconstruction(r, g)
+            feat = [float(1 - (embed(x) * e_photo).sum()) for x in (untuned, tuned)]
+        m = r.metrics
+        rows.append({"psnr_start": m["psnr_start"], "psnr_latent": m.get("psnr_before_tuning", m["psnr"]),
+                     "psnr_tuned": m["psnr"], "l1_latent": m.get("l1_before_tuning", m["l1"]), "l1_tuned": m["l1"],
+                     "feature_latent": feat[0], "feature_tuned": feat[1], "seconds": m["seconds"],
+                     "latent_seconds": m["latent_seconds"]})
+        projections.append(r)
+        recons.append(torch.cat([untuned, tuned]))
+    mask = load_mask(MASK_BOX, g.resolution)[0]
+    asked = [COLORS[(colors_per * i + k) % len(COLORS)] for i in range(len(photos)) for k in range(colors_per)]
+    prompt = lambda c: PromptSet.parse(f"a bird with a {c} body")  # noqa: E731
+    photo_reqs = [EditRequest(prompt(c), mask=mask, base=projections[j // colors_per], name=f"photo{j // colors_per}_{c}")
+                  for j, c in enumerate(asked)]
+    latent_reqs = [EditRequest(req.prompt, mask=mask, base=replace(req.base, generator_state=None), name=req.name)
+                   for req in photo_reqs]
+    sample_reqs = [EditRequest(prompt(c), codes=g.sample(1, seed=1000 + j // colors_per), mask=mask,
+                               name=f"sample{j // colors_per}_{c}") for j, c in enumerate(asked)]
+    asked_photo = {id(req): j // colors_per for reqs in (photo_reqs, latent_reqs) for j, req in enumerate(reqs)}
+    editor = Editor(g, semantic, device="cpu")
+    s = EditSettings(**(edit_settings or EDIT_SCALE))
+    edits = {}
+    for kind, reqs in (("photos", photo_reqs), ("photos, latent only", latent_reqs), ("samples", sample_reqs)):
+        t0 = time.perf_counter()
+        results = editor.run(reqs, s, progress=False)
+        x0 = torch.cat([r.original for r in results])
+        x1 = torch.cat([r.edited for r in results])
+        inside, outside = _changes(x0, x1, mask)
+        ok = [painted_color(x0[j], x1[j], mask[0, 0]) == c for j, c in enumerate(asked)]
+        new = [v for v, req, c in zip(ok, reqs, asked) if body_colors is not None and req.base is not None
+               and body_colors[asked_photo[id(req)]] != c]
+        edits[kind] = {"n": len(reqs), "oracle": [float(v) for v in ok], "oracle_new_color": [float(v) for v in new],
+                       "change_inside": inside,
+                       "change_outside": outside, "seconds": time.perf_counter() - t0,
+                       "images": (x0, x1)}
+    return {"family": family, "projection": rows, "edits": edits, "asked": asked,
+            "images": {"photos": photos, "latent": torch.cat([x[:1] for x in recons]),
+                       "tuned": torch.cat([x[1:] for x in recons])},
+            "settings": asdict(settings or ProjectSettings()), "edit_settings": dict(edit_settings or EDIT_SCALE)}
+
+
+def measurement_markdown(results: list[dict]) -> str:
+    """The measurement's tables (markdown): reconstruction (mean +- 95% CI) and edits on photos vs samples."""
+    def ci(values, fmt="{:.2f}"):
+        m, h = mean_ci(values)
+        return (fmt + " ± " + fmt).format(m, h)
+
+    def share(values):  # a proportion with its Wilson interval
+        lo, hi = wilson(values)
+        return f"{sum(values) / len(values):.2f} [{lo:.2f}, {hi:.2f}]"
+
+    lines = ["| generator | n | PSNR start (dB) | PSNR latent (dB) | PSNR + tuning (dB) | L1 latent | L1 + tuning "
+             "| feature dist. latent | feature dist. + tuning | s / projection (latent only) |", "|---" * 10 + "|"]
+    for r in results:
+        p = r["projection"]
+        col = lambda k: [row[k] for row in p]  # noqa: E731
+        lines.append(f"| mini {r['family']} | {len(p)} | {ci(col('psnr_start'))} | {ci(col('psnr_latent'))} | "
+                     f"{ci(col('psnr_tuned'))} | {ci(col('l1_latent'), '{:.4f}')} | {ci(col('l1_tuned'), '{:.4f}')} | "
+                     f"{ci(col('feature_latent'), '{:.4f}')} | {ci(col('feature_tuned'), '{:.4f}')} | "
+                     f"{ci(col('seconds'), '{:.1f}')} ({ci(col('latent_seconds'), '{:.1f}')}) |")
+    lines += ["", "| generator | edited | n | oracle accuracy [95% CI] | oracle, asked color not the body's (n) | change inside "
+              "| change outside | s / edit |", "|---" * 8 + "|"]
+    for r in results:
+        for kind, e in r["edits"].items():
+            new = e.get("oracle_new_color") or []
+            lines.append(f"| mini {r['family']} | {kind} | {e['n']} | {share(e['oracle'])} | "
+                         f"{share(new) + f' ({len(new)})' if new else '–'} | {e['change_inside']:.4f} | "
+                         f"{e['change_outside']:.4f} | {e['seconds'] / e['n']:.1f} |")
+    return "\n".join(lines) + "\n"
