@@ -18,7 +18,9 @@ def test_wilson_interval_matches_newcombe(x, n, lo, hi):
 
 
 def test_mean_interval_by_hand():
-    # mean 2, sample sd 1 (values 1, 2, 3), n = 3: 2 +- 1.96 / sqrt(3)
+    # mean 2, sample sd 1 (values 1, 2, 3), n = 3: 2 +- t(0.975, 2) / sqrt(3), t = 4.303 (any t table)
     lo, hi = mean_interval([1.0, 2.0, 3.0])
-    assert (lo, hi) == pytest.approx((2 - 1.959964 / math.sqrt(3), 2 + 1.959964 / math.sqrt(3)), abs=1e-6)
+    assert (lo, hi) == pytest.approx((2 - 4.303 / math.sqrt(3), 2 + 4.303 / math.sqrt(3)), abs=1e-6)
+    lo, hi = mean_interval([0.0, 1.0] * 50)  # n = 100: beyond the table, the normal's 1.96
+    assert hi - 0.5 == pytest.approx(1.959964 * math.sqrt(50 * 0.25 * 2 / 99) / 10, abs=1e-6)
     assert all(math.isnan(v) for v in mean_interval([1.0]))

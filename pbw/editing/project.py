@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 
 from pbw.data.common import load_image, pil_to_unit_tensor
 from pbw.editing.result import EditResult
+from pbw.evaluation.stats import mean_interval, wilson_interval
 from pbw.models.maskable import Codes, MaskableGenerator
 
 MIN_SIDE = 16  # smaller photos are refused: nothing to reconstruct
@@ -498,32 +499,6 @@ def edit_space(result: EditResult, generator: MaskableGenerator) -> str | None:
     return space if isinstance(generator, StyleGAN2Generator) or space == "w" else None
 
 
-# Student's t quantile t(0.975, df) for df = 1..30 (beyond: the normal 1.96)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def wilson(values: Sequence[float], z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score 95% interval (low, high) of the proportion of true values: sound at small n and near 0
-    or 1, where mean +- t * sd leaves [0, 1]."""
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan")
-    p = sum(bool(v) for v in values) / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% confidence interval (Student's t)."""
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) < 2:
-        return (float(v.mean()) if len(v) else float("nan")), float("nan")
-    t = _T975[len(v) - 2] if len(v) - 1 <= len(_T975) else 1.96
-    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(len(v)))
-
-
 # ---- measurement in the miniature -----------------------------------------------------------------
 MASK_BOX = "0.25,0.25,0.75,0.75"
 COLORS = ("red", "blue", "green", "yellow", "purple", "white", "orange", "black")
@@ -576,10 +551,7 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
 
     from pbw.assets import mini_clip_spec, mini_generator_path
     from pbw.checkpoints import load_generator
-    try:  # the oracle's home since the evaluation package
-        from pbw.evaluation.oracle import painted_color
-    except ImportError:
-        from pbw.data.synthetic import painted_color
+    from pbw.evaluation.oracle import painted_color
     from pbw.editing.editor import Editor
     from pbw.editing.masks import load_mask
     from pbw.editing.module import EditRequest, EditSettings
@@ -648,11 +620,11 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
 def measurement_markdown(results: list[dict]) -> str:
     """The measurement's tables (markdown): reconstruction (mean +- 95% CI) and edits on photos vs samples."""
     def ci(values, fmt="{:.2f}"):
-        m, h = mean_ci(values)
-        return (fmt + " ± " + fmt).format(m, h)
+        lo, hi = mean_interval(values)
+        return (fmt + " ± " + fmt).format((lo + hi) / 2, (hi - lo) / 2) if len(values) > 1 else fmt.format(values[0])
 
     def share(values):  # a proportion with its Wilson interval
-        lo, hi = wilson(values)
+        lo, hi = wilson_interval(sum(bool(v) for v in values), len(values))
         return f"{sum(values) / len(values):.2f} [{lo:.2f}, {hi:.2f}]"
 
     lines = ["| generator | n | PSNR start (dB) | PSNR latent (dB) | PSNR + tuning (dB) | L1 latent | L1 + tuning "

@@ -38,7 +38,7 @@ def accuracy(hits: Sequence[bool]) -> dict:
 
 
 def mean_ci(values: Sequence[float]) -> dict:
-    """A mean with its normal-approximation 95% interval: {"value", "ci95"}."""
+    """A mean with its 95% interval (Student's t): {"value", "ci95"}."""
     return {"value": float(np.mean(values)), "ci95": list(mean_interval(values))}
 
 
