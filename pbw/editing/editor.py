@@ -135,8 +135,8 @@ class Editor:
         """Edit every request (in batches of `settings.batch_size`, masked and whole-image requests
         apart, and requests whose base carries tuned generator weights, e.g. a photo projected with
         pivotal tuning, apart by those weights, which edit them); returns one result per request, in
-        order. With `keep_going`, a request that fails
-        becomes an `EditFailure` (a failing batch is retried request by request) instead of raising."""
+        order. With `keep_going`, a request that fails becomes an `EditFailure` (a failing batch is
+        retried request by request) instead of raising."""
         settings = settings or EditSettings()
         out: list[EditResult | EditFailure | None] = [None] * len(requests)
         for masked in (True, False):
@@ -173,7 +173,8 @@ class Editor:
         return self._tuned[1]
 
     def _edit(self, requests: list[EditRequest], settings: EditSettings, callbacks, progress, logger) -> list[EditResult]:
-        module = EditModule(self.generator_for(requests[0]), self.semantic, requests, settings, self.preservation).to(self.device)
+        module = EditModule(self.generator_for(requests[0]), self.semantic, requests, settings,
+                            self.preservation).to(self.device)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # G and CLIP stay frozen
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
