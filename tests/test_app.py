@@ -3,7 +3,8 @@ the real page end to end in headless Debian Chromium, driven by Playwright (no b
 
 The browser test loads the page, samples, picks an image, paints a stroke on the canvas, types
 words, presses Paint, checks that the edited image and the metrics appear and that the canvas shows
-the edited image, then paints a second stroke with other words on that result. Its screenshot after
+the edited image, then paints a second stroke with other words on that result; then it uploads a
+photo, waits for its projection and paints on it. Its screenshot after
 the second edit goes to $PBW_APP_SCREENSHOT when set (else into the test's temp folder)."""
 import io
 import os
@@ -21,9 +22,10 @@ from PIL import Image
 
 import pbw.app.__main__ as app_main
 from pbw import assets
-from pbw.app import APP_SETTINGS, AppInputError, Painter, brush_mask, parse_seeds
+from pbw.app import APP_PROJECTION, APP_SETTINGS, AppInputError, Painter, brush_mask, parse_seeds
 from pbw.checkpoints import load_generator
 from pbw.checkpoints.core import ImportedNetworks, save_pbw_checkpoint
+from pbw.editing.project import ProjectSettings
 from pbw.editing.result import EditResult
 from pbw.models.biggan import BigGANGenerator
 from pbw.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
@@ -58,7 +60,7 @@ def painter(tmp_path_factory):
     register_model_configs()
     g = load_generator(tiny_checkpoint(d / "tiny.ckpt"))
     return Painter(g, SemanticNet("pbw-tiny-clip", None), device="cpu", settings=SETTINGS, time_limit=120,
-                   out_dir=d / "out")
+                   out_dir=d / "out", projection=ProjectSettings(steps=12, tune_steps=6, w_avg_samples=200))
 
 
 def test_brush_mask_from_layers():
@@ -189,6 +191,40 @@ def test_saved_latents_are_checked(painter, tmp_path):
     assert len(two.layers) == 2 and torch.allclose(two.edited, want, atol=1e-5)
 
 
+def test_upload_a_photo_project_it_and_paint_it(painter, tmp_path):
+    from pbw.app.ui import Handlers
+
+    h = Handlers(painter)
+    pixels = np.random.default_rng(0).integers(0, 256, (RES, RES, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    seen = []
+    start = painter.project(tmp_path / "photo.png", on_progress=lambda phase, i, n: seen.append((phase, i, n)))
+    assert seen[0] == ("projection", 1, 12) and seen[-1] == ("pivotal tuning", 6, 6)
+    assert start.source == "photo" and start.name == "photo photo.png" and start.generator_state is not None
+    photo = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 127.5 - 1
+    assert torch.allclose(start.edited, photo, atol=1e-6)
+
+    out = h.upload_photo(str(tmp_path / "photo.png"))
+    assert len(out[0]) == 1 and out[2] is not None and out[3] is not None  # the photo | its reconstruction
+    assert "Projected photo.png" in out[5] and "reconstruction PSNR" in out[5], out[5]
+    layer = stroke(0, 192, 0, 192)
+    painted = h.paint(out[0], {"layers": [layer]}, "a red bird", "", "adam", 2, 1, 5.0, False, 0)
+    assert len(painted[0]) == 2 and "Done: painted: a red bird" in painted[5], painted[5]
+    edited = painted[0][1]
+    keep = (brush_mask([layer], RES) == 0).expand(1, 3, RES, RES)
+    assert torch.equal(edited.edited[keep], out[0][0].edited[keep])  # the photo outside the stroke, exactly
+    assert not torch.equal(edited.edited, out[0][0].edited) and edited.settings["space"] == "w"
+    again = painter.edit(edited, brush_mask([stroke(192, 384, 192, 384)], RES), "a blue wing", **FAST)
+    assert torch.equal(again.edited[:, :, :16, :16], edited.edited[:, :, :16, :16])
+
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    Image.new("RGB", (8, 8)).save(tmp_path / "tiny.png")
+    for name, msg in (("junk.png", "cannot read image .*junk.png"), ("tiny.png", "8x8 px: too small")):
+        with pytest.raises(AppInputError, match=msg):
+            painter.project(tmp_path / name)
+    assert "**Note:** cannot read image" in h.upload_photo(str(tmp_path / "junk.png"))[5]
+
+
 def test_time_limit_stops_an_edit_and_the_page_reports_it(painter, monkeypatch):
     from pbw.app.ui import Handlers
 
@@ -206,6 +242,7 @@ def test_cli_defaults_and_missing_mini_checkpoints(tmp_path, monkeypatch):
     parser = app_main.build_parser()
     args = parser.instantiate(parser.parse_args([]))
     assert args.host == "127.0.0.1" and args.generator is None and args.settings == APP_SETTINGS
+    assert args.projection == APP_PROJECTION and args.projection.time_limit is not None
     assert parser.instantiate(parser.parse_args(["--settings.crops", "4"])).settings.crops == 4
     monkeypatch.setattr(assets, "MINI_DIR", tmp_path)
     with pytest.raises(SystemExit, match="--generator CKPT --clip"):
@@ -286,7 +323,8 @@ def server(tmp_path_factory):
     # a large learning rate, so that an edit of a random network plainly changes the canvas
     page = main(["--generator", str(tiny_checkpoint(d / "tiny.ckpt")), "--clip", "pbw-tiny-clip:random",
                  "--settings.crops", "2", "--settings.population", "4", "--settings.lr", "2", "--device", "cpu",
-                 "--time_limit", "60", "--port", str(port), "--out", str(d / "out")], block=False)
+                 "--time_limit", "60", "--projection.steps", "12", "--projection.tune_steps", "6",
+                 "--projection.w_avg_samples", "200", "--port", str(port), "--out", str(d / "out")], block=False)
     url = f"http://127.0.0.1:{port}/"
     _wait_until_serving(url)
     yield url, d / "out"
@@ -423,6 +461,21 @@ def test_paint_a_stroke_in_the_browser(server, tmp_path):
             page.locator("#upload").get_by_role("button", name="Clear").click()
             page.set_input_files("#upload input[type=file]", str(out / "edit_0002" / "latents.pt"))
             page.wait_for_function(f"{status}('2 painted layer')")
+
+            # a photo: projected (the canvas shows the photo), then painted; outside the stroke it stays
+            ramp = np.linspace(40, 215, RES, dtype=np.float32)
+            photo = np.stack([ramp[None].repeat(RES, 0), ramp[:, None].repeat(RES, 1), np.full((RES, RES), 128.0)], -1)
+            Image.fromarray(photo.astype(np.uint8)).save(tmp_path / "photo.png")
+            page.set_input_files("#photo input[type=file]", str(tmp_path / "photo.png"))
+            page.wait_for_function(f"{status}('Projected photo.png')", timeout=EDIT_S * 1000)
+            assert page.locator("#result img").count() == 1  # the reconstruction beside the photo
+            box = _wait_for_canvas(page, tmp_path / "photo.png")
+            _stroke(page, box, 0.35, 0.25, 0.65)
+            _paint(page, "a red head", 1)
+            _wait_for_canvas(page, out / "edit_0003" / "edited.png", tmp_path / "photo.png")
+            keep = _png(out / "edit_0003" / "mask.png")[..., 0] == 0
+            assert keep.mean() > 0.5 and np.array_equal(_png(out / "edit_0003" / "edited.png")[keep],
+                                                        _png(tmp_path / "photo.png")[keep])
         except Exception:
             page.screenshot(path=str(tmp_path / "app_failure.png"), full_page=True)
             print(f"page at the failure ({tmp_path / 'app_failure.png'}): {page.locator('#status').inner_text()!r}")

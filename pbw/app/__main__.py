@@ -4,10 +4,11 @@ from __future__ import annotations
 from jsonargparse import ArgumentParser
 
 from pbw import assets
-from pbw.app.core import APP_SETTINGS, TIME_LIMIT, Painter
+from pbw.app.core import APP_PROJECTION, APP_SETTINGS, TIME_LIMIT, Painter
 from pbw.editing.cli import load_maskable
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditSettings
+from pbw.editing.project import ProjectSettings
 from pbw.semantic import SemanticNet
 
 
@@ -29,6 +30,8 @@ def build_parser() -> ArgumentParser:
     p.add_class_arguments(EditSettings, "settings", default=APP_SETTINGS,
                           help="the edits' settings (EditSettings); the page sets optimizer, steps, generations, "
                                "lam and seed per edit, starting from these")
+    p.add_class_arguments(ProjectSettings, "projection", default=APP_PROJECTION,
+                          help="the projection of an uploaded photo (ProjectSettings)")
     return p
 
 
@@ -54,7 +57,8 @@ def main(argv: list[str] | None = None, block: bool = True):
     generator_path, clip = resolve_models(args.generator, args.clip)
     painter = Painter(load_maskable(generator_path), SemanticNet.from_spec(clip, crops=args.settings.crops),
                       PreservationLoss(args.lpips_weights is not None, lpips_weights=args.lpips_weights), args.device,
-                      args.settings, time_limit=args.time_limit, out_dir=args.out)
+                      args.settings, time_limit=args.time_limit, out_dir=args.out,
+                      projection=args.projection)
     page = build_page(painter)
     page.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=not block,
                 allowed_paths=[str(painter.out_dir)], inbrowser=False, show_error=True)

@@ -16,6 +16,7 @@ from PIL import Image
 from pbw.editing.editor import Editor, EditProgress, TimeLimit
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditRequest, EditSettings
+from pbw.editing.project import PhotoError, ProjectSettings, edit_space, project
 from pbw.editing.result import EditResult
 from pbw.models.maskable import MaskableGenerator, resize_mask
 from pbw.semantic import PromptSet, SemanticNet
@@ -24,10 +25,13 @@ MAX_SAMPLES = 16
 #: the app's starting settings: Adam alone, fewer steps, candidates and crops than the paper, for speed
 APP_SETTINGS = EditSettings(optimizer="adam", steps=50, generations=5, population=16, crops=8)
 TIME_LIMIT = 300.0  # seconds after which an edit stops and shows what it reached
+#: the app's projection of an uploaded photo: the projector's defaults, stopped after a minute with what it reached
+APP_PROJECTION = ProjectSettings(time_limit=60.0)
 
 
 class AppInputError(ValueError):
-    """Input the page cannot use (no stroke, no prompt, a file that is not a latent of this generator)."""
+    """Input the page cannot use (no stroke, no prompt, a file that is not a latent of this generator or
+    not a readable photo)."""
 
 
 def brush_mask(layers: list[np.ndarray] | None, resolution: int) -> torch.Tensor | None:
@@ -92,9 +96,9 @@ class Painter:
     def __init__(self, generator: MaskableGenerator, semantic: SemanticNet,
                  preservation: PreservationLoss | None = None, device: str | torch.device = "auto",
                  settings: EditSettings = APP_SETTINGS, time_limit: float = TIME_LIMIT,
-                 out_dir: str | Path | None = None):
+                 out_dir: str | Path | None = None, projection: ProjectSettings = APP_PROJECTION):
         self.editor = Editor(generator, semantic, preservation, device)
-        self.settings, self.time_limit = settings, time_limit
+        self.settings, self.time_limit, self.projection = settings, time_limit, projection
         self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="pbw-app-"))
         self._saved: dict[str, list[str]] = {}  # an edit's name -> its downloadable files
 
@@ -129,6 +133,17 @@ class Painter:
         result.name = f"loaded {Path(path).name}"
         return result
 
+    def project(self, path: str | Path, on_progress: Callable[[str, int, int], None] | None = None) -> EditResult:
+        """A new history's start from the photo at `path` (any size and mode), projected into the generator
+        with the painter's projection settings (pivotal tuning included); edits keep the photo's pixels
+        outside their masks. `on_progress(phase, done, total)` follows the projection, then the tuning."""
+        lpips = self.editor.preservation.lpips
+        try:
+            return project(path, self.generator, self.projection, perceptual=lpips, device=self.editor.device,
+                           progress=False, report=on_progress, name=f"photo {Path(path).name}")
+        except PhotoError as e:
+            raise AppInputError(str(e)) from e
+
     def edit(self, base: EditResult, mask: torch.Tensor | None, prompt: str, negative: str = "",
              settings: EditSettings | None = None, on_progress: Callable[[str, int, int], None] | None = None,
              **changes) -> EditResult:
@@ -142,6 +157,8 @@ class Painter:
         try:
             prompts = PromptSet.parse(prompt.strip(), negative.strip() or None)
             settings = replace(settings or self.settings, **changes)
+            if settings.space is None:  # a projected photo and its edits: the space of the projection
+                settings = replace(settings, space=edit_space(base, self.generator))
         except ValueError as e:
             raise AppInputError(str(e)) from e
         request = EditRequest(prompts, mask=mask, name=f"edit_{len(self._saved) + 1:04d}", base=base)

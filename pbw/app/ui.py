@@ -12,6 +12,7 @@ import gradio as gr  # noqa: E402
 from pbw.app.core import AppInputError, Painter, brush_mask, describe, format_metrics, to_pil  # noqa: E402
 from pbw.editing.masks import mask_overlay  # noqa: E402
 from pbw.editing.module import OPTIMIZERS  # noqa: E402
+from pbw.editing.project import reconstruction  # noqa: E402
 from pbw.editing.result import EditResult  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ class Handlers:
             return history, None, None, None, "", message, None
         cur = history[-1]
         editor = {"background": to_pil(cur.edited, DISPLAY), "layers": [], "composite": None}
-        if len(history) == 1:
-            return history, editor, to_pil(cur.edited, DISPLAY), None, "", message, None
+        if len(history) == 1:  # a start; a projected photo shows its reconstruction beside it
+            after = to_pil(reconstruction(cur, self.painter.generator), DISPLAY) if cur.source == "photo" else None
+            return history, editor, to_pil(cur.edited, DISPLAY), after, "", message, None
         before = history[-2].edited
         if cur.mask is not None:  # a masked edit: tint the painted region
             before = mask_overlay(before, cur.mask, color=TINT)
@@ -71,6 +73,21 @@ class Handlers:
             log.error("loading %s failed:\n%s", path, traceback.format_exc())
             return _keep(_message(f"could not load {Path(path).name}: {type(e).__name__}: {e}", "error"))
         return self.view([result], f"Loaded {Path(path).name}; {len(result.layers)} painted layer(s) replayed.")
+
+    def upload_photo(self, path: str | None, progress=gr.Progress()):
+        if path is None:
+            return _keep("")
+        try:
+            progress(0, desc="projecting")
+            start = self.painter.project(path, on_progress=lambda phase, i, n: progress((i, n), desc=phase))
+        except AppInputError as e:
+            return _keep(_message(str(e), "input"))
+        except Exception as e:  # a failed projection is shown on the page; the server goes on
+            log.error("projecting %s failed:\n%s", path, traceback.format_exc())
+            return _keep(_message(f"could not project {Path(path).name}: {type(e).__name__}: {e}", "error"))
+        notes = "; ".join(start.notes)
+        return self.view([start], f"Projected {Path(path).name} (before: the photo, after: its reconstruction): "
+                                  f"{notes}. Paint a region and press Paint.")
 
     def paint(self, history: list[EditResult], editor: dict | None, prompt: str, negative: str, optimizer: str,
               steps: float, generations: float, lam: float, whole_image: bool, seed: float,
@@ -122,6 +139,8 @@ def build_page(painter: Painter) -> gr.Blocks:
                                      allow_preview=False)
                 latents_file = gr.File(label="or upload saved latents (latents.pt)", file_types=[".pt"],
                                        type="filepath", elem_id="upload")
+                photo_file = gr.File(label="or upload a photo (projected into the generator, then painted)",
+                                     file_types=["image"], type="filepath", elem_id="photo")
             with gr.Column(scale=2):
                 editor = gr.ImageEditor(label="paint the region to change", type="numpy", image_mode="RGBA",
                                         sources=(), transforms=(), layers=False, canvas_size=(DISPLAY, DISPLAY),
@@ -158,6 +177,7 @@ def build_page(painter: Painter) -> gr.Blocks:
         sample_btn.click(h.show_samples, [seeds, class_label], [gallery, samples, status])
         gallery.select(h.pick, [samples], outs, **on_status)
         latents_file.upload(h.upload, [latents_file], outs, **on_status)
+        photo_file.upload(h.upload_photo, [photo_file], outs, concurrency_limit=1, concurrency_id="device", **on_status)
         paint_btn.click(h.paint, [history, editor, prompt, negative, optimizer, steps, generations, lam, whole, seed],
                         outs, concurrency_limit=1, concurrency_id="device", **on_status)
         undo_btn.click(h.undo, [history], outs, **on_status)

@@ -490,10 +490,12 @@ def reconstruction(result: EditResult, generator: MaskableGenerator) -> torch.Te
 def edit_space(result: EditResult, generator: MaskableGenerator) -> str | None:
     """The latent space edits of a projected photo should optimize (None: the paper's default): StyleGAN2
     edits the projection's `w` or `wplus` (a whole-image edit's default, `z`, would start afresh: a
-    projection has no z); BigGAN its block-0 features `w` when the projection optimized them."""
+    projection has no z); BigGAN its block-0 features `w` when the projection optimized them. An edit of
+    a photo passes on the space it edited."""
     from pbw.models.stylegan2 import StyleGAN2Generator
 
-    space = (result.settings or {}).get("space") if (result.settings or {}).get("kind") == "projection" else None
+    settings = result.settings or {}
+    space = settings.get("space") if settings.get("kind") == "projection" or result.source == "photo" else None
     if space is None:
         return None
     return space if isinstance(generator, StyleGAN2Generator) or space == "w" else None
