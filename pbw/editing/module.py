@@ -5,7 +5,6 @@ The editing core (`pbw.editing.editor.Editor`) builds it; clients never do.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
@@ -16,11 +15,9 @@ from tqdm.auto import tqdm
 from pbw.editing.cmaes import SepCMAES
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.masks import mask_overlay
+from pbw.editing.result import EditResult, to01
 from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
 from pbw.semantic import PromptSet, SemanticNet
-
-if TYPE_CHECKING:
-    from pbw.editing.result import EditResult
 
 OPTIMIZERS = ("cma+adam", "adam")
 MASK_MODES = ("latent", "image")
@@ -282,7 +279,6 @@ class EditModule(pl.LightningModule):
             return
         with torch.no_grad():
             edited = self.render()
-        to01 = lambda t: ((t.clamp(-1, 1) + 1) / 2).cpu()  # noqa: E731
         caps = [f"{n}: {' | '.join(p.texts)}" for n, p in zip(self.names, self.prompts)]
         log_image("original", list(to01(self.x0)), caption=caps)
         log_image("mask_overlay", list(to01(mask_overlay(self.x0, self.mask))), caption=caps)

@@ -18,16 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from pbw.editing.result import to01
 from pbw.evaluation.oracle import CENTRAL_BOX, colors_present, painted_color, region_color
 from pbw.evaluation.stats import mean_interval, wilson_interval
 from pbw.semantic import PromptSet, SemanticNet, parse_clip_spec
 
 FEATURES = ("inception", "random")
 PSNR_CAP = 100.0  # dB, reported when the pixels outside the mask did not change at all
-
-
-def to01(x: torch.Tensor) -> torch.Tensor:
-    return ((x.detach().float().clamp(-1, 1) + 1) / 2).cpu()
 
 
 def accuracy(hits: Sequence[bool]) -> dict:

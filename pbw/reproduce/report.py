@@ -11,6 +11,7 @@ import torch
 from torchvision.utils import save_image
 
 from pbw.editing.masks import mask_overlay
+from pbw.editing.result import to01
 from pbw.evaluation.oracle import PAINTED_MIN_SHARE, PRESENT_FRACTION
 
 # Columns of a task's table, in this order when the rows have them.
@@ -43,17 +44,13 @@ def slug(name: str) -> str:
     return out.strip("_") or "x"
 
 
-def _to01(x: torch.Tensor) -> torch.Tensor:
-    return ((x.detach().float().clamp(-1, 1) + 1) / 2).cpu()
-
-
 def save_grid(path: Path, x0: torch.Tensor, x1: torch.Tensor, mask: torch.Tensor | None = None) -> None:
     """Rows: originals, (the mask, shown by dimming outside it), edited."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [_to01(x0)]
+    rows = [to01(x0)]
     if mask is not None:
-        rows.append(_to01(x0) * (0.35 + 0.65 * mask))
-    rows.append(_to01(x1))
+        rows.append(to01(x0) * (0.35 + 0.65 * mask))
+    rows.append(to01(x1))
     save_image(torch.cat(rows), path, nrow=len(x0), padding=1)
 
 
@@ -175,13 +172,13 @@ class Gallery:
         base = f"img/{slug(task)}/{slug(gkey)}"
         names = [p.request.name for p in planned]
         out = {"generator": gkey,
-               "original": [self._save(f"{base}/{n}_original.png", _to01(x0[i])) for i, n in enumerate(names)],
+               "original": [self._save(f"{base}/{n}_original.png", to01(x0[i])) for i, n in enumerate(names)],
                "mask": None, "edited": None}
         if masks is not None:
-            out["mask"] = [self._save(f"{base}/{n}_mask.png", _to01(mask_overlay(x0[i:i + 1], masks[i:i + 1].to(x0))[0]))
+            out["mask"] = [self._save(f"{base}/{n}_mask.png", to01(mask_overlay(x0[i:i + 1], masks[i:i + 1].to(x0))[0]))
                            for i, n in enumerate(names)]
         if x1 is not None:
-            out["edited"] = [self._save(f"{base}/{n}__{slug(variant)}.png", _to01(x1[i])) for i, n in enumerate(names)]
+            out["edited"] = [self._save(f"{base}/{n}__{slug(variant)}.png", to01(x1[i])) for i, n in enumerate(names)]
         return out
 
     def write(self, results: dict) -> Path:
