@@ -24,7 +24,7 @@ Prepare here (a machine with pip and its package index; the device has no intern
 
     python benchmarks/gpu_check.py --prepare
 
-downloads open_clip_torch and wandb (the versions installed here) and the dependencies the device
+downloads open_clip_torch, jsonargparse[signatures] and wandb (the versions installed here) and the dependencies the device
 lacks as Python 3.12 manylinux x86-64 wheels into .whl/ (ignored by git), checks the 64 MiB that a
 device call may carry, and prints the device command. On the device (the `run` tool):
 
@@ -624,6 +624,8 @@ def prepare(args) -> int:
     have: dict[str, str] = {}
     print(f"downloading {pinned('open_clip_torch')} and what the device lacks of its dependencies into {dest}")
     clip_wheels = download_closure([pinned("open_clip_torch")], dest, have)
+    print(f"downloading {pinned('jsonargparse')} with its [signatures] extras (train.py's command line)")
+    download_closure([pinned(d) for d in ("jsonargparse", "docstring_parser", "typeshed_client")], dest, have)
     wandb_wheels: list[Path] = []
     if not args.no_wandb:
         print(f"downloading {pinned('wandb')} and its missing dependencies")
