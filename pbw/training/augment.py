@@ -5,8 +5,8 @@ geometric: isotropic scaling, rotation, anisotropic scaling, fractional translat
 brightness, contrast, luma flip, hue rotation, saturation) is applied to each image independently
 with probability p. Geometric transforms are composed into one affine matrix and applied with a
 single grid_sample (reflection padding); color transforms into one 4x4 matrix. Everything is
-differentiable in the images, as the generator loss and R1 need. Written here because the
-libraries' augmentations (torchvision, kornia) are not p-adaptive per transform in this way.
+differentiable in the images, twice where R1 needs it (`grid_sample_twice_differentiable`). Written
+here because the libraries' augmentations (torchvision, kornia) are not p-adaptive per transform in this way.
 """
 from __future__ import annotations
 
@@ -15,6 +15,55 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+_BILINEAR, _REFLECTION = 0, 2  # aten's codes for mode="bilinear", padding_mode="reflection"
+
+
+class _GridSample(torch.autograd.Function):
+    """Bilinear, reflection-padded grid_sample whose gradient in the images can be differentiated again.
+
+    R1 on augmented reals differentiates D(augment(x)) in x with create_graph and then back-propagates that
+    gradient, which needs the derivative of grid_sample's backward. Older PyTorch lacks it (torch 2.11 on
+    CUDA: "derivative for aten::grid_sampler_2d_backward is not implemented"; 2.14 has it). The sampling is linear in the
+    images, so its backward is the transposed sampling, whose own backward is the sampling again. The
+    grid gets no gradient (the augmentation's parameters are drawn, not learned)."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(grid)
+        ctx.image_shape = images.shape
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (grid,) = ctx.saved_tensors
+        return _GridSampleTransposed.apply(grad, grid, ctx.image_shape), None
+
+
+class _GridSampleTransposed(torch.autograd.Function):
+    """The transpose of `_GridSample` in the images (the images' gradient given the output's)."""
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, grid: torch.Tensor, image_shape: torch.Size) -> torch.Tensor:
+        ctx.save_for_backward(grid)
+        shape_only = grad.new_empty(image_shape)  # bilinear: the images' gradient depends on their shape alone
+        grad_images, _ = torch.ops.aten.grid_sampler_2d_backward(grad, shape_only, grid, _BILINEAR, _REFLECTION,
+                                                                 False, [True, False])
+        return grad_images
+
+    @staticmethod
+    def backward(ctx, grad_grad: torch.Tensor):
+        (grid,) = ctx.saved_tensors
+        return _GridSample.apply(grad_grad, grid), None, None
+
+
+def grid_sample_twice_differentiable(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """`F.grid_sample(images, grid, "bilinear", "reflection", align_corners=False)`, differentiable twice
+    in the images (see `_GridSample`); a grid that needs a gradient takes PyTorch's own path."""
+    if grid.requires_grad:
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return _GridSample.apply(images, grid)
 
 
 def _translate(t: torch.Tensor) -> torch.Tensor:
@@ -110,7 +159,7 @@ class AdaptiveAugment(nn.Module):
         device = images.device
         geo = self._geometric(n, (h, w), device)
         grid = F.affine_grid(geo[:, :2, :].to(images.dtype), [n, c, h, w], align_corners=False)
-        x = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        x = grid_sample_twice_differentiable(images, grid)
         color = self._color(n, device).to(x.dtype)
         x = color[:, :3, :3] @ x.reshape(n, c, h * w) + color[:, :3, 3:]
         return x.reshape(n, c, h, w)
