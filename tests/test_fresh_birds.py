@@ -125,3 +125,25 @@ def test_a_resumed_run_goes_on_with_new_birds(tmp_path):
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["FreshBirdsDataModule"]["next_index"]
     resumed = run(4, ckpt_path=str(tmp_path / "last.ckpt"))
     assert saved >= 2 and resumed[0] == saved and not set(first) & set(resumed)
+
+
+def test_part_views_keep_the_named_parts_alone_on_blank():
+    """With part_views=1 every item is the drawn bird (draw_bird) with only some parts' pixels kept and the
+    rest 0, captioned with exactly those parts' colors, in the words of edit prompts."""
+    from pbw.data.synthetic import PART_LABELS, PART_WORDS, PARTS, draw_bird
+
+    data = FreshBirds(resolution=32, seed=5, captions=True, part_views=1.0)
+    body_alone = 0
+    for k in range(40):
+        item = data[k]
+        image, label_map, spec, _ = draw_bird(5, k, 32)
+        whole = torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
+        kept = (item["image"] != 0).any(0).numpy() | (whole == 0).all(0).numpy()
+        shown = {p for p in PARTS if (kept & (label_map == PART_LABELS[p])).any()}
+        assert shown and not (kept & (label_map == 0)).any()  # no background
+        assert torch.equal(item["image"][:, torch.from_numpy(kept)], whole[:, torch.from_numpy(kept)])
+        caption = item["caption"]
+        named = {p for p in PARTS if any(f"{spec.part_colors[p]} {w}" in caption for w in PART_WORDS[p])}
+        assert named == shown, (caption, shown)
+        body_alone += shown == {"body"}
+    assert 10 < body_alone < 35  # about half show the body alone

@@ -21,21 +21,29 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pbw.data.synthetic import CLASS_NAMES, draw_bird, make_captions
+from pbw.data.synthetic import CLASS_NAMES, PART_LABELS, PARTS, draw_bird, make_captions, part_caption
 
 
 class FreshBirds(Dataset):
     """Item ``k``: bird ``k`` of the world ``seed``, drawn on the fly (any k >= 0; ``length`` is only
-    what ``len`` reports). ``train`` picks a random caption, otherwise the first one."""
+    what ``len`` reports). ``train`` picks a random caption, otherwise the first one.
+
+    ``part_views`` (with captions): the share of items shown as a masked edit shows them to CLIP: only
+    some parts' pixels kept on blank (0 in [-1, 1], the editor's ``paste_onto_blank``), the body alone
+    in half of them, captioned with those parts' colors alone (`pbw.data.synthetic.part_caption`)."""
 
     def __init__(self, resolution: int = 64, seed: int = 0, length: int = 4000, captions: bool = False,
-                 train: bool = True, mutation_prob: float = 0.15, cache: bool = False):
+                 train: bool = True, mutation_prob: float = 0.15, cache: bool = False, part_views: float = 0.0):
+        if not 0 <= part_views <= 1:
+            raise ValueError(f"part_views is a share of the items, in [0, 1]; got {part_views}")
         self.resolution, self.seed, self.length = resolution, seed, length
         self.captions, self.train, self.mutation_prob = captions, train, mutation_prob
+        self.part_views = part_views
         self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -44,12 +52,18 @@ class FreshBirds(Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         if self._cache is not None and k in self._cache:
             return self._cache[k]
-        image, _, spec, rng = draw_bird(self.seed, int(k), self.resolution, self.mutation_prob)
+        image, label_map, spec, rng = draw_bird(self.seed, int(k), self.resolution, self.mutation_prob)
         sample: dict[str, Any] = {"image": torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1,
                                   "label": spec.species}
         if self.captions:
             caps = make_captions(spec, rng)
-            sample["caption"] = caps[int(torch.randint(len(caps), ()))] if self.train else caps[0]
+            sample["caption"] = caps[int(rng.integers(len(caps)))] if self.train else caps[0]
+            if self.part_views and rng.random() < self.part_views:
+                parts = ("body",) if rng.random() < 0.5 else tuple(map(str, rng.choice(PARTS, int(rng.integers(1, 3)), False)))
+                keep = np.isin(label_map, [PART_LABELS[p] for p in parts])
+                if keep.any():
+                    sample["image"] = sample["image"] * torch.from_numpy(keep).float()
+                    sample["caption"] = part_caption(spec.part_colors, parts, rng)
         if self._cache is not None:
             self._cache[k] = sample
         return sample
@@ -76,12 +90,13 @@ class FreshBirdsDataModule(pl.LightningDataModule):
     resolution: image side (>= 16). seed / val_seed: the training and validation worlds.
     epoch_size: images per "epoch" (logging only; every one is new). val_size: validation birds (the
     same ones every time; kept in memory). captions: add a caption to every sample (CLIP training).
-    mutation_prob: as in `pbw.data.synthetic.sample_bird`.
+    mutation_prob: as in `pbw.data.synthetic.sample_bird`. part_views: the share of captioned birds shown
+    as parts on blank with part captions (`FreshBirds`; training and validation alike).
     """
 
     def __init__(self, resolution: int = 64, batch_size: int = 16, num_workers: int = 0, seed: int = 1000,
                  val_seed: int = 1001, epoch_size: int = 4000, val_size: int = 256, captions: bool = False,
-                 mutation_prob: float = 0.15):
+                 mutation_prob: float = 0.15, part_views: float = 0.0):
         super().__init__()
         if resolution < 16 or batch_size < 1 or num_workers < 0 or epoch_size < batch_size or val_size < 1:
             raise ValueError(f"need resolution >= 16, batch_size >= 1, num_workers >= 0, epoch_size >= batch_size "
@@ -93,8 +108,9 @@ class FreshBirdsDataModule(pl.LightningDataModule):
         self.seed, self.val_seed, self.epoch_size, self.val_size = seed, val_seed, epoch_size, val_size
         self.captions, self.mutation_prob = captions, mutation_prob
         self.sampler = EndlessSampler(epoch_size)
-        self.train_set = FreshBirds(resolution, seed, epoch_size, captions, True, mutation_prob)
-        self.val_set = FreshBirds(resolution, val_seed, val_size, captions, False, mutation_prob, cache=True)
+        self.train_set = FreshBirds(resolution, seed, epoch_size, captions, True, mutation_prob, part_views=part_views)
+        self.val_set = FreshBirds(resolution, val_seed, val_size, captions, False, mutation_prob, cache=True,
+                                  part_views=part_views)
 
     @property
     def class_names(self) -> list[str]:

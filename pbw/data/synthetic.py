@@ -278,6 +278,14 @@ def make_captions(spec: BirdSpec, rng: np.random.Generator, n: int = 10) -> list
     return captions
 
 
+def part_caption(part_colors: dict[str, str], parts: tuple[str, ...], rng: np.random.Generator) -> str:
+    """A caption naming only the given parts' colors, in the words of edit prompts ("a bird with a red
+    body"): what CLIP is asked about a view that shows those parts alone."""
+    phrases = _join([_phrase(p, part_colors[p], rng) for p in parts])
+    template = ("a bird with {}", "a bird with {}.", "this bird has {}.", "{}")[int(rng.integers(4))]
+    return template.format(phrases)
+
+
 def canonical_caption(part_colors: dict[str, str], parts: tuple[str, ...] = PARTS) -> str:
     """The fixed-template caption naming the given parts' colors (for retrieval tests and prompts)."""
     return "this bird has " + _join([f"{part_colors[p]} {PART_WORDS[p][0]}" if PART_WORDS[p][0].endswith("s")

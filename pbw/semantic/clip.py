@@ -27,6 +27,18 @@ def resample_boxes(x: torch.Tensor, boxes: torch.Tensor, size: int, per_image: i
                      sampling_ratio=-1, aligned=True)
 
 
+def crop_boxes(base: torch.Tensor, u: torch.Tensor, crop_scale: tuple[float, float]) -> torch.Tensor:
+    """[B, K, 4] square crops of `crop_scale` (low, high) of each base box's side ([B, 4] square boxes),
+    placed inside it by the uniforms `u` [B, K, 3] (size, x offset, y offset): the editor's random crops,
+    and the CLIP trainer's, so that CLIP trains on the views it is used with."""
+    side0 = (base[:, 2] - base[:, 0])[:, None]
+    lo, hi = crop_scale
+    side = side0 * (lo + (hi - lo) * u[..., 0])
+    x0 = base[:, :1] + (side0 - side) * u[..., 1]
+    y0 = base[:, 1:2] + (side0 - side) * u[..., 2]
+    return torch.stack([x0, y0, x0 + side, y0 + side], -1)
+
+
 def register_model_configs(path: str | os.PathLike | None = None) -> list[str]:
     """Register open_clip model configs (JSON files) from `path` (default: pbw's own, e.g. the tiny
     `pbw-tiny-clip` used by tests and benchmarks). Idempotent; returns the registered names."""
@@ -223,14 +235,8 @@ class SemanticNet(nn.Module):
         return torch.where(empty[:, None], full, box)
 
     def crop_boxes(self, base: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """[B, K, 4] square crops of `crop_scale` of each base box's side, placed inside it by the
-        uniforms `u` [B, K, 3] (size, x offset, y offset)."""
-        side0 = (base[:, 2] - base[:, 0])[:, None]
-        lo, hi = self.crop_scale
-        side = side0 * (lo + (hi - lo) * u[..., 0])
-        x0 = base[:, :1] + (side0 - side) * u[..., 1]
-        y0 = base[:, 1:2] + (side0 - side) * u[..., 2]
-        return torch.stack([x0, y0, x0 + side, y0 + side], -1)
+        """[B, K, 4] this net's random crops of the base boxes (`crop_boxes` with its `crop_scale`)."""
+        return crop_boxes(base, u, self.crop_scale)
 
     def views(self, x: torch.Tensor, mask: torch.Tensor | None = None, crops: int | None = None,
               generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,10 +19,9 @@ from typing import Literal
 import open_clip
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from pbw.semantic.clip import register_model_configs, resample_boxes
+from pbw.semantic.clip import crop_boxes, register_model_configs, resample_boxes
 
 register_model_configs()
 
@@ -57,7 +56,8 @@ class CLIPTrainer(pl.LightningModule):
         lr, weight_decay, betas, eps: AdamW settings (no decay on gains, biases, embeddings and
             the logit scale, as in open_clip's training).
         warmup_steps: linear warm-up, then cosine decay to zero over the run.
-        augment: random resized crops (scale ``crop_scale``) and horizontal flips in training.
+        augment: in training, the editor's random square crops (``crop_scale``: low and high fraction
+            of the side, as `SemanticNet`'s) resampled to the input size, and horizontal flips.
         export_dir: when set, the model is written there as an open_clip ``local-dir:`` folder at
             the end of training.
         export_precision: dtype of the exported weights (``fp16`` halves the file).
@@ -65,7 +65,7 @@ class CLIPTrainer(pl.LightningModule):
 
     def __init__(self, model_name: str = "pbw-mini-clip", pretrained: str | None = None, lr: float = 1e-3,
                  weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
-                 warmup_steps: int = 100, augment: bool = True, crop_scale: tuple[float, float] = (0.7, 1.0),
+                 warmup_steps: int = 100, augment: bool = True, crop_scale: tuple[float, float] = (0.7, 0.98),
                  export_dir: str | None = None, export_precision: Literal["fp32", "fp16"] = "fp32"):
         super().__init__()
         self.save_hyperparameters()
@@ -88,26 +88,19 @@ class CLIPTrainer(pl.LightningModule):
     # ---- encoding -------------------------------------------------------------------------
 
     def preprocess(self, images: torch.Tensor, augment: bool = False) -> torch.Tensor:
-        """Images in [-1,1] [B,3,H,W] -> the model's input size and normalization."""
+        """Images in [-1,1] [B,3,H,W] -> the model's input size and normalization, resampled as the
+        editor shows images to CLIP (`resample_boxes`); `augment`: the editor's random crops
+        (`crop_boxes` with ``crop_scale``) and horizontal flips."""
         x = (images.float() + 1) / 2
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            whole = torch.tensor([0.0, 0.0, x.shape[-1], x.shape[-2]], device=x.device).expand(len(x), 4)
-            x = resample_boxes(x, whole, self.image_size)  # as the editor shows images to CLIP
+        n, _, h, w = x.shape
+        whole = torch.tensor([0.0, 0.0, w, h], device=x.device).expand(n, 4)
         if augment:
-            x = self._random_crop_flip(x)
+            boxes = crop_boxes(whole, torch.rand(n, 1, 3, device=x.device), self.hparams.crop_scale)[:, 0]
+            x = resample_boxes(x, boxes, self.image_size)
+            x = torch.where(torch.rand(n, 1, 1, 1, device=x.device) < 0.5, x.flip(-1), x)
+        elif h != self.image_size or w != self.image_size:
+            x = resample_boxes(x, whole, self.image_size)
         return (x - self.mean) / self.std
-
-    def _random_crop_flip(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-image random square crops (area fraction in ``crop_scale``) resized back, and h-flips."""
-        n = len(x)
-        lo, hi = self.hparams.crop_scale
-        side = torch.empty(n, device=x.device).uniform_(lo, hi).sqrt()  # crop side / image side
-        shift = (1 - side)[:, None] * torch.empty(n, 2, device=x.device).uniform_(-1, 1)
-        flip = torch.where(torch.rand(n, device=x.device) < 0.5, -1.0, 1.0)
-        theta = torch.zeros(n, 2, 3, device=x.device)
-        theta[:, 0, 0], theta[:, 1, 1], theta[:, :, 2] = side * flip, side, shift
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalized image embeddings of images in [-1,1]."""
