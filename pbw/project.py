@@ -3,8 +3,9 @@
 Writes into DIR what `EditResult.save` writes for the projection (latents.pt with the codes, and
 generator.pt with the weights of pivotal tuning; original.png = edited.png = the photo as projected,
 metrics.json) plus reconstruction.png (the generator's image of the codes) and comparison.png
-(photo | reconstruction). Edit it with `edit.py --image DIR --prompt ... --mask ...` (a saved
-projection is not projected again), or in Python with `EditResult.load(DIR)` as an edit's base. The projection settings are `ProjectSettings`
+(photo | reconstruction, labelled, each upscaled to at least 256 px). Edit it with `edit.py --image DIR
+--prompt ... --mask ...` (a saved projection is not projected again), or in Python with
+`EditResult.load(DIR)` as an edit's base. The projection settings are `ProjectSettings`
 (`--settings.steps 300`, `--settings.tune_steps 0`, ...). A bad input (unreadable or tiny image,
 unknown generator) is one line on stderr and exit status 2.
 """
@@ -13,12 +14,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from torchvision.utils import save_image
 
 from pbw.editing.cli import INPUT_ERRORS, load_maskable
 from pbw.editing.editor import resolve_device
+from pbw.editing.figures import comparison_image
 from pbw.editing.project import ProjectSettings, build_perceptual, project, reconstruction
 from pbw.editing.result import EditResult, to01
 
@@ -50,7 +51,7 @@ def save_projection(result: EditResult, generator, out: str | Path) -> dict[str,
     recon = reconstruction(result, generator)
     files["reconstruction"] = Path(out) / "reconstruction.png"
     save_image(to01(recon), files["reconstruction"])
-    save_image(torch.cat([to01(result.original), to01(recon)]), files["comparison"], nrow=2, padding=2)
+    comparison_image([("photo", to01(result.original)), ("reconstruction", to01(recon))]).save(files["comparison"])
     return files
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 import pbw.checkpoints
 from pbw.editing.cli import build_parser, main
+from pbw.editing.figures import GAP
 from pbw.models.stylegan2 import StyleGAN2Generator
 
 RES = 32
@@ -42,7 +43,8 @@ def test_single_edit_writes_every_file(tmp_path, generator):
           "--mask", "0.25,0.25,0.75,0.75", "--seed", "3", "--out", str(out), *FAST])
     for f in FILES:
         assert (out / f).is_file(), f
-    assert Image.open(out / "comparison.png").size == (3 * RES + 4 * 2, RES + 2 * 2)
+    width, height = Image.open(out / "comparison.png").size
+    assert width == 3 * 256 + 4 * GAP and height > 256 + 2 * GAP  # original | mask | edited, upscaled 8x, labelled
     assert Image.open(out / "edited.png").size == (RES, RES)
     mask = np.asarray(Image.open(out / "mask.png").convert("L"))
     assert mask[RES // 2, RES // 2] == 255 and mask[0, 0] == 0

@@ -12,6 +12,7 @@ import pbw.checkpoints
 from pbw.assets import mini_generator_path
 from pbw.data.synthetic import render_bird, sample_bird
 from pbw.editing import Cancel, Editor, EditModule, EditRequest, EditResult, EditSettings, load_mask
+from pbw.editing.figures import GAP
 from pbw.editing.project import PhotoError, ProjectSettings, load_photo, project, reconstruction
 from pbw.editing.result import render_layers
 from pbw.models.biggan import BigGANGenerator
@@ -227,7 +228,8 @@ def test_project_command_writes_the_projection(tmp_path, tiny_checkpoint, tiny, 
     for f in ("original.png", "edited.png", "reconstruction.png", "comparison.png", "latents.pt", "generator.pt",
               "metrics.json"):
         assert (tmp_path / "p" / f).is_file(), f
-    assert Image.open(tmp_path / "p" / "comparison.png").size == (2 * RES + 3 * 2, RES + 2 * 2)
+    width, height = Image.open(tmp_path / "p" / "comparison.png").size
+    assert width == 2 * 256 + 3 * GAP and height > 256 + 2 * GAP  # photo | reconstruction, upscaled 8x, labelled
     printed = capsys.readouterr().out
     assert "note: resized from 50x40 to 32x32 px (center-cropped to a square)" in printed
     assert "note: converted from LA to RGB" in printed and "reconstruction PSNR" in printed

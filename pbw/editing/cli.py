@@ -123,10 +123,8 @@ def _read_requests(args, g) -> tuple[list[dict], list[EditRequest | None]]:
     return rows, requests
 
 
-def prepare(args) -> tuple[Editor, list[dict], list[EditRequest | None], object]:
-    """The input phase: models, requests and logger from `args`. Errors here are the user's input's."""
-    if args.prompt is None and args.requests is None:
-        raise ValueError("give --prompt (with --mask for a masked edit) or --requests FILE.jsonl")
+def build_editor(args) -> Editor:
+    """The Editor of instantiated edit.py `args`: their generator, CLIP, view, preservation loss and device."""
     device = resolve_device(args.device)
     g = load_maskable(args.generator)
     g.space(args.settings.space, masked=True)  # a space this generator lacks: an input error, now
@@ -135,7 +133,14 @@ def prepare(args) -> tuple[Editor, list[dict], list[EditRequest | None], object]
     preservation = PreservationLoss(args.lpips, args.lpips_net, args.lpips_weights)
     info = {"generator": args.generator, "clip": args.clip, "view": args.view, "lpips": args.lpips,
             "lpips_net": args.lpips_net, "device": str(device)}
-    editor = Editor(g, semantic, preservation, device, info=info)
+    return Editor(g, semantic, preservation, device, info=info)
+
+
+def prepare(args) -> tuple[Editor, list[dict], list[EditRequest | None], object]:
+    """The input phase: models, requests and logger from `args`. Errors here are the user's input's."""
+    if args.prompt is None and args.requests is None:
+        raise ValueError("give --prompt (with --mask for a masked edit) or --requests FILE.jsonl")
+    editor = build_editor(args)
     rows, requests = _read_requests(args, editor.generator)
     if args.image:
         requests = _photo_requests(args, editor, requests)

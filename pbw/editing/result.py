@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torchvision.utils import save_image
 
+from pbw.editing.figures import comparison_image
 from pbw.editing.masks import mask_overlay
 from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
 
@@ -87,21 +89,29 @@ class EditResult:
         return generator if self.generator_state is None else apply_generator_state(generator, self.generator_state)
 
     # ---- saved form -----------------------------------------------------------------------------
+    def comparison(self) -> Image.Image:
+        """The labelled strip original | mask (its overlay, masked edits only) | edited, each panel
+        upscaled to at least 256 px, with the prompt as caption."""
+        panels = [("original", to01(self.original))]
+        if self.mask is not None:
+            overlay = mask_overlay(self.original, resize_mask(self.mask.float(), self.original.shape[-1]))
+            panels.append(("mask", to01(overlay)))
+        panels.append(("edited", to01(self.edited)))
+        return comparison_image(panels, caption=f"edited: {prompt_text(self.prompt)}" if self.prompt else None)
+
     def save(self, folder: str | Path) -> dict[str, Path]:
-        """Write original.png, edited.png, mask.png (edits with a mask), comparison.png, metrics.json,
-        latents.pt and, with tuned generator weights, generator.pt into `folder`; returns their paths
-        by name."""
+        """Write original.png, edited.png, mask.png (edits with a mask; these three at the native size),
+        comparison.png (`comparison`), metrics.json, latents.pt and, with tuned generator weights,
+        generator.pt into `folder`; returns their paths by name."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         files = {name: folder / f"{name}.png" for name in ("original", "edited", "comparison")}
         save_image(to01(self.original), files["original"])
         save_image(to01(self.edited), files["edited"])
-        panels = [to01(self.original)]
         if self.mask is not None:
             files["mask"] = folder / "mask.png"
             save_image(self.mask.float().cpu(), files["mask"])
-            panels.append(to01(mask_overlay(self.original, resize_mask(self.mask.float(), self.original.shape[-1]))))
-        save_image(torch.cat(panels + [to01(self.edited)]), files["comparison"], nrow=len(panels) + 1, padding=2)
+        self.comparison().save(files["comparison"])
         files["metrics"] = folder / "metrics.json"
         files["metrics"].write_text(json.dumps(
             {"name": self.name, "prompt": (self.prompt or {}).get("texts"),
@@ -163,6 +173,11 @@ class EditResult:
                    layers=[Layer(**ly) for ly in data.get("layers", [])], source=data.get("source", "sample"),
                    metrics=data.get("metrics", {}), settings=data.get("settings", {}), notes=data.get("notes", []),
                    generator_state=state)
+
+
+def prompt_text(prompt: dict) -> str:
+    """A result's prompt as text: '"a red head"::2 | "a crown" | "blurry"::-1' (weights other than 1 shown)."""
+    return " | ".join(f'"{t}"' + ("" if w == 1 else f"::{w:g}") for t, w in zip(prompt["texts"], prompt["weights"]))
 
 
 def generator_copy(generator: MaskableGenerator) -> MaskableGenerator:

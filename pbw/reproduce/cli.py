@@ -1,4 +1,5 @@
-"""`python -m pbw.reproduce`: `run` an experiment config, the `mini` alias, `bundle` the mini models."""
+"""`python -m pbw.reproduce`: `run` an experiment config, the `mini` alias, `bundle` the mini models, the
+miniature's picture (`grid`)."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,8 @@ from pbw.reproduce.experiment import Experiment
 
 USAGE = """python -m pbw.reproduce run --config configs/reproduce/<experiment>.yaml [--out DIR] [overrides]
 python -m pbw.reproduce mini [--quick] [--out DIR] [options]      (= run --config configs/reproduce/mini[_quick].yaml)
-python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR [--biggan CKPT]"""
+python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR [--biggan CKPT]
+python -m pbw.reproduce grid [--out docs/mini_edits.png] [--seeds 0-3] [--colors red,blue,yellow]"""
 
 
 def build_run_parser() -> ArgumentParser:
@@ -85,13 +87,43 @@ def mini_parser() -> argparse.ArgumentParser:
     return p
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line on stderr (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def grid_parser() -> argparse.ArgumentParser:
+    from pbw.reproduce import grid
+
+    p = OneLineParser(prog="python -m pbw.reproduce grid", description=grid.__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="docs/mini_edits.png", help="the PNG to write")
+    p.add_argument("--seeds", default="0-3", help="sample seeds, one row each: 0-3, 0,2,5 or 0-3,7")
+    p.add_argument("--colors", default="red,blue,yellow", help="body colors, one column each")
+    for name in ("steps", "generations", "population"):
+        p.add_argument(f"--{name}", type=int, default=None, help=f"override the edit config's {name} (smoke runs)")
+    return p
+
+
+def grid_main(argv: list[str]) -> None:
+    from pbw.reproduce.grid import edit_grid, parse_colors, parse_seeds
+
+    a = grid_parser().parse_args(argv)
+    overrides = {k: v for k, v in (("steps", a.steps), ("generations", a.generations), ("population", a.population))
+                 if v is not None}
+    edit_grid(a.out, parse_seeds(a.seeds), parse_colors(a.colors), **overrides)
+
+
 def _input_errors() -> tuple[type, ...]:
     from pbw.editing.masks import MaskError
     from pbw.evaluation.judges import SameEvaluatorError
     from pbw.reproduce.experiment import ExperimentError
+    from pbw.reproduce.grid import GridError
     from pbw.semantic import MissingWeightsError
 
-    return ExperimentError, SameEvaluatorError, MaskError, MissingWeightsError, FileNotFoundError
+    return ExperimentError, SameEvaluatorError, MaskError, MissingWeightsError, FileNotFoundError, GridError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,6 +151,8 @@ def _main(argv: list[str] | None = None) -> None:
 
         a = vars(mini_parser().parse_args(rest))
         run_mini(a.pop("out"), a.pop("quick"), **a)
+    elif command == "grid":
+        grid_main(rest)
     elif command == "bundle":
         from pbw.assets import bundle_mini
 

@@ -1,0 +1,115 @@
+"""`python -m pbw.reproduce grid --out docs/mini_edits.png`: the README's picture of the miniature.
+
+Sample seeds (rows) x body colors (columns, after the unedited original) edited by the bundled mini
+StyleGAN2 and BigGAN, one block each: prompt "a bird with a <color> body" inside the body the part
+segmenter finds in each start image (`part:body`), with the settings of the generator's edit config
+(configs/edit/mini.yaml, mini_biggan.yaml: what `edit.py --config` runs) and every edit of a
+generator in one batch. About two minutes on 2 CPU cores for 4 seeds x 3 colors.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from pbw.editing.figures import panel_grid, stack
+from pbw.editing.masks import MaskError, load_mask
+from pbw.editing.module import EditRequest
+from pbw.editing.result import to01
+from pbw.semantic import PromptSet
+
+EDIT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "edit"
+EDIT_CONFIGS = {"stylegan2": "mini.yaml", "biggan": "mini_biggan.yaml"}
+TITLES = {"stylegan2": "StyleGAN2", "biggan": "BigGAN"}
+PROMPT = "a bird with a {color} body"
+MASK = "part:body"
+PANEL_SIDE = 128
+
+
+class GridError(ValueError):
+    """A grid that cannot be made as asked (bad seeds, colors or settings; no body in a start image)."""
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from "0-3", "0,2,5" or "0-3,7"."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            lo, hi = int(first), int(last) if dash else int(first)
+        except ValueError:
+            raise GridError(f"seeds {text!r}: write whole numbers and ranges, e.g. 0-3 or 0,2,5") from None
+        if lo < 0 or hi < lo:
+            raise GridError(f"seeds {text!r}: {part.strip()!r} is not a range of seeds >= 0 (write low-high)")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def parse_colors(text: str) -> list[str]:
+    """Colors from "red,blue,yellow"."""
+    colors = [c.strip() for c in text.split(",")]
+    if not all(colors):
+        raise GridError(f"colors {text!r}: write color names separated by commas, e.g. red,blue,yellow")
+    return colors
+
+
+def edit_args(family: str):
+    """edit.py's instantiated arguments from the generator's edit config, with the bundled models."""
+    from pbw.assets import mini_clip_spec, mini_generator_path
+    from pbw.editing.cli import build_parser
+
+    config = EDIT_CONFIG_DIR / EDIT_CONFIGS[family]
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} is missing: the grid edits with the miniature's edit configs; run from a "
+                                "checkout of pbw")
+    parser = build_parser()
+    return parser.instantiate(parser.parse_args(["--config", str(config), "--generator", str(mini_generator_path(family)),
+                                                 "--clip", mini_clip_spec(), "--progress", "false"]))
+
+
+def generator_block(family: str, seeds: list[int], colors: list[str], overrides: dict, log=print) -> Image.Image:
+    """One generator's block: a row per seed, the original then one edit per color."""
+    from pbw.editing.cli import build_editor
+
+    args = edit_args(family)
+    try:
+        settings = replace(args.settings, batch_size=len(seeds) * len(colors), **overrides)
+    except ValueError as e:
+        raise GridError(str(e)) from None
+    editor = build_editor(args)
+    g = editor.generator
+    originals, requests = [], []
+    for seed in seeds:
+        codes = {k: v.to(editor.device) for k, v in g.sample(1, seed=seed).items()}
+        with torch.no_grad():
+            image = g.decode(g.encode(codes), cond=codes)
+        try:
+            mask, notes = load_mask(MASK, g.resolution, args.feather, image=image)
+        except MaskError as e:
+            raise GridError(f"{TITLES[family]} seed {seed}: {e}; choose other --seeds") from None
+        originals.append(to01(image))
+        requests += [EditRequest(PromptSet.parse(PROMPT.format(color=c)), codes, mask, f"seed {seed} {c}", notes)
+                     for c in colors]
+    t0 = time.time()
+    results = editor.run(requests, settings, progress=False)
+    log(f"{TITLES[family]}: {len(requests)} edits in {time.time() - t0:.0f} s")
+    rows = [[x] + [to01(r.edited) for r in results[i * len(colors):(i + 1) * len(colors)]]
+            for i, x in enumerate(originals)]
+    title = f'{TITLES[family]} ({g.resolution} px, bundled): "{PROMPT.format(color="<color>")}" inside {MASK}'
+    return panel_grid(rows, ["original", *colors], [f"seed {s}" for s in seeds], title=title, min_side=PANEL_SIDE)
+
+
+def edit_grid(out: str | Path, seeds: list[int], colors: list[str], log=print, **overrides) -> Path:
+    """Write the grid of both bundled generators' edits to `out` (a PNG); `overrides`: EditSettings
+    fields (e.g. steps=2 for a smoke run). Returns the path."""
+    if not seeds or not colors:
+        raise GridError("the grid needs at least one seed and one color")
+    picture = stack([generator_block(family, seeds, colors, overrides, log) for family in EDIT_CONFIGS])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(out)
+    log(f"wrote {out} ({picture.width}x{picture.height})")
+    return out
