@@ -125,8 +125,11 @@ def load_mask(spec, size: int, feather: float = 0.0, allow_empty: bool = False,
     return mask.clamp(0, 1), notes
 
 
-def mask_overlay(image: torch.Tensor, mask: torch.Tensor, color=(1.0, 0.2, 0.2), alpha: float = 0.5) -> torch.Tensor:
-    """The image ([B, 3, H, W] in [-1, 1]) tinted by `color` where the mask is on; same range."""
+def mask_overlay(image: torch.Tensor, mask: torch.Tensor, color=None, alpha: float = 0.6) -> torch.Tensor:
+    """The image ([B, 3, H, W] in [-1, 1]) with the mask shown, same range: darkened by `alpha` outside
+    the mask (readable whatever the colors inside), or, given a `color`, tinted by it inside."""
+    if color is None:
+        return image + (-1 - image) * alpha * (1 - mask)
     tint = torch.tensor(color, device=image.device).view(1, 3, 1, 1) * 2 - 1
     a = alpha * mask
     return image * (1 - a) + tint * a
