@@ -1,10 +1,12 @@
-"""The app on a tiny StyleGAN2 and a tiny random CLIP: the handlers with synthetic brush layers, then
+"""The app on a tiny StyleGAN2 (bird parts: the bundled mini one) and a tiny random CLIP: the handlers
+with synthetic brush layers, then
 the real page end to end in headless Debian Chromium, driven by Playwright (no browser download).
 
 The browser test loads the page, samples, picks an image, paints a stroke on the canvas, types
 words, presses Paint, checks that the edited image and the metrics appear and that the canvas shows
 the edited image, then paints a second stroke with other words on that result; then it uploads a
-photo, waits for its projection and paints on it. Its screenshot after
+photo of a synthetic bird, waits for its projection, selects its body, brushes a stroke, erases a band
+of the body and paints it. Its screenshot after
 the second edit goes to $PBW_APP_SCREENSHOT when set (else into the test's temp folder)."""
 import io
 import os
@@ -25,8 +27,10 @@ from pbw import assets
 from pbw.app import APP_PROJECTION, APP_SETTINGS, AppInputError, Painter, brush_mask, parse_seeds
 from pbw.checkpoints import load_generator
 from pbw.checkpoints.core import ImportedNetworks, save_pbw_checkpoint
+from pbw.data.synthetic import draw_birds
 from pbw.editing.project import ProjectSettings
 from pbw.editing.result import EditResult
+from pbw.evaluation.segmenter import part_mask
 from pbw.models.biggan import BigGANGenerator
 from pbw.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from pbw.semantic import SemanticNet, register_model_configs
@@ -225,6 +229,51 @@ def test_upload_a_photo_project_it_and_paint_it(painter, tmp_path):
     assert "**Note:** cannot read image" in h.upload_photo(str(tmp_path / "junk.png"))[5]
 
 
+def test_select_part_paints_the_segmenters_mask(tmp_path):
+    """On the bundled mini StyleGAN2: "Select part" paints the part the segmenter finds in the current image
+    onto the canvas, over the strokes there, and Paint edits exactly that region."""
+    from pbw.app.ui import BRUSH, DISPLAY, Handlers
+
+    p = Painter(load_generator(assets.mini_generator_path()), SemanticNet("pbw-tiny-clip", None), device="cpu",
+                settings=SETTINGS, out_dir=tmp_path, parts=True)
+    other, start = p.samples("1001, 1000")
+    body = part_mask(start.edited, "body")  # the segmenter's own answer
+    assert p.resolution == RES and 0 < body.mean() < 0.5
+    assert torch.equal(p.select_part(start, "body"), body[None, None])
+    assert torch.equal(p.select_part(other, "head"), part_mask(other.edited, "head")[None, None])
+
+    h = Handlers(p)
+    corner = stroke(0, 48, 0, 48)  # a stroke already on the canvas: 4 x 4 cells
+    canvas, status = h.select_part([other, start], {"layers": [corner]}, "body")  # the current image: start's
+    assert "Selected the body" in status and canvas["background"].size == (DISPLAY, DISPLAY)
+    layer, cell = canvas["layers"][0], DISPLAY // RES
+    on = body.bool().numpy().repeat(cell, 0).repeat(cell, 1)
+    assert len(canvas["layers"]) == 1 and (layer[on] == (*BRUSH, 255)).all()  # painted like a brush stroke
+    selected = brush_mask(canvas["layers"], RES)
+    assert torch.equal(selected, torch.maximum(body[None, None], brush_mask([corner], RES)))
+    fresh, _ = h.select_part([start], None, "body")  # an empty canvas: the part alone
+    assert torch.equal(brush_mask(fresh["layers"], RES), body[None, None])
+    out = h.paint([start], canvas, "a bird with a red body", "", "adam", 2, 1, 5.0, False, 0)
+    assert "Done: painted" in out[5] and torch.equal(out[0][-1].mask, selected)  # what Paint edits
+
+    for current, part, msg in ((None, "body", "pick a starting image"),
+                               (start, "tentacle", "unknown bird part 'tentacle'; the parts are body, head"),
+                               (replace(start, edited=torch.ones_like(start.edited)), "beak", "finds no beak")):
+        with pytest.raises(AppInputError, match=msg):
+            p.select_part(current, part)
+    assert "pick a starting image" in h.select_part([], None, "body")[1]
+
+
+def test_select_part_is_refused_where_no_segmenter_applies(painter):
+    from pbw.app.ui import Handlers
+
+    start = painter.samples("0")[0]
+    assert not painter.parts
+    with pytest.raises(AppInputError, match="knows only the synthetic birds"):
+        painter.select_part(start, "body")
+    assert "brush the region instead" in Handlers(painter).select_part([start], None, "body")[1]
+
+
 def test_time_limit_stops_an_edit_and_the_page_reports_it(painter, monkeypatch):
     from pbw.app.ui import Handlers
 
@@ -244,7 +293,14 @@ def test_cli_defaults_and_missing_mini_checkpoints(tmp_path, monkeypatch):
     assert args.host == "127.0.0.1" and args.generator is None and args.settings == APP_SETTINGS
     assert args.projection == APP_PROJECTION and args.projection.time_limit is not None
     assert parser.instantiate(parser.parse_args(["--settings.crops", "4"])).settings.crops == 4
+    assert args.parts is None  # bird parts: on for the bundled mini generators, off for others
+    mini = str(assets.mini_generator_path())
+    assert app_main.resolve_parts(None, mini) and not app_main.resolve_parts(None, str(tmp_path / "g.ckpt"))
+    assert app_main.resolve_parts(True, str(tmp_path / "g.ckpt")) and not app_main.resolve_parts(False, mini)
     monkeypatch.setattr(assets, "MINI_DIR", tmp_path)
+    assert not app_main.resolve_parts(None, str(tmp_path / "stylegan2.ckpt"))  # no bundled segmenter: not offered
+    with pytest.raises(SystemExit, match="--parts true: the bundled mini segmenter_masks"):
+        app_main.resolve_parts(True, "g.ckpt")
     with pytest.raises(SystemExit, match="--generator CKPT --clip"):
         app_main.resolve_models(None, None)
     with pytest.raises(SystemExit, match="both --generator and --clip"):
@@ -324,7 +380,8 @@ def server(tmp_path_factory):
     page = main(["--generator", str(tiny_checkpoint(d / "tiny.ckpt")), "--clip", "pbw-tiny-clip:random",
                  "--settings.crops", "2", "--settings.population", "4", "--settings.lr", "2", "--device", "cpu",
                  "--time_limit", "60", "--projection.steps", "12", "--projection.tune_steps", "6",
-                 "--projection.w_avg_samples", "200", "--port", str(port), "--out", str(d / "out")], block=False)
+                 "--projection.w_avg_samples", "200", "--parts", "true", "--port", str(port), "--out", str(d / "out")],
+                block=False)
     url = f"http://127.0.0.1:{port}/"
     _wait_until_serving(url)
     yield url, d / "out"
@@ -373,15 +430,34 @@ def _wait_for_canvas(page, image: Path, not_image: Path | None = None, timeout: 
         time.sleep(0.5)
 
 
-def _stroke(page, box: dict, y: float, x0: float, x1: float) -> None:
-    """Brush a horizontal stroke at height `y` from `x0` to `x1` (fractions of the image on the canvas)."""
-    page.locator("#editor").get_by_role("button", name="Brush", exact=True).click()
+def _stroke(page, box: dict, y: float, x0: float, x1: float, tool: str = "Brush", moves: int = 4) -> None:
+    """Brush (or, with tool "Erase", erase) a horizontal stroke at height `y` from `x0` to `x1` (fractions
+    of the image on the canvas) in `moves` mouse moves."""
+    page.locator("#editor").get_by_role("button", name=tool, exact=True).click()
     at = lambda fx, fy: (box["x"] + fx * box["width"], box["y"] + fy * box["height"])  # noqa: E731
     page.mouse.move(*at(x0, y))
     page.mouse.down()
-    for i in range(1, 5):  # few moves: each redraws the canvas, slow in software WebGL
-        page.mouse.move(*at(x0 + (x1 - x0) * i / 4, y))
+    for i in range(1, moves + 1):  # few moves: each redraws the canvas, slow in software WebGL
+        page.mouse.move(*at(x0 + (x1 - x0) * i / moves, y))
     page.mouse.up()
+
+
+def _wait_for_brush(page, cells: np.ndarray, timeout: float = ACTION_S) -> dict:
+    """Wait until the canvas shows the brush colour on the `cells` (bool [RES, RES]) and not elsewhere;
+    returns where the image lies on the page."""
+    from pbw.app.ui import BRUSH
+
+    brush = np.array(BRUSH, np.float32) / 255
+    deadline = time.monotonic() + timeout
+    while True:
+        shown, box = _canvas(page)
+        near = np.abs(shown - brush).max(-1) < 0.1
+        if near[cells].all() and near[~cells].mean() < 0.02:
+            return box
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the canvas shows the brush colour on {near[cells].mean():.0%} of the cells "
+                                 f"selected and {near[~cells].mean():.0%} of the others")
+        time.sleep(0.5)
 
 
 def _paint(page, words: str, step: int) -> float:
@@ -462,18 +538,32 @@ def test_paint_a_stroke_in_the_browser(server, tmp_path):
             page.set_input_files("#upload input[type=file]", str(out / "edit_0002" / "latents.pt"))
             page.wait_for_function(f"{status}('2 painted layer')")
 
-            # a photo: projected (the canvas shows the photo), then painted; outside the stroke it stays
-            ramp = np.linspace(40, 215, RES, dtype=np.float32)
-            photo = np.stack([ramp[None].repeat(RES, 0), ramp[:, None].repeat(RES, 1), np.full((RES, RES), 128.0)], -1)
-            Image.fromarray(photo.astype(np.uint8)).save(tmp_path / "photo.png")
+            # a photo of a synthetic bird: projected (the canvas shows the photo); its body selected (on the
+            # canvas in the brush colour), a stroke added, a band of the body erased; then painted: the mask is
+            # what the canvas shows, and outside it the photo stays
+            bird = draw_birds(1, RES, seed=3).images[0]
+            Image.fromarray(bird).save(tmp_path / "photo.png")
+            body = part_mask(torch.from_numpy(bird).permute(2, 0, 1).float() / 127.5 - 1, "body").bool().numpy()
             page.set_input_files("#photo input[type=file]", str(tmp_path / "photo.png"))
             page.wait_for_function(f"{status}('Projected photo.png')", timeout=EDIT_S * 1000)
             assert page.locator("#result img").count() == 1  # the reconstruction beside the photo
-            box = _wait_for_canvas(page, tmp_path / "photo.png")
-            _stroke(page, box, 0.35, 0.25, 0.65)
+            _wait_for_canvas(page, tmp_path / "photo.png")
+            page.click("#select_part")  # the part menu starts at body
+            page.wait_for_function(f"{status}('Selected the body')")
+            box = _wait_for_brush(page, body)
+            _stroke(page, box, 0.1, 0.05, 0.3)
+            rows = np.flatnonzero(body.any(1))
+            band = int(rows.mean())  # a row across the body's middle, erased from its left to its right
+            cols = np.flatnonzero(body[band])
+            _stroke(page, box, (band + 0.5) / RES, (cols[0] - 1) / RES, (cols[-1] + 2) / RES, tool="Erase", moves=12)
             _paint(page, "a red head", 1)
             _wait_for_canvas(page, out / "edit_0003" / "edited.png", tmp_path / "photo.png")
-            keep = _png(out / "edit_0003" / "mask.png")[..., 0] == 0
+            mask = _png(out / "edit_0003" / "mask.png")[..., 0]
+            far = body.copy()
+            far[max(band - 2, 0):band + 3] = False  # the body away from the erased band
+            assert mask[band, cols].max() == 0 and mask[far].min() == 1  # the selected body, less the erased band
+            assert mask[:6, :10].max() > 0 and mask[~body].mean() < 0.2  # and the stroke
+            keep = mask == 0
             assert keep.mean() > 0.5 and np.array_equal(_png(out / "edit_0003" / "edited.png")[keep],
                                                         _png(tmp_path / "photo.png")[keep])
         except Exception:

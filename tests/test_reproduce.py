@@ -3,15 +3,20 @@ a tiny slice: files, table fields, sane values; the alias's options land on the 
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from pbw.assets import mini_generator_path
 from pbw.checkpoints import load_generator
 from pbw.data.synthetic import generate
+from pbw.editing.masks import load_mask
 from pbw.evaluation import wilson_interval
-from pbw.reproduce import BIGGAN_ROW, PAPER, TABLE_COLUMNS, TEXT_TO_IMAGE, VARIANTS, colors_present, load_experiment, main
-from pbw.reproduce.mini import mini_config, mini_overrides
+from pbw.evaluation.judges import change_inside_outside
+from pbw.evaluation.segmenter import part_mask
+from pbw.reproduce import (BIGGAN_ROW, BOX_ROW, PAPER, TABLE_COLUMNS, TEXT_TO_IMAGE, VARIANTS, colors_present,
+                           load_experiment, main)
+from pbw.reproduce.mini import MASK_BOX, mini_config, mini_overrides
 
 
 def test_colors_present_reads_pixels():
@@ -39,6 +44,9 @@ def test_mini_options_map_onto_the_config():
     assert [v.name for v in full.tasks["masked_edits"].variants] == [*VARIANTS, "reference: unedited originals",
                                                                      BIGGAN_ROW]
     assert [v.name for v in full.tasks["text_to_image"].variants] == list(TEXT_TO_IMAGE)
+    rows = {v.name: v for v in full.tasks["masked_edits"].variants}
+    assert full.tasks["masked_edits"].masks.part == "body" and rows[BOX_ROW].masks.box == MASK_BOX  # box: an ablation
+    assert "in the body the part segmenter finds" in full.tasks["masked_edits"].title
     assert (full.settings.steps, full.tasks["masked_edits"].seeds, len(full.tasks["masked_edits"].prompts.values["color"]),
             full.tasks["text_to_image"].prompts.count, full.real.limit) == (60, 8, 8, 64, 512)
 
@@ -60,6 +68,17 @@ def test_reproduce_mini_tiny_slice(tmp_path):
         first = ((g.decode(g.encode(codes), cond=codes)[0].clamp(-1, 1) + 1) * 127.5).round()
     grid = torch.from_numpy(np.array(Image.open(out / "grids" / "masked_edits__ablation_adam_only.png").convert("RGB")))
     assert (grid.permute(2, 0, 1)[:, 1:33, 1:33].float() - first).abs().max() <= 1  # the first original is seed 7
+    assert all("the body the part segmenter finds" in r["notes"][0] for r in masked["requests"]["stylegan2"])
+    # the change judge: inside and outside each row's own mask (the body in seed 7's image; the box ablation's box)
+    x0 = (first / 127.5 - 1)[None].expand(2, 3, 32, 32)
+    body = part_mask(x0[0], "body")
+    masks = {PAPER: body, BOX_ROW: load_mask(MASK_BOX, 32)[0][0, 0]}
+    for row, mask in masks.items():
+        x1 = torch.stack([torch.from_numpy(np.array(Image.open(out / "gallery" / path))).permute(2, 0, 1).float()
+                          / 127.5 - 1 for path in masked["images"][row]["edited"]])
+        want = change_inside_outside(x0, x1, mask.expand(2, 1, 32, 32))
+        got = masked["rows"][row]["change_inside"], masked["rows"][row]["change_outside"]
+        assert got == pytest.approx(want, abs=3e-3), row
     assert list(masked["rows"]) == [*VARIANTS, "reference: unedited originals", BIGGAN_ROW]
     for name, row in masked["rows"].items():
         assert row["n"] == 2

@@ -2,7 +2,7 @@
 their generator paths overridden by tiny pbw checkpoints written here, a random tiny optimizing CLIP and a
 different random tiny evaluator, tiny CUB captions, a tiny Places365 class list and real-image folder.
 Also: the evaluator-vs-optimizer rule, the pairwise preference against a hand computation, masks from
-files and a segmenter, the gallery's links and an offline W&B table."""
+files, a segmenter and bird parts (per row too), the gallery's links and an offline W&B table."""
 import json
 import math
 import re
@@ -237,6 +237,52 @@ def test_masks_from_segmenter_files_and_boxes(world, tmp_path):
     assert masks_of["sky"][:8, :8].eq(1).all() and masks_of["sky"].sum() == 64 and not notes  # the box for the rest
 
 
+def test_part_masks_per_seed_and_rows_with_masks_of_their_own(monkeypatch):
+    """`masks: {part: body}` on the bundled mini StyleGAN2: per request, the body the part segmenter finds in
+    that seed's start image; a row's own masks (a box) on the same requests; a request that any of them
+    leaves out is left out of every row, said."""
+    import pbw.evaluation.segmenter as segmenter
+    from pbw.assets import mini_generator_path
+    from pbw.checkpoints import load_generator
+
+    g = load_generator(mini_generator_path())
+    starts = {}
+    for seed in (1000, 1001):
+        codes = g.sample(1, seed=seed)
+        with torch.no_grad():
+            starts[seed] = g.decode(g.encode(codes), cond=codes)[0]
+    items = [PromptItem("a bird with a red body"), PromptItem("a bird with a blue body")]
+    box = Masks(box="0.25,0.25,0.75,0.75")
+    task = Task(generator="g", prompts=Prompts(texts=["x"]), first_seed=1000, seeds=2, masks=Masks(part="body"),
+                variants=[Variant("paper"), Variant("box", masks=box)])
+    planned, notes = plan_requests(task, items, g, [None], row_masks={"box": box})
+    assert not notes and [p.seed for p in planned] == [1000, 1000, 1001, 1001]
+    central = torch.zeros(32, 32)
+    central[8:24, 8:24] = 1
+    for p in planned:
+        body = segmenter.part_mask(starts[p.seed], "body")  # the segmenter's own answer on that seed's image
+        paper, boxed = p.request_for("paper"), p.request_for("box")
+        assert 0 < body.mean() < 0.25 and torch.equal(paper.mask[0, 0], body) and paper is p.request
+        assert "the body the part segmenter finds" in paper.notes[0]
+        assert torch.equal(boxed.mask[0, 0], central) and boxed.codes is paper.codes and boxed.name == paper.name
+    assert not torch.equal(planned[0].request.mask, planned[2].request.mask)  # each seed its own body
+
+    real = segmenter.part_mask
+    monkeypatch.setattr(segmenter, "part_mask", lambda image, parts, net=None: (  # no body in seed 1001
+        torch.zeros(image.shape[-2:]) if torch.equal(image, starts[1001]) else real(image, parts, net)))
+    planned, notes = plan_requests(task, items, g, [None], row_masks={"box": box})
+    assert [p.seed for p in planned] == [1000, 1000] and len(notes) == 2
+    assert "000_seed1000" not in notes[0] and "left out: the part segmenter found no body" in notes[0]
+
+    # a row whose own masks find no region: that request is left out of the task's rows too
+    items = [PromptItem("a left thing", region="left"), PromptItem("a bed", region="bed")]
+    seg = Masks(segmenter=f"{__name__}:seg_fn")
+    planned, notes = plan_requests(task, items, g, [None], max_seeds=1, row_masks={"seg": seg})
+    assert [p.item.region for p in planned] == ["left"] and set(planned[0].row_masks) == {"seg"}
+    assert notes == ["request 001_seed1000 ('a bed') left out: the segmenter found no 'bed' in the image "
+                     "(the masks of row 'seg')"]
+
+
 def test_config_errors_are_listed_before_running(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", "--config", str(CONFIGS / "bedroom.yaml"), "--out", str(tmp_path), "--clip", CLIP,
@@ -247,3 +293,11 @@ def test_config_errors_are_listed_before_running(tmp_path, capsys):
     assert "unknown judges ['beauty']" in msg and "'church'" in msg and "['stepz']" in msg and "repeat" in msg
     with pytest.raises(ExperimentError, match="beauty"):  # the same from Python
         validate(load_experiment(CONFIGS / "bedroom.yaml", ["--tasks.masked_edits.judges", '["beauty"]']))
+    with pytest.raises(ExperimentError) as e:  # masks: part names, what they combine with, rows' own masks
+        validate(load_experiment(CONFIGS / "mini_quick.yaml", [
+            "--tasks.masked_edits.masks.part", "body+tentacle", "--tasks.masked_edits.masks.box", "0,0,1,1",
+            "--tasks.text_to_image.variants", '[{"name": "a", "masks": {"box": "0,0,1,1"}}]']))
+    msg = str(e.value)
+    assert "masks part: unknown bird part 'tentacle'; the parts are body, head, wing, tail, beak" in msg
+    assert "masks part combines with files only, not ['box']" in msg
+    assert "task 'text_to_image', variant 'a': masks of a row need a masked task" in msg

@@ -1,6 +1,8 @@
 """`python -m pbw.app`: start the local Paint-by-Word page (bound to 127.0.0.1 unless --host says otherwise)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from jsonargparse import ArgumentParser
 
 from pbw import assets
@@ -27,6 +29,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--time_limit", type=float, default=TIME_LIMIT,
                    help="seconds after which an edit stops and shows what it reached")
     p.add_argument("--out", type=str | None, default=None, help="folder for downloadable results (default: a temp dir)")
+    p.add_argument("--parts", type=bool | None, default=None,
+                   help="offer 'Select part' (bird-part masks by the mini world's part segmenter, which knows only "
+                        "the synthetic birds); default: on for the bundled mini generators only")
     p.add_class_arguments(EditSettings, "settings", default=APP_SETTINGS,
                           help="the edits' settings (EditSettings); the page sets optimizer, steps, generations, "
                                "lam and seed per edit, starting from these")
@@ -48,6 +53,20 @@ def resolve_models(generator: str | None, clip: str | None) -> tuple[str, str]:
     return generator, clip
 
 
+def resolve_parts(parts: bool | None, generator: str) -> bool:
+    """Whether the page offers bird parts: as asked, else for a bundled mini generator; either way only
+    with the bundled part segmenter present."""
+    if parts is False or (parts is None and Path(generator).resolve().parent != assets.MINI_DIR):
+        return False
+    try:
+        assets.mini_segmenter_path("masks")
+    except FileNotFoundError as err:
+        if parts:
+            raise SystemExit(f"python -m pbw.app --parts true: {err}") from err
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None, block: bool = True):
     """Parse arguments, load the models, serve the page; returns the Gradio app when not `block`ing."""
     from pbw.app.ui import build_page
@@ -58,7 +77,7 @@ def main(argv: list[str] | None = None, block: bool = True):
     painter = Painter(load_maskable(generator_path), SemanticNet.from_spec(clip, crops=args.settings.crops),
                       PreservationLoss(args.lpips_weights is not None, lpips_weights=args.lpips_weights), args.device,
                       args.settings, time_limit=args.time_limit, out_dir=args.out,
-                      projection=args.projection)
+                      projection=args.projection, parts=resolve_parts(args.parts, generator_path))
     page = build_page(painter)
     page.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=not block,
                 allowed_paths=[str(painter.out_dir)], inbrowser=False, show_error=True)

@@ -1,6 +1,6 @@
-"""The app's logic, free of any web framework: starting images, brush layers to masks, edits through
-the editing core (`Editor`), a history of `EditResult`s. `pbw.app.ui` puts a Gradio page on top of
-`Painter`."""
+"""The app's logic, free of any web framework: starting images, brush layers to masks (and bird parts
+to brush layers), edits through the editing core (`Editor`), a history of `EditResult`s. `pbw.app.ui`
+puts a Gradio page on top of `Painter`."""
 from __future__ import annotations
 
 import re
@@ -11,10 +11,13 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
+from pbw.data.synthetic import PARTS
 from pbw.editing.editor import Editor, EditProgress, TimeLimit
 from pbw.editing.losses import PreservationLoss
+from pbw.editing.masks import PART_PREFIX, load_mask
 from pbw.editing.module import EditRequest, EditSettings
 from pbw.editing.project import PhotoError, ProjectSettings, edit_space, project
 from pbw.editing.result import EditResult
@@ -50,6 +53,21 @@ def brush_mask(layers: list[np.ndarray] | None, resolution: int) -> torch.Tensor
     if m.shape[-1] != m.shape[-2]:
         raise AppInputError(f"the canvas must be square like the generator's images, got {tuple(m.shape[-2:])}")
     return resize_mask(m, resolution).clamp(0, 1)
+
+
+def paint_mask(layers: list[np.ndarray] | None, mask: torch.Tensor, size: int,
+               color: tuple[int, int, int]) -> list[np.ndarray]:
+    """Brush layers with `mask` ([1, 1, R, R], on where > 0.5) painted into the first one (a new
+    transparent `size` px layer when there is none) in `color`, opaque like a stroke: `brush_mask` of the
+    result is the union of the earlier strokes and the mask (exactly the mask's cells when R divides the
+    canvas side)."""
+    out = [np.array(layer, dtype=np.uint8, copy=True) for layer in layers or []]
+    if not out:
+        out = [np.zeros((size, size, 4), np.uint8)]
+    side = out[0].shape[:2]
+    on = F.interpolate(mask.float().cpu(), size=side, mode="nearest")[0, 0].numpy() > 0.5
+    out[0][on] = (*color, 255)
+    return out
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -91,14 +109,17 @@ def describe(result: EditResult) -> str:
 class Painter:
     """Everything the page does, as plain methods over an `Editor`; one instance serves all visitors
     (requests run one at a time). Histories are lists of `EditResult`s kept by the caller (one per
-    browser session); every edit is saved into its own folder of `out_dir`."""
+    browser session); every edit is saved into its own folder of `out_dir`. `parts`: the generator
+    draws the miniature's synthetic birds, so `select_part` may find bird parts with the mini world's
+    part segmenter (it knows no other images)."""
 
     def __init__(self, generator: MaskableGenerator, semantic: SemanticNet,
                  preservation: PreservationLoss | None = None, device: str | torch.device = "auto",
                  settings: EditSettings = APP_SETTINGS, time_limit: float = TIME_LIMIT,
-                 out_dir: str | Path | None = None, projection: ProjectSettings = APP_PROJECTION):
+                 out_dir: str | Path | None = None, projection: ProjectSettings = APP_PROJECTION,
+                 parts: bool = False):
         self.editor = Editor(generator, semantic, preservation, device)
-        self.settings, self.time_limit, self.projection = settings, time_limit, projection
+        self.settings, self.time_limit, self.projection, self.parts = settings, time_limit, projection, parts
         self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="pbw-app-"))
         self._saved: dict[str, list[str]] = {}  # an edit's name -> its downloadable files
 
@@ -143,6 +164,23 @@ class Painter:
                            progress=False, report=on_progress, name=f"photo {Path(path).name}")
         except PhotoError as e:
             raise AppInputError(str(e)) from e
+
+    def select_part(self, current: EditResult | None, part: str) -> torch.Tensor:
+        """The [1, 1, R, R] mask of the bird `part` (one of `PARTS`) that the mini world's part segmenter
+        finds in `current`'s image (the image the next edit starts from), as edit.py's ``--mask part:body``."""
+        if not self.parts:
+            raise AppInputError("selecting a part needs the miniature's part segmenter, which knows only the "
+                                "synthetic birds (start the app with the bundled mini generator, or --parts true for "
+                                "your own generator of them); brush the region instead")
+        if current is None:
+            raise AppInputError("pick a starting image first (sample seeds, or upload saved latents or a photo)")
+        if part not in PARTS:
+            raise AppInputError(f"unknown bird part {part!r}; the parts are {', '.join(PARTS)}")
+        mask, _ = load_mask(PART_PREFIX + part, self.resolution, allow_empty=True, image=current.edited)
+        if not mask.any():
+            raise AppInputError(f"the part segmenter finds no {part} in this image (it knows only the miniature's "
+                                "synthetic birds); brush the region instead")
+        return mask
 
     def edit(self, base: EditResult, mask: torch.Tensor | None, prompt: str, negative: str = "",
              settings: EditSettings | None = None, on_progress: Callable[[str, int, int], None] | None = None,

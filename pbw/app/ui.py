@@ -1,4 +1,5 @@
-"""The Gradio page over `Painter`: pick an image, brush a region, type words, press Paint."""
+"""The Gradio page over `Painter`: pick an image, brush a region (or select a bird part), type words,
+press Paint."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,8 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page: no calls home
 import gradio as gr  # noqa: E402
 
-from pbw.app.core import AppInputError, Painter, brush_mask, describe, format_metrics, to_pil  # noqa: E402
+from pbw.app.core import AppInputError, Painter, brush_mask, describe, format_metrics, paint_mask, to_pil  # noqa: E402
+from pbw.data.synthetic import PARTS  # noqa: E402
 from pbw.editing.masks import mask_overlay  # noqa: E402
 from pbw.editing.module import OPTIMIZERS  # noqa: E402
 from pbw.editing.project import reconstruction  # noqa: E402
@@ -17,7 +19,8 @@ from pbw.editing.result import EditResult  # noqa: E402
 
 log = logging.getLogger(__name__)
 DISPLAY = 384  # canvas side in pixels; strokes are area-averaged down to the generator's resolution
-TINT = (0.1, 1.0, 0.3)  # the brush colour, also used to tint the painted region in the before image
+BRUSH = (26, 255, 77)  # the brush colour (RGB), also of a selected part
+TINT = tuple(c / 255 for c in BRUSH)  # the painted region's tint in the before image
 
 
 def _message(text: str, kind: str = "info") -> str:
@@ -114,6 +117,20 @@ class Handlers:
         notes = "".join(f" **Note:** {n}." for n in nxt.notes)
         return self.view(history + [nxt], f"Done: {describe(nxt)} (step {len(history)} of the history).{notes}")
 
+    def select_part(self, history: list[EditResult], editor: dict | None, part: str):
+        """Paint the part the segmenter finds in the current image onto the canvas, over the strokes there."""
+        try:
+            mask = self.painter.select_part(history[-1] if history else None, part)
+        except AppInputError as e:
+            return gr.skip(), _message(str(e), "input")
+        except Exception as e:  # e.g. missing segmenter weights: shown on the page; the server goes on
+            log.error("selecting the %s failed:\n%s", part, traceback.format_exc())
+            return gr.skip(), _message(f"selecting the {part} failed: {type(e).__name__}: {e}", "error")
+        layers = paint_mask((editor or {}).get("layers"), mask, DISPLAY, BRUSH)
+        canvas = {"background": to_pil(history[-1].edited, DISPLAY), "layers": layers, "composite": None}
+        return canvas, (f"Selected the {part} ({mask.mean().item():.0%} of the image): brush more or erase, "
+                        "then press Paint.")
+
     def undo(self, history: list[EditResult]):
         if len(history) <= 1:
             return _keep(_message("nothing to undo", "input"))
@@ -145,8 +162,12 @@ def build_page(painter: Painter) -> gr.Blocks:
                 editor = gr.ImageEditor(label="paint the region to change", type="numpy", image_mode="RGBA",
                                         sources=(), transforms=(), layers=False, canvas_size=(DISPLAY, DISPLAY),
                                         fixed_canvas=True, height=DISPLAY + 120, elem_id="editor",
-                                        brush=gr.Brush(default_size=32, colors=["#1aff4d"], color_mode="fixed"),
+                                        brush=gr.Brush(default_size=32, colors=["#%02x%02x%02x" % BRUSH],
+                                                       color_mode="fixed"),
                                         eraser=gr.Eraser(default_size=32))
+                with gr.Row(visible=painter.parts):  # where the mini part segmenter applies
+                    part = gr.Dropdown(list(PARTS), value=PARTS[0], label="bird part", elem_id="part")
+                    part_btn = gr.Button("Select part", elem_id="select_part")
                 prompt = gr.Textbox(label="words", placeholder="a red head", elem_id="prompt")
                 negative = gr.Textbox(label="negative words (optional)", placeholder="blurry", elem_id="negative")
                 with gr.Row():
@@ -181,5 +202,6 @@ def build_page(painter: Painter) -> gr.Blocks:
         paint_btn.click(h.paint, [history, editor, prompt, negative, optimizer, steps, generations, lam, whole, seed],
                         outs, concurrency_limit=1, concurrency_id="device", **on_status)
         undo_btn.click(h.undo, [history], outs, **on_status)
+        part_btn.click(h.select_part, [history, editor, part], [editor, status], **on_status)
     page.queue(default_concurrency_limit=1, max_size=32)
     return page

@@ -78,7 +78,9 @@ class Masks:
     `masks/{seed}_{region}.png`: masks the user drew or made; a missing file falls through), then a
     `segmenter` (a callable `module:function`, called as `function(image, region, **segmenter_args)`
     with the start image [3, R, R] in [-1, 1], returning a [R, R] mask in [0, 1], or None when the
-    region is not in the image: that request is left out, noted), then `boxes[region]` (a rectangle
+    region is not in the image: that request is left out, noted), then `part` (bird parts, "body" or
+    "body+wing", that the mini world's part segmenter finds in the start image, as edit.py's
+    `--mask part:body`; none found: the request is left out, noted), then `boxes[region]` (a rectangle
     "x0,y0,x1,y1", pixels or 0..1 fractions), then `box` (every request). `feather` softens edges (px)."""
 
     box: str | None = None
@@ -86,6 +88,7 @@ class Masks:
     files: str | None = None
     segmenter: str | None = None
     segmenter_args: dict[str, Any] = field(default_factory=dict)
+    part: str | None = None
     feather: float = 0.0
 
 
@@ -93,13 +96,16 @@ class Masks:
 class Variant:
     """One row of a task: the method or an ablation. `settings` override the experiment's EditSettings,
     `generator_overrides` the generator's constructor (e.g. `masked_demodulation: frozen`),
-    `generator` another of the experiment's generators (its own samples of the same seeds). `edit:
-    false` is a reference row: the unedited start images, judged alike."""
+    `generator` another of the experiment's generators (its own samples of the same seeds), `masks`
+    the row's own masks instead of the task's (a mask ablation; the rows of a generator keep the same
+    requests, so a request that any of their masks leaves out is left out of all). `edit: false` is a
+    reference row: the unedited start images, judged alike."""
 
     name: str
     generator: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     generator_overrides: dict[str, Any] = field(default_factory=dict)
+    masks: Masks | None = None
     edit: bool = True
 
 
@@ -170,6 +176,27 @@ class ExperimentError(ValueError):
     """A config that cannot run (said before any model is loaded)."""
 
 
+def mask_problems(m: Masks, where: str) -> list[str]:
+    """What makes masks `m` unusable (said at `where`)."""
+    from pbw.evaluation.segmenter import parse_parts
+
+    problems = []
+    if not any([m.box, m.boxes, m.files, m.segmenter, m.part]):
+        problems.append(f"{where}: masks need a box, boxes, files, a segmenter or a part (or no masks: whole image)")
+    if m.segmenter is not None and ":" not in m.segmenter:
+        problems.append(f"{where}: segmenter must be 'module:function', got {m.segmenter!r}")
+    if m.part is not None:
+        try:
+            parse_parts(m.part)
+        except ValueError as e:
+            problems.append(f"{where}: masks part: {e}")
+        unused = [n for n in ("segmenter", "boxes", "box") if getattr(m, n)]
+        if unused:
+            problems.append(f"{where}: masks part combines with files only, not {unused}: a part (like a "
+                            "segmenter) decides the mask of every request the files leave")
+    return problems
+
+
 def validate(exp: Experiment) -> None:
     """Check names, judges, settings overrides and sources; raise `ExperimentError` listing every problem."""
     from pbw.semantic.clip import VIEWS
@@ -192,11 +219,7 @@ def validate(exp: Experiment) -> None:
         if p.template is not None and not p.values:
             problems.append(f"{where}: a prompt template needs values, e.g. values: {{color: [red, blue]}}")
         if task.masks is not None:
-            m = task.masks
-            if not any([m.box, m.boxes, m.files, m.segmenter]):
-                problems.append(f"{where}: masks need a box, boxes, files or a segmenter (or no masks: whole image)")
-            if m.segmenter is not None and ":" not in m.segmenter:
-                problems.append(f"{where}: segmenter must be 'module:function', got {m.segmenter!r}")
+            problems += mask_problems(task.masks, where)
         bad_judges = sorted(set(task.judges) - set(JUDGES))
         if bad_judges:
             problems.append(f"{where}: unknown judges {bad_judges}; known: {sorted(JUDGES)}")
@@ -214,6 +237,11 @@ def validate(exp: Experiment) -> None:
             if v.generator is not None and v.generator not in exp.generators:
                 problems.append(f"{where}, variant {v.name!r}: generator {v.generator!r} is not one of "
                                 f"{sorted(exp.generators)}")
+            if v.masks is not None:
+                problems += mask_problems(v.masks, f"{where}, variant {v.name!r}")
+                if task.masks is None:
+                    problems.append(f"{where}, variant {v.name!r}: masks of a row need a masked task (give the "
+                                    "task masks too)")
             unknown = sorted(set(v.settings) - setting_names)
             if unknown:
                 problems.append(f"{where}, variant {v.name!r}: unknown settings {unknown}; EditSettings has "

@@ -6,12 +6,12 @@ options it had before the runner existed; each maps onto a config field (`mini_o
 With the bundled mini StyleGAN2, mini BigGAN and tiny CLIP (`pbw.assets`) on the synthetic birds,
 whose pixels carry a ground truth (`pbw.evaluation.oracle`), the configs run
 
-- masked part-color edits ("a bird with a <color> body") over seeds x colors in a fixed central box
-  (generated images have no part labels and the synthetic bodies move too much for a part-shaped
-  mask), with the paper's method (CMA-ES then Adam in one broadcast w, latent masked) and its
-  variants on the StyleGAN2: W+ instead of w, the official code's frozen demodulation, masking only
-  CLIP's image (`mask_mode: image`), Adam alone; the unedited originals as a reference row; the
-  paper's method on the BigGAN;
+- masked part-color edits ("a bird with a <color> body") over seeds x colors in the body that the
+  mini part segmenter (`pbw.evaluation.segmenter`) finds in each seed's start image, with the paper's
+  method (CMA-ES then Adam in one broadcast w, latent masked) and its variants on the StyleGAN2: W+
+  instead of w, the official code's frozen demodulation, masking only CLIP's image (`mask_mode:
+  image`), Adam alone, a fixed central box instead of the body (`MASK_BOX`); the unedited originals as
+  a reference row; the paper's method on the BigGAN (the body in its own images);
 - text-to-image from held-out captions (no mask), StyleGAN2 in z (the paper's), w and W+, BigGAN in
   z + class vector;
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pbw.evaluation.oracle import CENTRAL_BOX as MASK_BOX  # noqa: F401  (the masked edits' box)
+from pbw.evaluation.oracle import CENTRAL_BOX as MASK_BOX  # noqa: F401  (the box ablation's mask)
 from pbw.evaluation.oracle import PRESENT_FRACTION, colors_present  # noqa: F401
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
@@ -32,8 +32,9 @@ COLORS = ("red", "blue", "green", "yellow", "purple", "white", "orange", "black"
 PAPER = "paper: cma+adam, w, latent mask"
 REFERENCE = "reference: unedited originals"
 BIGGAN_ROW = "BigGAN: cma+adam, w (block-0 features), latent mask"
+BOX_ROW = "ablation: central box mask"
 VARIANTS = (PAPER, "space: W+ (one w per layer)", "demodulation: frozen s(w0) (official code)",
-            "ablation: mask only CLIP's image", "ablation: adam only")
+            "ablation: mask only CLIP's image", "ablation: adam only", BOX_ROW)
 TEXT_TO_IMAGE = ("StyleGAN2: z (paper)", "StyleGAN2: w", "StyleGAN2: W+", "BigGAN: z + class vector (paper)")
 MASKED_TASK, T2I_TASK = "masked_edits", "text_to_image"
 # The masked-edit rows' oracle and change columns.

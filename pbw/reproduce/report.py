@@ -21,7 +21,7 @@ COLUMNS = ("n", "oracle_accuracy", "region_accuracy", "caption_color_recall", "s
 JUDGE_NOTES = {
     "color_oracle": ("oracle accuracy = the color the edit painted into the mask (the palette color whose share of the "
                      f"masked pixels grew most, now at least {PAINTED_MIN_SHARE:.0%} of them) is the asked one; region "
-                     "accuracy (stricter: the background in the box counts) = the masked region's median color is"),
+                     "accuracy (stricter: any background in the mask counts) = the masked region's median color is"),
     "caption_oracle": ("oracle = the body color in the central box matches the caption's; caption color recall = share "
                        f"of the caption's colors present (>= {PRESENT_FRACTION:.0%} of the box's pixels); \"before\" = "
                        "the start images"),

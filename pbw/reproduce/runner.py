@@ -195,7 +195,9 @@ class Runner:
         if (key, gkey) not in self.plans:
             spec = self.exp.generators[gkey]
             class_ids = resolve_class_ids(task.classes, spec.class_names)
-            self.plans[(key, gkey)] = plan_requests(task, items, g, class_ids, self.max_seeds)
+            row_masks = {v.name: v.masks for v in task.variants
+                         if v.masks is not None and (v.generator or task.generator) == gkey}
+            self.plans[(key, gkey)] = plan_requests(task, items, g, class_ids, self.max_seeds, row_masks)
         return self.plans[(key, gkey)]
 
     def _run_task(self, key: str, task: Task, items: list[PromptItem], gallery: "report.Gallery") -> dict:
@@ -236,7 +238,7 @@ class Runner:
         t0 = time.time()
         g = editor.generator
         ekey = next(k for k, e in self.editors.items() if e is editor)
-        requests = [p.request for p in planned]
+        requests = [p.request_for(variant.name) for p in planned]
         if variant.edit:
             settings = replace(self.exp.settings, **variant.settings)
             results: list[EditResult] = editor.run(requests, settings, progress=self.progress)

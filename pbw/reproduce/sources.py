@@ -1,13 +1,14 @@
 """What an experiment's tasks read: prompt sets (literal, templates, YAML/text files, captions), masks
-(boxes, files, a segmentation callable the user names), class names, and the requests built from
-them for one generator."""
+(boxes, files, a segmentation callable the user names, bird parts), class names, and the requests
+built from them for one generator."""
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from pbw.editing import EditRequest
-from pbw.editing.masks import MaskError, load_mask
+from pbw.editing.masks import PART_PREFIX, MaskError, is_part_spec, load_mask
 from pbw.models.maskable import MaskableGenerator
 from pbw.reproduce.experiment import ExperimentError, Masks, Prompts, Task
 from pbw.semantic import PromptSet
@@ -41,13 +42,22 @@ class PromptItem:
 
 @dataclass
 class Planned:
-    """A request of a task on one generator, and what the report says about it."""
+    """A request of a task on one generator, and what the report says about it. `row_masks`: the mask
+    and its notes for each row (variant name) with masks of its own."""
 
     request: EditRequest
     item: PromptItem
     seed: int
     cls: int | None
     index: int
+    row_masks: dict[str, tuple[torch.Tensor, list[str]]] = field(default_factory=dict)
+
+    def request_for(self, row: str) -> EditRequest:
+        """The request as row `row` edits it: with the row's own mask, if it has one."""
+        if row not in self.row_masks:
+            return self.request
+        mask, notes = self.row_masks[row]
+        return replace(self.request, mask=mask, notes=notes)
 
     def describe(self) -> dict:
         return {"name": self.request.name, "prompt": self.item.text, "negative": self.item.negative,
@@ -203,7 +213,8 @@ def load_segmenter(spec: str) -> Callable:
 
 def request_mask(masks: Masks, item: PromptItem, seed: int, cls: int | None, index: int, resolution: int,
                  start_image: Callable[[], torch.Tensor], segmenter: Callable | None) -> tuple[torch.Tensor | None, list[str]]:
-    """The mask of one request ([1, 1, R, R]) and notes; (None, [why]) when the segmenter finds no region."""
+    """The mask of one request ([1, 1, R, R]) and notes; (None, [why]) when the segmenter finds no region or
+    the part segmenter no part."""
     region = item.region or ""
     spec = None
     if masks.files is not None:
@@ -215,6 +226,8 @@ def request_mask(masks: Masks, item: PromptItem, seed: int, cls: int | None, ind
         if m is None:
             return None, [f"the segmenter found no {region!r} in the image"]
         spec = m if torch.is_tensor(m) else np.asarray(m, np.float32)
+    if spec is None and masks.part is not None:
+        spec = PART_PREFIX + masks.part
     if spec is None and masks.boxes and region in masks.boxes:
         spec = masks.boxes[region]
     if spec is None:
@@ -222,13 +235,26 @@ def request_mask(masks: Masks, item: PromptItem, seed: int, cls: int | None, ind
     if spec is None:
         raise MaskError(f"no mask for request {index} (region {region!r}, seed {seed}): no file {masks.files!r}, "
                         f"no segmenter, no box for that region in boxes {sorted(masks.boxes or {})} and no box")
+    if is_part_spec(spec):  # found in the start image, as edit.py's --mask part:body
+        mask, notes = load_mask(spec, resolution, masks.feather, allow_empty=True, image=start_image())
+        if not mask.any():
+            return None, [f"the part segmenter found no {spec[len(PART_PREFIX):]} in the image"]
+        return mask, notes
     return load_mask(spec, resolution, masks.feather)
 
 
+def _decode(g: MaskableGenerator, codes: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return g.decode(g.encode(codes), cond=codes)[0].cpu()
+
+
 def plan_requests(task: Task, items: list[PromptItem], g: MaskableGenerator, class_ids: list[int | None],
-                  max_seeds: int | None = None) -> tuple[list[Planned], list[str]]:
+                  max_seeds: int | None = None, row_masks: dict[str, Masks] | None = None
+                  ) -> tuple[list[Planned], list[str]]:
     """The requests of `task` on generator `g` (see `Task`), and notes (requests left out, and why).
-    `max_seeds` cuts a product's seeds (a zip's one seed per prompt is cut by the prompts)."""
+    `max_seeds` cuts a product's seeds (a zip's one seed per prompt is cut by the prompts). `row_masks`:
+    the own masks of rows (variant name -> `Masks`) on `g`, made per request too; a request that the
+    task's or any row's masks leave out is left out of every row."""
     if task.pairing == "zip":
         n = len(items) if task.seeds is None else min(task.seeds, len(items))  # (max_prompts cuts these)
         combos = [(task.first_seed + i, class_ids[0], items[i]) for i in range(n)]
@@ -237,25 +263,28 @@ def plan_requests(task: Task, items: list[PromptItem], g: MaskableGenerator, cla
         if max_seeds is not None:
             n = min(n, max_seeds)
         combos = [(task.first_seed + s, c, it) for s in range(n) for c in class_ids for it in items]
-    segmenter = load_segmenter(task.masks.segmenter) if task.masks is not None and task.masks.segmenter else None
+    mask_sets = {} if task.masks is None else {None: task.masks, **(row_masks or {})}
+    segmenters = {key: load_segmenter(m.segmenter) for key, m in mask_sets.items() if m.segmenter}
     planned, notes = [], []
     for index, (seed, cls, item) in enumerate(combos):
         codes = g.sample(1, seed=seed, **({"classes": cls} if cls is not None else {}))
         if cls is None and "class" in codes:
             cls = int(codes["class"][0])
         name = f"{index:03d}_seed{seed}" + (f"_class{cls}" if cls is not None else "")
-        mask, mask_notes = None, []
-        if task.masks is not None:
-            def start_image(codes=codes) -> torch.Tensor:
-                with torch.no_grad():
-                    return g.decode(g.encode(codes), cond=codes)[0].cpu()
-
-            mask, mask_notes = request_mask(task.masks, item, seed, cls, index, g.resolution, start_image, segmenter)
+        start_image = functools.cache(functools.partial(_decode, g, codes))
+        masks, missing = {}, None
+        for key, m in mask_sets.items():
+            mask, mask_notes = request_mask(m, item, seed, cls, index, g.resolution, start_image, segmenters.get(key))
             if mask is None:
-                notes.append(f"request {name} ({item.text!r}) left out: {mask_notes[0]}")
-                continue
+                missing = mask_notes[0] + ("" if key is None else f" (the masks of row {key!r})")
+                break
+            masks[key] = (mask, mask_notes)
+        if missing is not None:
+            notes.append(f"request {name} ({item.text!r}) left out: {missing}")
+            continue
+        mask, mask_notes = masks.pop(None, (None, []))
         req = EditRequest(item.prompt_set(), codes, mask, name, mask_notes)
-        planned.append(Planned(req, item, seed, cls, index))
+        planned.append(Planned(req, item, seed, cls, index, masks))
     if not planned:
         raise ExperimentError(f"no requests left: {'; '.join(notes) or 'no seeds or prompts'}")
     return planned, notes
