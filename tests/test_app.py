@@ -560,7 +560,8 @@ def test_paint_a_stroke_in_the_browser(server, tmp_path):
             _wait_for_canvas(page, out / "edit_0003" / "edited.png", tmp_path / "photo.png")
             mask = _png(out / "edit_0003" / "mask.png")[..., 0]
             far = body.copy()
-            far[max(band - 2, 0):band + 3] = False  # the body away from the erased band
+            far[max(band - 3, 0):band + 4] = False  # the body away from the erased band (the eraser's 32 px
+            assert far.any()                        # radius is 2.7 cells of the 384 px canvas)
             assert mask[band, cols].max() == 0 and mask[far].min() == 1  # the selected body, less the erased band
             assert mask[:6, :10].max() > 0 and mask[~body].mean() < 0.2  # and the stroke
             keep = mask == 0
