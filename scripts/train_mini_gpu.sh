@@ -7,6 +7,8 @@
 #   python train.py fit --config configs/mini/stylegan2_64.yaml --trainer.default_root_dir runs/mini/stylegan2_64 \
 #       --trainer.logger.init_args.save_dir runs/mini/stylegan2_64 --ckpt_path last
 # The reference ops are used (PBW_CUDA_OPS=ref): nothing is compiled, and at 64 px they cost little.
+# Measured on one H200 (2026-12-04, 290 s, 4 workers each, beside the GPU check's build and kernel tests):
+# StyleGAN2 1655 iterations (5.7 it/s), BigGAN 2000 (6.9 it/s): the tiny models are launch-bound there.
 set -u
 cd "$(dirname "$0")/.."
 SECONDS_=${1:?usage: scripts/train_mini_gpu.sh SECONDS [WORKDIR] [WORKERS]}
