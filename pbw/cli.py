@@ -1,6 +1,7 @@
 """Command-line entry points built on LightningCLI (train.py is a thin wrapper around `train_main`)."""
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,13 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities import rank_zero_only
 
 from pbw.training.common import AtomicCheckpointIO, LoggerVersions, newest_checkpoint, use_atomic_checkpoints
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line on stderr (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class PbwCLI(LightningCLI):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Sequence
 
 import torch
@@ -123,17 +122,12 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def main(argv: list[str] | None = None) -> None:
     """The command line; a bad input is one line on stderr and exit status 2."""
     from pbw.assets import mini_clip_spec
+    from pbw.cli import OneLineParser
 
-    p = _Parser(prog="python -m pbw.evaluation.clip_parts", description=__doc__,
+    p = OneLineParser(prog="python -m pbw.evaluation.clip_parts", description=__doc__,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clip", default=None, help="CLIP spec (default: the bundled mini CLIP)")
     p.add_argument("--n", type=int, default=256, help="held-out birds")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from pbw.cli import OneLineParser
 from pbw.reproduce.experiment import Experiment
 
 USAGE = """python -m pbw.reproduce run --config configs/reproduce/<experiment>.yaml [--out DIR] [overrides]
@@ -85,13 +86,6 @@ def mini_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-caption", type=int, default=None,
                    help="skip this many held-out test birds before taking the captions (default 0)")
     return p
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argparse parser whose usage errors are one line on stderr (and exit status 2)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def grid_parser() -> argparse.ArgumentParser:
