@@ -50,6 +50,16 @@ def test_features_drive_fid_and_tell_birds_from_noise():
     assert f.mean(0).abs().mean() < 0.5 and 0.5 < f.std(0).mean() < 1.5
 
 
+def test_reproduction_judges_fid_on_yardstick_features():
+    from pbw.evaluation.judges import fid_kid
+
+    real, other = draw_birds(64, 64, seed=7).tensors(), draw_birds(64, 64, seed=8).tensors()
+    perm = torch.randperm(64 * 64, generator=torch.Generator().manual_seed(0))
+    shuffled = other.flatten(2)[:, :, perm].view_as(other)  # the same pixels, no bird left
+    same, scrambled = (fid_kid(real, x, "yardstick", kid_subset_size=16) for x in (other, shuffled))
+    assert same["fid"] < 0.2 * scrambled["fid"] and same["kid"] < scrambled["kid"]
+
+
 def test_species_accuracy_of_a_conditional_generator():
     class Oracle:  # a "generator" that draws the real bird of its class
         is_conditional = True

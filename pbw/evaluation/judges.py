@@ -23,7 +23,7 @@ from pbw.evaluation.oracle import CENTRAL_BOX, colors_present, painted_color, re
 from pbw.evaluation.stats import mean_interval, wilson_interval
 from pbw.semantic import PromptSet, SemanticNet, parse_clip_spec
 
-FEATURES = ("inception", "random")
+FEATURES = ("inception", "random", "yardstick")
 PSNR_CAP = 100.0  # dB, reported when the pixels outside the mask did not change at all
 
 
@@ -43,7 +43,10 @@ def mean_ci(values: Sequence[float]) -> dict:
 def feature_extractor(features: str | nn.Module | None) -> nn.Module | None:
     """`inception` -> None (torchmetrics' Inception: FID/KID comparable with published numbers; needs
     `torch-fidelity` and downloads its weights once); `random` -> `pbw.metrics.RandomConvFeatures`
-    (no download; comparable only between runs with the same extractor); a module is used as is."""
+    (no download; comparable only between runs with the same extractor); `yardstick` ->
+    `pbw.evaluation.yardstick.YardstickFeatures` (the mini world's bird features, bundled); a module is
+    used as is."""
+    from pbw.evaluation.yardstick import YardstickFeatures
     from pbw.metrics import RandomConvFeatures
 
     if features is None or isinstance(features, nn.Module):
@@ -52,6 +55,8 @@ def feature_extractor(features: str | nn.Module | None) -> nn.Module | None:
         return None
     if features == "random":
         return RandomConvFeatures()
+    if features == "yardstick":
+        return YardstickFeatures()
     raise ValueError(f"FID/KID features must be one of {FEATURES} (or an nn.Module), got {features!r}")
 
 

@@ -139,14 +139,15 @@ class RealImages:
     """Real images of the domain, for FID/KID: `kind: folder` (every image under `path`, the first
     `limit`) or `synthetic_birds` (the synthetic birds at `path`, split `split`; drawn into
     OUT/real_birds when `path` is None or missing). `features`: `inception` (torchmetrics' Inception,
-    comparable with published numbers; downloads its weights once) or `random`
-    (`pbw.metrics.RandomConvFeatures`, no download)."""
+    comparable with published numbers; downloads its weights once), `random`
+    (`pbw.metrics.RandomConvFeatures`, no download) or `yardstick` (the synthetic birds' bundled
+    `pbw.evaluation.yardstick.YardstickFeatures`, trained to tell species and part colors)."""
 
     path: str | None = None
     kind: Literal["folder", "synthetic_birds"] = "folder"
     split: str = "train"
     limit: int = 5000
-    features: Literal["inception", "random"] = "inception"
+    features: Literal["inception", "random", "yardstick"] = "inception"
     kid_subset_size: int = 1000
 
 

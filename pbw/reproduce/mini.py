@@ -15,8 +15,8 @@ whose pixels carry a ground truth (`pbw.evaluation.oracle`), the configs run
 - text-to-image from held-out captions (no mask), StyleGAN2 in z (the paper's), w and W+, BigGAN in
   z + class vector;
 
-judged by the CLIP score, the discriminator's realism, FID/KID against real synthetic birds with
-`RandomConvFeatures` (no download), the pixel change inside and outside the mask, and the two pixel
+judged by the CLIP score, the discriminator's realism, FID/KID against real synthetic birds on the
+yardstick's features (`pbw.evaluation.yardstick`, bundled), the pixel change inside and outside the mask, and the two pixel
 ORACLE accuracies (`pbw.evaluation.judges.color_oracle`, `caption_oracle`).
 """
 from __future__ import annotations
