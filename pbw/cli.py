@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from jsonargparse import Namespace
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities import rank_zero_only
 
-from pbw.training.common import AtomicCheckpointIO, LoggerVersions, newest_checkpoint, use_atomic_checkpoints
+from pbw.training.common import (AtomicCheckpointIO, LoggerVersions, SessionTimer, newest_checkpoint,
+                                 use_atomic_checkpoints)
+
+LIGHTNING_CSV_LOGGERS = {"pytorch_lightning.loggers.CSVLogger", "pytorch_lightning.loggers.csv_logs.CSVLogger",
+                         "lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger"}
+CONTINUED_CSV_LOGGER = "pbw.training.common.ContinuedCSVLogger"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -27,8 +32,10 @@ class PbwCLI(LightningCLI):
 
     A `fit` run keeps its checkpoints in `<trainer.default_root_dir>/checkpoints` (for every
     ModelCheckpoint without a `dirpath`), written atomically; `--ckpt_path last` continues it from
-    the newest readable one, logging to the same logger version / W&B run. Subcommands: fit,
-    validate, test, predict.
+    the newest readable one, logging to the same logger version / W&B run. Lightning's CSVLogger is
+    run as pbw's `ContinuedCSVLogger` (Lightning's would delete the version's metrics.csv on resuming),
+    and `trainer.max_time` limits each run of the command, a resumed one included (`SessionTimer`).
+    Subcommands: fit, validate, test, predict.
     """
 
     def __init__(self, **kwargs):
@@ -47,6 +54,11 @@ class PbwCLI(LightningCLI):
         folder = checkpoint_folder(config.trainer.default_root_dir)
         if removed := AtomicCheckpointIO.remove_partial_saves(folder):
             tell(f"removed {len(removed)} temporary file(s) of an interrupted checkpoint save in {folder}")
+        loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+        loggers = [logger for logger in loggers if isinstance(logger, Namespace)]
+        for logger in loggers:
+            if logger.class_path in LIGHTNING_CSV_LOGGERS:
+                logger.class_path = CONTINUED_CSV_LOGGER
         if config.ckpt_path == "last":
             found = newest_checkpoint(folder)
             if found is None:
@@ -56,9 +68,9 @@ class PbwCLI(LightningCLI):
             path, checkpoint = found
             config.ckpt_path = str(path)
             versions = checkpoint.get("logger_versions", {})
-            loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
             for logger in loggers:
-                version = versions.get(logger.class_path.rsplit(".", 1)[-1]) if isinstance(logger, Namespace) else None
+                name = logger.class_path.rsplit(".", 1)[-1]
+                version = versions.get(name, versions.get("CSVLogger") if name == "ContinuedCSVLogger" else None)
                 if version is not None:
                     logger.init_args.version = version
         elif config.ckpt_path is None and any(folder.glob("*.ckpt")):
@@ -74,6 +86,10 @@ class PbwCLI(LightningCLI):
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = folder
         trainer.callbacks.append(LoggerVersions())
+        subcommand = self.config.get("subcommand")
+        max_time = (self.config[subcommand] if subcommand else self.config).trainer.max_time
+        trainer.callbacks = [SessionTimer(max_time) if type(callback) is Timer else callback
+                             for callback in trainer.callbacks]
         return trainer
 
 

@@ -190,3 +190,19 @@ def test_resumed_csv_log_continues_in_the_same_folder(cub, tmp_path):
     assert train_steps == list(range(6))  # each logged once: the first run's steps 2-3 (batches) were replaced
     assert any(r["val/fid"] for r in rows)
 
+
+
+def test_max_time_is_per_session_and_lightnings_csv_log_is_kept_on_resume(cub, tmp_path):
+    csv_logger = ["--trainer.logger.class_path", "pytorch_lightning.loggers.CSVLogger"]
+    train_main(fit_args(cub, tmp_path, "--trainer.max_steps", "4", "--trainer.max_time", "00:01:00:00", *csv_logger))
+    for path in (tmp_path / "checkpoints").glob("*.ckpt"):  # as if the earlier sessions had spent 10 hours
+        ckpt = torch.load(path, weights_only=False, map_location="cpu")
+        (timer,) = [key for key in ckpt["callbacks"] if "Timer" in key]
+        ckpt["callbacks"][timer]["time_elapsed"]["train"] = 36000.0
+        torch.save(ckpt, path)
+    cli = train_main(fit_args(cub, tmp_path, "--trainer.max_steps", "8", "--trainer.max_time", "00:01:00:00",
+                              "--ckpt_path", "last", *csv_logger))
+    assert cli.trainer.global_step == 8  # Lightning's Timer counts the restored 10 h and stops at step 4
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
+    rows = list(csv.DictReader(open(tmp_path / "lightning_logs/version_0/metrics.csv")))
+    assert [int(r["step"]) for r in rows if r["train/loss_d"]] == list(range(4))  # Lightning's deletes steps 0-1

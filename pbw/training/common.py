@@ -12,10 +12,11 @@ import pytorch_lightning as pl
 import torch
 import torchvision
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -94,6 +95,22 @@ class ContinuedCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _ContinuedWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class SessionTimer(Timer):
+    """Lightning's Timer (what `trainer.max_time` makes), except that the limit holds for each run of the
+    command: a run resumed with `--ckpt_path last` gets the whole `max_time` again. Lightning's own
+    restores the time spent before the checkpoint, so a resumed run whose earlier sessions had used up
+    `max_time` stopped at once, without training a step."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The time spent before the checkpoint does not count against this run."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.time_remaining() is not None and self.time_remaining() <= 0:
+            rank_zero_info(f"Stopped by max_time at step {trainer.global_step}; go on with the same command "
+                           "and --ckpt_path last")
 
 
 class _ContinuedWriter(ExperimentWriter):
