@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     from pbw.cli import OneLineParser
 
     p = OneLineParser(prog="python -m pbw.evaluation.clip_parts", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clip", default=None, help="CLIP spec (default: the bundled mini CLIP)")
     p.add_argument("--n", type=int, default=256, help="held-out birds")
     p.add_argument("--seed", type=int, default=HELDOUT_SEED, help="their world (no training uses 7000)")

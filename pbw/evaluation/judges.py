@@ -46,7 +46,6 @@ def feature_extractor(features: str | nn.Module | None) -> nn.Module | None:
     (no download; comparable only between runs with the same extractor); `yardstick` ->
     `pbw.evaluation.yardstick.YardstickFeatures` (the mini world's bird features, bundled); a module is
     used as is."""
-    from pbw.evaluation.yardstick import YardstickFeatures
     from pbw.metrics import RandomConvFeatures
 
     if features is None or isinstance(features, nn.Module):
@@ -56,6 +55,8 @@ def feature_extractor(features: str | nn.Module | None) -> nn.Module | None:
     if features == "random":
         return RandomConvFeatures()
     if features == "yardstick":
+        from pbw.evaluation.yardstick import YardstickFeatures
+
         return YardstickFeatures()
     raise ValueError(f"FID/KID features must be one of {FEATURES} (or an nn.Module), got {features!r}")
 

@@ -16,8 +16,8 @@ whose pixels carry a ground truth (`pbw.evaluation.oracle`), the configs run
   z + class vector;
 
 judged by the CLIP score, the discriminator's realism, FID/KID against real synthetic birds on the
-yardstick's features (`pbw.evaluation.yardstick`, bundled), the pixel change inside and outside the mask, and the two pixel
-ORACLE accuracies (`pbw.evaluation.judges.color_oracle`, `caption_oracle`).
+yardstick's features (`pbw.evaluation.yardstick`, bundled), the pixel change inside and outside the
+mask, and the two pixel ORACLE accuracies (`pbw.evaluation.judges.color_oracle`, `caption_oracle`).
 """
 from __future__ import annotations
 

@@ -108,7 +108,8 @@ class SessionTimer(Timer):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if self.time_remaining() is not None and self.time_remaining() <= 0:
+        remaining = self.time_remaining()
+        if remaining is not None and remaining <= 0:
             rank_zero_info(f"Stopped by max_time at step {trainer.global_step}; go on with the same command "
                            "and --ckpt_path last")
 
