@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.cli import LightningCLI
@@ -78,6 +79,23 @@ class PbwCLI(LightningCLI):
                  "or give this run its own --trainer.default_root_dir")
             raise SystemExit(2)
 
+    def _parse_ckpt_path(self) -> None:
+        """`fit` resumes with this run's model settings and says which differ from the checkpoint's.
+        Lightning's CLI would replace them with those stored in the checkpoint, silently dropping a changed
+        `--model.init_args.r1_gamma`; a different architecture is still refused (`GANModule`)."""
+        if self.config.get("subcommand") != "fit":
+            return super()._parse_ckpt_path()
+        path, model = self.config.fit.get("ckpt_path"), self.config.fit.get("model")
+        if not path or not Path(path).is_file() or not isinstance(model, Namespace) or "init_args" not in model:
+            return
+        saved = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        plain = (bool, int, float, str, list, tuple)
+        changed = [f"{key} {saved[key]} -> {value}" for key, value in model.init_args.as_dict().items()
+                   if isinstance(value, plain) and isinstance(saved.get(key), plain)
+                   and _as_list(saved[key]) != _as_list(value)]
+        if changed:
+            tell(f"resuming with model settings changed from the checkpoint's: {', '.join(changed)}")
+
     def instantiate_trainer(self, **kwargs) -> pl.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         use_atomic_checkpoints(trainer)
@@ -91,6 +109,10 @@ class PbwCLI(LightningCLI):
         trainer.callbacks = [SessionTimer(max_time) if type(callback) is Timer else callback
                              for callback in trainer.callbacks]
         return trainer
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 @rank_zero_only

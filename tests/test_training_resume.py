@@ -205,3 +205,23 @@ def test_max_time_is_per_session_and_lightnings_csv_log_is_kept_on_resume(cub, t
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
     rows = list(csv.DictReader(open(tmp_path / "lightning_logs/version_0/metrics.csv")))
     assert [int(r["step"]) for r in rows if r["train/loss_d"]] == list(range(4))  # Lightning's deletes steps 0-1
+
+
+def test_changed_model_settings_apply_on_resume(cub, tmp_path, capfd):
+    """Lightning's CLI replaces the model settings with the checkpoint's, and torch's
+    Optimizer.load_state_dict restores the saved lr: a resume with a changed `--model.init_args.g_lr` must
+    train at the new one (scaled by StyleGAN2's lazy-regularization factor k / (k + 1)), say so, and keep
+    Adam's moments."""
+    train_main(fit_args(cub, tmp_path, "--trainer.max_steps", "4"))
+    saved = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False, map_location="cpu")
+    saved_moments = saved["optimizer_states"][0]["state"][0]["exp_avg"]
+    capfd.readouterr()
+    cli = train_main(fit_args(cub, tmp_path, "--trainer.max_steps", "4", "--model.init_args.g_lr", "0.0005",
+                              "--model.init_args.r1_gamma", "0.5", "--ckpt_path", "last"))
+    assert "changed from the checkpoint's: g_lr 0.0025 -> 0.0005, r1_gamma" in capfd.readouterr().err
+    assert cli.model.hparams.r1_gamma == 0.5
+    k = cli.model.hparams.pl_interval
+    g_opt, d_opt = cli.trainer.optimizers
+    assert g_opt.param_groups[0]["lr"] == pytest.approx(0.0005 * k / (k + 1))
+    assert d_opt.param_groups[0]["lr"] == saved["optimizer_states"][1]["param_groups"][0]["lr"]
+    assert torch.equal(g_opt.state[g_opt.param_groups[0]["params"][0]]["exp_avg"], saved_moments)

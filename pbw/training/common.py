@@ -185,6 +185,19 @@ class GANModule(pl.LightningModule):
             raise ValueError(
                 f"checkpoint holds a {entry.get('family')} generator {entry.get('generator')}, but this run builds "
                 f"{self.family} {self.generator_kwargs}; resume with the config the checkpoint was trained with")
+        self._use_configured_optimizer_settings(checkpoint)
+
+    def _use_configured_optimizer_settings(self, checkpoint: dict[str, Any]) -> None:
+        """Resume keeps Adam's moments but takes lr and betas from this run's config: torch's
+        `load_state_dict` would restore the checkpoint's, silently ignoring a changed `--model.g_lr`."""
+        configured = self.configure_optimizers()
+        for optimizer, saved in zip(configured, checkpoint.get("optimizer_states", [])):
+            for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
+                for key in ("lr", "betas"):
+                    if key in saved_group and saved_group[key] != group[key]:
+                        rank_zero_info(f"resuming with the configured {key} {group[key]} (the checkpoint's "
+                                       f"optimizer had {saved_group[key]})")
+                        saved_group[key] = group[key]
 
     def log_training(self, logs: dict[str, torch.Tensor]) -> None:
         """Log a training step's values under train/ (losses also on the progress bar)."""
