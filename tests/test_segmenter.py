@@ -130,7 +130,17 @@ def test_generator_report_of_a_generator_that_draws_real_birds():
 
     r = generator_report(RealBirds(), n=12)
     assert r["bird_rate"]["value"] >= 0.75 and r["species_accuracy"]["value"] >= 0.75 and r["resolution"] == 32
+    assert r["species_spread"] > 8  # one bird of each of the 12 species: 12 if all are recognised
     assert np.isfinite(r["fid"]) and "| 12 |" in markdown({"real": r})
+
+
+def test_species_spread_is_the_exponential_of_the_entropy():
+    from pbw.evaluation.birds import effective_number
+
+    assert effective_number(torch.arange(12), 12) == pytest.approx(12)
+    assert effective_number(torch.tensor([3, 3, 3, 3]), 12) == pytest.approx(1)
+    # half one species, a quarter each of two: entropy 1.5 bits, 2^1.5 = 2.83 equally common species
+    assert effective_number(torch.tensor([0, 0, 1, 2]), 12) == pytest.approx(2 ** 1.5)
 
 
 def test_an_empty_part_mask_is_an_error_unless_allowed():

@@ -4,6 +4,10 @@
 - ``bird_rate``: the share in which the part segmenter finds a whole bird (`pbw.evaluation.segmenter`);
 - ``species_accuracy`` (class-conditional generators): the share the yardstick recognises as the
   species they were conditioned on (`pbw.evaluation.yardstick`; classes 0..11 in turn);
+- ``species_spread``: how many species the samples amount to, as the yardstick sees them (the
+  exponential of the entropy of its species predictions; 12 when all are equally common), and
+  ``real_species_spread`` the same for the real birds: a generator that keeps to a few species at a
+  time (mode collapse) scores well below the real birds;
 - ``fid`` / ``kid`` on the yardstick's features against `n` real birds drawn at the generator's
   resolution (world `real_seed`).
 
@@ -42,18 +46,31 @@ def samples(generator, n: int, seed: int = 0, batch_size: int = 64) -> tuple[tor
     return torch.cat(images), classes
 
 
+def effective_number(labels: torch.Tensor, n_classes: int) -> float:
+    """exp(entropy) of the labels' histogram: how many equally common classes they amount to."""
+    p = torch.bincount(labels, minlength=n_classes).float() / len(labels)
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
 def generator_report(generator, n: int = 256, seed: int = 0, real_seed: int = REAL_SEED) -> dict:
-    """Bird rate, species accuracy (conditional generators) and yardstick FID/KID of `n` samples."""
+    """Bird rate, species accuracy (conditional generators), species spread and yardstick FID/KID of
+    `n` samples."""
     from pbw.evaluation.birdnets import accuracy_entry
 
     images, classes = samples(generator.eval(), n, seed)
+    real = draw_birds(n, images.shape[-1], seed=real_seed).tensors()
+    yardstick = load_yardstick()
+    pred = predict(yardstick, images)["species"]
+    n_species = yardstick.species.out_features
     out = {"n": n, "sample_seed": seed, "resolution": int(images.shape[-1]),
-           "bird_rate": bird_rate(images, load_segmenter())}
+           "bird_rate": bird_rate(images, load_segmenter()),
+           "species_spread": effective_number(pred, n_species),
+           "real_species_spread": effective_number(predict(yardstick, real)["species"], n_species)}
     if classes is not None:
-        pred = predict(load_yardstick(), images)["species"]
         out["species_accuracy"] = accuracy_entry((pred == classes).numpy())
     metrics = GenerationMetrics(YardstickFeatures(), kid_subset_size=min(100, n))
-    metrics.update(draw_birds(n, images.shape[-1], seed=real_seed).tensors(), real=True)
+    metrics.update(real, real=True)
     metrics.update(images, real=False)
     out.update(metrics.compute())
     return out
@@ -66,11 +83,11 @@ def markdown(reports: dict[str, dict]) -> str:
             return "-"
         return f"{entry['value']:.3f} [{entry['ci95'][0]:.2f}, {entry['ci95'][1]:.2f}]"
 
-    lines = ["| generator | n | bird rate | species accuracy | FID (yardstick) | KID (yardstick) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| generator | n | bird rate | species accuracy | species spread (real) | FID (yardstick) "
+             "| KID (yardstick) |", "|---|---|---|---|---|---|---|"]
     for name, r in reports.items():
         lines.append(f"| {name} | {r['n']} | {acc(r['bird_rate'])} | {acc(r.get('species_accuracy'))} | "
-                     f"{r['fid']:.3f} | {r['kid']:.4f} |")
+                     f"{r['species_spread']:.1f} ({r['real_species_spread']:.1f}) | {r['fid']:.3f} | {r['kid']:.4f} |")
     return "\n".join(lines)
 
 
