@@ -301,3 +301,17 @@ def test_config_errors_are_listed_before_running(tmp_path, capsys):
     assert "masks part: unknown bird part 'tentacle'; the parts are body, head, wing, tail, beak" in msg
     assert "masks part combines with files only, not ['box']" in msg
     assert "task 'text_to_image', variant 'a': masks of a row need a masked task" in msg
+
+
+def test_variants_option_keeps_the_rows_it_names(capsys):
+    from pbw.reproduce.cli import parse_run
+
+    exp, _ = parse_run(["--config", str(CONFIGS / "mini.yaml"), "--variants", "paper|BigGAN"])
+    assert {name: [v.name for v in task.variants] for name, task in exp.tasks.items()} == {
+        "masked_edits": ["paper: cma+adam, w, latent mask", "BigGAN: cma+adam, w (block-0 features), latent mask"],
+        "text_to_image": ["StyleGAN2: z (paper)", "BigGAN: z + class vector (paper)"]}
+    exp, _ = parse_run(["--config", str(CONFIGS / "mini.yaml"), "--variants", "central box"])
+    assert list(exp.tasks) == ["masked_edits"]  # text to image has no such row: left out
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--config", str(CONFIGS / "mini.yaml"), "--variants", "dalle"])
+    assert e.value.code == 2 and "no variant's name contains any of ['dalle']" in capsys.readouterr().err

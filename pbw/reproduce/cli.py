@@ -11,7 +11,7 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from pbw.cli import OneLineParser
-from pbw.reproduce.experiment import Experiment
+from pbw.reproduce.experiment import Experiment, only_variants
 
 USAGE = """python -m pbw.reproduce run --config configs/reproduce/<experiment>.yaml [--out DIR] [overrides]
 python -m pbw.reproduce mini [--quick] [--out DIR] [options]      (= run --config configs/reproduce/mini[_quick].yaml)
@@ -35,6 +35,8 @@ def build_run_parser() -> ArgumentParser:
     p.add_argument("--max_seeds", type=int | None, default=None,
                    help="at most this many seeds per task with pairing product (smoke runs)")
     p.add_argument("--progress", type=bool, default=False, help="show the edits' progress bars")
+    p.add_argument("--variants", type=str | None, default=None,
+                   help="run only the rows whose names contain one of these '|'-separated words, e.g. 'paper|BigGAN'")
     return p
 
 
@@ -44,6 +46,8 @@ def parse_run(argv: list[str]) -> tuple[Experiment, object]:
     cfg = p.parse_args(argv)
     init = p.instantiate(cfg)
     exp = Experiment(**{f.name: init[f.name] for f in fields(Experiment)})
+    if cfg.variants:
+        exp = only_variants(exp, cfg.variants.split("|"))
     return exp, cfg
 
 

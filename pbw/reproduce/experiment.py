@@ -7,7 +7,7 @@ checked by `validate` before any model is loaded.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from pbw.editing import EditSettings
@@ -175,6 +175,20 @@ class Experiment:
 
 class ExperimentError(ValueError):
     """A config that cannot run (said before any model is loaded)."""
+
+
+def only_variants(exp: Experiment, words: list[str]) -> Experiment:
+    """The experiment with only the variants whose names contain one of `words` (a task left with
+    none is dropped): to run or rerun some rows."""
+    tasks = {}
+    for name, task in exp.tasks.items():
+        kept = [v for v in task.variants if any(w in v.name for w in words)]
+        if kept:
+            tasks[name] = replace(task, variants=kept)
+    if not tasks:
+        names = [v.name for task in exp.tasks.values() for v in task.variants]
+        raise ExperimentError(f"no variant's name contains any of {words}; the variants are {names}")
+    return replace(exp, tasks=tasks)
 
 
 def mask_problems(m: Masks, where: str) -> list[str]:
