@@ -238,21 +238,22 @@ def test_select_part_paints_the_segmenters_mask(tmp_path):
                 settings=SETTINGS, out_dir=tmp_path, parts=True)
     other, start = p.samples("1001, 1000")
     body = part_mask(start.edited, "body")  # the segmenter's own answer
-    assert p.resolution == RES and 0 < body.mean() < 0.5
+    res = p.resolution
+    assert res == 64 and 0 < body.mean() < 0.5
     assert torch.equal(p.select_part(start, "body"), body[None, None])
     assert torch.equal(p.select_part(other, "head"), part_mask(other.edited, "head")[None, None])
 
     h = Handlers(p)
-    corner = stroke(0, 48, 0, 48)  # a stroke already on the canvas: 4 x 4 cells
+    corner = stroke(0, 48, 0, 48)  # a stroke already on the canvas, in its top-left corner
     canvas, status = h.select_part([other, start], {"layers": [corner]}, "body")  # the current image: start's
     assert "Selected the body" in status and canvas["background"].size == (DISPLAY, DISPLAY)
-    layer, cell = canvas["layers"][0], DISPLAY // RES
+    layer, cell = canvas["layers"][0], DISPLAY // res
     on = body.bool().numpy().repeat(cell, 0).repeat(cell, 1)
     assert len(canvas["layers"]) == 1 and (layer[on] == (*BRUSH, 255)).all()  # painted like a brush stroke
-    selected = brush_mask(canvas["layers"], RES)
-    assert torch.equal(selected, torch.maximum(body[None, None], brush_mask([corner], RES)))
+    selected = brush_mask(canvas["layers"], res)
+    assert torch.equal(selected, torch.maximum(body[None, None], brush_mask([corner], res)))
     fresh, _ = h.select_part([start], None, "body")  # an empty canvas: the part alone
-    assert torch.equal(brush_mask(fresh["layers"], RES), body[None, None])
+    assert torch.equal(brush_mask(fresh["layers"], res), body[None, None])
     out = h.paint([start], canvas, "a bird with a red body", "", "adam", 2, 1, 5.0, False, 0)
     assert "Done: painted" in out[5] and torch.equal(out[0][-1].mask, selected)  # what Paint edits
 

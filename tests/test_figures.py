@@ -79,7 +79,7 @@ def test_grid_of_both_bundled_generators(tmp_path, capsys):
     codes = g.sample(1, seed=0)
     with torch.no_grad():
         original = np.asarray(to_pil(to01(g.decode(g.encode(codes), cond=codes))))
-    x, y = find_panel(picture, original, 4)  # 32 px -> 128 px
+    x, y = find_panel(picture, original, 128 // g.resolution)  # each panel 128 px
     assert x > 20 and y > 20  # the row label on the left, the title and column labels above
     assert (picture[y:y + 128, :x] != BACKGROUND).any() and (picture[:y, x:x + 128] != BACKGROUND).any()
     assert picture.shape[1] >= x + 2 * 128 and picture.shape[0] >= 2 * (y + 128)  # original | red, two blocks

@@ -15,17 +15,17 @@ def test_bundle_loads_and_is_small():
     total = sum(p.stat().st_size for p in MINI_DIR.rglob("*") if p.is_file())
     assert total < 25 * 2**20, f"bundle is {total / 2**20:.1f} MiB"
     g = load_generator(mini_generator_path())
-    assert g.resolution == 32 and g.discriminator is not None
+    assert g.resolution == 64 and g.discriminator is not None
     assert all(p.dtype == torch.float32 for p in g.parameters())  # stored fp16, loaded as fp32
     x = g.decode(g.encode(g.sample(2, seed=0)))
-    assert x.shape == (2, 3, 32, 32) and torch.isfinite(x).all()
+    assert x.shape == (2, 3, 64, 64) and torch.isfinite(x).all()
     assert g.discriminator(x).shape[0] == 2
     clip = SemanticNet.from_spec(mini_clip_spec(), crops=0)
     assert clip.image_size == 64
     gb = load_generator(mini_generator_path("biggan"))
     codes = gb.sample(2, seed=0, classes=[0, 11])
     x = gb.decode(gb.encode(codes), cond=codes)
-    assert x.shape == (2, 3, 32, 32) and gb.n_classes == 12 and gb.discriminator(x, codes["class"]).shape[0] == 2
+    assert x.shape == (2, 3, 64, 64) and gb.n_classes == 12 and gb.discriminator(x, codes["class"]).shape[0] == 2
     with pytest.raises(ValueError, match="stylegan2"):
         mini_generator_path("stylegan3")
 

@@ -53,7 +53,7 @@ def test_mini_options_map_onto_the_config():
 
 def test_reproduce_mini_tiny_slice(tmp_path):
     data = tmp_path / "birds"
-    generate(data, n=40, resolution=32, seed=0, progress=False)
+    generate(data, n=40, resolution=64, seed=0, progress=False)
     out = tmp_path / "out"
     main(["mini", "--quick", "--out", str(out), "--data", str(data), "--seeds", "1", "--colors", "2",
           "--captions", "2", "--steps", "1", "--generations", "1", "--population", "2",
@@ -63,20 +63,21 @@ def test_reproduce_mini_tiny_slice(tmp_path):
     masked, t2i = results["tasks"]["masked_edits"], results["tasks"]["text_to_image"]
     assert [r["seed"] for r in masked["requests"]["stylegan2"]] == [7, 7]
     g = load_generator(mini_generator_path())
+    res = g.resolution
     codes = g.sample(1, seed=7)
     with torch.no_grad():
         first = ((g.decode(g.encode(codes), cond=codes)[0].clamp(-1, 1) + 1) * 127.5).round()
     grid = torch.from_numpy(np.array(Image.open(out / "grids" / "masked_edits__ablation_adam_only.png").convert("RGB")))
-    assert (grid.permute(2, 0, 1)[:, 1:33, 1:33].float() - first).abs().max() <= 1  # the first original is seed 7
+    assert (grid.permute(2, 0, 1)[:, 1:res + 1, 1:res + 1].float() - first).abs().max() <= 1  # the first original is seed 7
     assert all("the body the part segmenter finds" in r["notes"][0] for r in masked["requests"]["stylegan2"])
     # the change judge: inside and outside each row's own mask (the body in seed 7's image; the box ablation's box)
-    x0 = (first / 127.5 - 1)[None].expand(2, 3, 32, 32)
+    x0 = (first / 127.5 - 1)[None].expand(2, 3, res, res)
     body = part_mask(x0[0], "body")
-    masks = {PAPER: body, BOX_ROW: load_mask(MASK_BOX, 32)[0][0, 0]}
+    masks = {PAPER: body, BOX_ROW: load_mask(MASK_BOX, res)[0][0, 0]}
     for row, mask in masks.items():
         x1 = torch.stack([torch.from_numpy(np.array(Image.open(out / "gallery" / path))).permute(2, 0, 1).float()
                           / 127.5 - 1 for path in masked["images"][row]["edited"]])
-        want = change_inside_outside(x0, x1, mask.expand(2, 1, 32, 32))
+        want = change_inside_outside(x0, x1, mask.expand(2, 1, res, res))
         got = masked["rows"][row]["change_inside"], masked["rows"][row]["change_outside"]
         assert got == pytest.approx(want, abs=3e-3), row
     assert list(masked["rows"]) == [*VARIANTS, "reference: unedited originals", BIGGAN_ROW]

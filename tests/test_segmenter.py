@@ -92,7 +92,7 @@ def test_edit_request_with_a_part_mask():
             continue
         found += 1
         image = g.decode(g.encode(req.codes))
-        assert req.mask.shape == (1, 1, 32, 32) and req.notes and "segmenter" in req.notes[0]
+        assert req.mask.shape == (1, 1, g.resolution, g.resolution) and req.notes and "segmenter" in req.notes[0]
         assert torch.equal(req.mask[0, 0] > 0.5, sg.segment(image, sg.load_segmenter(kind="masks"))[0] > 0)
     assert found >= 8  # the mask segmenter finds the parts of imperfect birds too
     with pytest.raises(ValueError, match="the parts are"):

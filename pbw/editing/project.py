@@ -405,6 +405,7 @@ def project(image: PhotoSource, generator: MaskableGenerator, settings: ProjectS
         lat = _Latent(g, space, target, s, classes, perceptual, gen)
         with torch.no_grad():
             start = reconstruction_metrics(lat.image(lat.params), target)
+        start_params = {k: v.detach().clone() for k, v in lat.params.items()}
         params = {k: v.requires_grad_(True) for k, v in lat.params.items()}
         opt = torch.optim.Adam(params.values(), lr=s.lr, betas=(0.9, 0.999))
         history: list[dict[str, float]] = []
@@ -425,7 +426,11 @@ def project(image: PhotoSource, generator: MaskableGenerator, settings: ProjectS
             if report is not None:
                 report("projection", step + 1, s.steps)
         with torch.no_grad():
-            w0, codes = lat.decode_latent({k: v.detach() for k, v in params.items()})
+            found = {k: v.detach() for k, v in params.items()}
+            if _loss(lat.image(found), target, s, perceptual) > _loss(lat.image(start_params), target, s, perceptual):
+                found = start_params  # the search ended worse than its start (BigGAN's best draw can be): keep the start
+                photo_notes.append("the latent search did not improve on its start: kept the start")
+            w0, codes = lat.decode_latent(found)
             w0, codes = w0.detach().clone(), {k: v.detach().clone() for k, v in codes.items()}
             recon = g.decode(w0, cond=codes)
         latent_seconds = time.perf_counter() - t0
