@@ -4,9 +4,10 @@
 # Every model trains on fresh synthetic birds drawn as it goes (pbw.data.fresh_birds): no data to prepare.
 # The trainings run one after the other: two trainings sharing 2 cores run ~10x slower. Each stops at its
 # config's max_steps or max_time (2 h 25 min, one session); times measured on 2 idle CPU cores:
-#   tiny CLIP (configs/mini/clip.yaml, 4000 steps)            ~35 min
-#   StyleGAN2 64 px (configs/mini/stylegan2_64.yaml, 9000 it) ~0.75 s an iteration, ~115 min
-#   BigGAN 64 px (configs/mini/biggan_64.yaml, 8000 it)       ~1 s an iteration, ~130 min
+#   tiny CLIP (configs/mini/clip.yaml, 4000 steps)              ~35 min
+#   StyleGAN2 64 px (configs/mini/stylegan2_64.yaml, 12000 it)  ~0.5 s an iteration, ~100 min; the bundled one
+#       had 27700 iterations (the last 4100 at --data.init_args.batch_size 32, ~1 s each): about 4 h, 3 sessions
+#   BigGAN 64 px (configs/mini/biggan_64.yaml, 8000 it)         ~0.38 s an iteration, 51 min
 # With a GPU, scripts/train_mini_gpu.sh trains both generators side by side into the same folders.
 # Interrupted, or stopped by max_time? Run it again (in the next session): each training continues from
 # its newest checkpoint (--ckpt_path last) and a finished one is not retrained; delete WORKDIR to start over.

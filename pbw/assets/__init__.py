@@ -1,4 +1,4 @@
-"""The bundled miniature models (no download): a 32 px StyleGAN2, a 32 px species-conditional BigGAN
+"""The bundled miniature models (no download): a 64 px StyleGAN2, a 64 px species-conditional BigGAN
 and a tiny CLIP, all trained on the synthetic birds (`pbw.data.synthetic`). `scripts/retrain_mini.sh`
 retrains and re-bundles them.
 
