@@ -257,8 +257,9 @@ def test_part_masks_per_seed_and_rows_with_masks_of_their_own(monkeypatch):
                 variants=[Variant("paper"), Variant("box", masks=box)])
     planned, notes = plan_requests(task, items, g, [None], row_masks={"box": box})
     assert not notes and [p.seed for p in planned] == [1000, 1000, 1001, 1001]
-    central = torch.zeros(32, 32)
-    central[8:24, 8:24] = 1
+    res = g.resolution
+    central = torch.zeros(res, res)
+    central[res // 4:3 * res // 4, res // 4:3 * res // 4] = 1
     for p in planned:
         body = segmenter.part_mask(starts[p.seed], "body")  # the segmenter's own answer on that seed's image
         paper, boxed = p.request_for("paper"), p.request_for("box")
