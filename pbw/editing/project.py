@@ -404,7 +404,8 @@ def project(image: PhotoSource, generator: MaskableGenerator, settings: ProjectS
     with torch.enable_grad():
         lat = _Latent(g, space, target, s, classes, perceptual, gen)
         with torch.no_grad():
-            start = reconstruction_metrics(lat.image(lat.params), target)
+            start_image = lat.image(lat.params)
+            start, start_loss = reconstruction_metrics(start_image, target), _loss(start_image, target, s, perceptual)
         start_params = {k: v.detach().clone() for k, v in lat.params.items()}
         params = {k: v.requires_grad_(True) for k, v in lat.params.items()}
         opt = torch.optim.Adam(params.values(), lr=s.lr, betas=(0.9, 0.999))
@@ -427,7 +428,7 @@ def project(image: PhotoSource, generator: MaskableGenerator, settings: ProjectS
                 report("projection", step + 1, s.steps)
         with torch.no_grad():
             found = {k: v.detach() for k, v in params.items()}
-            if _loss(lat.image(found), target, s, perceptual) > _loss(lat.image(start_params), target, s, perceptual):
+            if _loss(lat.image(found), target, s, perceptual) > start_loss:
                 found = start_params  # the search ended worse than its start (BigGAN's best draw can be): keep the start
                 photo_notes.append("the latent search did not improve on its start: kept the start")
             w0, codes = lat.decode_latent(found)
