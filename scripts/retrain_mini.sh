@@ -5,8 +5,8 @@
 # The trainings run one after the other: two trainings sharing 2 cores run ~10x slower. Each stops at its
 # config's max_steps or max_time (2 h 25 min, one session); times measured on 2 idle CPU cores:
 #   tiny CLIP (configs/mini/clip.yaml, 4000 steps)              ~35 min
-#   StyleGAN2 64 px (configs/mini/stylegan2_64.yaml, 12000 it)  ~0.5 s an iteration, ~100 min; the bundled one
-#       had 27700 iterations (the last 4100 at --data.init_args.batch_size 32, ~1 s each): about 4 h, 3 sessions
+#   StyleGAN2 64 px (configs/mini/stylegan2_64.yaml, 12000 it)  ~0.35 s an iteration, ~70 min; the bundled one
+#       had 46200 iterations over 5 sessions (its history: training_state/README.md)
 #   BigGAN 64 px (configs/mini/biggan_64.yaml, 8000 it)         ~0.38 s an iteration, 51 min
 # With a GPU, scripts/train_mini_gpu.sh trains both generators side by side into the same folders.
 # Interrupted, or stopped by max_time? Run it again (in the next session): each training continues from
