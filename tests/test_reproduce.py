@@ -37,7 +37,7 @@ def test_mini_options_map_onto_the_config():
     masked, t2i = exp.tasks["masked_edits"], exp.tasks["text_to_image"]
     assert (exp.real.path, masked.seeds, masked.first_seed, t2i.first_seed) == ("/d", 3, 7, 1007)
     assert masked.prompts.values == {"color": ["red", "blue", "green"]}
-    assert (t2i.prompts.count, t2i.prompts.first) == (5, 2)
+    assert (t2i.prompts.count, t2i.prompts.first, t2i.settings) == (5, 2, {"lr": 0.2})  # --lr reaches both tasks
     assert (exp.settings.steps, exp.settings.lr, exp.settings.population, exp.settings.generations) == (9, 0.2, 6, 3)
     assert exp.generators["biggan"].path == "/b.ckpt" and not exp.generators["biggan"].optional
     full = load_experiment(mini_config(quick=False))

@@ -284,14 +284,32 @@ def test_part_masks_per_seed_and_rows_with_masks_of_their_own(monkeypatch):
                      "(the masks of row 'seg')"]
 
 
+def test_task_settings_between_the_experiments_and_a_rows(world, tmp_path, monkeypatch):
+    """A task's `settings` override the experiment's, a row's own override the task's; results say them."""
+    from pbw.editing.editor import Editor
+
+    seen, real = [], Editor.run
+    monkeypatch.setattr(Editor, "run", lambda self, requests, settings=None, **kw: (
+        seen.append(settings) or real(self, requests, settings, **kw)))
+    main(["run", "--config", str(CONFIGS / "bedroom.yaml"), "--out", str(tmp_path), *TINY, *overrides("bedroom", world),
+          "--tasks.masked_edits.settings", '{"lr": 0.3, "steps": 2, "mask_mode": "latent"}'])
+    # TINY sets the experiment's steps 1 and generations 1; bedroom.yaml's second row has mask_mode image
+    assert [(s.lr, s.steps, s.generations, s.mask_mode) for s in seen] == [(0.3, 2, 1, "latent"), (0.3, 2, 1, "image")]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["tasks"]["masked_edits"]["settings"] == {"lr": 0.3, "steps": 2, "mask_mode": "latent"}
+    assert "Settings of this task: lr 0.3, steps 2, mask_mode latent." in (tmp_path / "results.md").read_text()
+
+
 def test_config_errors_are_listed_before_running(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", "--config", str(CONFIGS / "bedroom.yaml"), "--out", str(tmp_path), "--clip", CLIP,
               "--evaluators", json.dumps([EVALUATOR]),
               "--tasks.masked_edits.judges", '["fid", "beauty"]', "--tasks.masked_edits.generator", "church",
-              "--tasks.masked_edits.variants", '[{"name": "a", "settings": {"stepz": 3}}, {"name": "a"}]'])
+              "--tasks.masked_edits.variants", '[{"name": "a", "settings": {"stepz": 3}}, {"name": "a"}]',
+              "--tasks.masked_edits.settings", '{"crop": 3}'])
     msg = capsys.readouterr().err
     assert "unknown judges ['beauty']" in msg and "'church'" in msg and "['stepz']" in msg and "repeat" in msg
+    assert "task 'masked_edits': unknown settings ['crop']" in msg
     with pytest.raises(ExperimentError, match="beauty"):  # the same from Python
         validate(load_experiment(CONFIGS / "bedroom.yaml", ["--tasks.masked_edits.judges", '["beauty"]']))
     with pytest.raises(ExperimentError) as e:  # masks: part names, what they combine with, rows' own masks

@@ -116,6 +116,7 @@ class Task:
     Seeds are `first_seed`..`first_seed + seeds - 1` (`seeds` None: 1 for product, one per prompt for
     zip). `classes` (class-conditional generators): labels or names (see `GeneratorSpec.class_names`);
     None: the generator draws one from the seed. No `masks`: whole-image edits (text to image).
+    `settings`: the task's overrides of the experiment's EditSettings (a variant's own override both).
     `preferences`: pairs [A, B] of variant names compared request by request (None: the first
     variant against every other edited variant on the same generator). A tie is a score difference
     within `tie_tolerance`."""
@@ -125,6 +126,7 @@ class Task:
     variants: list[Variant]
     title: str = ""
     masks: Masks | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
     first_seed: int = 0
     seeds: int | None = None
     classes: list[int | str] | None = None
@@ -245,6 +247,9 @@ def validate(exp: Experiment) -> None:
             problems.append(f"{where}: judge evaluator needs evaluators: [an open_clip spec other than clip]")
         if not task.variants:
             problems.append(f"{where}: no variants")
+        unknown = sorted(set(task.settings) - setting_names)
+        if unknown:
+            problems.append(f"{where}: unknown settings {unknown}; EditSettings has {sorted(setting_names)}")
         names = [v.name for v in task.variants]
         if len(set(names)) != len(names):
             problems.append(f"{where}: variant names repeat: {names}")

@@ -78,6 +78,8 @@ def mini_overrides(data=None, generator=None, biggan=None, clip=None, seeds=None
     for name, value in (("steps", steps), ("generations", generations), ("population", population), ("lr", lr)):
         if value is not None:
             args += [f"--settings.{name}", str(value)]
+    if lr is not None:  # text to image has an lr of its own in the config
+        args += [f"--tasks.{T2I_TASK}.settings", json.dumps({"lr": lr})]
     return args
 
 

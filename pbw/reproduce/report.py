@@ -81,6 +81,8 @@ def _eval_cell(e: dict, key: str) -> str:
 def task_markdown(key: str, task: dict) -> list[str]:
     rows = task["rows"]
     lines = [f"## {task['title']}", ""]
+    if task.get("settings"):
+        lines += ["Settings of this task: " + ", ".join(f"{k} {v}" for k, v in task["settings"].items()) + ".", ""]
     notes = [JUDGE_NOTES[j] for j in task["judges"] if j in JUDGE_NOTES]
     if notes:
         lines += ["; ".join(notes) + ". [lo, hi] = 95% Wilson interval; realism = discriminator score (higher = "

@@ -203,7 +203,8 @@ class Runner:
     def _run_task(self, key: str, task: Task, items: list[PromptItem], gallery: "report.Gallery") -> dict:
         masked = task.masks is not None
         out = {"title": task.title or key, "kind": "masked edit" if masked else "text to image",
-               "generator": task.generator, "judges": list(task.judges), "requests": {}, "rows": {},
+               "generator": task.generator, "judges": list(task.judges), "settings": dict(task.settings),
+               "requests": {}, "rows": {},
                "per_request": {}, "images": {}, "preferences": [], "notes": []}
         batches: dict[str, tuple[str, _Batch]] = {}
         for variant in task.variants:
@@ -240,7 +241,7 @@ class Runner:
         ekey = next(k for k, e in self.editors.items() if e is editor)
         requests = [p.request_for(variant.name) for p in planned]
         if variant.edit:
-            settings = replace(self.exp.settings, **variant.settings)
+            settings = replace(self.exp.settings, **{**task.settings, **variant.settings})
             results: list[EditResult] = editor.run(requests, settings, progress=self.progress)
             res = g.resolution
             masks = torch.cat([r.mask if r.mask is not None else torch.ones(1, 1, res, res) for r in results])
