@@ -204,8 +204,7 @@ class Runner:
         masked = task.masks is not None
         out = {"title": task.title or key, "kind": "masked edit" if masked else "text to image",
                "generator": task.generator, "judges": list(task.judges), "settings": dict(task.settings),
-               "requests": {}, "rows": {},
-               "per_request": {}, "images": {}, "preferences": [], "notes": []}
+               "requests": {}, "rows": {}, "per_request": {}, "images": {}, "preferences": [], "notes": []}
         batches: dict[str, tuple[str, _Batch]] = {}
         for variant in task.variants:
             gkey = variant.generator or task.generator
