@@ -14,20 +14,9 @@ from pbw.editing.masks import load_mask
 from pbw.evaluation import wilson_interval
 from pbw.evaluation.judges import change_inside_outside
 from pbw.evaluation.segmenter import part_mask
-from pbw.reproduce import (BIGGAN_ROW, BOX_ROW, PAPER, TABLE_COLUMNS, TEXT_TO_IMAGE, VARIANTS, colors_present,
+from pbw.reproduce import (BIGGAN_ROW, BOX_ROW, PAPER, TABLE_COLUMNS, TEXT_TO_IMAGE, VARIANTS,
                            load_experiment, main)
 from pbw.reproduce.mini import MASK_BOX, mini_config, mini_overrides
-
-
-def test_colors_present_reads_pixels():
-    img = torch.full((3, 8, 8), -1.0)  # black
-    img[0, :4] = 200 / 127.5 - 1  # top half red (200, 30, 30)
-    img[1, :4] = 30 / 127.5 - 1
-    img[2, :4] = 30 / 127.5 - 1
-    mask = torch.ones(8, 8)
-    assert colors_present(img, mask) == {"red", "black"}
-    mask[:4] = 0
-    assert colors_present(img, mask) == {"black"}
 
 
 def test_mini_options_map_onto_the_config():

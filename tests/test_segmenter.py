@@ -61,6 +61,24 @@ def test_segmenter_iou_and_bird_rate_on_real_birds(birds32):
     assert blobs["n"] >= 100 and blobs["value"] < 0.05
 
 
+def test_caption_oracle_reads_the_drawn_birds_as_their_captions_say():
+    """The text-to-image oracle on real birds with their own drawn part colors (the truth) and with
+    another bird's: it must tell the two apart, wherever the bird sits in the picture."""
+    from pbw.data.synthetic import COLOR_NAMES
+    from pbw.evaluation.judges import caption_oracle
+
+    birds = draw_birds(48, 64, seed=4345)
+    colors = [{p: COLOR_NAMES[c] for p, c in zip(PARTS, row)} for row in birds.part_colors]
+    own = caption_oracle(birds.tensors(), colors)
+    assert own["oracle_accuracy"] >= 0.95 and own["caption_part_accuracy"] >= 0.9, own
+    others = colors[1:] + colors[:1]  # each image judged against the next bird's caption
+    same_body = np.mean([a["body"] == b["body"] for a, b in zip(colors, others)])
+    wrong = caption_oracle(birds.tensors(), others)
+    assert wrong["oracle_accuracy"] <= same_body + 0.1 and wrong["caption_part_accuracy"] < 0.6, (wrong, same_body)
+    sky = torch.tensor([-0.3, 0.2, 0.8])[None, :, None, None].expand(2, 3, 64, 64)  # no bird: no body, a miss
+    assert caption_oracle(sky, colors[:2])["oracle_accuracy"] == 0
+
+
 def test_whole_bird_needs_every_part_in_its_range():
     maps = np.zeros((3, 10, 10), np.uint8)
     for j, p in enumerate(PARTS):

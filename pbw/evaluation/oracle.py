@@ -83,12 +83,5 @@ def part_colors(image: Image.Image | np.ndarray | torch.Tensor, label_map: np.nd
     return {p: region_color(image, label_map == v) for p, v in PART_LABELS.items() if (label_map == v).any()}
 
 
-# A color "is in" a region when at least this share of its pixels snap to it.
-PRESENT_FRACTION = 0.05
-# The central half-size box the text-to-image oracle reads (the 32 px birds' bodies are most often there).
+# The central half-size box (the reproduction's box-mask ablation).
 CENTRAL_BOX = "0.25,0.25,0.75,0.75"
-
-
-def colors_present(image: Image.Image | np.ndarray | torch.Tensor, mask) -> set[str]:
-    """ORACLE: palette colors that at least `PRESENT_FRACTION` of the region's pixels snap to."""
-    return {c for c, share in color_shares(image, mask).items() if share >= PRESENT_FRACTION}

@@ -25,7 +25,6 @@ import json
 from pathlib import Path
 
 from pbw.evaluation.oracle import CENTRAL_BOX as MASK_BOX  # noqa: F401  (the box ablation's mask)
-from pbw.evaluation.oracle import PRESENT_FRACTION, colors_present  # noqa: F401
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
 COLORS = ("red", "blue", "green", "yellow", "purple", "white", "orange", "black")

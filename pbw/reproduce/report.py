@@ -12,18 +12,18 @@ from torchvision.utils import save_image
 
 from pbw.editing.masks import mask_overlay
 from pbw.editing.result import to01
-from pbw.evaluation.oracle import PAINTED_MIN_SHARE, PRESENT_FRACTION
+from pbw.evaluation.oracle import PAINTED_MIN_SHARE
 
 # Columns of a task's table, in this order when the rows have them.
-COLUMNS = ("n", "oracle_accuracy", "region_accuracy", "caption_color_recall", "semantic_score", "realism", "fid",
+COLUMNS = ("n", "oracle_accuracy", "region_accuracy", "caption_part_accuracy", "semantic_score", "realism", "fid",
            "kid", "preservation_l1", "preservation_psnr", "preservation_lpips", "change_inside", "change_outside",
            "seconds_per_edit", "seconds")
 JUDGE_NOTES = {
     "color_oracle": ("oracle accuracy = the color the edit painted into the mask (the palette color whose share of the "
                      f"masked pixels grew most, now at least {PAINTED_MIN_SHARE:.0%} of them) is the asked one; region "
                      "accuracy (stricter: any background in the mask counts) = the masked region's median color is"),
-    "caption_oracle": ("oracle = the body color in the central box matches the caption's; caption color recall = share "
-                       f"of the caption's colors present (>= {PRESENT_FRACTION:.0%} of the box's pixels); \"before\" = "
+    "caption_oracle": ("oracle = the body's color (median, where the part segmenter finds the body) is the caption's; "
+                       "caption part accuracy = share of the caption's five parts with the caption's color; \"before\" = "
                        "the start images"),
     "evaluator": ("evaluator accuracy = the evaluator CLIP (never seen by the optimization) ranks the asked prompt "
                   "above the task's other prompts for the same region (up to 99), on the masked view (chance level: "

@@ -309,7 +309,7 @@ class Runner:
                     before = caption_oracle(x0, colors)
                     row.setdefault("before", {}).update(
                         oracle_accuracy=before["oracle_accuracy"], oracle_ci95=before["oracle_ci95"],
-                        caption_color_recall=before["caption_color_recall"])
+                        caption_part_accuracy=before["caption_part_accuracy"])
             elif judge == "evaluator":
                 self._evaluate(row, batch, masked)
 
