@@ -145,6 +145,35 @@ def test_painted_color_names_what_an_edit_added_to_the_region():
     assert oracle.painted_color(sky, outside, mask) is None  # change outside the region does not count
 
 
+def test_masked_edit_oracle_scores_a_body_redrawn_in_the_asked_color():
+    """Birds drawn again with only the body's color changed are perfect edits, also when the asked
+    color is the one the body had (nothing to paint); the old body, or a wrong color, is a miss."""
+    import copy
+    import dataclasses
+
+    from pbw.evaluation.judges import color_oracle
+
+    x0, x1, masks, asked, start = [], [], [], [], []
+    for i in range(6):
+        rng = np.random.default_rng((5, i))
+        spec = syn.sample_bird(rng, i % len(syn.CLASS_NAMES), 0.15)
+        state = copy.deepcopy(rng.bit_generator.state)
+        image, label_map = syn.render_bird(spec, 64, rng)
+        for color in ("red", "blue", "black", spec.part_colors["body"]):
+            redraw = np.random.default_rng()
+            redraw.bit_generator.state = copy.deepcopy(state)  # the same pose and background
+            edited, _ = syn.render_bird(dataclasses.replace(spec, part_colors={**spec.part_colors, "body": color}),
+                                        64, redraw)
+            x0.append(image), x1.append(edited), asked.append(color), start.append(spec.part_colors["body"])
+            masks.append(label_map == syn.PART_LABELS["body"])
+    x0, x1 = (torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).float() / 127.5 - 1 for x in (x0, x1))
+    masks = torch.from_numpy(np.stack(masks))[:, None].float()
+    assert color_oracle(x0, x1, masks, asked)["oracle_accuracy"] == 1.0
+    assert color_oracle(x0, x0, masks, asked)["oracle_accuracy"] == np.mean([a == s for a, s in zip(asked, start)])
+    wrong = ["green" if a != "green" else "white" for a in asked]
+    assert color_oracle(x0, x1, masks, wrong)["oracle_accuracy"] == 0.0
+
+
 def test_command_line(tmp_path, capsys):
     syn.main(["--out", str(tmp_path / "cli"), "--n", "3", "--resolution", "32", "--seed", "1", "--format", "jpg"])
     assert "wrote 3 birds" in capsys.readouterr().out

@@ -217,14 +217,18 @@ class EvaluatorCLIP:
 # ---- the miniature's pixel oracle ------------------------------------------------------------------
 def color_oracle(x0: torch.Tensor, x1: torch.Tensor | None, masks: torch.Tensor, asked: Sequence[str]) -> dict:
     """The miniature's masked-edit oracle (`pbw.evaluation.oracle`): `oracle_accuracy` = the color the
-    edit painted into the mask is the asked one (NaN with no edit, `x1` None); `region_accuracy`
-    (stricter) = the masked region's median color is the asked one (of `x0` with no edit)."""
+    edit painted into the mask is the asked one, or, when the masked region already had the asked
+    color (its median), it still has it: nothing to paint (NaN with no edit, `x1` None);
+    `region_accuracy` (stricter) = the masked region's median color is the asked one (of `x0` with no
+    edit)."""
+    start = [region_color(x0[i], masks[i, 0]) for i in range(len(x0))]
     if x1 is None:
-        region = [region_color(x0[i], masks[i, 0]) == c for i, c in enumerate(asked)]
+        region = [s == c for s, c in zip(start, asked)]
         return {"oracle_accuracy": float("nan"), "region_accuracy": float(np.mean(region)),
                 "region_ci95": accuracy(region)["ci95"]}
-    painted = [painted_color(x0[i], x1[i], masks[i, 0]) == c for i, c in enumerate(asked)]
     region = [region_color(x1[i], masks[i, 0]) == c for i, c in enumerate(asked)]
+    painted = [painted_color(x0[i], x1[i], masks[i, 0]) == c or (start[i] == c and kept)
+               for i, (c, kept) in enumerate(zip(asked, region))]
     oracle = accuracy(painted)
     return {"oracle_accuracy": oracle["value"], "oracle_ci95": oracle["ci95"],
             "region_accuracy": float(np.mean(region)), "region_ci95": accuracy(region)["ci95"]}

@@ -20,8 +20,9 @@ COLUMNS = ("n", "oracle_accuracy", "region_accuracy", "caption_part_accuracy", "
            "seconds_per_edit", "seconds")
 JUDGE_NOTES = {
     "color_oracle": ("oracle accuracy = the color the edit painted into the mask (the palette color whose share of the "
-                     f"masked pixels grew most, now at least {PAINTED_MIN_SHARE:.0%} of them) is the asked one; region "
-                     "accuracy (stricter: any background in the mask counts) = the masked region's median color is"),
+                     f"masked pixels grew most, now at least {PAINTED_MIN_SHARE:.0%} of them) is the asked one, or the "
+                     "region was that color already and still is; region accuracy (stricter: any background in the "
+                     "mask counts) = the masked region's median color is the asked one"),
     "caption_oracle": ("oracle = the body's color (median, where the part segmenter finds the body) is the caption's; "
                        "caption part accuracy = share of the caption's five parts with the caption's color; \"before\" = "
                        "the start images"),
