@@ -164,8 +164,11 @@ def test_masked_edit_oracle_scores_a_body_redrawn_in_the_asked_color():
             redraw.bit_generator.state = copy.deepcopy(state)  # the same pose and background
             edited, _ = syn.render_bird(dataclasses.replace(spec, part_colors={**spec.part_colors, "body": color}),
                                         64, redraw)
-            x0.append(image), x1.append(edited), asked.append(color), start.append(spec.part_colors["body"])
+            x0.append(image)
+            x1.append(edited)
             masks.append(label_map == syn.PART_LABELS["body"])
+            asked.append(color)
+            start.append(spec.part_colors["body"])
     x0, x1 = (torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).float() / 127.5 - 1 for x in (x0, x1))
     masks = torch.from_numpy(np.stack(masks))[:, None].float()
     assert color_oracle(x0, x1, masks, asked)["oracle_accuracy"] == 1.0

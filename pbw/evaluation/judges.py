@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from pbw.editing.result import to01
-from pbw.evaluation.oracle import painted_color, region_color
-from pbw.evaluation.oracle import part_colors as read_part_colors
+from pbw.evaluation.oracle import painted_color, part_colors as read_part_colors, region_color
 from pbw.evaluation.stats import mean_interval, wilson_interval
 from pbw.semantic import PromptSet, SemanticNet, parse_clip_spec
 
