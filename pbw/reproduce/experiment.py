@@ -220,6 +220,11 @@ def validate(exp: Experiment) -> None:
 
     problems = []
     setting_names = {f.name for f in fields(EditSettings)}
+
+    def unknown_settings(settings: dict, where: str) -> list[str]:
+        unknown = sorted(set(settings) - setting_names)
+        return [f"{where}: unknown settings {unknown}; EditSettings has {sorted(setting_names)}"] if unknown else []
+
     if not exp.tasks:
         problems.append("no tasks")
     if exp.view not in VIEWS:
@@ -247,9 +252,7 @@ def validate(exp: Experiment) -> None:
             problems.append(f"{where}: judge evaluator needs evaluators: [an open_clip spec other than clip]")
         if not task.variants:
             problems.append(f"{where}: no variants")
-        unknown = sorted(set(task.settings) - setting_names)
-        if unknown:
-            problems.append(f"{where}: unknown settings {unknown}; EditSettings has {sorted(setting_names)}")
+        problems += unknown_settings(task.settings, where)
         names = [v.name for v in task.variants]
         if len(set(names)) != len(names):
             problems.append(f"{where}: variant names repeat: {names}")
@@ -262,10 +265,7 @@ def validate(exp: Experiment) -> None:
                 if task.masks is None:
                     problems.append(f"{where}, variant {v.name!r}: masks of a row need a masked task (give the "
                                     "task masks too)")
-            unknown = sorted(set(v.settings) - setting_names)
-            if unknown:
-                problems.append(f"{where}, variant {v.name!r}: unknown settings {unknown}; EditSettings has "
-                                f"{sorted(setting_names)}")
+            problems += unknown_settings(v.settings, f"{where}, variant {v.name!r}")
         for pair in task.preferences or []:
             if len(pair) != 2 or not set(pair) <= set(names):
                 problems.append(f"{where}: preference {pair} must name two of the variants {names}")
