@@ -147,3 +147,42 @@ def test_part_views_keep_the_named_parts_alone_on_blank():
         assert named == shown, (caption, shown)
         body_alone += shown == {"body"}
     assert 10 < body_alone < 35  # about half show the body alone
+
+
+def test_off_palette_birds_are_painted_between_the_palette_and_named_by_their_nearest_colors():
+    """off_palette=1: every bird keeps its world pose but its parts take RGB colors off the palette, and
+    the caption names each part by one of the palette colors nearest its pixels (mostly the nearest).
+    off_palette=0 leaves the world's birds as draw_bird draws them."""
+    from pbw.data.synthetic import PALETTE, PART_LABELS, PART_WORDS, draw_bird
+
+    palette = np.array(list(PALETTE.values()), float)
+    names = list(PALETTE)
+    data = FreshBirds(resolution=64, seed=5, captions=True, off_palette=1.0)
+    plain = FreshBirds(resolution=64, seed=5, captions=True)
+    ranks = []
+    for k in range(24):
+        image, label_map, _, _ = draw_bird(5, k, 64)
+        assert torch.equal(plain[k]["image"], torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1)
+        item = data[k]
+        body = ((item["image"].permute(1, 2, 0).numpy() + 1) * 127.5)[label_map == PART_LABELS["body"]]
+        color = np.median(body, 0)  # same pose: the world's body pixels
+        dist = np.linalg.norm(palette - color, axis=1)
+        said = [c for c in names if any(f"{c} {w}" in item["caption"] for w in PART_WORDS["body"])]
+        if said:  # captions name a random subset of the parts
+            ranks.append(int((dist < dist[names.index(said[0])]).sum()))
+        assert dist.min() > 8  # not a palette color
+    assert len(ranks) >= 8 and np.mean(np.array(ranks) == 0) >= 0.5 and max(ranks) <= 3, ranks
+
+
+def test_color_names_follow_distance():
+    """A palette color is named by itself nearly always; the midpoint of two colors by either of them."""
+    from pbw.data.fresh_birds import name_color
+    from pbw.data.synthetic import PALETTE
+
+    rng = np.random.default_rng(0)
+    for c, rgb in PALETTE.items():
+        said = [name_color(np.array(rgb, float), rng) for _ in range(200)]
+        assert said.count(c) >= 160, (c, said.count(c))
+    mid = (np.array(PALETTE["pink"], float) + np.array(PALETTE["yellow"], float)) / 2
+    said = [name_color(mid, rng) for _ in range(400)]
+    assert said.count("pink") > 80 and said.count("yellow") > 80

@@ -19,6 +19,7 @@ process draws the next batches while the model trains.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterator
 
 import numpy as np
@@ -26,7 +27,21 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pbw.data.synthetic import CLASS_NAMES, PART_LABELS, PARTS, draw_bird, make_captions, part_caption
+from pbw.data.synthetic import (CLASS_NAMES, PALETTE, PART_LABELS, PARTS, BirdSpec, draw_bird, make_captions, part_caption,
+                                render_bird, sample_bird)
+
+
+NAMING_SPREAD = 40.0  # RGB units: a palette color's own name nearly always; halfway to a neighbor, either
+_PALETTE_RGB = np.array(list(PALETTE.values()), dtype=np.float64)
+
+
+def name_color(rgb: np.ndarray, rng: np.random.Generator, spread: float = NAMING_SPREAD) -> str:
+    """A palette name for an RGB color, drawn as people name a color between names: each name with
+    probability proportional to exp(-d^2 / (2 spread^2)), d its palette color's distance (mostly the
+    nearest; a contrastive CLIP trained on such names scores a word lower the farther the color)."""
+    logits = -((_PALETTE_RGB - rgb) ** 2).sum(1) / (2 * spread ** 2)
+    p = np.exp(logits - logits.max())
+    return list(PALETTE)[int(rng.choice(len(p), p=p / p.sum()))]
 
 
 class FreshBirds(Dataset):
@@ -35,15 +50,22 @@ class FreshBirds(Dataset):
 
     ``part_views`` (with captions): the share of items shown as a masked edit shows them to CLIP: only
     some parts' pixels kept on blank (0 in [-1, 1], the editor's ``paste_onto_blank``), the body alone
-    in half of them, captioned with those parts' colors alone (`pbw.data.synthetic.part_caption`)."""
+    in half of them, captioned with those parts' colors alone (`pbw.data.synthetic.part_caption`).
+
+    ``off_palette``: the share of birds whose parts are painted in random RGB colors (uniform in the
+    color cube), each named as people name a color between names (`name_color`). The world's birds
+    have only the palette's 11 colors; a CLIP trained on them alone ranks the wrong colors for a word
+    arbitrarily (for "yellow", purple above pink), and an edit climbing its score gets stuck on them."""
 
     def __init__(self, resolution: int = 64, seed: int = 0, length: int = 4000, captions: bool = False,
-                 train: bool = True, mutation_prob: float = 0.15, cache: bool = False, part_views: float = 0.0):
-        if not 0 <= part_views <= 1:
-            raise ValueError(f"part_views is a share of the items, in [0, 1]; got {part_views}")
+                 train: bool = True, mutation_prob: float = 0.15, cache: bool = False, part_views: float = 0.0,
+                 off_palette: float = 0.0):
+        for name, share in (("part_views", part_views), ("off_palette", off_palette)):
+            if not 0 <= share <= 1:
+                raise ValueError(f"{name} is a share of the items, in [0, 1]; got {share}")
         self.resolution, self.seed, self.length = resolution, seed, length
         self.captions, self.train, self.mutation_prob = captions, train, mutation_prob
-        self.part_views = part_views
+        self.part_views, self.off_palette = part_views, off_palette
         self._cache: dict[int, dict[str, Any]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -52,7 +74,7 @@ class FreshBirds(Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         if self._cache is not None and k in self._cache:
             return self._cache[k]
-        image, label_map, spec, rng = draw_bird(self.seed, int(k), self.resolution, self.mutation_prob)
+        image, label_map, spec, rng = self._draw(int(k))
         sample: dict[str, Any] = {"image": torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1,
                                   "label": spec.species}
         if self.captions:
@@ -67,6 +89,20 @@ class FreshBirds(Dataset):
         if self._cache is not None:
             self._cache[k] = sample
         return sample
+
+
+    def _draw(self, k: int) -> tuple[np.ndarray, np.ndarray, BirdSpec, np.random.Generator]:
+        """Bird k of the world (`draw_bird`), or with a share `off_palette` the same bird in off-palette
+        colors (its own random stream decides, so the world's birds stay as they are)."""
+        extra = np.random.default_rng((self.seed, k, 1))
+        if not (self.off_palette and extra.random() < self.off_palette):
+            return draw_bird(self.seed, k, self.resolution, self.mutation_prob)
+        rng = np.random.default_rng((self.seed, k))
+        spec = sample_bird(rng, k % len(CLASS_NAMES), self.mutation_prob)
+        rgb = {p: extra.uniform(0, 255, 3) for p in PARTS}
+        spec = dataclasses.replace(spec, part_colors={p: name_color(c, extra) for p, c in rgb.items()})
+        image, label_map = render_bird(spec, self.resolution, rng, rgb=rgb)
+        return image, label_map, spec, rng
 
 
 class EndlessSampler(Sampler[int]):
@@ -91,12 +127,13 @@ class FreshBirdsDataModule(pl.LightningDataModule):
     epoch_size: images per "epoch" (logging only; every one is new). val_size: validation birds (the
     same ones every time; kept in memory). captions: add a caption to every sample (CLIP training).
     mutation_prob: as in `pbw.data.synthetic.sample_bird`. part_views: the share of captioned birds shown
-    as parts on blank with part captions (`FreshBirds`; training and validation alike).
+    as parts on blank with part captions, off_palette the share in random RGB colors (`FreshBirds`;
+    training and validation alike).
     """
 
     def __init__(self, resolution: int = 64, batch_size: int = 16, num_workers: int = 0, seed: int = 1000,
                  val_seed: int = 1001, epoch_size: int = 4000, val_size: int = 256, captions: bool = False,
-                 mutation_prob: float = 0.15, part_views: float = 0.0):
+                 mutation_prob: float = 0.15, part_views: float = 0.0, off_palette: float = 0.0):
         super().__init__()
         if resolution < 16 or batch_size < 1 or num_workers < 0 or epoch_size < batch_size or val_size < 1:
             raise ValueError(f"need resolution >= 16, batch_size >= 1, num_workers >= 0, epoch_size >= batch_size "
@@ -108,9 +145,10 @@ class FreshBirdsDataModule(pl.LightningDataModule):
         self.seed, self.val_seed, self.epoch_size, self.val_size = seed, val_seed, epoch_size, val_size
         self.captions, self.mutation_prob = captions, mutation_prob
         self.sampler = EndlessSampler(epoch_size)
-        self.train_set = FreshBirds(resolution, seed, epoch_size, captions, True, mutation_prob, part_views=part_views)
+        self.train_set = FreshBirds(resolution, seed, epoch_size, captions, True, mutation_prob, part_views=part_views,
+                                    off_palette=off_palette)
         self.val_set = FreshBirds(resolution, val_seed, val_size, captions, False, mutation_prob, cache=True,
-                                  part_views=part_views)
+                                  part_views=part_views, off_palette=off_palette)
 
     @property
     def class_names(self) -> list[str]:

@@ -181,12 +181,15 @@ def _background(kind: str, side: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_bird(spec: BirdSpec, resolution: int, rng: np.random.Generator, supersample: int = 4,
-                omit: tuple[str, ...] = (), scatter: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                omit: tuple[str, ...] = (), scatter: float = 0.0, rgb: dict[str, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one bird; returns (RGB uint8 [R,R,3], part label map uint8 [R,R]).
 
     For judges that must not see a bird where there is none (`pbw.evaluation.segmenter`): `omit`
     leaves parts out (the head takes its eye along), `scatter` > 0 moves each part by up to that many
-    body lengths on its own, breaking the bird apart. The defaults draw the dataset's birds."""
+    body lengths on its own, breaking the bird apart. `rgb` paints the parts it names in those colors
+    instead of their palette colors (CLIP's off-palette birds, `pbw.data.fresh_birds`). The defaults
+    draw the dataset's birds."""
     side = resolution * supersample
     canvas = Image.fromarray(np.clip(_background(spec.background, side, rng), 0, 255).astype(np.uint8))
     labels = Image.new("L", (side, side), 0)
@@ -220,7 +223,7 @@ def render_bird(spec: BirdSpec, resolution: int, rng: np.random.Generator, super
         if part == "eye":
             draw.polygon(poly, fill=(10, 10, 10))
             continue
-        base = np.array(PALETTE[spec.part_colors[part]], dtype=np.float64)
+        base = np.array(rgb[part] if rgb and part in rgb else PALETTE[spec.part_colors[part]], dtype=np.float64)
         color = np.clip(base * rng.uniform(0.92, 1.06) + rng.normal(0, 6, 3), 0, 255)
         draw.polygon(poly, fill=tuple(int(c) for c in color))
         ldraw.polygon(poly, fill=PART_LABELS[part])
