@@ -4,7 +4,7 @@
 # Every model trains on fresh synthetic birds drawn as it goes (pbw.data.fresh_birds): no data to prepare.
 # The trainings run one after the other: two trainings sharing 2 cores run ~10x slower. Each stops at its
 # config's max_steps or max_time (2 h 25 min, one session); times measured on 2 idle CPU cores:
-#   tiny CLIP (configs/mini/clip.yaml, 4000 steps)              ~35 min
+#   tiny CLIP (configs/mini/clip.yaml, 4000 steps)              ~23 min
 #   StyleGAN2 64 px (configs/mini/stylegan2_64.yaml, 12000 it)  ~0.35 s an iteration, ~70 min; the bundled one
 #       had 46200 iterations over 5 sessions (its history: training_state/README.md)
 #   BigGAN 64 px (configs/mini/biggan_64.yaml, 8000 it)         ~0.38 s an iteration, 51 min
