@@ -27,8 +27,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pbw.data.synthetic import (CLASS_NAMES, PALETTE, PART_LABELS, PARTS, BirdSpec, draw_bird, make_captions, part_caption,
-                                render_bird, sample_bird)
+from pbw.data.synthetic import (CLASS_NAMES, PALETTE, PART_LABELS, PARTS, BirdSpec, draw_bird, make_captions,
+                                part_caption, render_bird, sample_bird)
 
 
 NAMING_SPREAD = 40.0  # RGB units: a palette color's own name nearly always; halfway to a neighbor, either
@@ -89,7 +89,6 @@ class FreshBirds(Dataset):
         if self._cache is not None:
             self._cache[k] = sample
         return sample
-
 
     def _draw(self, k: int) -> tuple[np.ndarray, np.ndarray, BirdSpec, np.random.Generator]:
         """Bird k of the world (`draw_bird`), or with a share `off_palette` the same bird in off-palette
