@@ -27,21 +27,20 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pbw.data.synthetic import (CLASS_NAMES, PALETTE, PART_LABELS, PARTS, BirdSpec, draw_bird, make_captions,
-                                part_caption, render_bird, sample_bird)
+from pbw.data.synthetic import (CLASS_NAMES, COLOR_NAMES, PALETTE_RGB, PART_LABELS, PARTS, BirdSpec, draw_bird,
+                                make_captions, part_caption, render_bird, sample_bird)
 
 
 NAMING_SPREAD = 40.0  # RGB units: a palette color's own name nearly always; halfway to a neighbor, either
-_PALETTE_RGB = np.array(list(PALETTE.values()), dtype=np.float64)
 
 
 def name_color(rgb: np.ndarray, rng: np.random.Generator, spread: float = NAMING_SPREAD) -> str:
     """A palette name for an RGB color, drawn as people name a color between names: each name with
     probability proportional to exp(-d^2 / (2 spread^2)), d its palette color's distance (mostly the
     nearest; a contrastive CLIP trained on such names scores a word lower the farther the color)."""
-    logits = -((_PALETTE_RGB - rgb) ** 2).sum(1) / (2 * spread ** 2)
+    logits = -((PALETTE_RGB - rgb) ** 2).sum(1) / (2 * spread ** 2)
     p = np.exp(logits - logits.max())
-    return list(PALETTE)[int(rng.choice(len(p), p=p / p.sum()))]
+    return COLOR_NAMES[int(rng.choice(len(p), p=p / p.sum()))]
 
 
 class FreshBirds(Dataset):
@@ -93,8 +92,8 @@ class FreshBirds(Dataset):
     def _draw(self, k: int) -> tuple[np.ndarray, np.ndarray, BirdSpec, np.random.Generator]:
         """Bird k of the world (`draw_bird`), or with a share `off_palette` the same bird in off-palette
         colors (its own random stream decides, so the world's birds stay as they are)."""
-        extra = np.random.default_rng((self.seed, k, 1))
-        if not (self.off_palette and extra.random() < self.off_palette):
+        extra = np.random.default_rng((self.seed, k, 1)) if self.off_palette else None
+        if extra is None or extra.random() >= self.off_palette:
             return draw_bird(self.seed, k, self.resolution, self.mutation_prob)
         rng = np.random.default_rng((self.seed, k))
         spec = sample_bird(rng, k % len(CLASS_NAMES), self.mutation_prob)

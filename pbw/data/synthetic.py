@@ -299,6 +299,7 @@ def canonical_caption(part_colors: dict[str, str], parts: tuple[str, ...] = PART
 # Drawing in memory (fresh birds for training and evaluation, no files)
 
 COLOR_NAMES: tuple[str, ...] = tuple(PALETTE)
+PALETTE_RGB: np.ndarray = np.array([PALETTE[c] for c in COLOR_NAMES], dtype=np.float64)  # rows: COLOR_NAMES
 
 
 @dataclass(frozen=True)

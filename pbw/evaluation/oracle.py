@@ -10,10 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pbw.data.synthetic import PALETTE, PART_LABELS
-
-_PALETTE_NAMES = list(PALETTE)
-_PALETTE_RGB = np.array([PALETTE[c] for c in _PALETTE_NAMES], dtype=np.float64)
+from pbw.data.synthetic import COLOR_NAMES, PALETTE_RGB, PART_LABELS
 
 
 def to_rgb_array(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
@@ -32,9 +29,9 @@ def to_rgb_array(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
 
 def nearest_color(rgb) -> tuple[str, float]:
     """The palette color nearest to an RGB triple (0..255) and its Euclidean distance."""
-    d = np.linalg.norm(_PALETTE_RGB - np.asarray(rgb, dtype=np.float64), axis=1)
+    d = np.linalg.norm(PALETTE_RGB - np.asarray(rgb, dtype=np.float64), axis=1)
     k = int(d.argmin())
-    return _PALETTE_NAMES[k], float(d[k])
+    return COLOR_NAMES[k], float(d[k])
 
 
 def _region_pixels(image: Image.Image | np.ndarray | torch.Tensor, mask) -> np.ndarray:
@@ -59,9 +56,9 @@ def region_color(image: Image.Image | np.ndarray | torch.Tensor, mask) -> str:
 def color_shares(image: Image.Image | np.ndarray | torch.Tensor, mask) -> dict[str, float]:
     """ORACLE: for every palette color, the share of the region's pixels nearest to it."""
     pixels = _region_pixels(image, mask)
-    nearest = np.linalg.norm(pixels[:, None] - _PALETTE_RGB[None], axis=2).argmin(1)
-    counts = np.bincount(nearest, minlength=len(_PALETTE_NAMES)) / len(pixels)
-    return dict(zip(_PALETTE_NAMES, counts.tolist()))
+    nearest = np.linalg.norm(pixels[:, None] - PALETTE_RGB[None], axis=2).argmin(1)
+    counts = np.bincount(nearest, minlength=len(COLOR_NAMES)) / len(pixels)
+    return dict(zip(COLOR_NAMES, counts.tolist()))
 
 
 # A real bird's body covers 11-21% (quartiles) of a central half-size box in the 32 px birds.
