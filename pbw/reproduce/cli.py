@@ -84,7 +84,7 @@ def mini_parser() -> argparse.ArgumentParser:
     for name in ("seeds", "colors", "captions", "steps", "generations", "population"):
         p.add_argument(f"--{name}", type=int, default=None, help=f"override the config's {name}")
     p.add_argument("--lr", type=float, default=None, help="Adam's peak learning rate, both tasks (default: the config's, "
-                   "0.8 for masked edits (BigGAN 0.4), 0.05 for text to image)")
+                   "0.8 for masked edits, 0.05 for text to image); the BigGAN masked row keeps its own 0.4")
     p.add_argument("--first-seed", type=int, default=None,
                    help="the first sample seed (masked edits; text to image starts 1000 later; default 1000, "
                         "others give held-out seeds)")
