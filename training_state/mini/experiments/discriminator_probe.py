@@ -21,17 +21,12 @@ from pbw.semantic.clip import SemanticNet
 from pbw.training.stylegan2 import StyleGAN2Module
 
 CKPT = "training_state/mini/stylegan2_64/last.ckpt"
-CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
-CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
 
 
 def load_module(path: str = CKPT) -> StyleGAN2Module:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    hp = {k: v for k, v in ckpt["hyper_parameters"].items()
-          if k not in ("feature_extractor", "num_metric_samples", "_class_path", "_instantiator")}
-    module = StyleGAN2Module(**hp, feature_extractor=None, num_metric_samples=0)
-    module.load_state_dict(ckpt["state_dict"], strict=False)
-    return module.eval()
+    """The training state with G, D and the EMA G (its FID extractor left out: not needed here)."""
+    return StyleGAN2Module.load_from_checkpoint(path, map_location="cpu", strict=False, feature_extractor=None,
+                                                num_metric_samples=0).eval()
 
 
 def batched(fn, x, size=128):
@@ -61,8 +56,8 @@ def main():
         print(f"blur sigma {sigma}: real {batched(blurred_logits, real).mean():.2f}, "
               f"fakes {batched(blurred_logits, fake[:512]).mean():.2f}")
     print(f"linear probe AUC, yardstick features: {probe_auc(batched(load_yardstick().embed, fake).numpy(), whole):.3f}")
-    clip = SemanticNet("local-dir:pbw/assets/mini/clip", None).model.visual.eval()
-    clip_features = batched(lambda b: clip(((b + 1) / 2 - CLIP_MEAN) / CLIP_STD), fake).numpy()
+    clip = SemanticNet("local-dir:pbw/assets/mini/clip", None).eval()
+    clip_features = batched(lambda b: clip.model.visual(((b + 1) / 2 - clip.mean) / clip.std), fake).numpy()
     print(f"linear probe AUC, tiny CLIP embedding: {probe_auc(clip_features, whole):.3f}")
 
 

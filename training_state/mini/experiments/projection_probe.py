@@ -17,7 +17,8 @@ from pbw.data.synthetic import draw_birds
 from pbw.evaluation.segmenter import bird_rate, load_segmenter
 
 
-def project(G, targets: torch.Tensor, plus: bool, steps: int, lr: float = 0.05) -> torch.Tensor:
+def project(G, targets: torch.Tensor, plus: bool, steps: int, lr: float = 0.05) -> tuple[torch.Tensor, float]:
+    """The images the latents fitted to `targets` draw, and the last step's pixel MSE."""
     n_ws = G.synthesis.num_ws
     w = G.mapping.w_avg.detach().clone()[None, None].repeat(len(targets), n_ws if plus else 1, 1).requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr)

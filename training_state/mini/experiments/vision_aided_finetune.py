@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from discriminator_probe import CLIP_MEAN, CLIP_STD, load_module
+from discriminator_probe import load_module
 from pbw.data.fresh_birds import EndlessSampler, FreshBirds
 from pbw.evaluation.segmenter import bird_rate, load_segmenter
 from pbw.semantic.clip import SemanticNet
@@ -29,18 +29,19 @@ from pbw.training.common import ema_beta, update_ema
 
 
 class CLIPHead(nn.Module):
-    """A trainable logit on a frozen CLIP vision tower's per-block token maps."""
+    """A trainable logit on a frozen CLIP's (a `SemanticNet`'s) per-block token maps."""
 
-    def __init__(self, clip_visual: nn.Module, width: int = 96, levels: int = 3, channels: int = 64):
+    def __init__(self, clip: SemanticNet, width: int = 96, levels: int = 3, channels: int = 64):
         super().__init__()
-        self.clip = [clip_visual.eval().requires_grad_(False)]  # a list: not a submodule, never trained
+        self.clip = [clip.eval().requires_grad_(False)]  # a list: not a submodule, never trained
         self.heads = nn.ModuleList(nn.Sequential(
             nn.Conv2d(width, channels, 1), nn.LeakyReLU(0.2), nn.Conv2d(channels, channels, 3, 2, 1), nn.LeakyReLU(0.2),
             nn.Flatten(), nn.Linear(channels * 16, 1)) for _ in range(levels))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = ((images + 1) / 2 - CLIP_MEAN) / CLIP_STD
-        maps = self.clip[0].forward_intermediates(x, intermediates_only=True)["image_intermediates"]
+        clip = self.clip[0]
+        x = ((images + 1) / 2 - clip.mean) / clip.std
+        maps = clip.model.visual.forward_intermediates(x, intermediates_only=True)["image_intermediates"]
         return sum(head(f) for head, f in zip(self.heads, maps))
 
 
@@ -68,7 +69,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     m = load_module()
     G, D, G_ema, hp = m.generator, m.discriminator, m.generator_ema, m.hparams
-    head = CLIPHead(SemanticNet("local-dir:pbw/assets/mini/clip", None).model.visual)
+    head = CLIPHead(SemanticNet("local-dir:pbw/assets/mini/clip", None))
     opt_g, opt_d, opt_h = adam(G.parameters(), a.lr), adam(D.parameters(), a.lr * 16 / 17), adam(head.parameters(), a.lr)
     data = DataLoader(FreshBirds(64, seed=4242, length=10**9), batch_size=16, sampler=EndlessSampler(a.its * 16),
                       num_workers=1)
