@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Paint by Word: edit a generated image with words inside a mask. See `python edit.py --help`."""
+
 from pbw.editing.cli import main
 
 if __name__ == "__main__":

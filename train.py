@@ -3,6 +3,7 @@
 Subcommands and options are LightningCLI's (`python train.py --help`, `fit --print_config`);
 resume a run with `--ckpt_path last` (or a checkpoint path).
 """
+
 from pbw.cli import train_main
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ and checkpoints. Run it the way the training will run (threads, alone on the mac
 
 Arguments after `--` go to train.py unchanged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,8 @@ class IterationTimer(pl.Callback):
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
     p.add_argument("--iterations", type=int, default=24, help="timed iterations (after the warmup)")
@@ -82,26 +83,56 @@ def main(argv: list[str] | None = None) -> dict:
 
     pcli.PbwCLI.instantiate_trainer = instantiate_trainer
     try:
-        cli = train_main(["fit", "--config", args.config, "--trainer.logger", "false",
-                          "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0",
-                          "--trainer.callbacks", "null", "--trainer.enable_progress_bar", "false",
-                          "--trainer.max_time", "null", "--trainer.default_root_dir", "/tmp/pbw_mini_train_time",
-                          *extra])
+        cli = train_main(
+            [
+                "fit",
+                "--config",
+                args.config,
+                "--trainer.logger",
+                "false",
+                "--trainer.enable_checkpointing",
+                "false",
+                "--trainer.limit_val_batches",
+                "0",
+                "--trainer.callbacks",
+                "null",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.max_time",
+                "null",
+                "--trainer.default_root_dir",
+                "/tmp/pbw_mini_train_time",
+                *extra,
+            ]
+        )
     finally:
         pcli.PbwCLI.instantiate_trainer = original
-    timed = timer.times[args.warmup:total]
+    timed = timer.times[args.warmup : total]
     steps_per_it = (timer.steps[-1] - timer.steps[0]) / max(len(timer.steps) - 1, 1)
     s_it = statistics.median(timed)
     images = timer.images[-1]
     usable = args.budget_min * 60 * (1 - args.reserve)
     iterations = int(usable / s_it)
-    out = {"config": args.config, "extra": extra, "threads": os.environ.get("OMP_NUM_THREADS"),
-           "load_average": os.getloadavg(), "timed_iterations": len(timed), "s_per_iteration_median": s_it,
-           "s_per_iteration_mean": statistics.mean(timed), "images_per_iteration": images,
-           "s_per_kimg": s_it * 1000 / images, "optimizer_steps_per_iteration": steps_per_it,
-           "budget_min": args.budget_min, "fits": {"iterations": iterations, "kimg": iterations * images / 1000,
-                                                   "max_steps": int(iterations * steps_per_it)},
-           "wall_s": time.perf_counter() - t0, "model": type(cli.model).__name__}
+    out = {
+        "config": args.config,
+        "extra": extra,
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average": os.getloadavg(),
+        "timed_iterations": len(timed),
+        "s_per_iteration_median": s_it,
+        "s_per_iteration_mean": statistics.mean(timed),
+        "images_per_iteration": images,
+        "s_per_kimg": s_it * 1000 / images,
+        "optimizer_steps_per_iteration": steps_per_it,
+        "budget_min": args.budget_min,
+        "fits": {
+            "iterations": iterations,
+            "kimg": iterations * images / 1000,
+            "max_steps": int(iterations * steps_per_it),
+        },
+        "wall_s": time.perf_counter() - t0,
+        "model": type(cli.model).__name__,
+    }
     print(json.dumps(out, indent=1))
     return out
 

@@ -9,6 +9,7 @@ G+D training step. Prints a table of times, peak memory and ratios, then JSON.
 
 Without CUDA it still runs (the reference paths only) and says that CUDA is unavailable.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,8 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -40,19 +41,39 @@ def op_cases(resolution: int, batch: int, channel_base: int, channel_max: int) -
     res = 4
     while res <= resolution:
         c = min(channel_base // res, channel_max)
-        add(f"bias_act lrelu {res}px", (batch, c, res, res), lambda x, impl: bias_act(x, x.new_zeros(x.shape[1]), act="lrelu", impl=impl))
-        add(f"bias_act linear toRGB {res}px", (batch, 3, res, res), lambda x, impl: bias_act(x, x.new_zeros(x.shape[1]), impl=impl))
+        add(
+            f"bias_act lrelu {res}px",
+            (batch, c, res, res),
+            lambda x, impl: bias_act(x, x.new_zeros(x.shape[1]), act="lrelu", impl=impl),
+        )
+        add(
+            f"bias_act linear toRGB {res}px",
+            (batch, 3, res, res),
+            lambda x, impl: bias_act(x, x.new_zeros(x.shape[1]), impl=impl),
+        )
         if res >= 8:
             # G up-conv: FIR after the stride-2 transposed conv, [2r'+1]^2 -> [r]^2
-            add(f"upfirdn2d upconv-FIR {res}px", (batch, c, res + 1, res + 1),
-                lambda x, impl: upfirdn2d(x, _FILTER[x.device], padding=1, gain=4, impl=impl))
-            add(f"upsample2d img {res}px", (batch, 3, res // 2, res // 2),
-                lambda x, impl: upsample2d(x, _FILTER[x.device], impl=impl))
+            add(
+                f"upfirdn2d upconv-FIR {res}px",
+                (batch, c, res + 1, res + 1),
+                lambda x, impl: upfirdn2d(x, _FILTER[x.device], padding=1, gain=4, impl=impl),
+            )
+            add(
+                f"upsample2d img {res}px",
+                (batch, 3, res // 2, res // 2),
+                lambda x, impl: upsample2d(x, _FILTER[x.device], impl=impl),
+            )
             # D: FIR before the stride-2 3x3 conv, and the 2x down of the 1x1 skip
-            add(f"upfirdn2d downconv-FIR {res}px", (batch, c, res, res),
-                lambda x, impl: upfirdn2d(x, _FILTER[x.device], padding=2, impl=impl))
-            add(f"upfirdn2d down2 skip {res}px", (batch, c, res, res),
-                lambda x, impl: upfirdn2d(x, _FILTER[x.device], down=2, padding=1, impl=impl))
+            add(
+                f"upfirdn2d downconv-FIR {res}px",
+                (batch, c, res, res),
+                lambda x, impl: upfirdn2d(x, _FILTER[x.device], padding=2, impl=impl),
+            )
+            add(
+                f"upfirdn2d down2 skip {res}px",
+                (batch, c, res, res),
+                lambda x, impl: upfirdn2d(x, _FILTER[x.device], down=2, padding=1, impl=impl),
+            )
         res *= 2
     return list(cases.values())
 
@@ -104,8 +125,9 @@ def _ratios(entry: dict) -> dict:
 def bench_ops(args, device: torch.device, impls: list[str], on_progress=None) -> list[dict]:
     results = []
     dtype = getattr(torch, args.dtype)
-    for case in tqdm(op_cases(args.resolution, args.batch, args.channel_base, args.channel_max), desc="ops",
-                     file=sys.stderr):
+    for case in tqdm(
+        op_cases(args.resolution, args.batch, args.channel_base, args.channel_max), desc="ops", file=sys.stderr
+    ):
         x = torch.randn(case["shape"], device=device, dtype=dtype)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -157,8 +179,9 @@ def bench_train_step(args, device: torch.device, impls: list[str], on_progress=N
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     z = torch.randn(args.batch, G.z_dim, device=device)
     real = torch.randn(args.batch, 3, args.resolution, args.resolution, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16,
-                              enabled=args.amp)
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16, enabled=args.amp
+    )
 
     def step(g, d):
         with autocast:
@@ -206,8 +229,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd reference")
-    p.add_argument("--compile-res", type=int, nargs="*", default=None,
-                   help="compile the reference only for the ops of these resolutions (default: all)")
+    p.add_argument(
+        "--compile-res",
+        type=int,
+        nargs="*",
+        default=None,
+        help="compile the reference only for the ops of these resolutions (default: all)",
+    )
     p.add_argument("--no-ops", action="store_true", help="only the whole training step")
     p.add_argument("--no-train-step", action="store_true")
     p.add_argument("--amp", action="store_true", help="mixed precision in the training step")
@@ -215,16 +243,25 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
-    cuda_ok = (device.type == "cuda" and torch.cuda.is_available() and loader.get_mode() != "ref"
-               and loader.load_extension() is not None)
+    cuda_ok = (
+        device.type == "cuda"
+        and torch.cuda.is_available()
+        and loader.get_mode() != "ref"
+        and loader.load_extension() is not None
+    )
     impls = (["cuda"] if cuda_ok else []) + ["ref"] + ([] if args.no_compile else ["ref_compiled"])
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "cuda_ops": "available" if cuda_ok else (
-            "CUDA is unavailable on this device: only the reference paths were measured" if device.type != "cuda"
-            else f"{loader.ENV_VAR}=ref: only the reference paths were measured" if loader.get_mode() == "ref"
-            else f"the fused ops did not build: {loader.build_error()}"),
+        "cuda_ops": "available"
+        if cuda_ok
+        else (
+            "CUDA is unavailable on this device: only the reference paths were measured"
+            if device.type != "cuda"
+            else f"{loader.ENV_VAR}=ref: only the reference paths were measured"
+            if loader.get_mode() == "ref"
+            else f"the fused ops did not build: {loader.build_error()}"
+        ),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "ops": [],
         "train_step": None,
@@ -264,8 +301,10 @@ def _print_table(report: dict) -> None:
     print(f"{'op':34s} {'cuda':>20s} {'ref':>20s} {'ref_compiled':>20s}  ratios")
     for r in rows:
         ratios = ", ".join(f"{k}={v}" for k, v in r.get("ratios", {}).items())
-        print(f"{r['name']:34s} {_fmt(r.get('cuda')):>20s} {_fmt(r.get('ref')):>20s} "
-              f"{_fmt(r.get('ref_compiled')):>20s}  {ratios}")
+        print(
+            f"{r['name']:34s} {_fmt(r.get('cuda')):>20s} {_fmt(r.get('ref')):>20s} "
+            f"{_fmt(r.get('ref_compiled')):>20s}  {ratios}"
+        )
     speedups = [r["ratios"]["ref/cuda time"] for r in report["ops"] if "ref/cuda time" in r.get("ratios", {})]
     if speedups:
         geo = math.exp(sum(math.log(s) for s in speedups) / len(speedups))

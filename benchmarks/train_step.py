@@ -19,6 +19,7 @@ that also checks that every rank ends with the same weights.
 
     python benchmarks/train_step.py --lightning configs/stylegan2/cub256.yaml --cuda-ops cuda,ref --steps 16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,15 +37,25 @@ def build_stylegan2(args, device, real):
     """The StyleGAN2 module and its (fwd_bwd, d_step, g_step) closures; d_step/g_step return losses."""
     from pbw.training.stylegan2 import StyleGAN2Module
 
-    module = StyleGAN2Module(resolution=args.resolution, channel_base=args.channel_base, channel_max=args.channel_max,
-                             augment=False, num_metric_samples=0, style_mixing_prob=0.9).to(device)
+    module = StyleGAN2Module(
+        resolution=args.resolution,
+        channel_base=args.channel_base,
+        channel_max=args.channel_max,
+        augment=False,
+        num_metric_samples=0,
+        style_mixing_prob=0.9,
+    ).to(device)
     G, D = module.generator, module.discriminator
 
     def fwd_bwd():
         return D(G(torch.randn(args.batch, module.hparams.z_dim, device=device))).float().sum()
 
-    return (module, fwd_bwd, lambda: module._discriminator_step(real, do_r1=False)["_loss"],
-            lambda: module._generator_step(args.batch, do_pl=False)["_loss"])
+    return (
+        module,
+        fwd_bwd,
+        lambda: module._discriminator_step(real, do_r1=False)["_loss"],
+        lambda: module._generator_step(args.batch, do_pl=False)["_loss"],
+    )
 
 
 def build_biggan(args, device, real):
@@ -53,9 +64,15 @@ def build_biggan(args, device, real):
 
     dim_z = {128: 120, 256: 140}.get(args.resolution, 120)
     g_attention = {128: 64, 256: 128}.get(args.resolution, args.resolution // 2)
-    module = BigGANModule(resolution=args.resolution, ch=args.ch, n_classes=365, dim_z=dim_z, g_attention=g_attention,
-                          d_attention=64 if args.resolution >= 128 else args.resolution // 2,
-                          num_metric_samples=0).to(device)
+    module = BigGANModule(
+        resolution=args.resolution,
+        ch=args.ch,
+        n_classes=365,
+        dim_z=dim_z,
+        g_attention=g_attention,
+        d_attention=64 if args.resolution >= 128 else args.resolution // 2,
+        num_metric_samples=0,
+    ).to(device)
     G, D = module.generator, module.discriminator
     ortho_params = [p for name, p in G.named_parameters() if p.ndim >= 2 and not name.startswith("shared.")]
     labels = torch.randint(0, 365, (args.batch,), device=device)
@@ -191,11 +208,20 @@ def _lightning_run(args, cfg: dict, mode: str) -> dict:
             self.finite = bool(torch.isfinite(flat).all())
 
     timer = Timer()
-    trainer = pl.Trainer(accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
-                         precision=args.precision or cfg.get("trainer", {}).get("precision", "32-true"),
-                         max_steps=2 * iterations, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0, callbacks=[timer])
+    trainer = pl.Trainer(
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        precision=args.precision or cfg.get("trainer", {}).get("precision", "32-true"),
+        max_steps=2 * iterations,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
     try:
         trainer.fit(module, torch.utils.data.DataLoader(_RepeatBatch({"image": real}), batch_size=None))
     finally:
@@ -203,18 +229,31 @@ def _lightning_run(args, cfg: dict, mode: str) -> dict:
     device = trainer.strategy.root_device
     seconds = (timer.end - timer.start) / args.steps
     global_batch = batch * trainer.world_size
-    out = {"cuda_ops": mode, "fused_kernels_used": device.type == "cuda" and mode != "ref"
-           and loader.load_extension() is not None,
-           "iteration_s": round(seconds, 4), "s_per_kimg": round(seconds * 1000 / global_batch, 3),
-           "images_per_s": round(global_batch / seconds, 2), "iterations": int(module.iteration),
-           "world_size": trainer.world_size, "ranks_equal": timer.ranks_equal, "weights_finite": timer.finite}
+    out = {
+        "cuda_ops": mode,
+        "fused_kernels_used": device.type == "cuda" and mode != "ref" and loader.load_extension() is not None,
+        "iteration_s": round(seconds, 4),
+        "s_per_kimg": round(seconds * 1000 / global_batch, 3),
+        "images_per_s": round(global_batch / seconds, 2),
+        "iterations": int(module.iteration),
+        "world_size": trainer.world_size,
+        "ranks_equal": timer.ranks_equal,
+        "weights_finite": timer.finite,
+    }
     if device.type == "cuda":
         out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-    return out | {"_meta": {"resolution": init["resolution"], "batch_per_device": batch,
-                            "precision": trainer.precision, "global_rank": trainer.global_rank,
-                            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                            "r1_interval": init.get("r1_interval", 16), "pl_interval": init.get("pl_interval", 4),
-                            "augment": init.get("augment", True)}}
+    return out | {
+        "_meta": {
+            "resolution": init["resolution"],
+            "batch_per_device": batch,
+            "precision": trainer.precision,
+            "global_rank": trainer.global_rank,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "r1_interval": init.get("r1_interval", 16),
+            "pl_interval": init.get("pl_interval", 4),
+            "augment": init.get("augment", True),
+        }
+    }
 
 
 def lightning_main(args) -> dict:
@@ -239,10 +278,15 @@ def lightning_main(args) -> dict:
         meta = next((r["_meta"] for r in results if "_meta" in r), None)
         if meta is None:
             continue
-        report = {"config": args.lightning, **{k: v for k, v in meta.items() if k != "global_rank"},
-                  "warmup": args.warmup, "steps": args.steps, "torch": torch.__version__,
-                  "results": [{k: v for k, v in r.items() if k != "_meta"} for r in results],
-                  "complete": len(results) == len(modes)}
+        report = {
+            "config": args.lightning,
+            **{k: v for k, v in meta.items() if k != "global_rank"},
+            "warmup": args.warmup,
+            "steps": args.steps,
+            "torch": torch.__version__,
+            "results": [{k: v for k, v in r.items() if k != "_meta"} for r in results],
+            "complete": len(results) == len(modes),
+        }
         by_mode = {r["cuda_ops"]: r for r in report["results"] if "error" not in r}
         fused = by_mode.get("cuda") or by_mode.get("auto")
         if fused and "ref" in by_mode:
@@ -270,8 +314,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     lit = parser.add_argument_group("--lightning (the StyleGAN2 trainer under a Lightning Trainer)")
-    lit.add_argument("--lightning", metavar="CONFIG", default=None,
-                     help="a StyleGAN2 training YAML (e.g. configs/stylegan2/cub256.yaml)")
+    lit.add_argument(
+        "--lightning",
+        metavar="CONFIG",
+        default=None,
+        help="a StyleGAN2 training YAML (e.g. configs/stylegan2/cub256.yaml)",
+    )
     lit.add_argument("--cuda-ops", default="auto", help="cuda_ops modes to time, e.g. cuda,ref (fused vs reference)")
     lit.add_argument("--precision", default=None, help="Lightning precision (default: the config's)")
     lit.add_argument("--accelerator", default="auto")
@@ -286,15 +334,28 @@ def main(argv=None) -> dict:
         args.warmup = 4 if args.warmup is None else args.warmup
         args.devices = int(args.devices) if args.devices.isdigit() else args.devices
         return lightning_main(args)
-    for key, default in (("resolution", 64), ("channel_base", 32768), ("channel_max", 512), ("batch", 4),
-                         ("steps", 3), ("warmup", 1)):
+    for key, default in (
+        ("resolution", 64),
+        ("channel_base", 32768),
+        ("channel_max", 512),
+        ("batch", 4),
+        ("steps", 3),
+        ("warmup", 1),
+    ):
         if getattr(args, key) is None:
             setattr(args, key, default)
     torch.manual_seed(0)
     results = [measure(args, p) for p in args.precisions.split(",")]
-    report = {"family": args.family, "resolution": args.resolution, "batch": args.batch, "device": args.device,
-              "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "results": results}
+    report = {
+        "family": args.family,
+        "resolution": args.resolution,
+        "batch": args.batch,
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "results": results,
+    }
     if len(results) == 2:
         report["bf16_speedup_fwd_bwd"] = round(results[0]["fwd_bwd_s"] / results[1]["fwd_bwd_s"], 2)
         report["bf16_speedup_iteration"] = round(results[0]["iteration_s"] / results[1]["iteration_s"], 2)

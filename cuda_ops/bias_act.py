@@ -1,9 +1,10 @@
 """Bias add + activation + gain + clamp (`bias_act`)."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -2,6 +2,7 @@
 
 Exits with status 1 when the build fails (the compiler output and hints are printed).
 """
+
 from __future__ import annotations
 
 import sys

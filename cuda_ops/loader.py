@@ -13,6 +13,7 @@ The setting, `PBW_CUDA_OPS` in the environment or :func:`set_mode` (e.g. from a 
   - ``cuda``: CUDA tensors must use the kernels; a failed build raises.
 CPU tensors always take the reference path and never trigger a build.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -98,15 +99,24 @@ def build_key() -> str:
         h.update(name.encode())
         h.update((source_dir() / name).read_bytes())
     arch = os.environ.get("TORCH_CUDA_ARCH_LIST") or _visible_archs()  # torch targets the visible GPUs by default
-    for part in (torch.__version__, str(torch.version.cuda), sys.version, arch, " ".join(_EXTRA_CFLAGS),
-                 " ".join(_EXTRA_CUDA_CFLAGS)):
+    for part in (
+        torch.__version__,
+        str(torch.version.cuda),
+        sys.version,
+        arch,
+        " ".join(_EXTRA_CFLAGS),
+        " ".join(_EXTRA_CUDA_CFLAGS),
+    ):
         h.update(part.encode())
     return h.hexdigest()[:16]
 
 
 def build_dir() -> Path:
     """The folder this process builds into: `$PBW_CUDA_OPS_CACHE` (default ~/.cache/pbw/cuda_ops)/<key>."""
-    root = os.environ.get(CACHE_ENV_VAR) or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pbw" / "cuda_ops"
+    root = (
+        os.environ.get(CACHE_ENV_VAR)
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pbw" / "cuda_ops"
+    )
     return Path(root) / f"{EXTENSION_NAME}-{build_key()}"
 
 
@@ -140,15 +150,20 @@ def _hints() -> str:
     cuda_home = cpp_extension.CUDA_HOME
     lines = ["To fix it:"]
     if cuda_home is None or not (Path(cuda_home) / "include" / "cuda_runtime.h").exists():
-        lines.append(f"  - CUDA_HOME={cuda_home!r} is not a CUDA toolkit root (no include/cuda_runtime.h): set the "
-                     "CUDA_HOME environment variable to it (e.g. /usr/local/cuda) before starting Python;")
+        lines.append(
+            f"  - CUDA_HOME={cuda_home!r} is not a CUDA toolkit root (no include/cuda_runtime.h): set the "
+            "CUDA_HOME environment variable to it (e.g. /usr/local/cuda) before starting Python;"
+        )
     else:
-        lines.append(f"  - check the toolkit at CUDA_HOME={cuda_home} (its nvcc should match torch's CUDA "
-                     f"{torch.version.cuda});")
+        lines.append(
+            f"  - check the toolkit at CUDA_HOME={cuda_home} (its nvcc should match torch's CUDA {torch.version.cuda});"
+        )
     if not cpp_extension.is_ninja_available():
         lines.append("  - install ninja (pip install ninja);")
-    lines.append(f"  - make sure the host compiler (CXX={os.environ.get('CXX', 'c++')}, CC={os.environ.get('CC', 'unset')}) "
-                 "exists and is supported by this nvcc;")
+    lines.append(
+        f"  - make sure the host compiler (CXX={os.environ.get('CXX', 'c++')}, CC={os.environ.get('CC', 'unset')}) "
+        "exists and is supported by this nvcc;"
+    )
     if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         lines.append("  - without a visible GPU, set TORCH_CUDA_ARCH_LIST (e.g. '8.0;9.0');")
     lines.append(f"  - or set {ENV_VAR}=ref to skip the build. Rebuild and check with `python -m cuda_ops.build`.")
@@ -167,14 +182,18 @@ def load_extension(required: bool = False) -> ModuleType | None:
             _module = _build()
         except Exception as exc:  # any build failure (compiler, toolkit, ninja, import) means: use the reference
             tail = "\n".join(str(exc).strip().splitlines()[-_OUTPUT_TAIL_LINES:])
-            _error = (f"pbw's fused CUDA ops failed to build ({type(exc).__name__}); the last lines of the output:\n"
-                      f"{tail}\n{_hints()}")
+            _error = (
+                f"pbw's fused CUDA ops failed to build ({type(exc).__name__}); the last lines of the output:\n"
+                f"{tail}\n{_hints()}"
+            )
             if not required:
-                warnings.warn(_error + "\nFalling back to the (slower) reference PyTorch ops.", RuntimeWarning,
-                              stacklevel=3)
+                warnings.warn(
+                    _error + "\nFalling back to the (slower) reference PyTorch ops.", RuntimeWarning, stacklevel=3
+                )
     if _module is None and required:
-        raise RuntimeError(f"the fused CUDA ops are required ({ENV_VAR}=cuda, or a prebuild) but are not "
-                           f"available.\n{_error}")
+        raise RuntimeError(
+            f"the fused CUDA ops are required ({ENV_VAR}=cuda, or a prebuild) but are not available.\n{_error}"
+        )
     return _module
 
 

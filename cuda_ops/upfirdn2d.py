@@ -3,9 +3,10 @@
 Filters are 1-D (separable, applied along x then y) or 2-D. As in signal processing, the filter is
 applied as a true convolution (flipped); `flip_filter=True` applies it as a correlation.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,12 @@ def _padding4(padding: Padding) -> tuple[int, int, int, int]:
     raise ValueError(f"padding must be an int, (x, y) or (x0, x1, y0, y1); got {padding}")
 
 
-def setup_filter(f: Sequence[float] | torch.Tensor = (1, 3, 3, 1), normalize: bool = True,
-                 separable: bool = True, device: torch.device | None = None) -> torch.Tensor:
+def setup_filter(
+    f: Sequence[float] | torch.Tensor = (1, 3, 3, 1),
+    normalize: bool = True,
+    separable: bool = True,
+    device: torch.device | None = None,
+) -> torch.Tensor:
     """A float32 FIR filter tensor: 1-D (separable) or, with `separable=False`, its 2-D outer product.
 
     With `normalize`, the filter's total (2-D) gain is 1.
@@ -63,8 +68,15 @@ def _filter_size(f: torch.Tensor | None) -> tuple[int, int]:
     return (f.shape[-1], f.shape[-1]) if f.ndim == 1 else (f.shape[1], f.shape[0])
 
 
-def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up: IntPair = 1, down: IntPair = 1,
-                  padding: Padding = 0, flip_filter: bool = False, gain: float = 1) -> torch.Tensor:
+def upfirdn2d_ref(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: IntPair = 1,
+    down: IntPair = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+) -> torch.Tensor:
     """Reference PyTorch implementation of :func:`upfirdn2d`; differentiable to any order."""
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects x of shape [N, C, H, W], got {tuple(x.shape)}")
@@ -78,7 +90,7 @@ def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up: IntPair = 1, down
         x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
         x = x.reshape(n, c, h * upy, w * upx)
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
 
     if f is None:
         return x[:, :, ::downy, ::downx] * gain if gain != 1 else x[:, :, ::downy, ::downx]
@@ -89,7 +101,7 @@ def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up: IntPair = 1, down
     if f.ndim == 2:
         weight = (f * gain)[None, None].expand(c, 1, *f.shape)
         return F.conv2d(x, weight, stride=(downy, downx), groups=c)
-    g = gain ** 0.5
+    g = gain**0.5
     wx = (f * g)[None, None, None, :].expand(c, 1, 1, f.shape[0])
     wy = (f * g)[None, None, :, None].expand(c, 1, f.shape[0], 1)
     x = F.conv2d(x, wx, stride=(1, downx), groups=c)
@@ -121,8 +133,14 @@ class _UpFirDn2dCuda(torch.autograd.Function):
         return dx, None, None, None, None
 
 
-def _grad_padding(xshape: Sequence[int], yshape: Sequence[int], kshape: Sequence[int], up: tuple[int, int],
-                  down: tuple[int, int], pad: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+def _grad_padding(
+    xshape: Sequence[int],
+    yshape: Sequence[int],
+    kshape: Sequence[int],
+    up: tuple[int, int],
+    down: tuple[int, int],
+    pad: tuple[int, int, int, int],
+) -> tuple[int, int, int, int]:
     """Padding of the upfirdn2d (flipped kernel, up and down swapped) that maps dy back onto x's grid."""
     (upx, upy), (downx, downy), (px0, _, py0, _) = up, down, pad
     kh, kw = kshape
@@ -130,8 +148,9 @@ def _grad_padding(xshape: Sequence[int], yshape: Sequence[int], kshape: Sequence
     return (kw - px0 - 1, w * upx - ow * downx + px0 - upx + 1, kh - py0 - 1, h * upy - oh * downy + py0 - upy + 1)
 
 
-def _correlation_kernel(f: torch.Tensor | None, flip_filter: bool, gain: float, device: torch.device,
-                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def _correlation_kernel(
+    f: torch.Tensor | None, flip_filter: bool, gain: float, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The 2-D kernel that the fused op correlates with (float32 there): outer product of a 1-D
     filter, flipped for a true convolution, times `gain`."""
     if f is None:
@@ -144,9 +163,16 @@ def _correlation_kernel(f: torch.Tensor | None, flip_filter: bool, gain: float, 
     return (f * gain).contiguous()
 
 
-def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: IntPair = 1, down: IntPair = 1,
-              padding: Padding = 0, flip_filter: bool = False, gain: float = 1,
-              impl: str | None = None) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: IntPair = 1,
+    down: IntPair = 1,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+    impl: str | None = None,
+) -> torch.Tensor:
     """Upsample by zero insertion, pad (negative values crop), FIR-filter, then downsample.
 
     x: [N, C, H, W]. f: 1-D (separable) or 2-D filter, or None (identity).
@@ -164,8 +190,14 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: IntPair = 1, down: In
     return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
 
 
-def filter2d(x: torch.Tensor, f: torch.Tensor, padding: Padding = 0, flip_filter: bool = False,
-             gain: float = 1, impl: str | None = None) -> torch.Tensor:
+def filter2d(
+    x: torch.Tensor,
+    f: torch.Tensor,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+    impl: str | None = None,
+) -> torch.Tensor:
     """FIR-filter `x`, keeping its size (plus `padding`)."""
     fw, fh = _filter_size(f)
     px0, px1, py0, py1 = _padding4(padding)
@@ -173,8 +205,15 @@ def filter2d(x: torch.Tensor, f: torch.Tensor, padding: Padding = 0, flip_filter
     return upfirdn2d(x, f, padding=pad, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
-def upsample2d(x: torch.Tensor, f: torch.Tensor, up: IntPair = 2, padding: Padding = 0,
-               flip_filter: bool = False, gain: float = 1, impl: str | None = None) -> torch.Tensor:
+def upsample2d(
+    x: torch.Tensor,
+    f: torch.Tensor,
+    up: IntPair = 2,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+    impl: str | None = None,
+) -> torch.Tensor:
     """Upsample `x` by `up` with the FIR filter `f` (output = input size * up, plus `padding`)."""
     upx, upy = _pair(up, "up")
     fw, fh = _filter_size(f)
@@ -183,8 +222,15 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: IntPair = 2, padding: Paddi
     return upfirdn2d(x, f, up=(upx, upy), padding=pad, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
 
 
-def downsample2d(x: torch.Tensor, f: torch.Tensor, down: IntPair = 2, padding: Padding = 0,
-                 flip_filter: bool = False, gain: float = 1, impl: str | None = None) -> torch.Tensor:
+def downsample2d(
+    x: torch.Tensor,
+    f: torch.Tensor,
+    down: IntPair = 2,
+    padding: Padding = 0,
+    flip_filter: bool = False,
+    gain: float = 1,
+    impl: str | None = None,
+) -> torch.Tensor:
     """Downsample `x` by `down` with the FIR filter `f` (output = input size / down, plus `padding`)."""
     downx, downy = _pair(down, "down")
     fw, fh = _filter_size(f)

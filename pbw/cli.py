@@ -1,4 +1,5 @@
 """Command-line entry points built on LightningCLI (train.py is a thin wrapper around `train_main`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,11 +14,20 @@ from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities import rank_zero_only
 
-from pbw.training.common import (AtomicCheckpointIO, LoggerVersions, SessionTimer, newest_checkpoint,
-                                 use_atomic_checkpoints)
+from pbw.training.common import (
+    AtomicCheckpointIO,
+    LoggerVersions,
+    SessionTimer,
+    newest_checkpoint,
+    use_atomic_checkpoints,
+)
 
-LIGHTNING_CSV_LOGGERS = {"pytorch_lightning.loggers.CSVLogger", "pytorch_lightning.loggers.csv_logs.CSVLogger",
-                         "lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger"}
+LIGHTNING_CSV_LOGGERS = {
+    "pytorch_lightning.loggers.CSVLogger",
+    "pytorch_lightning.loggers.csv_logs.CSVLogger",
+    "lightning.pytorch.loggers.CSVLogger",
+    "lightning.pytorch.loggers.csv_logs.CSVLogger",
+}
 CONTINUED_CSV_LOGGER = "pbw.training.common.ContinuedCSVLogger"
 
 
@@ -41,8 +51,9 @@ class PbwCLI(LightningCLI):
 
     def __init__(self, **kwargs):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        super().__init__(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
-                         subclass_mode_data=True, **kwargs)
+        super().__init__(
+            pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, **kwargs
+        )
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
@@ -75,8 +86,10 @@ class PbwCLI(LightningCLI):
                 if version is not None:
                     logger.init_args.version = version
         elif config.ckpt_path is None and any(folder.glob("*.ckpt")):
-            tell(f"{folder} holds an earlier run's checkpoints; continue it with --ckpt_path last "
-                 "or give this run its own --trainer.default_root_dir")
+            tell(
+                f"{folder} holds an earlier run's checkpoints; continue it with --ckpt_path last "
+                "or give this run its own --trainer.default_root_dir"
+            )
             raise SystemExit(2)
 
     def _parse_ckpt_path(self) -> None:
@@ -90,9 +103,13 @@ class PbwCLI(LightningCLI):
             return
         saved = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
         plain = (bool, int, float, str, list, tuple)
-        changed = [f"{key} {saved[key]} -> {value}" for key, value in model.init_args.as_dict().items()
-                   if isinstance(value, plain) and isinstance(saved.get(key), plain)
-                   and _as_list(saved[key]) != _as_list(value)]
+        changed = [
+            f"{key} {saved[key]} -> {value}"
+            for key, value in model.init_args.as_dict().items()
+            if isinstance(value, plain)
+            and isinstance(saved.get(key), plain)
+            and _as_list(saved[key]) != _as_list(value)
+        ]
         if changed:
             tell(f"resuming with model settings changed from the checkpoint's: {', '.join(changed)}")
 
@@ -106,8 +123,9 @@ class PbwCLI(LightningCLI):
         trainer.callbacks.append(LoggerVersions())
         subcommand = self.config.get("subcommand")
         max_time = (self.config[subcommand] if subcommand else self.config).trainer.max_time
-        trainer.callbacks = [SessionTimer(max_time) if type(callback) is Timer else callback
-                             for callback in trainer.callbacks]
+        trainer.callbacks = [
+            SessionTimer(max_time) if type(callback) is Timer else callback for callback in trainer.callbacks
+        ]
         return trainer
 
 

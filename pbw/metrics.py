@@ -5,6 +5,7 @@ The default extractor is torchmetrics' Inception (weights downloaded on first us
 vectors, e.g. :class:`RandomConvFeatures` (no download; scores are comparable only between runs
 that use the same extractor, not with published numbers).
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,17 @@ class RandomConvFeatures(nn.Module):
             self.convs.append(conv)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(images.float(), size=(self.input_size, self.input_size), mode="bilinear",
-                          align_corners=False, antialias=True) * 2 - 1
+        x = (
+            F.interpolate(
+                images.float(),
+                size=(self.input_size, self.input_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+            * 2
+            - 1
+        )
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)
         return x.mean(dim=[2, 3])
@@ -51,24 +61,38 @@ class GenerationMetrics(nn.Module):
     KID's subset size shrinks to the number of samples available when that is smaller.
     """
 
-    def __init__(self, feature_extractor: nn.Module | None = None, fid: bool = True, kid: bool = True,
-                 inception_score: bool = False, kid_subset_size: int = 1000):
+    def __init__(
+        self,
+        feature_extractor: nn.Module | None = None,
+        fid: bool = True,
+        kid: bool = True,
+        inception_score: bool = False,
+        kid_subset_size: int = 1000,
+    ):
         super().__init__()
         feature = 2048 if feature_extractor is None else feature_extractor
         self.kid_subset_size = kid_subset_size
         try:
             self.fid = FrechetInceptionDistance(feature=feature, normalize=True) if fid else None
-            self.kid = (KernelInceptionDistance(feature=feature, normalize=True, subset_size=kid_subset_size)
-                        if kid else None)
+            self.kid = (
+                KernelInceptionDistance(feature=feature, normalize=True, subset_size=kid_subset_size) if kid else None
+            )
             # InceptionScore, unlike FID/KID, hands a custom extractor uint8 images when normalize=True.
-            self.inception = (InceptionScore(feature="logits_unbiased" if feature_extractor is None else feature,
-                                             normalize=feature_extractor is None) if inception_score else None)
+            self.inception = (
+                InceptionScore(
+                    feature="logits_unbiased" if feature_extractor is None else feature,
+                    normalize=feature_extractor is None,
+                )
+                if inception_score
+                else None
+            )
         except (OSError, RuntimeError, ModuleNotFoundError) as err:
             raise RuntimeError(
                 "could not build torchmetrics' Inception feature extractor (it needs the `torch-fidelity` package "
                 "and downloads its weights on first use). Offline, pass another extractor, e.g. "
                 "`feature_extractor: {class_path: pbw.metrics.RandomConvFeatures}` in the model config. "
-                f"Cause: {err}") from err
+                f"Cause: {err}"
+            ) from err
         self.num_real = 0
         self.num_fake = 0
 
@@ -93,8 +117,10 @@ class GenerationMetrics(nn.Module):
     def compute(self) -> dict[str, float]:
         """The metrics over everything added since the last reset."""
         if self.num_fake < 2 or (self.num_real < 2 and (self.fid is not None or self.kid is not None)):
-            raise ValueError(f"metrics need at least 2 real and 2 generated images, got {self.num_real} real "
-                             f"and {self.num_fake} generated; validate on more batches")
+            raise ValueError(
+                f"metrics need at least 2 real and 2 generated images, got {self.num_real} real "
+                f"and {self.num_fake} generated; validate on more batches"
+            )
         out = {}
         if self.fid is not None:
             out["fid"] = float(self.fid.compute())

@@ -9,6 +9,7 @@ metrics.json) plus reconstruction.png (the generator's image of the codes) and c
 (`--settings.steps 300`, `--settings.tune_steps 0`, ...). A bad input (unreadable or tiny image,
 unknown generator) is one line on stderr and exit status 2.
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,19 +26,31 @@ from pbw.editing.result import EditResult, to01
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m pbw.project",
-                       description="Project a photo into a generator (latent search, then pivotal tuning).")
+    p = ArgumentParser(
+        prog="python -m pbw.project",
+        description="Project a photo into a generator (latent search, then pivotal tuning).",
+    )
     p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
     p.add_argument("photo", type=str, help="image file (any size and mode: resized, center-cropped, converted to RGB)")
     p.add_argument("--generator", type=str, required=True, help="generator checkpoint (pbw or published format)")
     p.add_argument("--out", type=str, default="project_out", help="output folder")
-    p.add_argument("--class", dest="class_", type=int | None, default=None,
-                   help="BigGAN: search the start in this class only (default: every class)")
-    p.add_argument("--lpips", type=str, default="auto",
-                   help="perceptual loss: auto (LPIPS when its backbone loads, else pixels only) | true | false")
+    p.add_argument(
+        "--class",
+        dest="class_",
+        type=int | None,
+        default=None,
+        help="BigGAN: search the start in this class only (default: every class)",
+    )
+    p.add_argument(
+        "--lpips",
+        type=str,
+        default="auto",
+        help="perceptual loss: auto (LPIPS when its backbone loads, else pixels only) | true | false",
+    )
     p.add_argument("--lpips_net", type=str, default="alex")
-    p.add_argument("--lpips_weights", type=str | None, default=None,
-                   help="local torchvision backbone weights for LPIPS (offline)")
+    p.add_argument(
+        "--lpips_weights", type=str | None, default=None, help="local torchvision backbone weights for LPIPS (offline)"
+    )
     p.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--progress", type=bool, default=True)
     p.add_argument("--debug", type=bool, default=False, help="show the traceback of an input error")
@@ -64,8 +77,17 @@ def main(argv: list[str] | None = None) -> EditResult:
         perceptual, loss_note = build_perceptual(lpips, args.lpips_net, args.lpips_weights)
         g = load_maskable(args.generator)
         device = resolve_device(args.device)
-        result = project(args.photo, g, args.settings, perceptual=perceptual, classes=args.class_, device=device,
-                         progress=args.progress, name=Path(args.photo).stem, notes=[loss_note])
+        result = project(
+            args.photo,
+            g,
+            args.settings,
+            perceptual=perceptual,
+            classes=args.class_,
+            device=device,
+            progress=args.progress,
+            name=Path(args.photo).stem,
+            notes=[loss_note],
+        )
     except INPUT_ERRORS as e:
         if args.debug:
             raise

@@ -12,6 +12,7 @@ README's picture (photo | reconstruction | edited: three birds, each asked for a
 have, edited at the reproduction's full scale; `--figure-only` makes just that). The functions are `pbw.editing.project.measure_mini`
 and `measurement_markdown`, for the experiment runner.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,16 +26,31 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
-from pbw.editing.project import (EDIT_SCALE, MASK_BOX, ProjectSettings, held_out_birds, measure_mini,
-                                 measurement_markdown, project, reconstruction)
+from pbw.editing.project import (
+    EDIT_SCALE,
+    MASK_BOX,
+    ProjectSettings,
+    held_out_birds,
+    measure_mini,
+    measurement_markdown,
+    project,
+    reconstruction,
+)
 from pbw.editing.result import EditResult, to01
 
 FIGURE_COLORS = ("blue", "yellow", "red", "purple")
 FULL_SCALE = dict(EDIT_SCALE, steps=60, generations=10, population=16, crops=8)
 
 
-def make_figure(path: Path, photos: torch.Tensor, body_colors: list[str], settings: ProjectSettings, cache: Path,
-                family: str = "stylegan2", k: int = 3) -> None:
+def make_figure(
+    path: Path,
+    photos: torch.Tensor,
+    body_colors: list[str],
+    settings: ProjectSettings,
+    cache: Path,
+    family: str = "stylegan2",
+    k: int = 3,
+) -> None:
     """photo | reconstruction | edited for the first k photos, each painted a body color it does not have."""
     from pbw.assets import mini_clip_spec, mini_generator_path
     from pbw.checkpoints import load_generator
@@ -47,8 +63,8 @@ def make_figure(path: Path, photos: torch.Tensor, body_colors: list[str], settin
     for i in range(k):
         folder = cache / family / f"bird{i}"
         r = EditResult.load(folder, g) if (folder / "latents.pt").is_file() else None
-        if r is None or not torch.equal(r.original, photos[i:i + 1]):
-            r = project(photos[i:i + 1], g, settings, device="cpu", name=f"bird{i}")
+        if r is None or not torch.equal(r.original, photos[i : i + 1]):
+            r = project(photos[i : i + 1], g, settings, device="cpu", name=f"bird{i}")
         color = next(c for c in FIGURE_COLORS[i:] + FIGURE_COLORS if c != body_colors[i])
         requests.append(EditRequest(PromptSet.parse(f"a bird with a {color} body"), mask=mask, base=r, name=color))
         recons.append(reconstruction(r, g))
@@ -72,8 +88,12 @@ def main(argv=None):
     p.add_argument("--figure-only", action="store_true", help="only make the --figure")
     for f in fields(ProjectSettings):
         if f.type in ("int", "float"):
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=int if f.type == "int" else float, default=None,
-                           help=f"ProjectSettings.{f.name} (default {f.default})")
+            p.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                type=int if f.type == "int" else float,
+                default=None,
+                help=f"ProjectSettings.{f.name} (default {f.default})",
+            )
     p.add_argument("--space", default=None)
     for k in ("steps", "generations", "population", "crops"):
         p.add_argument(f"--edit-{k}", type=int, default=None, help=f"EditSettings.{k} (default {EDIT_SCALE[k]})")
@@ -82,10 +102,17 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     photos, colors = held_out_birds(args.data or out / "birds_seed1", args.n)
-    settings = ProjectSettings(**{f.name: getattr(args, f.name) for f in fields(ProjectSettings)
-                                  if getattr(args, f.name, None) is not None})
-    edit = {**EDIT_SCALE, **{k: getattr(args, f"edit_{k}") for k in ("steps", "generations", "population", "crops")
-                             if getattr(args, f"edit_{k}") is not None}}
+    settings = ProjectSettings(
+        **{f.name: getattr(args, f.name) for f in fields(ProjectSettings) if getattr(args, f.name, None) is not None}
+    )
+    edit = {
+        **EDIT_SCALE,
+        **{
+            k: getattr(args, f"edit_{k}")
+            for k in ("steps", "generations", "population", "crops")
+            if getattr(args, f"edit_{k}") is not None
+        },
+    }
     t0 = time.time()
     if args.figure:
         make_figure(Path(args.figure), photos, [c["body"] for c in colors], settings, out / "projections")
@@ -93,8 +120,15 @@ def main(argv=None):
             return
     results = []
     for family in args.families:
-        r = measure_mini(family, photos, settings, args.colors_per, edit, cache=out / "projections",
-                         body_colors=[c["body"] for c in colors])
+        r = measure_mini(
+            family,
+            photos,
+            settings,
+            args.colors_per,
+            edit,
+            cache=out / "projections",
+            body_colors=[c["body"] for c in colors],
+        )
         results.append(r)
         im = r["images"]
         x0p, x1p = r["edits"]["photos"]["images"]
@@ -104,15 +138,20 @@ def main(argv=None):
         rows = [im["photos"], im["latent"], im["tuned"], x1p[every], x1l[every], x0s[every], x1s[every]]
         save_image(torch.cat([to01(x) for x in rows]), out / f"grid_{family}.png", nrow=len(photos), padding=1)
         print(measurement_markdown(results), flush=True)
-    clean = [{k: v for k, v in r.items() if k != "images"} | {"edits": {kind: {k: v for k, v in e.items() if k != "images"}
-                                                                         for kind, e in r["edits"].items()}}
-             for r in results]
+    clean = [
+        {k: v for k, v in r.items() if k != "images"}
+        | {"edits": {kind: {k: v for k, v in e.items() if k != "images"} for kind, e in r["edits"].items()}}
+        for r in results
+    ]
     (out / "results.json").write_text(json.dumps({"results": clean, "seconds_total": time.time() - t0}, indent=2))
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
-    md = (f"# Photo projection in the miniature\n\n{args.n} held-out drawn birds (seed 1, test split); projection "
-          f"settings {settings}; edits: mask {'0.25,0.25,0.75,0.75'}, \"a bird with a <color> body\", "
-          f"{args.colors_per} colors per photo, {edit}.\n\n" + measurement_markdown(results) +
-          f"\nTotal {time.time() - t0:.0f} s; load average at the end {load} (1 / 5 / 15 min; times grow with it).\n")
+    md = (
+        f"# Photo projection in the miniature\n\n{args.n} held-out drawn birds (seed 1, test split); projection "
+        f'settings {settings}; edits: mask {"0.25,0.25,0.75,0.75"}, "a bird with a <color> body", '
+        f"{args.colors_per} colors per photo, {edit}.\n\n"
+        + measurement_markdown(results)
+        + f"\nTotal {time.time() - t0:.0f} s; load average at the end {load} (1 / 5 / 15 min; times grow with it).\n"
+    )
     (out / "results.md").write_text(md)
     print(md)
 

@@ -1,5 +1,6 @@
 """Zero-shot probes of a text-image model on the synthetic birds (used by the CLIP tests)."""
-from typing import Callable
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -9,8 +10,9 @@ from pbw.data.synthetic import PALETTE, PARTS, canonical_caption
 Similarity = Callable[[torch.Tensor, list[str]], torch.Tensor]
 
 
-def part_color_probe(similarity: Similarity, images: torch.Tensor, colors: list[dict[str, str]],
-                     parts: tuple[str, ...] = PARTS) -> dict[str, float]:
+def part_color_probe(
+    similarity: Similarity, images: torch.Tensor, colors: list[dict[str, str]], parts: tuple[str, ...] = PARTS
+) -> dict[str, float]:
     """Zero-shot accuracy of a text-image model at naming part colors (chance: 1/len(PALETTE)).
 
     For each part, the model picks the palette color whose caption "this bird has a <color> <part>."

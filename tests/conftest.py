@@ -1,4 +1,5 @@
 """Shared pytest setup: tests marked `gpu` are skipped where no CUDA device is visible."""
+
 import pytest
 import torch
 

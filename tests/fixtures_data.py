@@ -19,8 +19,16 @@ SIZES = [(37, 29), (24, 41), (33, 33), (50, 21)]
 
 def class_color(c: int) -> tuple[int, int, int]:
     """The fill colour of class ``c`` in every fixture (distinct for c < 8, never white)."""
-    palette = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30),
-               (200, 30, 200), (30, 200, 200), (120, 60, 0), (0, 60, 120)]
+    palette = [
+        (200, 30, 30),
+        (30, 200, 30),
+        (30, 30, 200),
+        (200, 200, 30),
+        (200, 30, 200),
+        (30, 200, 200),
+        (120, 60, 0),
+        (0, 60, 120),
+    ]
     return palette[c % len(palette)]
 
 
@@ -29,7 +37,7 @@ def _image(c: int, size: tuple[int, int], box: tuple[int, int, int, int] | None 
     arr[:] = class_color(c)
     if box is not None:
         x, y, w, h = box
-        arr[y:y + h, x:x + w] = 255
+        arr[y : y + h, x : x + w] = 255
     return Image.fromarray(arr)
 
 
@@ -61,9 +69,16 @@ def _sizes(size: int | tuple[int, int] | None) -> list[tuple[int, int]]:
     return [(size, size) if isinstance(size, int) else tuple(size)]
 
 
-def write_tiny_cub(root: str | Path, n_classes: int = 2, per_class: int = 3, captions: bool = True,
-                   grayscale: int = 1, cmyk: int = 1, corrupt: int = 0,
-                   size: int | tuple[int, int] | None = None) -> Path:
+def write_tiny_cub(
+    root: str | Path,
+    n_classes: int = 2,
+    per_class: int = 3,
+    captions: bool = True,
+    grayscale: int = 1,
+    cmyk: int = 1,
+    corrupt: int = 0,
+    size: int | tuple[int, int] | None = None,
+) -> Path:
     """Write a tiny CUB-200-2011 as extracted from its archive, under ``root``.
 
     Layout: ``root/CUB_200_2011/{images.txt, image_class_labels.txt, classes.txt,
@@ -98,9 +113,13 @@ def write_tiny_cub(root: str | Path, n_classes: int = 2, per_class: int = 3, cap
                 txt = root / "text_c10" / rel.replace(".jpg", ".txt")
                 txt.parent.mkdir(parents=True, exist_ok=True)
                 txt.write_text("".join(f"bird {i} caption {j}\n" for j in range(10)))
-    for name, lines in [("classes.txt", classes), ("images.txt", images),
-                        ("image_class_labels.txt", labels), ("train_test_split.txt", split),
-                        ("bounding_boxes.txt", boxes)]:
+    for name, lines in [
+        ("classes.txt", classes),
+        ("images.txt", images),
+        ("image_class_labels.txt", labels),
+        ("train_test_split.txt", split),
+        ("bounding_boxes.txt", boxes),
+    ]:
         (cub / name).write_text("\n".join(lines) + "\n")
     return cub
 
@@ -108,10 +127,17 @@ def write_tiny_cub(root: str | Path, n_classes: int = 2, per_class: int = 3, cap
 PLACES_CATEGORIES = ("/a/airfield", "/b/bedroom", "/c/church/outdoor", "/k/kitchen")
 
 
-def write_tiny_places(root: str | Path, categories: tuple[str, ...] = PLACES_CATEGORIES,
-                      per_class: int = 3, val_per_class: int = 2, large: bool = False,
-                      grayscale: int = 1, cmyk: int = 0, corrupt: int = 0,
-                      size: int | tuple[int, int] | None = None) -> Path:
+def write_tiny_places(
+    root: str | Path,
+    categories: tuple[str, ...] = PLACES_CATEGORIES,
+    per_class: int = 3,
+    val_per_class: int = 2,
+    large: bool = False,
+    grayscale: int = 1,
+    cmyk: int = 0,
+    corrupt: int = 0,
+    size: int | tuple[int, int] | None = None,
+) -> Path:
     """Write a tiny Places365-standard as downloaded, under ``root``, and return ``root``.
 
     Layout: ``categories_places365.txt`` ("/a/airfield 0"), ``places365_train_standard.txt``
@@ -138,15 +164,19 @@ def write_tiny_places(root: str | Path, categories: tuple[str, ...] = PLACES_CAT
             name = f"Places365_val_{v:08d}.jpg"
             _save(_image(c, sizes[v % len(sizes)]), root / val_dir / name)
             val.append(f"{name} {c}")
-    (root / "categories_places365.txt").write_text(
-        "".join(f"{cat} {c}\n" for c, cat in enumerate(categories)))
+    (root / "categories_places365.txt").write_text("".join(f"{cat} {c}\n" for c, cat in enumerate(categories)))
     (root / "places365_train_standard.txt").write_text("\n".join(train) + "\n")
     (root / "places365_val.txt").write_text("\n".join(val) + "\n")
     return root
 
 
-def write_tiny_image_folder(root: str | Path, classes: tuple[str, ...] = ("cat", "dog", "owl"),
-                            per_class: int = 3, grayscale: int = 1, corrupt: int = 0) -> Path:
+def write_tiny_image_folder(
+    root: str | Path,
+    classes: tuple[str, ...] = ("cat", "dog", "owl"),
+    per_class: int = 3,
+    grayscale: int = 1,
+    corrupt: int = 0,
+) -> Path:
     """Write a class-per-folder tree ``root/<class>/<k>.jpg`` (class c filled with
     ``class_color(c)``, classes in sorted order) and return ``root``."""
     root = Path(root)
@@ -158,9 +188,14 @@ def write_tiny_image_folder(root: str | Path, classes: tuple[str, ...] = ("cat",
     return root
 
 
-def write_tiny_hf_dataset(path: str | Path, n_classes: int = 3, per_class: int = 3,
-                          captions: bool = True, class_names: tuple[str, ...] | None = None,
-                          splits: tuple[str, ...] = ("train", "test")) -> Path:
+def write_tiny_hf_dataset(
+    path: str | Path,
+    n_classes: int = 3,
+    per_class: int = 3,
+    captions: bool = True,
+    class_names: tuple[str, ...] | None = None,
+    splits: tuple[str, ...] = ("train", "test"),
+) -> Path:
     """Save a tiny Hugging Face ``DatasetDict`` with ``save_to_disk`` at ``path`` and return it.
 
     Columns: ``image`` (Image feature), ``label`` (ClassLabel named ``class_names`` or
@@ -184,5 +219,5 @@ def write_tiny_hf_dataset(path: str | Path, n_classes: int = 3, per_class: int =
     if captions:
         feats["text"] = datasets.Sequence(datasets.Value("string"))
     ds = datasets.Dataset.from_dict(rows, features=datasets.Features(feats))
-    datasets.DatasetDict({s: ds for s in splits}).save_to_disk(str(path))
+    datasets.DatasetDict(dict.fromkeys(splits, ds)).save_to_disk(str(path))
     return Path(path)

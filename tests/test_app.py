@@ -8,6 +8,7 @@ the edited image, then paints a second stroke with other words on that result; t
 photo of a synthetic bird, waits for its projection, selects its body, brushes a stroke, erases a band
 of the body and paints it. Its screenshot after
 the second edit goes to $PBW_APP_SCREENSHOT when set (else into the test's temp folder)."""
+
 import io
 import os
 import socket
@@ -45,8 +46,14 @@ def tiny_checkpoint(path: Path) -> Path:
     torch.manual_seed(0)
     gk = dict(resolution=RES, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
     dk = dict(resolution=RES, channel_base=256, channel_max=16)
-    nets = ImportedNetworks("pbw", "stylegan2", gk, {"generator_ema": StyleGAN2Generator(**gk).state_dict()}, dk,
-                            StyleGAN2Discriminator(**dk).state_dict())
+    nets = ImportedNetworks(
+        "pbw",
+        "stylegan2",
+        gk,
+        {"generator_ema": StyleGAN2Generator(**gk).state_dict()},
+        dk,
+        StyleGAN2Discriminator(**dk).state_dict(),
+    )
     save_pbw_checkpoint(nets, path)
     return path
 
@@ -63,8 +70,15 @@ def painter(tmp_path_factory):
     d = tmp_path_factory.mktemp("app")
     register_model_configs()
     g = load_generator(tiny_checkpoint(d / "tiny.ckpt"))
-    return Painter(g, SemanticNet("pbw-tiny-clip", None), device="cpu", settings=SETTINGS, time_limit=120,
-                   out_dir=d / "out", projection=ProjectSettings(steps=12, tune_steps=6, w_avg_samples=200))
+    return Painter(
+        g,
+        SemanticNet("pbw-tiny-clip", None),
+        device="cpu",
+        settings=SETTINGS,
+        time_limit=120,
+        out_dir=d / "out",
+        projection=ProjectSettings(steps=12, tune_steps=6, w_avg_samples=200),
+    )
 
 
 def test_brush_mask_from_layers():
@@ -102,11 +116,13 @@ def test_bad_input_runs_nothing(painter, monkeypatch):
     monkeypatch.setattr(painter, "edit", lambda *a, **k: pytest.fail("an edit ran on bad input"))
     start = painter.samples("0")
     args = ("", "adam", 2, 1, 5.0)
-    cases = [([], {"layers": [stroke(0, 96, 0, 96)]}, "a red head", False, "pick a starting image"),
-             (start, {"layers": []}, "a red head", False, "paint a stroke"),
-             (start, None, "a red head", False, "paint a stroke"),
-             (start, {"layers": [stroke(0, 96, 0, 96)]}, "  ", False, "prompt is empty"),
-             (start, None, "", True, "prompt is empty")]
+    cases = [
+        ([], {"layers": [stroke(0, 96, 0, 96)]}, "a red head", False, "pick a starting image"),
+        (start, {"layers": []}, "a red head", False, "paint a stroke"),
+        (start, None, "a red head", False, "paint a stroke"),
+        (start, {"layers": [stroke(0, 96, 0, 96)]}, "  ", False, "prompt is empty"),
+        (start, None, "", True, "prompt is empty"),
+    ]
     for history, editor, prompt, whole, msg in cases:
         out = h.paint(history, editor, prompt, *args, whole, 0)
         assert msg in out[5], (msg, out[5])
@@ -188,8 +204,10 @@ def test_saved_latents_are_checked(painter, tmp_path):
     assert len(one.layers) == 1 and one.name == "loaded edit_py.pt"
     assert torch.allclose(one.edited, g.decode(w0 + 0.5, w0, m1), atol=1e-6)
     # ... and the old app's, with its history's W+ layers: each pasted over the image so far through its mask
-    torch.save({"codes": codes, "w0": w0, "latents": {"w": w0 - 0.5}, "mask": m2,
-                "layers": [(w0 + 0.5, m1), (w0 - 0.5, m2)]}, tmp_path / "old_app.pt")
+    torch.save(
+        {"codes": codes, "w0": w0, "latents": {"w": w0 - 0.5}, "mask": m2, "layers": [(w0 + 0.5, m1), (w0 - 0.5, m2)]},
+        tmp_path / "old_app.pt",
+    )
     two = painter.load(tmp_path / "old_app.pt")
     want = g.decode(w0 - 0.5, w0, m2) * m2 + g.decode(w0 + 0.5, w0, m1) * (1 - m2)
     assert len(two.layers) == 2 and torch.allclose(two.edited, want, atol=1e-5)
@@ -234,8 +252,14 @@ def test_select_part_paints_the_segmenters_mask(tmp_path):
     onto the canvas, over the strokes there, and Paint edits exactly that region."""
     from pbw.app.ui import BRUSH, DISPLAY, Handlers
 
-    p = Painter(load_generator(assets.mini_generator_path()), SemanticNet("pbw-tiny-clip", None), device="cpu",
-                settings=SETTINGS, out_dir=tmp_path, parts=True)
+    p = Painter(
+        load_generator(assets.mini_generator_path()),
+        SemanticNet("pbw-tiny-clip", None),
+        device="cpu",
+        settings=SETTINGS,
+        out_dir=tmp_path,
+        parts=True,
+    )
     other, start = p.samples("1001, 1000")
     body = part_mask(start.edited, "body")  # the segmenter's own answer
     res = p.resolution
@@ -257,9 +281,11 @@ def test_select_part_paints_the_segmenters_mask(tmp_path):
     out = h.paint([start], canvas, "a bird with a red body", "", "adam", 2, 1, 5.0, False, 0)
     assert "Done: painted" in out[5] and torch.equal(out[0][-1].mask, selected)  # what Paint edits
 
-    for current, part, msg in ((None, "body", "pick a starting image"),
-                               (start, "tentacle", "unknown bird part 'tentacle'; the parts are body, head"),
-                               (replace(start, edited=torch.ones_like(start.edited)), "beak", "finds no beak")):
+    for current, part, msg in (
+        (None, "body", "pick a starting image"),
+        (start, "tentacle", "unknown bird part 'tentacle'; the parts are body, head"),
+        (replace(start, edited=torch.ones_like(start.edited)), "beak", "finds no beak"),
+    ):
         with pytest.raises(AppInputError, match=msg):
             p.select_part(current, part)
     assert "pick a starting image" in h.select_part([], None, "body")[1]
@@ -310,9 +336,10 @@ def test_cli_defaults_and_missing_mini_checkpoints(tmp_path, monkeypatch):
     (tmp_path / assets.CLIP_DIR).mkdir()
     for name in assets.CLIP_FILES:
         (tmp_path / assets.CLIP_DIR / name).write_bytes(b"x")
-    assert app_main.resolve_models(None, None) == (str(tmp_path / assets.GENERATOR_FILES["stylegan2"]),
-                                                   f"local-dir:{tmp_path / assets.CLIP_DIR}")
-
+    assert app_main.resolve_models(None, None) == (
+        str(tmp_path / assets.GENERATOR_FILES["stylegan2"]),
+        f"local-dir:{tmp_path / assets.CLIP_DIR}",
+    )
 
 
 def test_biggan_class_pick_masked_and_whole_image_edits(tmp_path):
@@ -343,13 +370,24 @@ def test_biggan_class_pick_masked_and_whole_image_edits(tmp_path):
 
 # ---- the page in a browser ------------------------------------------------------------------
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ACTION_S, EDIT_S = 60, 240  # bounded waits: a page action (generous for a cold start), an edit (time limit 60 s)
 
-needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
-                                reason=f"no Debian chromium at {CHROMIUM}: run .ci/install_browser.sh "
-                                       "(apt-get install chromium chromium-driver) to run the browser test")
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).is_file(),
+    reason=f"no Debian chromium at {CHROMIUM}: run .ci/install_browser.sh "
+    "(apt-get install chromium chromium-driver) to run the browser test",
+)
 
 
 def _free_port() -> int:
@@ -378,11 +416,37 @@ def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("app_browser")
     port = _free_port()
     # a large learning rate, so that an edit of a random network plainly changes the canvas
-    page = main(["--generator", str(tiny_checkpoint(d / "tiny.ckpt")), "--clip", "pbw-tiny-clip:random",
-                 "--settings.crops", "2", "--settings.population", "4", "--settings.lr", "2", "--device", "cpu",
-                 "--time_limit", "60", "--projection.steps", "12", "--projection.tune_steps", "6",
-                 "--projection.w_avg_samples", "200", "--parts", "true", "--port", str(port), "--out", str(d / "out")],
-                block=False)
+    page = main(
+        [
+            "--generator",
+            str(tiny_checkpoint(d / "tiny.ckpt")),
+            "--clip",
+            "pbw-tiny-clip:random",
+            "--settings.crops",
+            "2",
+            "--settings.population",
+            "4",
+            "--settings.lr",
+            "2",
+            "--device",
+            "cpu",
+            "--time_limit",
+            "60",
+            "--projection.steps",
+            "12",
+            "--projection.tune_steps",
+            "6",
+            "--projection.w_avg_samples",
+            "200",
+            "--parts",
+            "true",
+            "--port",
+            str(port),
+            "--out",
+            str(d / "out"),
+        ],
+        block=False,
+    )
     url = f"http://127.0.0.1:{port}/"
     _wait_until_serving(url)
     yield url, d / "out"
@@ -425,9 +489,14 @@ def _wait_for_canvas(page, image: Path, not_image: Path | None = None, timeout: 
         if ok:
             return box
         if time.monotonic() > deadline:
-            raise AssertionError(f"the canvas does not show {image}: median difference {np.median(diff):.3f}"
-                                 + (f", {diff[changed].mean():.3f} vs {before[changed].mean():.3f} to "
-                                    f"{not_image} where they differ" if changed is not None else ""))
+            raise AssertionError(
+                f"the canvas does not show {image}: median difference {np.median(diff):.3f}"
+                + (
+                    f", {diff[changed].mean():.3f} vs {before[changed].mean():.3f} to {not_image} where they differ"
+                    if changed is not None
+                    else ""
+                )
+            )
         time.sleep(0.5)
 
 
@@ -456,8 +525,10 @@ def _wait_for_brush(page, cells: np.ndarray, timeout: float = ACTION_S) -> dict:
         if near[cells].all() and near[~cells].mean() < 0.02:
             return box
         if time.monotonic() > deadline:
-            raise AssertionError(f"the canvas shows the brush colour on {near[cells].mean():.0%} of the cells "
-                                 f"selected and {near[~cells].mean():.0%} of the others")
+            raise AssertionError(
+                f"the canvas shows the brush colour on {near[cells].mean():.0%} of the cells "
+                f"selected and {near[~cells].mean():.0%} of the others"
+            )
         time.sleep(0.5)
 
 
@@ -466,8 +537,10 @@ def _paint(page, words: str, step: int) -> float:
     page.fill("#prompt textarea", words)
     start = time.monotonic()
     page.click("#paint")
-    page.wait_for_function(f"document.querySelector('#status').innerText.includes('Done: painted: {words} "
-                           f"(step {step} ')", timeout=EDIT_S * 1000)
+    page.wait_for_function(
+        f"document.querySelector('#status').innerText.includes('Done: painted: {words} (step {step} ')",
+        timeout=EDIT_S * 1000,
+    )
     return time.monotonic() - start
 
 
@@ -480,9 +553,14 @@ def test_paint_a_stroke_in_the_browser(server, tmp_path):
     shot = Path(os.environ.get("PBW_APP_SCREENSHOT", tmp_path / "app_after_edit.png"))
     status = "document.querySelector('#status').innerText.includes"
     with sync_api.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(tempfile.mkdtemp(prefix="pbw-chromium-"), executable_path=CHROMIUM,
-                                                   headless=True, args=FLAGS, viewport={"width": 1500, "height": 1100},
-                                                   timeout=ACTION_S * 1000)
+        ctx = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="pbw-chromium-"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=FLAGS,
+            viewport={"width": 1500, "height": 1100},
+            timeout=ACTION_S * 1000,
+        )
         ctx.set_default_timeout(ACTION_S * 1000)
         ctx.route(lambda u: not u.startswith(url), lambda route: route.abort())  # a local page: nothing else
         page = ctx.new_page()
@@ -561,13 +639,14 @@ def test_paint_a_stroke_in_the_browser(server, tmp_path):
             _wait_for_canvas(page, out / "edit_0003" / "edited.png", tmp_path / "photo.png")
             mask = _png(out / "edit_0003" / "mask.png")[..., 0]
             far = body.copy()
-            far[max(band - 3, 0):band + 4] = False  # the body away from the erased band (the eraser's 32 px
-            assert far.any()                        # radius is 2.7 cells of the 384 px canvas)
+            far[max(band - 3, 0) : band + 4] = False  # the body away from the erased band (the eraser's 32 px
+            assert far.any()  # radius is 2.7 cells of the 384 px canvas)
             assert mask[band, cols].max() == 0 and mask[far].min() == 1  # the selected body, less the erased band
             assert mask[:6, :10].max() > 0 and mask[~body].mean() < 0.2  # and the stroke
             keep = mask == 0
-            assert keep.mean() > 0.5 and np.array_equal(_png(out / "edit_0003" / "edited.png")[keep],
-                                                        _png(tmp_path / "photo.png")[keep])
+            assert keep.mean() > 0.5 and np.array_equal(
+                _png(out / "edit_0003" / "edited.png")[keep], _png(tmp_path / "photo.png")[keep]
+            )
         except Exception:
             page.screenshot(path=str(tmp_path / "app_failure.png"), full_page=True)
             print(f"page at the failure ({tmp_path / 'app_failure.png'}): {page.locator('#status').inner_text()!r}")

@@ -1,6 +1,6 @@
 """ADA: the augmentation pipeline and the p controller."""
-import torch
 
+import torch
 import torch.nn.functional as F
 
 from pbw.training.augment import AdaController, AdaptiveAugment, grid_sample_twice_differentiable

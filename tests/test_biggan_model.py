@@ -1,4 +1,5 @@
 """BigGAN generator/discriminator: published sizes and layout, shapes, maskable decode, bad input."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -41,14 +42,27 @@ def test_state_dict_layout_matches_the_authors_code():
     d = {k: list(v.shape) for k, v in D.state_dict().items()}
     assert (len(g), len(d)) == (166, 88)
     assert G.dim_z == 120 and G.z_chunk_size == 20
-    expected_g = {"shared.weight": [1000, 128], "linear.weight": [24576, 20], "linear.u0": [1, 24576],
-                  "linear.sv0": [1], "blocks.0.0.bn1.gain.weight": [1536, 148], "blocks.0.0.bn1.stored_mean": [1536],
-                  "blocks.3.1.theta.weight": [24, 192, 1, 1], "blocks.3.1.gamma": [],
-                  "blocks.4.0.conv_sc.weight": [96, 192, 1, 1], "output_layer.0.gain": [96],
-                  "output_layer.2.weight": [3, 96, 3, 3]}
-    expected_d = {"embed.weight": [1000, 1536], "embed.u0": [1, 1000], "linear.weight": [1, 1536],
-                  "blocks.0.1.o.weight": [96, 48, 1, 1], "blocks.0.0.conv1.weight": [96, 3, 3, 3],
-                  "blocks.5.0.conv1.weight": [1536, 1536, 3, 3]}
+    expected_g = {
+        "shared.weight": [1000, 128],
+        "linear.weight": [24576, 20],
+        "linear.u0": [1, 24576],
+        "linear.sv0": [1],
+        "blocks.0.0.bn1.gain.weight": [1536, 148],
+        "blocks.0.0.bn1.stored_mean": [1536],
+        "blocks.3.1.theta.weight": [24, 192, 1, 1],
+        "blocks.3.1.gamma": [],
+        "blocks.4.0.conv_sc.weight": [96, 192, 1, 1],
+        "output_layer.0.gain": [96],
+        "output_layer.2.weight": [3, 96, 3, 3],
+    }
+    expected_d = {
+        "embed.weight": [1000, 1536],
+        "embed.u0": [1, 1000],
+        "linear.weight": [1, 1536],
+        "blocks.0.1.o.weight": [96, 48, 1, 1],
+        "blocks.0.0.conv1.weight": [96, 3, 3, 3],
+        "blocks.5.0.conv1.weight": [1536, 1536, 3, 3],
+    }
     assert {k: g[k] for k in expected_g} == expected_g
     assert {k: d[k] for k in expected_d} == expected_d
     assert not any(k.startswith("blocks.5.0.conv_sc") for k in d)  # last D block keeps width and size
@@ -193,8 +207,9 @@ def test_other_bad_input_is_named(tiny):
     with pytest.raises(ValueError, match="at least 8 channels"):
         BigGANDiscriminator(resolution=128, ch=4, n_classes=5, attention=64)
     with pytest.raises(ValueError, match=r"expects images \[B, 3, 32, 32\]"):
-        BigGANDiscriminator(resolution=32, ch=8, n_classes=3, attention=None)(torch.zeros(1, 3, 64, 64),
-                                                                              torch.tensor([0]))
+        BigGANDiscriminator(resolution=32, ch=8, n_classes=3, attention=None)(
+            torch.zeros(1, 3, 64, 64), torch.tensor([0])
+        )
 
 
 def test_spectral_norm_converges_and_keeps_the_authors_buffers():
@@ -206,8 +221,9 @@ def test_spectral_norm_converges_and_keeps_the_authors_buffers():
     for _ in range(60):
         layer(x)
     assert torch.allclose(layer.sv0, true_sigma.reshape(1), rtol=1e-4)
-    assert torch.allclose(torch.linalg.matrix_norm(layer.normalized_weight().detach(), ord=2), torch.tensor(1.0),
-                          rtol=1e-4)
+    assert torch.allclose(
+        torch.linalg.matrix_norm(layer.normalized_weight().detach(), ord=2), torch.tensor(1.0), rtol=1e-4
+    )
     layer.eval()
     u = layer.u0.clone()
     layer(x)
@@ -220,9 +236,9 @@ def test_attention_is_the_sagan_formula():
     with torch.no_grad():
         att.gamma.fill_(0.8)
         x = torch.randn(2, 16, 8, 8)
-        theta = att.theta(x).flatten(2)                   # [B, 2, 64]
-        phi = F.max_pool2d(att.phi(x), 2).flatten(2)      # [B, 2, 16]
-        g = F.max_pool2d(att.g(x), 2).flatten(2)          # [B, 8, 16]
+        theta = att.theta(x).flatten(2)  # [B, 2, 64]
+        phi = F.max_pool2d(att.phi(x), 2).flatten(2)  # [B, 2, 16]
+        g = F.max_pool2d(att.g(x), 2).flatten(2)  # [B, 8, 16]
         beta = torch.softmax(theta.transpose(1, 2) @ phi, dim=-1)
         expected = x + 0.8 * att.o((g @ beta.transpose(1, 2)).view(2, 8, 8, 8))
         assert torch.allclose(att(x), expected, atol=1e-5)

@@ -1,4 +1,5 @@
 """BigGAN training through the CLI: tiny run with metrics, resume, checkpoints, bad configs, DDP."""
+
 import csv
 import math
 import shutil
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fixtures_data import write_tiny_places
 from training_probes import run_two_rank_ddp
+
 from pbw.cli import train_main
 from pbw.training.biggan import BigGANModule, hinge_loss_d, hinge_loss_g, orthogonal_penalty
 
@@ -22,8 +23,18 @@ def places(tmp_path_factory):
 
 
 def run_args(places, out, *extra):
-    return ["fit", "--config", TINY, "--data.root", str(places), "--trainer.default_root_dir", str(out),
-            "--trainer.logger.init_args.save_dir", str(out), *extra]
+    return [
+        "fit",
+        "--config",
+        TINY,
+        "--data.root",
+        str(places),
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger.init_args.save_dir",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +58,7 @@ def test_tiny_run_trains_with_finite_losses_and_computes_metrics(tiny_run):
     grids = sorted((version / "samples").glob("*.png"))
     assert len(grids) == 3  # the sanity check, then steps 6 and 12
     from PIL import Image
+
     width, height = Image.open(grids[0]).size
     assert (width, height) == (2 + 2 * 34, 2 + 4 * 34)  # 4 class rows x 2 columns of 32 px + padding
     module = cli.model
@@ -60,18 +72,36 @@ def test_checkpoint_holds_networks_and_the_pbw_entry(tiny_run):
     ckpt = torch.load(out / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
     entry = ckpt["pbw"]
     assert entry["family"] == "biggan" and entry["format_version"] == 1
-    assert entry["generator"] == dict(resolution=32, ch=8, n_classes=4, sn_eps=1e-6, num_sv_itrs=1, dim_z=32,
-                                      shared_dim=8, attention=[16], bn_eps=1e-5, init="none")
+    assert entry["generator"] == dict(
+        resolution=32,
+        ch=8,
+        n_classes=4,
+        sn_eps=1e-6,
+        num_sv_itrs=1,
+        dim_z=32,
+        shared_dim=8,
+        attention=[16],
+        bn_eps=1e-5,
+        init="none",
+    )
     state = ckpt["state_dict"]
-    for key in ("generator.shared.weight", "generator_ema.blocks.1.1.gamma", "generator_ema.linear.u0",
-                "discriminator.embed.weight", "discriminator.blocks.0.1.theta.sv0", "iteration", "images_seen"):
+    for key in (
+        "generator.shared.weight",
+        "generator_ema.blocks.1.1.gamma",
+        "generator_ema.linear.u0",
+        "discriminator.embed.weight",
+        "discriminator.blocks.0.1.theta.sv0",
+        "iteration",
+        "images_seen",
+    ):
         assert key in state, key
     # The entry rebuilds the networks, and the checkpoint's weights load into them.
     from pbw.models.biggan import BigGANDiscriminator, BigGANGenerator
+
     G = BigGANGenerator(**entry["generator"])
-    G.load_state_dict({k[len("generator_ema."):]: v for k, v in state.items() if k.startswith("generator_ema.")})
+    G.load_state_dict({k[len("generator_ema.") :]: v for k, v in state.items() if k.startswith("generator_ema.")})
     D = BigGANDiscriminator(**entry["discriminator"])
-    D.load_state_dict({k[len("discriminator."):]: v for k, v in state.items() if k.startswith("discriminator.")})
+    D.load_state_dict({k[len("discriminator.") :]: v for k, v in state.items() if k.startswith("discriminator.")})
 
 
 def test_resume_continues_iterations_and_ema(tiny_run, places, tmp_path):
@@ -80,8 +110,13 @@ def test_resume_continues_iterations_and_ema(tiny_run, places, tmp_path):
     saved = torch.load(mid, weights_only=True, map_location="cpu")["state_dict"]
     cli = train_main(run_args(places, tmp_path / "a", "--trainer.max_steps", "6", "--ckpt_path", str(mid)))
     restored = cli.model.state_dict()
-    for key in ("iteration", "images_seen", "generator_ema.linear.weight", "generator.blocks.0.0.bn1.stored_mean",
-                "discriminator.linear.u0"):
+    for key in (
+        "iteration",
+        "images_seen",
+        "generator_ema.linear.weight",
+        "generator.blocks.0.0.bn1.stored_mean",
+        "discriminator.linear.u0",
+    ):
         assert torch.equal(restored[key].cpu(), saved[key]), key
     (tmp_path / "b/checkpoints").mkdir(parents=True)  # a run whose newest checkpoint is the middle one
     shutil.copy(mid, tmp_path / "b/checkpoints")
@@ -95,8 +130,9 @@ def test_resume_with_another_architecture_fails_clearly(tiny_run):
     # this guards Trainer.fit(model, ckpt_path=...) with a differently built model.)
     out, _ = tiny_run
     ckpt = torch.load(out / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
-    wider = BigGANModule(resolution=32, ch=16, n_classes=4, dim_z=32, shared_dim=8, g_attention=16, d_attention=16,
-                         num_metric_samples=0)
+    wider = BigGANModule(
+        resolution=32, ch=16, n_classes=4, dim_z=32, shared_dim=8, g_attention=16, d_attention=16, num_metric_samples=0
+    )
     with pytest.raises(ValueError, match="resume with the config"):
         wider.on_load_checkpoint(ckpt)
 
@@ -109,9 +145,20 @@ def test_class_count_mismatch_and_unsplittable_batch_fail_clearly(places, tmp_pa
 
 
 def test_a_class_subset_trains(places, tmp_path):
-    cli = train_main(run_args(places, tmp_path, "--data.init_args.classes", "[bedroom, kitchen]",
-                              "--model.init_args.n_classes", "2", "--trainer.max_steps", "3",
-                              "--trainer.limit_val_batches", "0"))
+    cli = train_main(
+        run_args(
+            places,
+            tmp_path,
+            "--data.init_args.classes",
+            "[bedroom, kitchen]",
+            "--model.init_args.n_classes",
+            "2",
+            "--trainer.max_steps",
+            "3",
+            "--trainer.limit_val_batches",
+            "0",
+        )
+    )
     assert int(cli.model.iteration) == 1
 
 

@@ -4,6 +4,7 @@ Each fixture writer turns a small pbw StyleGAN2 into a file with the exact struc
 writes (key names, shapes, nesting, pickle layout); loading it must place every tensor and give the
 same outputs as the model it was written from.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,10 +62,10 @@ def outputs(g: StyleGAN2Generator, n=2, seed=3):
 
 
 # ---------------------------------------------------------------- NVIDIA pickle fixture writer
-MODULE_SRC_TEMPLATE = '''# training/networks.py, as torch_utils.persistence embeds it in every network pickle
+MODULE_SRC_TEMPLATE = """# training/networks.py, as torch_utils.persistence embeds it in every network pickle
 import pathlib
 pathlib.Path({marker!r}).write_text("the pickle's code ran")
-'''
+"""
 
 
 @pytest.fixture
@@ -85,8 +86,12 @@ def nvidia_modules(monkeypatch):
     util = types.ModuleType("dnnlib.util")
     easydict = type("EasyDict", (dict,), {"__module__": "dnnlib.util"})
     util.EasyDict = easydict
-    for name, mod in {"torch_utils": types.ModuleType("torch_utils"), "torch_utils.persistence": persistence,
-                      "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": util}.items():
+    for name, mod in {
+        "torch_utils": types.ModuleType("torch_utils"),
+        "torch_utils.persistence": persistence,
+        "dnnlib": types.ModuleType("dnnlib"),
+        "dnnlib.util": util,
+    }.items():
         monkeypatch.setitem(sys.modules, name, mod)
     return persistence, easydict
 
@@ -99,8 +104,7 @@ class Persistent:
         self.class_name, self.state, self.module_src = class_name, state, module_src
 
     def __reduce__(self):
-        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name,
-                    state=self.state)
+        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name, state=self.state)
         return sys.modules["torch_utils.persistence"]._reconstruct_persistent_obj, (meta,)
 
 
@@ -113,23 +117,43 @@ def nv_attributes(m: nn.Module, cls: str) -> dict:
     if cls == "FullyConnectedLayer":
         return dict(activation=m.activation, weight_gain=m.weight_gain, bias_gain=m.bias_gain)
     if cls in ("SynthesisLayer", "ToRGBLayer"):
-        extra = dict(weight_gain=m.style_gain) if cls == "ToRGBLayer" else dict(
-            resolution=m.resolution, up=m.up, use_noise=True, activation="lrelu", padding=1, act_gain=math.sqrt(2))
+        extra = (
+            dict(weight_gain=m.style_gain)
+            if cls == "ToRGBLayer"
+            else dict(
+                resolution=m.resolution, up=m.up, use_noise=True, activation="lrelu", padding=1, act_gain=math.sqrt(2)
+            )
+        )
         return dict(conv_clamp=m.conv_clamp, **extra)
     if cls == "Conv2dLayer":
-        return dict(activation=m.activation, up=1, down=m.down, conv_clamp=m.conv_clamp, padding=m.padding,
-                    weight_gain=m.weight_gain, act_gain=math.sqrt(2) if m.activation == "lrelu" else 1.0)
+        return dict(
+            activation=m.activation,
+            up=1,
+            down=m.down,
+            conv_clamp=m.conv_clamp,
+            padding=m.padding,
+            weight_gain=m.weight_gain,
+            act_gain=math.sqrt(2) if m.activation == "lrelu" else 1.0,
+        )
     if cls == "MappingNetwork":
-        return dict(z_dim=m.z_dim, c_dim=0, w_dim=m.w_dim, num_ws=m.num_ws, num_layers=m.num_layers,
-                    w_avg_beta=m.w_avg_beta)
+        return dict(
+            z_dim=m.z_dim, c_dim=0, w_dim=m.w_dim, num_ws=m.num_ws, num_layers=m.num_layers, w_avg_beta=m.w_avg_beta
+        )
     if cls == "SynthesisBlock":
-        return dict(in_channels=m.in_channels, resolution=m.resolution, img_channels=3, architecture="skip",
-                    use_fp16=False, channels_last=False, num_conv=m.num_conv, num_torgb=1)
+        return dict(
+            in_channels=m.in_channels,
+            resolution=m.resolution,
+            img_channels=3,
+            architecture="skip",
+            use_fp16=False,
+            channels_last=False,
+            num_conv=m.num_conv,
+            num_torgb=1,
+        )
     if cls == "SynthesisNetwork":
         return dict(img_resolution=m.resolution, block_resolutions=m.block_resolutions, num_ws=m.num_ws)
     if cls == "Generator":
-        return dict(z_dim=m.z_dim, c_dim=0, w_dim=m.w_dim, img_resolution=m.resolution, img_channels=3,
-                    num_ws=m.num_ws)
+        return dict(z_dim=m.z_dim, c_dim=0, w_dim=m.w_dim, img_resolution=m.resolution, img_channels=3, num_ws=m.num_ws)
     if cls == "DiscriminatorBlock":
         return dict(in_channels=0 if hasattr(m, "fromrgb") else 1, architecture="resnet", use_fp16=False)
     if cls == "MinibatchStdLayer":
@@ -147,36 +171,71 @@ def to_persistent(m: nn.Module, src: str, init_kwargs=None) -> Persistent:
     cls = NV_NAMES.get(type(m).__name__, type(m).__name__)
     if isinstance(m, ModulatedConv):
         cls = "SynthesisLayer" if m.demodulate else "ToRGBLayer"
-    params = collections.OrderedDict((k, nn.Parameter(v.detach().clone(), requires_grad=False))
-                                     for k, v in m._parameters.items() if v is not None)
+    params = collections.OrderedDict(
+        (k, nn.Parameter(v.detach().clone(), requires_grad=False)) for k, v in m._parameters.items() if v is not None
+    )
     if isinstance(m, ModulatedConv) and m.up > 1:  # NVIDIA's up-conv weight orientation (see nvidia.py)
         params["weight"] = nn.Parameter(params["weight"].flip([2, 3]), requires_grad=False)
-    buffers = collections.OrderedDict((k, v.clone()) for k, v in m._buffers.items()
-                                      if k not in m._non_persistent_buffers_set)
+    buffers = collections.OrderedDict(
+        (k, v.clone()) for k, v in m._buffers.items() if k not in m._non_persistent_buffers_set
+    )
     if cls in ("SynthesisLayer", "SynthesisBlock", "Conv2dLayer", "DiscriminatorBlock"):
         buffers["resample_filter"] = FILTER.clone()
-    state = {"training": False, "_parameters": params, "_buffers": buffers, "_non_persistent_buffers_set": set(),
-             "_backward_hooks": collections.OrderedDict(), "_forward_hooks": collections.OrderedDict(),
-             "_forward_pre_hooks": collections.OrderedDict(), "_state_dict_hooks": collections.OrderedDict(),
-             "_load_state_dict_pre_hooks": collections.OrderedDict(),
-             "_modules": collections.OrderedDict((k, to_persistent(c, src)) for k, c in m._modules.items()),
-             "_init_args": (), "_init_kwargs": init_kwargs or {}, **nv_attributes(m, cls)}
+    state = {
+        "training": False,
+        "_parameters": params,
+        "_buffers": buffers,
+        "_non_persistent_buffers_set": set(),
+        "_backward_hooks": collections.OrderedDict(),
+        "_forward_hooks": collections.OrderedDict(),
+        "_forward_pre_hooks": collections.OrderedDict(),
+        "_state_dict_hooks": collections.OrderedDict(),
+        "_load_state_dict_pre_hooks": collections.OrderedDict(),
+        "_modules": collections.OrderedDict((k, to_persistent(c, src)) for k, c in m._modules.items()),
+        "_init_args": (),
+        "_init_kwargs": init_kwargs or {},
+        **nv_attributes(m, cls),
+    }
     return Persistent(cls, state, src)
 
 
 def write_nvidia_pickle(path, g, g_ema, d, marker, easydict, with_d=True):
     """A network-snapshot-*.pkl as stylegan2-ada-pytorch's training_loop.py writes it."""
     src = MODULE_SRC_TEMPLATE.format(marker=str(marker))
-    g_init = easydict(z_dim=16, c_dim=0, w_dim=16, img_resolution=32, img_channels=3,
-                      mapping_kwargs=easydict(num_layers=2),
-                      synthesis_kwargs=easydict(channel_base=256, channel_max=32, num_fp16_res=4, conv_clamp=256))
-    aug = Persistent("AugmentPipe", {"training": False, "_parameters": collections.OrderedDict(),
-                                     "_buffers": collections.OrderedDict(p=torch.tensor(0.12)), "_modules": {},
-                                     "_init_kwargs": easydict(xflip=1, rotate90=1)}, src)
-    data = dict(training_set_kwargs=dict(class_name="training.dataset.ImageFolderDataset", path="cub.zip",
-                                         resolution=32, use_labels=False, max_size=11788, xflip=True),
-                G=to_persistent(g, src, g_init), D=to_persistent(d, src) if with_d else None,
-                G_ema=to_persistent(g_ema, src, g_init), augment_pipe=aug)
+    g_init = easydict(
+        z_dim=16,
+        c_dim=0,
+        w_dim=16,
+        img_resolution=32,
+        img_channels=3,
+        mapping_kwargs=easydict(num_layers=2),
+        synthesis_kwargs=easydict(channel_base=256, channel_max=32, num_fp16_res=4, conv_clamp=256),
+    )
+    aug = Persistent(
+        "AugmentPipe",
+        {
+            "training": False,
+            "_parameters": collections.OrderedDict(),
+            "_buffers": collections.OrderedDict(p=torch.tensor(0.12)),
+            "_modules": {},
+            "_init_kwargs": easydict(xflip=1, rotate90=1),
+        },
+        src,
+    )
+    data = dict(
+        training_set_kwargs=dict(
+            class_name="training.dataset.ImageFolderDataset",
+            path="cub.zip",
+            resolution=32,
+            use_labels=False,
+            max_size=11788,
+            xflip=True,
+        ),
+        G=to_persistent(g, src, g_init),
+        D=to_persistent(d, src) if with_d else None,
+        G_ema=to_persistent(g_ema, src, g_init),
+        augment_pipe=aug,
+    )
     with open(path, "wb") as f:
         pickle.dump(data, f)
 
@@ -213,6 +272,7 @@ def test_nvidia_pickle_with_a_code_global_is_refused(tmp_path):
     class Exploit:
         def __reduce__(self):
             import os
+
             return os.system, (f"touch {marker}",)
 
     path = tmp_path / "evil.pkl"
@@ -300,7 +360,7 @@ def nv_modulated_conv(x, sd, p, styles, up=1, demodulate=True):
         pad0 = k // 2 + (4 + up - 1) // 2 - (k - 1)
         pad1 = k // 2 + (4 - up) // 2 - (k - up)
         x = F.conv_transpose2d(x, w.transpose(1, 2).reshape(b * i, o, k, k), stride=up, groups=b)
-        x = nv_upfirdn(x, sd[f"{p}.resample_filter"], 1, pad0, pad1, gain=up ** 2)
+        x = nv_upfirdn(x, sd[f"{p}.resample_filter"], 1, pad0, pad1, gain=up**2)
     return x.reshape(b, o, *x.shape[2:])
 
 
@@ -329,6 +389,7 @@ def nvidia_generator_forward(sd, z, clamp=None):
 
 def nvidia_discriminator_forward(sd, img, clamp=None, group_size=4):
     """Discriminator(img, c=None), resnet architecture."""
+
     def conv(x, p, act="lrelu", down=1, gain=1.0):
         w = sd[f"{p}.weight"]
         k, w = w.shape[-1], w / math.sqrt(w[0].numel())
@@ -393,7 +454,7 @@ def test_nvidia_up_conv_orientation_by_hand(tmp_path, nvidia_modules):
     spread = torch.tensor([0.25, 0.75, 0.75, 0.25])
     expected = torch.zeros_like(out)
     r, c = 2 * i + a, 2 * j + b
-    expected[0, r - 2: r + 2, c - 2: c + 2] = spread.outer(spread)
+    expected[0, r - 2 : r + 2, c - 2 : c + 2] = spread.outer(spread)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
 
 
@@ -496,7 +557,7 @@ def r_modconv(x, style, sd, prefix, demodulate=True, upsample=False):
 
 
 def rosinality_generator_forward(sd, z, n_mlp, log_size):
-    x = z * torch.rsqrt(torch.mean(z ** 2, dim=1, keepdim=True) + 1e-8)
+    x = z * torch.rsqrt(torch.mean(z**2, dim=1, keepdim=True) + 1e-8)
     for i in range(1, n_mlp + 1):
         wgt = sd[f"style.{i}.weight"]
         x = r_lrelu(F.linear(x, wgt * (0.01 / math.sqrt(wgt.shape[1]))), sd[f"style.{i}.bias"] * 0.01)
@@ -558,13 +619,32 @@ def adam_state(params):
 
 def write_rosinality_train_checkpoint(path, g, g_ema, d):
     """checkpoint/NNNNNN.pt as rosinality's train.py saves it (no latent_avg)."""
-    args = argparse.Namespace(path="lmdb", iter=800000, batch=16, size=32, r1=10, path_regularize=2, latent=16,
-                              n_mlp=2, channel_multiplier=2, augment=False, augment_p=0, start_iter=0)
-    torch.save({"g": to_rosinality_generator(g), "d": to_rosinality_discriminator(d),
-                "g_ema": to_rosinality_generator(g_ema),
-                "g_optim": adam_state([nn.Parameter(torch.zeros(3))]),
-                "d_optim": adam_state([nn.Parameter(torch.zeros(2))]),
-                "args": args, "ada_aug_p": 0.0}, path)
+    args = argparse.Namespace(
+        path="lmdb",
+        iter=800000,
+        batch=16,
+        size=32,
+        r1=10,
+        path_regularize=2,
+        latent=16,
+        n_mlp=2,
+        channel_multiplier=2,
+        augment=False,
+        augment_p=0,
+        start_iter=0,
+    )
+    torch.save(
+        {
+            "g": to_rosinality_generator(g),
+            "d": to_rosinality_discriminator(d),
+            "g_ema": to_rosinality_generator(g_ema),
+            "g_optim": adam_state([nn.Parameter(torch.zeros(3))]),
+            "d_optim": adam_state([nn.Parameter(torch.zeros(2))]),
+            "args": args,
+            "ada_aug_p": 0.0,
+        },
+        path,
+    )
 
 
 def test_rosinality_convert_weight_file_matches_reference_forward(tmp_path):
@@ -586,8 +666,14 @@ def test_rosinality_convert_weight_file_matches_reference_forward(tmp_path):
     assert ours.abs().mean() > 0.1
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
     # The flip matters: without it rosinality's up-conv gives a different image.
-    ros_noflip = dict(ros, **{k: v.flip([3, 4]) for k, v in ros.items() if k.endswith(".conv.weight") and "convs." in k
-                              and int(k.split(".")[1]) % 2 == 0})
+    ros_noflip = dict(
+        ros,
+        **{
+            k: v.flip([3, 4])
+            for k, v in ros.items()
+            if k.endswith(".conv.weight") and "convs." in k and int(k.split(".")[1]) % 2 == 0
+        },
+    )
     with torch.no_grad():
         assert (rosinality_generator_forward(ros_noflip, z, 2, 5) - ours).abs().max() > 1e-2
 
@@ -662,8 +748,12 @@ def test_pbw_lightning_checkpoint(tmp_path):
             self.lpips_like = nn.Linear(2, 2)  # other modules in the state_dict are ignored
 
         def on_save_checkpoint(self, checkpoint):
-            checkpoint["pbw"] = {"family": "stylegan2", "generator": self.g_kwargs, "discriminator": D_KW,
-                                 "format_version": 1}
+            checkpoint["pbw"] = {
+                "family": "stylegan2",
+                "generator": self.g_kwargs,
+                "discriminator": D_KW,
+                "format_version": 1,
+            }
 
         def training_step(self, batch, _):
             return self.discriminator(self.generator(batch[0])).mean()
@@ -672,9 +762,14 @@ def test_pbw_lightning_checkpoint(tmp_path):
             return torch.optim.Adam(self.discriminator.parameters(), lr=0.0)
 
     module = Tiny()
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)],
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 16)), batch_size=4))
     path = tmp_path / "last.ckpt"
     assert path.is_file()
@@ -724,10 +819,18 @@ def test_pbw_checkpoint_errors(tmp_path):
     torch.save({"pbw": {"family": "stylegan2", "generator": G_KW, "format_version": 1}, "state_dict": {}}, path)
     with pytest.raises(CheckpointError, match="no generator_ema. or generator. weights"):
         load_generator(path)
-    torch.save({"pbw": {"family": "stylegan2", "generator": dict(G_KW, resolution=64), "format_version": 1},
-                "state_dict": state}, path)
-    with pytest.raises(CheckpointError, match=r"pbw checkpoint: the generator_ema weights do not fit.*missing: "
-                                              r"synthesis\.b64"):
+    torch.save(
+        {
+            "pbw": {"family": "stylegan2", "generator": dict(G_KW, resolution=64), "format_version": 1},
+            "state_dict": state,
+        },
+        path,
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"pbw checkpoint: the generator_ema weights do not fit.*missing: "
+        r"synthesis\.b64",
+    ):
         load_generator(path)
     torch.save({"pbw": {"family": "stylegan2", "generator": G_KW, "format_version": 1}, "state_dict": state}, path)
     with pytest.raises(CheckpointError, match="no raw"):
@@ -738,8 +841,16 @@ def test_pbw_checkpoint_errors(tmp_path):
 def test_checkpoint_of_the_pbw_stylegan2_trainer(tmp_path):
     from pbw.training.stylegan2 import StyleGAN2Module
 
-    module = StyleGAN2Module(resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=32,
-                             num_metric_samples=0, grid_size=2)
+    module = StyleGAN2Module(
+        resolution=32,
+        z_dim=16,
+        w_dim=16,
+        mapping_layers=2,
+        channel_base=256,
+        channel_max=32,
+        num_metric_samples=0,
+        grid_size=2,
+    )
     randomized(module.generator_ema, 1)
     randomized(module.discriminator, 2)
     checkpoint = {"state_dict": module.state_dict()}

@@ -1,4 +1,5 @@
 """BigGAN-PyTorch G/D state dicts and TF-Hub conversions: configuration from shapes, identical outputs."""
+
 from __future__ import annotations
 
 import pytest
@@ -77,14 +78,19 @@ def reference_generator(sd, z, label, bn_eps, sn_eps, out_bn_eps):
         p = f"blocks.{i}.0"
         x = F.interpolate(h, scale_factor=2)
         h = F.interpolate(F.relu(ccbn(h, ys[i], sd, f"{p}.bn1", bn_eps, sn_eps)), scale_factor=2)
-        h = sn_conv(F.relu(ccbn(sn_conv(h, sd, f"{p}.conv1", sn_eps), ys[i], sd, f"{p}.bn2", bn_eps, sn_eps)),
-                    sd, f"{p}.conv2", sn_eps)
+        h = sn_conv(
+            F.relu(ccbn(sn_conv(h, sd, f"{p}.conv1", sn_eps), ys[i], sd, f"{p}.bn2", bn_eps, sn_eps)),
+            sd,
+            f"{p}.conv2",
+            sn_eps,
+        )
         h = h + sn_conv(x, sd, f"{p}.conv_sc", sn_eps)
         if f"blocks.{i}.1.gamma" in sd:
             h = attention(h, sd, f"blocks.{i}.1", sn_eps)
     bn = "output_layer.0"
-    h = F.batch_norm(h, sd[f"{bn}.stored_mean"], sd[f"{bn}.stored_var"], sd[f"{bn}.gain"], sd[f"{bn}.bias"], False,
-                     0.1, out_bn_eps)
+    h = F.batch_norm(
+        h, sd[f"{bn}.stored_mean"], sd[f"{bn}.stored_var"], sd[f"{bn}.gain"], sd[f"{bn}.bias"], False, 0.1, out_bn_eps
+    )
     return torch.tanh(sn_conv(F.relu(h), sd, "output_layer.2", sn_eps))
 
 
@@ -125,8 +131,9 @@ def test_biggan_pytorch_g_and_d_state_dicts(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded_d(ref, codes["class"]), d(ref, codes["class"]))
         g_sd, d_sd = torch.load(g_path, weights_only=True), torch.load(d_path, weights_only=True)
-        torch.testing.assert_close(ref, reference_generator(g_sd, codes["z"], codes["class"], 1e-5, 1e-6, 1e-5),
-                                   rtol=0, atol=1e-4)
+        torch.testing.assert_close(
+            ref, reference_generator(g_sd, codes["z"], codes["class"], 1e-5, 1e-6, 1e-5), rtol=0, atol=1e-4
+        )
         d_ref = reference_discriminator(d_sd, ref, codes["class"], [True, True, False, False], 1e-6)  # D_arch[32]
         torch.testing.assert_close(loaded_d(ref, codes["class"]), d_ref, rtol=0, atol=1e-4)
 

@@ -1,4 +1,5 @@
 """pbw.evaluation.clip_parts: a CLIP's zero-shot part-color accuracy through the editor's view."""
+
 import json
 
 import pytest

@@ -1,7 +1,9 @@
 """CLIPTrainer: open_clip contrastive training on captioned batches, learning on synthetic birds, export."""
+
 import json
 import random
 
+import clip_probes
 import numpy as np
 import open_clip
 import pytest
@@ -10,13 +12,14 @@ import torch
 
 from pbw.cli import train_main
 from pbw.data import synthetic as syn
-import clip_probes
 from pbw.training.clip import CLIPTrainer, in_batch_accuracy, register_model_configs
 
 # A micro configuration so that a real training run fits in a few seconds of CPU.
-MICRO = {"embed_dim": 32,
-         "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-         "text_cfg": {"context_length": 48, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+MICRO = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 48, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +111,19 @@ def test_micro_clip_learns_part_colors_on_synthetic_birds(micro_clip, birds, tmp
     torch.manual_seed(0)
     random.seed(0)
     model = CLIPTrainer(micro_clip, lr=2e-3, warmup_steps=10, export_dir=str(tmp_path / "export"))
-    loader = torch.utils.data.DataLoader(Captioned(images[train], captions[train]), batch_size=40, shuffle=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        Captioned(images[train], captions[train]), batch_size=40, shuffle=True, drop_last=True
+    )
     val = torch.utils.data.DataLoader(Captioned(images[test], captions[test]), batch_size=40)
-    trainer = pl.Trainer(max_epochs=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=20)
+    trainer = pl.Trainer(
+        max_epochs=20,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=20,
+    )
     before = trainer.validate(model, val, verbose=False)[0]["val/loss"]
     trainer.fit(model, loader, val)
     after = trainer.callback_metrics["val/loss"].item()
@@ -120,7 +132,9 @@ def test_micro_clip_learns_part_colors_on_synthetic_birds(micro_clip, birds, tmp
 
     # zero-shot probe: which of the 11 palette colors does "this bird has a <color> <part>." pick?
     model.eval()
-    accuracy = clip_probes.part_color_probe(model.similarity, images[test], colors[test], ("body", "head", "wing", "tail"))
+    accuracy = clip_probes.part_color_probe(
+        model.similarity, images[test], colors[test], ("body", "head", "wing", "tail")
+    )
     assert np.mean(list(accuracy.values())) > 3 / len(syn.PALETTE), accuracy  # chance is 1/11 (beak: a few pixels)
     probes = [syn.canonical_caption({"head": c}, ("head",)) for c in syn.PALETTE]
 
@@ -133,7 +147,9 @@ def test_micro_clip_learns_part_colors_on_synthetic_birds(micro_clip, birds, tmp
         assert torch.allclose(reloaded.encode_text(tokens), model.model.encode_text(tokens), atol=1e-5)
     assert open_clip.get_tokenizer(f"local-dir:{export}")(probes).equal(tokens)
     resumed = CLIPTrainer(f"local-dir:{export}")
-    assert torch.allclose(resumed.similarity(images[test][:4], probes), model.similarity(images[test][:4], probes), atol=1e-5)
+    assert torch.allclose(
+        resumed.similarity(images[test][:4], probes), model.similarity(images[test][:4], probes), atol=1e-5
+    )
 
 
 def test_fp16_export_is_half_the_size(micro_clip, tmp_path):
@@ -156,10 +172,25 @@ def test_clear_errors(micro_clip, tmp_path):
 
 
 def test_mini_config_trains_and_resumes_through_the_cli(tmp_path):
-    args = ["fit", "--config", "configs/mini/clip.yaml", "--data.init_args.val_size", "8",
-            "--data.init_args.batch_size", "8", "--data.init_args.num_workers", "0",
-            "--model.init_args.export_dir", str(tmp_path / "clip"), "--trainer.default_root_dir", str(tmp_path),
-            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    args = [
+        "fit",
+        "--config",
+        "configs/mini/clip.yaml",
+        "--data.init_args.val_size",
+        "8",
+        "--data.init_args.batch_size",
+        "8",
+        "--data.init_args.num_workers",
+        "0",
+        "--model.init_args.export_dir",
+        str(tmp_path / "clip"),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     cli = train_main([*args, "--trainer.max_steps", "2"])
     assert isinstance(cli.model, CLIPTrainer) and cli.model.hparams.model_name == "pbw-mini-clip"
     assert cli.trainer.global_step == 2 and np.isfinite(cli.trainer.callback_metrics["train/loss"].item())
@@ -174,6 +205,7 @@ def test_trainer_and_editor_show_images_to_clip_the_same_way():
     """The CLIP trainer's input for an image equals the editor's whole-image view of it, so a CLIP
     trained by pbw sees edited images as it saw its training images."""
     from pbw.semantic import SemanticNet
+
     torch.manual_seed(0)
     trainer, editor = CLIPTrainer("pbw-tiny-clip"), SemanticNet("pbw-tiny-clip", None, crops=0)
     x = torch.rand(2, 3, 24, 24) * 2 - 1  # smaller than CLIP's input: both resample

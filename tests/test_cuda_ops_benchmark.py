@@ -1,4 +1,5 @@
 """Smoke test of benchmarks/ops.py on a tiny StyleGAN2 (on the CPU it measures the reference only)."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -13,8 +14,27 @@ def test_ops_benchmark_runs_and_writes_json(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "ops.json"
-    report = bench.main(["--device", "cpu", "--resolution", "32", "--batch", "2", "--channel-base", "128",
-                         "--channel-max", "8", "--iters", "1", "--warmup", "0", "--no-compile", "--json", str(out)])
+    report = bench.main(
+        [
+            "--device",
+            "cpu",
+            "--resolution",
+            "32",
+            "--batch",
+            "2",
+            "--channel-base",
+            "128",
+            "--channel-max",
+            "8",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--no-compile",
+            "--json",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert "CUDA is unavailable" in report["cuda_ops"] and "CUDA is unavailable" in capsys.readouterr().out
     names = [op["name"] for op in report["ops"]]

@@ -1,4 +1,5 @@
 """The loader: the mode setting, a real compile of every op, and the clean fallback of a broken build."""
+
 import os
 import shutil
 import subprocess
@@ -64,17 +65,21 @@ def test_build_key_depends_on_sources_and_arch(monkeypatch):
     assert loader.build_dir() == Path("/some/where") / f"pbw_cuda_ops-{loader.build_key()}"
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get("CUDA_HOME"),
-                    reason="no CUDA toolkit (nvcc) on this machine")
+@pytest.mark.skipif(
+    shutil.which("nvcc") is None and not os.environ.get("CUDA_HOME"), reason="no CUDA toolkit (nvcc) on this machine"
+)
 def test_every_op_compiles_and_loads():
     """Builds the one extension from source (about a minute the first time, then cached) and imports it.
 
     Without a GPU this needs TORCH_CUDA_ARCH_LIST, and CUDA_HOME pointing at the real toolkit root.
     """
-    env = _env(CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
-               TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"))
-    run = subprocess.run([sys.executable, "-m", "cuda_ops.build"], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=900)
+    env = _env(
+        CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
+        TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"),
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "cuda_ops.build"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     for op in loader.OPS:
         line = next(ln for ln in run.stdout.splitlines() if ln.startswith(f"{op}:"))
@@ -115,18 +120,25 @@ FALLBACK_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("broken,expect", [
-    ({"CC": "/nonexistent/bin/cc", "CXX": "/nonexistent/bin/c++"}, "/nonexistent/bin/c"),  # compiler output tail
-    ({"CUDA_HOME": "/nonexistent/cuda"}, "CUDA_HOME='/nonexistent/cuda' is not a CUDA toolkit root"),
-])
+@pytest.mark.parametrize(
+    "broken,expect",
+    [
+        ({"CC": "/nonexistent/bin/cc", "CXX": "/nonexistent/bin/c++"}, "/nonexistent/bin/c"),  # compiler output tail
+        ({"CUDA_HOME": "/nonexistent/cuda"}, "CUDA_HOME='/nonexistent/cuda' is not a CUDA toolkit root"),
+    ],
+)
 def test_broken_build_falls_back_to_reference_and_warns_once(tmp_path, broken, expect):
     """A compiler or toolkit that does not exist: the ops still work (reference) and the warning appears once."""
-    env = _env(PBW_CUDA_OPS="auto", PBW_CUDA_OPS_CACHE=str(tmp_path / "cache"),
-               CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
-               TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"))
+    env = _env(
+        PBW_CUDA_OPS="auto",
+        PBW_CUDA_OPS_CACHE=str(tmp_path / "cache"),
+        CUDA_HOME=os.environ.get("CUDA_HOME", "/usr/local/cuda"),
+        TORCH_CUDA_ARCH_LIST=os.environ.get("TORCH_CUDA_ARCH_LIST", "9.0"),
+    )
     env.update(broken)
-    run = subprocess.run([sys.executable, "-c", FALLBACK_SCRIPT], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", FALLBACK_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "WARNINGS 1" in run.stdout, run.stdout + run.stderr
     assert expect in run.stdout and "To fix it" in run.stdout, run.stdout

@@ -7,6 +7,7 @@ wrappers run unchanged except for the CUDA-only device checks, guards and stream
 index math, layouts, dtype dispatch and derivative formulas of the real kernels (not their
 parallel behaviour), through the same autograd Functions the GPU path uses.
 """
+
 import hashlib
 import re
 
@@ -61,8 +62,13 @@ def emulated():
     with FileLock(str(folder) + ".lock"):
         if not path.exists() or path.read_text() != source:
             path.write_text(source)
-        module = load(name="pbw_cuda_ops_emulated", sources=[str(path)], extra_cflags=["-O2"],
-                      build_directory=str(folder), verbose=False)
+        module = load(
+            name="pbw_cuda_ops_emulated",
+            sources=[str(path)],
+            extra_cflags=["-O2"],
+            build_directory=str(folder),
+            verbose=False,
+        )
     saved = (loader._module, loader._tried, loader.KERNEL_DEVICE_TYPES)
     loader._module, loader._tried, loader.KERNEL_DEVICE_TYPES = module, True, ("cpu",)
     yield module
@@ -81,16 +87,26 @@ def _first_and_second_order(fn, inputs, dy, weights):
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_bias_act_kernel_code_matches_reference(emulated, act, dtype, tol):
     g = torch.Generator().manual_seed(0)
-    for layout, clamp, dim in [(torch.contiguous_format, None, 1), (torch.channels_last, 0.7, 1),
-                               (torch.contiguous_format, 0.7, 3)]:
+    for layout, clamp, dim in [
+        (torch.contiguous_format, None, 1),
+        (torch.channels_last, 0.7, 1),
+        (torch.contiguous_format, 0.7, 3),
+    ]:
         x = (torch.randn(2, 5, 4, 3, generator=g) * 2).to(dtype).contiguous(memory_format=layout)
         b = torch.randn(x.shape[dim], generator=g).to(dtype)
         dy, wx, wb = (torch.randn(t.shape, generator=g).to(dtype) for t in (x, x, b))
-        got = _first_and_second_order(lambda x, b: bias_act(x, b, dim=dim, act=act, clamp=clamp, impl="cuda"),
-                                      [x.clone().requires_grad_(), b.clone().requires_grad_()], dy, [wx, wb])
-        want = _first_and_second_order(lambda x, b: bias_act(x, b, dim=dim, act=act, clamp=clamp, impl="ref"),
-                                       [x.double().requires_grad_(), b.double().requires_grad_()], dy.double(),
-                                       [wx.double(), wb.double()])
+        got = _first_and_second_order(
+            lambda x, b: bias_act(x, b, dim=dim, act=act, clamp=clamp, impl="cuda"),
+            [x.clone().requires_grad_(), b.clone().requires_grad_()],
+            dy,
+            [wx, wb],
+        )
+        want = _first_and_second_order(
+            lambda x, b: bias_act(x, b, dim=dim, act=act, clamp=clamp, impl="ref"),
+            [x.double().requires_grad_(), b.double().requires_grad_()],
+            dy.double(),
+            [wx.double(), wb.double()],
+        )
         assert got[0].is_contiguous(memory_format=layout)
         for i, (a, w) in enumerate(zip(got, want)):
             if a is None or w is None:  # no second-order path: the other side must be zero too
@@ -114,10 +130,15 @@ def test_bias_act_kernel_code_gradgradcheck(emulated, act):
     assert torch.autograd.gradcheck(fn, (x, b)) and torch.autograd.gradgradcheck(fn, (x, b))
 
 
-CONFIGS = [((1, 1), (1, 1), (1, 2, 1, 2), [1, 3, 3, 1]), ((2, 2), (1, 1), (2, 1, 2, 1), [1, 3, 3, 1]),
-           ((1, 1), (2, 2), (1, 1, 1, 1), [1, 3, 3, 1]), ((2, 1), (1, 3), (3, -1, 0, 2), [1, 2, 3]),
-           ((3, 2), (2, 1), (-1, 2, 1, 0), [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]),
-           ((1, 1), (1, 1), (-2, -1, -3, 0), [1, 2]), ((1, 1), (1, 1), (0, 0, 0, 0), None)]
+CONFIGS = [
+    ((1, 1), (1, 1), (1, 2, 1, 2), [1, 3, 3, 1]),
+    ((2, 2), (1, 1), (2, 1, 2, 1), [1, 3, 3, 1]),
+    ((1, 1), (2, 2), (1, 1, 1, 1), [1, 3, 3, 1]),
+    ((2, 1), (1, 3), (3, -1, 0, 2), [1, 2, 3]),
+    ((3, 2), (2, 1), (-1, 2, 1, 0), [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]),
+    ((1, 1), (1, 1), (-2, -1, -3, 0), [1, 2]),
+    ((1, 1), (1, 1), (0, 0, 0, 0), None),
+]
 
 
 @pytest.mark.parametrize("up,down,pad,f", CONFIGS)

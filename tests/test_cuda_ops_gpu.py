@@ -3,6 +3,7 @@ contiguous and channels_last, over the shapes of the 256 px StyleGAN2. Skipped w
 
 The kernels are built in-process; without a detected toolkit, CUDA_HOME defaults to /usr/local/cuda.
 """
+
 import os
 
 import pytest
@@ -17,8 +18,12 @@ pytestmark = pytest.mark.gpu
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (rtol, atol) of the kernel against a float64 reference computed from the same (rounded) inputs
-TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3),
-       torch.bfloat16: (1.6e-2, 1.6e-2)}
+TOL = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (2e-3, 2e-3),
+    torch.bfloat16: (1.6e-2, 1.6e-2),
+}
 LAYOUTS = ["contiguous", "channels_last"]
 
 
@@ -92,8 +97,13 @@ def test_bias_act_matches_reference(act, dtype, layout, clamp):
     x = torch.randn(3, 16, 9, 7, device="cuda", generator=g) * 2
     b = torch.randn(16, device="cuda", generator=g).requires_grad_()
     x.requires_grad_()
-    _compare_fn(lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl="cuda"),
-                lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl="ref"), [x, b], dtype, layout)
+    _compare_fn(
+        lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl="cuda"),
+        lambda x, b: bias_act(x, b, act=act, clamp=clamp, impl="ref"),
+        [x, b],
+        dtype,
+        layout,
+    )
 
 
 @pytest.mark.parametrize("act", ["lrelu", "swish", "linear"])
@@ -102,17 +112,24 @@ def test_bias_act_other_dims_and_no_bias(act):
     x = torch.randn(5, 6, 7, device="cuda", generator=g, requires_grad=True)
     for dim in (0, 1, 2, -1):
         b = torch.randn(x.shape[dim], device="cuda", generator=g, requires_grad=True)
-        _compare_fn(lambda x, b: bias_act(x, b, dim=dim, act=act, alpha=0.3, gain=1.3, impl="cuda"),
-                    lambda x, b: bias_act(x, b, dim=dim, act=act, alpha=0.3, gain=1.3, impl="ref"),
-                    [x, b], torch.float32)
-    _compare_fn(lambda x: bias_act(x, act=act, impl="cuda"), lambda x: bias_act(x, act=act, impl="ref"),
-                [x], torch.float32)
+        _compare_fn(
+            lambda x, b: bias_act(x, b, dim=dim, act=act, alpha=0.3, gain=1.3, impl="cuda"),
+            lambda x, b: bias_act(x, b, dim=dim, act=act, alpha=0.3, gain=1.3, impl="ref"),
+            [x, b],
+            torch.float32,
+        )
+    _compare_fn(
+        lambda x: bias_act(x, act=act, impl="cuda"), lambda x: bias_act(x, act=act, impl="ref"), [x], torch.float32
+    )
     # 2-D input (the mapping network), a non-dense view, and negative gain / alpha (no output reuse)
     x2 = torch.randn(8, 40, device="cuda", generator=g, requires_grad=True)
     b2 = torch.randn(20, device="cuda", generator=g, requires_grad=True)
-    _compare_fn(lambda x, b: bias_act(x[:, ::2], b, act=act, alpha=-0.5, gain=-2.0, impl="cuda"),
-                lambda x, b: bias_act(x[:, ::2], b, act=act, alpha=-0.5, gain=-2.0, impl="ref"),
-                [x2, b2], torch.float32)
+    _compare_fn(
+        lambda x, b: bias_act(x[:, ::2], b, act=act, alpha=-0.5, gain=-2.0, impl="cuda"),
+        lambda x, b: bias_act(x[:, ::2], b, act=act, alpha=-0.5, gain=-2.0, impl="ref"),
+        [x2, b2],
+        torch.float32,
+    )
 
 
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
@@ -177,16 +194,25 @@ def test_upfirdn2d_matches_reference(up, down, pad, f, dtype, layout):
     x = torch.randn(2, 8, 11, 9, device="cuda", requires_grad=True)
     ft = None if f is None else torch.as_tensor(f, dtype=torch.float32, device="cuda")
     ft = None if ft is None else ft / ft.sum()
-    _compare_fn(lambda x: upfirdn2d(x, ft, up=up, down=down, padding=pad, gain=2.0, impl="cuda"),
-                lambda x: upfirdn2d(x, ft, up=up, down=down, padding=pad, gain=2.0, impl="ref"),
-                [x], dtype, layout, scale=4.0)
+    _compare_fn(
+        lambda x: upfirdn2d(x, ft, up=up, down=down, padding=pad, gain=2.0, impl="cuda"),
+        lambda x: upfirdn2d(x, ft, up=up, down=down, padding=pad, gain=2.0, impl="ref"),
+        [x],
+        dtype,
+        layout,
+        scale=4.0,
+    )
 
 
 def test_upfirdn2d_non_dense_input_and_expanded_gradient():
     base = torch.randn(2, 6, 10, 12, device="cuda", requires_grad=True)
     f = setup_filter([1, 3, 3, 1], device="cuda")
-    _compare_fn(lambda x: upfirdn2d(x[:, ::2, :, 1:], f, down=2, padding=1, impl="cuda"),
-                lambda x: upfirdn2d(x[:, ::2, :, 1:], f, down=2, padding=1, impl="ref"), [base], torch.float32)
+    _compare_fn(
+        lambda x: upfirdn2d(x[:, ::2, :, 1:], f, down=2, padding=1, impl="cuda"),
+        lambda x: upfirdn2d(x[:, ::2, :, 1:], f, down=2, padding=1, impl="ref"),
+        [base],
+        torch.float32,
+    )
     # y.sum().backward() feeds an expanded (stride-0) gradient to the kernel
     x = torch.randn(1, 3, 8, 8, device="cuda", requires_grad=True)
     upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1], gain=4, impl="cuda").sum().backward()
@@ -216,20 +242,36 @@ def test_stylegan2_256_shapes(res, dtype, layout):
     x = torch.randn(batch, c, res, res, device="cuda", generator=g, requires_grad=True)
     b = torch.randn(c, device="cuda", generator=g, requires_grad=True)
     # synthesis/discriminator layers: bias + lrelu (+ clamp), and the ToRGB linear bias
-    _compare_fn(lambda x, b: bias_act(x, b, act="lrelu", clamp=clamp, impl="cuda"),
-                lambda x, b: bias_act(x, b, act="lrelu", clamp=clamp, impl="ref"), [x, b], dtype, layout)
+    _compare_fn(
+        lambda x, b: bias_act(x, b, act="lrelu", clamp=clamp, impl="cuda"),
+        lambda x, b: bias_act(x, b, act="lrelu", clamp=clamp, impl="ref"),
+        [x, b],
+        dtype,
+        layout,
+    )
     # up-conv: FIR after the stride-2 transposed conv ([B, C, 2r+1, 2r+1] -> [B, C, 2r, 2r])
     xt = torch.randn(batch, c, 2 * res + 1, 2 * res + 1, device="cuda", generator=g, requires_grad=True)
-    _compare_fn(lambda x: upfirdn2d(x, f, padding=1, gain=4, impl="cuda"),
-                lambda x: upfirdn2d(x, f, padding=1, gain=4, impl="ref"), [xt], dtype, layout, scale=4.0)
+    _compare_fn(
+        lambda x: upfirdn2d(x, f, padding=1, gain=4, impl="cuda"),
+        lambda x: upfirdn2d(x, f, padding=1, gain=4, impl="ref"),
+        [xt],
+        dtype,
+        layout,
+        scale=4.0,
+    )
     # skip image upsampling (3 channels) and the discriminator's filter before the strided conv / 2x down
     img = torch.randn(batch, 3, res // 2, res // 2, device="cuda", generator=g, requires_grad=True)
-    _compare_fn(lambda x: upsample2d(x, f, impl="cuda"), lambda x: upsample2d(x, f, impl="ref"), [img], dtype, layout,
-                scale=4.0)
-    _compare_fn(lambda x: filter2d(x, f, padding=1, impl="cuda"), lambda x: filter2d(x, f, padding=1, impl="ref"),
-                [x], dtype, layout)
-    _compare_fn(lambda x: downsample2d(x, f, impl="cuda"), lambda x: downsample2d(x, f, impl="ref"), [x], dtype,
-                layout)
+    _compare_fn(
+        lambda x: upsample2d(x, f, impl="cuda"), lambda x: upsample2d(x, f, impl="ref"), [img], dtype, layout, scale=4.0
+    )
+    _compare_fn(
+        lambda x: filter2d(x, f, padding=1, impl="cuda"),
+        lambda x: filter2d(x, f, padding=1, impl="ref"),
+        [x],
+        dtype,
+        layout,
+    )
+    _compare_fn(lambda x: downsample2d(x, f, impl="cuda"), lambda x: downsample2d(x, f, impl="ref"), [x], dtype, layout)
 
 
 def test_stylegan2_generator_and_discriminator_match_reference():
@@ -249,8 +291,9 @@ def test_stylegan2_generator_and_discriminator_match_reference():
             logits = D(img_d)
             (r1,) = torch.autograd.grad(logits.sum(), img_d, create_graph=True)  # R1 needs the double backward
             (logits.sum() + r1.square().sum() + D(img).sum()).backward()
-            results[mode] = [img.detach(), logits.detach()] + [p.grad.clone() for p in [*G.parameters(), *D.parameters()]
-                                                                if p.grad is not None]
+            results[mode] = [img.detach(), logits.detach()] + [
+                p.grad.clone() for p in [*G.parameters(), *D.parameters()] if p.grad is not None
+            ]
         finally:
             loader.set_mode(None)
     assert len(results["cuda"]) == len(results["ref"])

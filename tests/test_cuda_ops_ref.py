@@ -1,4 +1,5 @@
 """The reference ops against naive definitions, conv2d/conv_transpose2d formulations and gradcheck."""
+
 import math
 
 import numpy as np
@@ -37,7 +38,7 @@ def naive_upfirdn2d(x, f, up, down, pad, flip_filter=False, gain=1.0):
         u = np.zeros((h * upy, w * upx))
         u[::upy, ::upx] = img
         u = np.pad(u, ((max(py0, 0), max(py1, 0)), (max(px0, 0), max(px1, 0))))
-        u = u[max(-py0, 0): u.shape[0] - max(-py1, 0), max(-px0, 0): u.shape[1] - max(-px1, 0)]
+        u = u[max(-py0, 0) : u.shape[0] - max(-py1, 0), max(-px0, 0) : u.shape[1] - max(-px1, 0)]
         z = scipy.signal.convolve2d(u, f2, mode="valid") * gain
         out.append(z[::downy, ::downx])
     return np.stack(out).reshape(n, c, *out[0].shape)
@@ -54,8 +55,9 @@ def test_bias_act_matches_naive_definition(act):
     want = np.clip(NAIVE_ACT[act]((x + b[None, :, None, None]).numpy()) * 3.0, -0.5, 0.5)
     torch.testing.assert_close(bias_act(x, b, act=act, gain=3.0, clamp=0.5), torch.from_numpy(want))
     b3 = torch.randn(4, dtype=torch.float64, generator=g)
-    torch.testing.assert_close(bias_act(x, b3, dim=3, act=act, gain=1.0),
-                               torch.from_numpy(NAIVE_ACT[act]((x + b3).numpy())))
+    torch.testing.assert_close(
+        bias_act(x, b3, dim=3, act=act, gain=1.0), torch.from_numpy(NAIVE_ACT[act]((x + b3).numpy()))
+    )
     torch.testing.assert_close(bias_act(x, b3, dim=-1, act=act, gain=1.0), bias_act(x, b3, dim=3, act=act, gain=1.0))
 
 
@@ -72,7 +74,9 @@ def test_bias_act_lrelu_alpha_and_errors():
 def test_bias_act_ref_gradcheck_and_gradgradcheck(act):
     g = torch.Generator().manual_seed(1)
     # keep away from the kinks at 0 and the clamp boundary, where finite differences are meaningless
-    x = (torch.rand(2, 3, 2, 2, generator=g, dtype=torch.float64) + 0.1) * torch.randint(0, 2, (2, 3, 2, 2), generator=g) * 2 - 1.1
+    x = (torch.rand(2, 3, 2, 2, generator=g, dtype=torch.float64) + 0.1) * torch.randint(
+        0, 2, (2, 3, 2, 2), generator=g
+    ) * 2 - 1.1
     x = x.requires_grad_()
     b = (torch.randn(3, generator=g, dtype=torch.float64) * 0.05).requires_grad_()
     clamp = 0.8 if act in ("linear", "tanh") else None

@@ -6,11 +6,21 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from fixtures_data import class_color, write_tiny_hf_dataset, write_tiny_image_folder
 from PIL import Image
 
-from pbw.data.common import (BadImageError, FileSource, ImageDataModule, ImageDataset, bbox_crop_box,
-                             load_hf_split, load_image, pil_to_unit_tensor, read_image_folder, to_rgb)
-from fixtures_data import class_color, write_tiny_hf_dataset, write_tiny_image_folder
+from pbw.data.common import (
+    BadImageError,
+    FileSource,
+    ImageDataModule,
+    ImageDataset,
+    bbox_crop_box,
+    load_hf_split,
+    load_image,
+    pil_to_unit_tensor,
+    read_image_folder,
+    to_rgb,
+)
 
 
 def expected_unit(color):
@@ -125,8 +135,9 @@ def test_image_folder_datamodule_batches_and_split(tmp_path):
         assert batch["label"].dtype == torch.int64
         assert batch["image"].min() >= -1 and batch["image"].max() <= 1
         for img, label in zip(batch["image"], batch["label"]):  # the pixels match the label
-            assert torch.allclose(img.mean((1, 2)), expected_unit(class_color(int(label))), atol=0.05) or \
-                torch.allclose(img[0], img[1])  # (grayscale images carry no hue)
+            assert torch.allclose(
+                img.mean((1, 2)), expected_unit(class_color(int(label))), atol=0.05
+            ) or torch.allclose(img[0], img[1])  # (grayscale images carry no hue)
     # Same seed, same split; no val_fraction: validate on the training images.
     dm2 = ImageDataModule(image_folder=str(root), batch_size=3, num_workers=0, resolution=8, val_fraction=0.25)
     dm2.setup()
@@ -151,15 +162,19 @@ def test_bad_images_error_or_skip_with_one_warning(tmp_path):
     dm = ImageDataModule(image_folder=str(root), batch_size=6, num_workers=0, resolution=8, val_fraction=0)
     with pytest.raises(BadImageError, match="cat/0001.jpg"):
         next(iter(dm.train_dataloader()))
-    dm = ImageDataModule(image_folder=str(root), batch_size=2, num_workers=0, resolution=8, val_fraction=0,
-                         on_bad_image="skip")
+    dm = ImageDataModule(
+        image_folder=str(root), batch_size=2, num_workers=0, resolution=8, val_fraction=0, on_bad_image="skip"
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dm.setup()
     messages = [str(w.message) for w in caught if "on_bad_image" in str(w.message)]
     assert len(messages) == 1  # one warning for both sets; the image shared by both is listed once
-    assert "skipped 1 unreadable image(s) (1 of the 6 in the training set, 1 of the 6 in the validation set)" \
-        in messages[0] and messages[0].count("cat/0001.jpg") == 2  # its path, and PIL's error naming it
+    assert (
+        "skipped 1 unreadable image(s) (1 of the 6 in the training set, 1 of the 6 in the validation set)"
+        in messages[0]
+        and messages[0].count("cat/0001.jpg") == 2
+    )  # its path, and PIL's error naming it
     assert len(dm.train_set) == 5
     assert sum(b["image"].shape[0] for b in dm.train_dataloader()) == 4  # drop_last with batch 2
 
@@ -178,8 +193,9 @@ def test_datamodule_argument_errors(tmp_path):
 
 def test_hf_dataset_saved_to_disk(tmp_path):
     path = write_tiny_hf_dataset(tmp_path / "hf", n_classes=3, per_class=2, class_names=("a", "b", "c"))
-    dm = ImageDataModule(hf_dataset=str(path), hf_val_split="test", caption_column="text", batch_size=6,
-                         num_workers=0, resolution=8)
+    dm = ImageDataModule(
+        hf_dataset=str(path), hf_val_split="test", caption_column="text", batch_size=6, num_workers=0, resolution=8
+    )
     assert dm.class_names == ["a", "b", "c"]
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (6, 3, 8, 8) and batch["label"].tolist() == [0, 0, 1, 1, 2, 2]
@@ -215,16 +231,24 @@ def test_hf_bad_rows_are_named(tmp_path):
     import datasets
 
     good = io_bytes(Image.new("RGB", (9, 7), (0, 255, 0)))
-    rows = {"image": [{"bytes": good, "path": None}, {"bytes": b"garbage", "path": None},
-                      {"bytes": good, "path": None}], "label": [0, 1, 1]}
+    rows = {
+        "image": [{"bytes": good, "path": None}, {"bytes": b"garbage", "path": None}, {"bytes": good, "path": None}],
+        "label": [0, 1, 1],
+    }
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])})
     datasets.Dataset.from_dict(rows, features=feats).save_to_disk(str(tmp_path / "hf"))
-    dm = ImageDataModule(hf_dataset=str(tmp_path / "hf"), batch_size=3, num_workers=0, resolution=4,
-                         val_fraction=0)
+    dm = ImageDataModule(hf_dataset=str(tmp_path / "hf"), batch_size=3, num_workers=0, resolution=4, val_fraction=0)
     with pytest.raises(BadImageError, match="row 1 of Hugging Face dataset"):
         next(iter(dm.val_dataloader()))
-    dm = ImageDataModule(hf_dataset=str(tmp_path / "hf"), batch_size=1, num_workers=0, resolution=4,
-                         val_fraction=0.34, on_bad_image="skip", seed=1)
+    dm = ImageDataModule(
+        hf_dataset=str(tmp_path / "hf"),
+        batch_size=1,
+        num_workers=0,
+        resolution=4,
+        val_fraction=0.34,
+        on_bad_image="skip",
+        seed=1,
+    )
     with pytest.warns(UserWarning, match="row 1 of Hugging Face dataset"):
         dm.setup()
     assert len(dm.train_set) + len(dm.val_set) == 2
@@ -244,7 +268,8 @@ def test_hf_plain_int_labels_checked_against_training_classes(tmp_path):
 
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
     split = lambda labels: datasets.Dataset.from_dict(
-        {"image": [Image.new("RGB", (5, 5))] * len(labels), "label": labels}, features=feats)
+        {"image": [Image.new("RGB", (5, 5))] * len(labels), "label": labels}, features=feats
+    )
     datasets.DatasetDict({"train": split([0, 2, 1]), "val": split([0, 3])}).save_to_disk(str(tmp_path / "hf"))
     dm = ImageDataModule(hf_dataset=str(tmp_path / "hf"), batch_size=1, resolution=4, num_workers=0)
     assert dm.class_names == ["0", "1", "2"]  # no ClassLabel: classes 0..max training label

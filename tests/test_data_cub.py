@@ -5,11 +5,11 @@ import warnings
 
 import pytest
 import torch
+from fixtures_data import class_color, write_tiny_cub, write_tiny_hf_dataset, write_tiny_image_folder
 from PIL import Image
 
 from pbw.data.common import BadImageError
 from pbw.data.cub import CUBDataModule
-from fixtures_data import class_color, write_tiny_cub, write_tiny_hf_dataset, write_tiny_image_folder
 
 PER_CLASS = 3
 
@@ -21,8 +21,10 @@ def cub(root, **kwargs):
 
 def all_batches(loader):
     batches = list(loader)
-    return {k: (torch.cat([b[k] for b in batches]) if k != "caption" else sum((b[k] for b in batches), []))
-            for k in batches[0]}
+    return {
+        k: (torch.cat([b[k] for b in batches]) if k != "caption" else sum((b[k] for b in batches), []))
+        for k in batches[0]
+    }
 
 
 def test_reads_official_layout_with_captions(tmp_path):
@@ -84,10 +86,12 @@ def test_crop_to_bbox(tmp_path):
     write_tiny_cub(tmp_path, n_classes=2, per_class=2, grayscale=0, cmyk=0)
     white = lambda x: (x > 0.5).all(-3).float().mean().item()
     full = all_batches(cub(tmp_path, val_split="all", batch_size=4).val_dataloader())["image"]
-    tight = all_batches(cub(tmp_path, val_split="all", batch_size=4, crop_to_bbox=True,
-                            bbox_margin=0.0).val_dataloader())["image"]
-    loose = all_batches(cub(tmp_path, val_split="all", batch_size=4, crop_to_bbox=True,
-                            bbox_margin=0.25).val_dataloader())["image"]
+    tight = all_batches(
+        cub(tmp_path, val_split="all", batch_size=4, crop_to_bbox=True, bbox_margin=0.0).val_dataloader()
+    )["image"]
+    loose = all_batches(
+        cub(tmp_path, val_split="all", batch_size=4, crop_to_bbox=True, bbox_margin=0.25).val_dataloader()
+    )["image"]
     # Boxes of images 1-4 (see write_tiny_cub): 18x14, 12x20, 16x16, 25x10 (the last one's square
     # crop is clipped to the image height 21): the box covers min/max of the square crop.
     for f, t, l, box_share in zip(full, tight, loose, [14 / 18, 12 / 20, 1.0, 10 / 21]):
@@ -112,7 +116,9 @@ def test_explicit_and_required_captions(tmp_path):
 
 
 def test_missing_folder_and_files_name_what_was_expected(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"CUB_200_2011/images.txt not found under .*nowhere.*Download CUB_200_2011.tgz"):
+    with pytest.raises(
+        FileNotFoundError, match=r"CUB_200_2011/images.txt not found under .*nowhere.*Download CUB_200_2011.tgz"
+    ):
         cub(tmp_path / "nowhere").setup()
     folder = write_tiny_cub(tmp_path, n_classes=1, per_class=2)
     (folder / "bounding_boxes.txt").unlink()
@@ -150,8 +156,9 @@ def test_corrupt_image_error_or_skip(tmp_path):
         dm.setup()
     skipped = [str(w.message) for w in caught if "on_bad_image" in str(w.message)]
     assert len(skipped) == 1 and "Tiny_Bird_0_0000_1.jpg" in skipped[0]  # a training image (k=0)
-    assert "skipped 1 unreadable image(s) (1 of the 4 in the training set, 0 of the 2 in the validation set)" \
-        in skipped[0]
+    assert (
+        "skipped 1 unreadable image(s) (1 of the 4 in the training set, 0 of the 2 in the validation set)" in skipped[0]
+    )
     assert len(dm.train_set) == 3 and len(dm.val_set) == 2
     assert next(iter(dm.train_dataloader()))["image"].shape == (2, 3, 16, 16)
 

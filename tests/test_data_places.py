@@ -4,10 +4,15 @@ import warnings
 
 import pytest
 import torch
+from fixtures_data import (
+    PLACES_CATEGORIES,
+    class_color,
+    write_tiny_hf_dataset,
+    write_tiny_image_folder,
+    write_tiny_places,
+)
 
 from pbw.data.places import Places365DataModule, category_name, resolve_classes
-from fixtures_data import (PLACES_CATEGORIES, class_color, write_tiny_hf_dataset,
-                                 write_tiny_image_folder, write_tiny_places)
 
 
 def places(root, **kwargs):
@@ -117,26 +122,38 @@ def test_bad_labels_and_lines(tmp_path):
 def test_missing_images_and_corrupt_files(tmp_path):
     root = write_tiny_places(tmp_path, per_class=2, val_per_class=1, corrupt=1, grayscale=0)
     dm = places(root, batch_size=1, on_bad_image="skip", classes=["airfield"])
-    with pytest.warns(UserWarning, match=r"(?s)skipped 1 unreadable image\(s\) \(1 of the 2 in the training set.*airfield/00000001.jpg"):
+    with pytest.warns(
+        UserWarning,
+        match=r"(?s)skipped 1 unreadable image\(s\) \(1 of the 2 in the training set.*airfield/00000001.jpg",
+    ):
         dm.setup()
     assert len(dm.train_set) == 1 and len(dm.val_set) == 1
     for f in (root / "val_256").iterdir():
         f.unlink()
-    with pytest.raises(FileNotFoundError, match=r"val_256/Places365_val_00000001.jpg \(first image of places365_val.txt\)"):
+    with pytest.raises(
+        FileNotFoundError, match=r"val_256/Places365_val_00000001.jpg \(first image of places365_val.txt\)"
+    ):
         places(root, batch_size=1).setup()
 
 
 def test_hf_and_image_folder_sources_with_subsets(tmp_path):
-    path = write_tiny_hf_dataset(tmp_path / "hf", per_class=2, captions=False, splits=("train", "validation"),
-                                 class_names=("/a/airfield", "/b/bedroom", "/c/church/outdoor"))
-    dm = Places365DataModule(hf_dataset=str(path), classes=["church/outdoor", "airfield"], batch_size=4,
-                             num_workers=0, resolution=8)
+    path = write_tiny_hf_dataset(
+        tmp_path / "hf",
+        per_class=2,
+        captions=False,
+        splits=("train", "validation"),
+        class_names=("/a/airfield", "/b/bedroom", "/c/church/outdoor"),
+    )
+    dm = Places365DataModule(
+        hf_dataset=str(path), classes=["church/outdoor", "airfield"], batch_size=4, num_workers=0, resolution=8
+    )
     assert dm.class_names == ["church/outdoor", "airfield"]
     batch = next(iter(dm.val_dataloader()))  # hf_val_split="validation"
     assert batch["image"].shape == (4, 3, 8, 8) and batch["label"].tolist() == [1, 1, 0, 0]
     folder = write_tiny_image_folder(tmp_path / "f", classes=("bedroom", "kitchen", "airfield"), per_class=2)
-    dm = Places365DataModule(image_folder=str(folder), classes=["kitchen"], batch_size=2, num_workers=0,
-                             resolution=8, val_fraction=0)
+    dm = Places365DataModule(
+        image_folder=str(folder), classes=["kitchen"], batch_size=2, num_workers=0, resolution=8, val_fraction=0
+    )
     assert dm.class_names == ["kitchen"] and dm.num_classes == 1
     dm.setup()
     assert len(dm.train_set) == 2 and dm.train_set.labels.tolist() == [0, 0]

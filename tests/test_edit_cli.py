@@ -1,4 +1,5 @@
 """edit.py end to end on a tiny StyleGAN2 and a tiny random CLIP."""
+
 import csv
 import json
 from pathlib import Path
@@ -15,8 +16,24 @@ from pbw.editing.figures import GAP
 from pbw.models.stylegan2 import StyleGAN2Generator
 
 RES = 32
-FAST = ["--clip", "pbw-tiny-clip:random", "--settings.crops", "2", "--settings.steps", "2", "--settings.generations", "1",
-        "--settings.population", "4", "--lpips", "false", "--progress", "false", "--device", "cpu"]
+FAST = [
+    "--clip",
+    "pbw-tiny-clip:random",
+    "--settings.crops",
+    "2",
+    "--settings.steps",
+    "2",
+    "--settings.generations",
+    "1",
+    "--settings.population",
+    "4",
+    "--lpips",
+    "false",
+    "--progress",
+    "false",
+    "--device",
+    "cpu",
+]
 FILES = ["original.png", "edited.png", "mask.png", "comparison.png", "metrics.json", "latents.pt"]
 
 
@@ -39,8 +56,23 @@ def generator(monkeypatch):
 
 def test_single_edit_writes_every_file(tmp_path, generator):
     out = tmp_path / "out"
-    main(["--generator", "tiny.ckpt", "--prompt", "a red head::2 | a crown", "--negative", "blurry",
-          "--mask", "0.25,0.25,0.75,0.75", "--seed", "3", "--out", str(out), *FAST])
+    main(
+        [
+            "--generator",
+            "tiny.ckpt",
+            "--prompt",
+            "a red head::2 | a crown",
+            "--negative",
+            "blurry",
+            "--mask",
+            "0.25,0.25,0.75,0.75",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
     for f in FILES:
         assert (out / f).is_file(), f
     width, height = Image.open(out / "comparison.png").size
@@ -64,8 +96,10 @@ def test_config_file_and_resized_mask_note(tmp_path, generator):
     big[16:48, 16:48] = 255
     Image.fromarray(big).save(tmp_path / "mask.png")
     cfg = tmp_path / "edit.yaml"
-    cfg.write_text("generator: tiny.ckpt\nprompt: a blue wing\nclip: pbw-tiny-clip:random\nlpips: false\n"
-                   "progress: false\ndevice: cpu\nsettings:\n  optimizer: adam\n  steps: 2\n  crops: 2\n")
+    cfg.write_text(
+        "generator: tiny.ckpt\nprompt: a blue wing\nclip: pbw-tiny-clip:random\nlpips: false\n"
+        "progress: false\ndevice: cpu\nsettings:\n  optimizer: adam\n  steps: 2\n  crops: 2\n"
+    )
     out = tmp_path / "o"
     main(["--config", str(cfg), "--mask", str(tmp_path / "mask.png"), "--out", str(out)])
     meta = json.loads((out / "metrics.json").read_text())
@@ -79,7 +113,15 @@ def test_shipped_configs_parse():
         p = build_parser()
         a = p.instantiate(p.parse_args(argv))
         s = a.settings
-        assert (s.population, s.sigma0, s.generations, s.steps, s.lr, s.lam, s.crops) == (50, 0.5, 20, 100, 0.01, 5.0, 32)
+        assert (s.population, s.sigma0, s.generations, s.steps, s.lr, s.lam, s.crops) == (
+            50,
+            0.5,
+            20,
+            100,
+            0.01,
+            5.0,
+            32,
+        )
         assert a.clip == "ViT-B-32:openai" and s.optimizer == "cma+adam" and s.space is None and a.class_ == cls
     for name in ("mini", "mini_biggan"):
         p = build_parser()
@@ -98,8 +140,9 @@ def test_requests_batch_reports_failures_and_continues(tmp_path, generator):
     ]
     reqs.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
     out = tmp_path / "batch"
-    rows = main(["--generator", "tiny.ckpt", "--requests", str(reqs), "--out", str(out), "--settings.batch_size", "2",
-                 *FAST])
+    rows = main(
+        ["--generator", "tiny.ckpt", "--requests", str(reqs), "--out", str(out), "--settings.batch_size", "2", *FAST]
+    )
     status = [r["status"] for r in rows]
     assert status == ["ok", "failed", "failed", "ok", "ok", "failed"]
     assert "empty" in rows[1]["error"] and "not JSON" in rows[2]["error"] and "promt" in rows[5]["error"]
@@ -124,15 +167,18 @@ def _input_error(capsys, argv) -> str:
     return err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--generator", "linear.ckpt", "--prompt", "x"], "holds a Linear, not a generator"),
-    (["--generator", "weird.bin", "--prompt", "x"], "unknown checkpoint format"),
-    (["--generator", "tiny.ckpt"], "give --prompt"),
-    (["--generator", "tiny.ckpt", "--prompt", "x", "--mask", "nope.png"], "neither an existing file"),
-    (["--generator", "tiny.ckpt", "--prompt", "x", "--settings.space", "wplus2"], "its spaces are w, wplus, z"),
-    (["--generator", "tiny.ckpt", "--prompt", "x", "--settings.optimizer", "sgd"], "optimizer must be one of"),
-    (["--generator", "tiny.ckpt", "--prompt", "x", "--requests", "missing.jsonl"], "missing.jsonl"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--generator", "linear.ckpt", "--prompt", "x"], "holds a Linear, not a generator"),
+        (["--generator", "weird.bin", "--prompt", "x"], "unknown checkpoint format"),
+        (["--generator", "tiny.ckpt"], "give --prompt"),
+        (["--generator", "tiny.ckpt", "--prompt", "x", "--mask", "nope.png"], "neither an existing file"),
+        (["--generator", "tiny.ckpt", "--prompt", "x", "--settings.space", "wplus2"], "its spaces are w, wplus, z"),
+        (["--generator", "tiny.ckpt", "--prompt", "x", "--settings.optimizer", "sgd"], "optimizer must be one of"),
+        (["--generator", "tiny.ckpt", "--prompt", "x", "--requests", "missing.jsonl"], "missing.jsonl"),
+    ],
+)
 def test_input_errors_are_one_line_and_status_2(tmp_path, generator, capsys, extra, message):
     assert message in _input_error(capsys, [*FAST, "--out", str(tmp_path), *extra])
 
@@ -149,12 +195,15 @@ def test_real_pbw_checkpoint(tmp_path):
         pytest.skip("pbw.checkpoints.load_generator not available yet")
     kwargs = dict(resolution=RES, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
     g = StyleGAN2Generator(**kwargs)
-    ckpt = {"state_dict": {f"generator.{k}": v for k, v in g.state_dict().items()},
-            "pbw": {"family": "stylegan2", "generator": kwargs, "discriminator": None, "format_version": 1}}
+    ckpt = {
+        "state_dict": {f"generator.{k}": v for k, v in g.state_dict().items()},
+        "pbw": {"family": "stylegan2", "generator": kwargs, "discriminator": None, "format_version": 1},
+    }
     torch.save(ckpt, tmp_path / "g.ckpt")
     out = tmp_path / "out"
-    main(["--generator", str(tmp_path / "g.ckpt"), "--prompt", "a bird", "--mask", "0,0,16,16", "--out", str(out),
-          *FAST])
+    main(
+        ["--generator", str(tmp_path / "g.ckpt"), "--prompt", "a bird", "--mask", "0,0,16,16", "--out", str(out), *FAST]
+    )
     assert all((out / f).is_file() for f in FILES)
     torch.save({"weights": torch.zeros(3)}, tmp_path / "junk.ckpt")
     with pytest.raises(SystemExit) as e:

@@ -1,4 +1,5 @@
 """Confidence intervals, checked against published values."""
+
 import math
 
 import pytest
@@ -6,12 +7,15 @@ import pytest
 from pbw.evaluation import mean_interval, wilson_interval
 
 
-@pytest.mark.parametrize("x, n, lo, hi", [  # Newcombe (1998), Stat. Med. 17:857, Table II, method 3
-    (81, 263, 0.2553, 0.3662),
-    (15, 148, 0.0624, 0.1605),
-    (0, 20, 0.0, 0.1611),
-    (1, 29, 0.0061, 0.1718),
-])
+@pytest.mark.parametrize(
+    "x, n, lo, hi",
+    [  # Newcombe (1998), Stat. Med. 17:857, Table II, method 3
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
 def test_wilson_interval_matches_newcombe(x, n, lo, hi):
     got = wilson_interval(x, n)
     assert got == pytest.approx((lo, hi), abs=1e-4)

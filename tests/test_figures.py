@@ -1,5 +1,6 @@
 """Labelled pictures: crisp whole-factor upscaling, an edit's comparison.png and the miniature's grid
 (`python -m pbw.reproduce grid`)."""
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +21,7 @@ def find_panel(picture: np.ndarray, native: np.ndarray, k: int) -> tuple[int, in
     block = np.kron(native, np.ones((k, k, 1), np.uint8))
     h, w = block.shape[:2]
     for y, x in zip(*np.nonzero((picture == block[0, 0]).all(-1))):
-        if np.array_equal(picture[y:y + h, x:x + w], block):
+        if np.array_equal(picture[y : y + h, x : x + w], block):
             return int(x), int(y)
     return None
 
@@ -30,8 +31,14 @@ def _result(masked: bool, prompt: dict | None = None) -> EditResult:
     x = torch.rand(1, 3, RES, RES) * 2 - 1
     mask = torch.zeros(1, 1, RES, RES)
     mask[..., 8:24, 8:24] = 1
-    return EditResult(codes={"z": torch.zeros(1, 4)}, w0=torch.zeros(1, 4), original=x, edited=x.flip(-1),
-                      mask=mask if masked else None, prompt=prompt)
+    return EditResult(
+        codes={"z": torch.zeros(1, 4)},
+        w0=torch.zeros(1, 4),
+        original=x,
+        edited=x.flip(-1),
+        mask=mask if masked else None,
+        prompt=prompt,
+    )
 
 
 def test_upscale_factor_is_the_smallest_that_reaches_the_side():
@@ -44,7 +51,7 @@ def test_a_2x2_image_upscaled_by_k_is_k_by_k_blocks():
     assert big.shape == (6, 6, 3)
     for i in range(2):
         for j in range(2):
-            assert (big[3 * i:3 * i + 3, 3 * j:3 * j + 3] == COLORS[i][j]).all()
+            assert (big[3 * i : 3 * i + 3, 3 * j : 3 * j + 3] == COLORS[i][j]).all()
     # in a comparison each color is one 128 x 128 block (2 px -> at least 256 px), with labels above
     picture = np.asarray(comparison_image([("original", image)]))
     tops = []
@@ -52,7 +59,7 @@ def test_a_2x2_image_upscaled_by_k_is_k_by_k_blocks():
         ys, xs = np.nonzero((picture == color).all(-1))
         assert len(ys) == 128 * 128 and np.ptp(ys) == np.ptp(xs) == 127
         tops.append(ys.min())
-    assert min(tops) > 0 and (picture[:min(tops)] != BACKGROUND).any()  # the label's ink
+    assert min(tops) > 0 and (picture[: min(tops)] != BACKGROUND).any()  # the label's ink
 
 
 def test_comparison_png_labels_upscaled_panels_and_keeps_the_data_native(tmp_path):
@@ -64,7 +71,7 @@ def test_comparison_png_labels_upscaled_panels_and_keeps_the_data_native(tmp_pat
     (x0, y0), (x1, y1) = find_panel(picture, original, k), find_panel(picture, edited, k)
     assert y0 == y1 > 0 and x1 - x0 >= 2 * 256  # the mask overlay between them; label rows above
     assert picture.shape[0] > y0 + 256  # the caption below
-    assert (picture[:y0] != BACKGROUND).any() and (picture[y0 + 256:] != BACKGROUND).any()
+    assert (picture[:y0] != BACKGROUND).any() and (picture[y0 + 256 :] != BACKGROUND).any()
     plain = np.asarray(_result(masked=False).comparison())  # no mask, no prompt: two panels, no caption
     (x0, y0), (x1, _) = find_panel(plain, original, k), find_panel(plain, edited, k)
     assert x1 - x0 < 2 * 256 and 2 * 256 < plain.shape[1] < 3 * 256 and plain.shape[0] < y0 + 256 + 20
@@ -72,8 +79,23 @@ def test_comparison_png_labels_upscaled_panels_and_keeps_the_data_native(tmp_pat
 
 def test_grid_of_both_bundled_generators(tmp_path, capsys):
     out = tmp_path / "grid.png"
-    main(["grid", "--out", str(out), "--seeds", "0", "--colors", "red", "--steps", "1", "--generations", "1",
-          "--population", "2"])
+    main(
+        [
+            "grid",
+            "--out",
+            str(out),
+            "--seeds",
+            "0",
+            "--colors",
+            "red",
+            "--steps",
+            "1",
+            "--generations",
+            "1",
+            "--population",
+            "2",
+        ]
+    )
     picture = np.asarray(Image.open(out).convert("RGB"))
     g = load_generator(mini_generator_path())
     codes = g.sample(1, seed=0)
@@ -81,13 +103,20 @@ def test_grid_of_both_bundled_generators(tmp_path, capsys):
         original = np.asarray(to_pil(to01(g.decode(g.encode(codes), cond=codes))))
     x, y = find_panel(picture, original, 128 // g.resolution)  # each panel 128 px
     assert x > 20 and y > 20  # the row label on the left, the title and column labels above
-    assert (picture[y:y + 128, :x] != BACKGROUND).any() and (picture[:y, x:x + 128] != BACKGROUND).any()
+    assert (picture[y : y + 128, :x] != BACKGROUND).any() and (picture[:y, x : x + 128] != BACKGROUND).any()
     assert picture.shape[1] >= x + 2 * 128 and picture.shape[0] >= 2 * (y + 128)  # original | red, two blocks
     assert "StyleGAN2: 1 edits" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [(["--seeds", "3-1"], "not a range"), (["--seeds", "a"], "whole numbers"),
-                                           (["--colors", "red,"], "color names"), (["--bogus"], "unrecognized")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "3-1"], "not a range"),
+        (["--seeds", "a"], "whole numbers"),
+        (["--colors", "red,"], "color names"),
+        (["--bogus"], "unrecognized"),
+    ],
+)
 def test_grid_input_errors_are_one_line_and_status_2(capsys, args, message):
     with pytest.raises(SystemExit) as e:
         main(["grid", *args])

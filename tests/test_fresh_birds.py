@@ -1,5 +1,6 @@
 """Fresh synthetic birds: drawn in memory exactly as the dataset writer draws them, and an endless
 training stream that never repeats a bird, not across epochs and not across a resume."""
+
 import numpy as np
 import pytest
 import torch
@@ -69,21 +70,47 @@ def test_render_bird_can_leave_out_or_scatter_parts():
 
 @pytest.mark.parametrize("config", ["stylegan2", "biggan", "stylegan2_64", "biggan_64"])
 def test_mini_trainer_configs_use_the_yardstick(config, tmp_path):
-    from pytorch_lightning.cli import LightningCLI
     import pytorch_lightning as pl
+    from pytorch_lightning.cli import LightningCLI
 
     from pbw.evaluation.yardstick import YardstickFeatures
 
-    args = ["--config", f"configs/mini/{config}.yaml", "--trainer.logger", "false",
-            "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "null",
-            "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    args = [
+        "--config",
+        f"configs/mini/{config}.yaml",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_checkpointing",
+        "false",
+        "--trainer.callbacks",
+        "null",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     if config.endswith("_64"):  # no data to prepare: one short iteration on fresh birds
-        args += ["--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0", "--trainer.max_steps",
-                 "2" if config.startswith("stylegan2") else "3", "--trainer.limit_val_batches", "0"]
+        args += [
+            "--data.init_args.batch_size",
+            "4",
+            "--data.init_args.num_workers",
+            "0",
+            "--trainer.max_steps",
+            "2" if config.startswith("stylegan2") else "3",
+            "--trainer.limit_val_batches",
+            "0",
+        ]
     else:
         args += ["--data.init_args.root", str(tmp_path)]
-    cli = LightningCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True,
-                       subclass_mode_data=True, run=False, save_config_callback=None, args=args)
+    cli = LightningCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        save_config_callback=None,
+        args=args,
+    )
     assert isinstance(cli.model.metrics.fid.inception, YardstickFeatures)
     if config.endswith("_64"):
         assert isinstance(cli.datamodule, FreshBirdsDataModule) and cli.model.hparams.resolution == 64
@@ -111,13 +138,28 @@ def test_a_resumed_run_goes_on_with_new_birds(tmp_path):
 
     def run(max_steps, ckpt_path=None):
         torch.manual_seed(0)
-        model = StyleGAN2Module(resolution=32, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=8,
-                                augment=False, num_metric_samples=0, grid_size=1)
+        model = StyleGAN2Module(
+            resolution=32,
+            z_dim=8,
+            w_dim=8,
+            mapping_layers=1,
+            channel_base=64,
+            channel_max=8,
+            augment=False,
+            num_metric_samples=0,
+            grid_size=1,
+        )
         data = FreshBirdsDataModule(resolution=32, batch_size=2, epoch_size=64, val_size=2)
         data.train_set = RecordingBirds(32, data.seed, 64)
-        trainer = pl.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, limit_val_batches=0,
-                             enable_model_summary=False, default_root_dir=tmp_path,
-                             callbacks=[ModelCheckpoint(tmp_path, save_last=True, every_n_train_steps=2)])
+        trainer = pl.Trainer(
+            max_steps=max_steps,
+            logger=False,
+            enable_progress_bar=False,
+            limit_val_batches=0,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+            callbacks=[ModelCheckpoint(tmp_path, save_last=True, every_n_train_steps=2)],
+        )
         trainer.fit(model, data, ckpt_path=ckpt_path)
         return data.train_set.seen
 

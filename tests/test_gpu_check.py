@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.py (scripts/gpu_check.sh): the dry run walks every step of the GPU check on the
 CPU at toy sizes and writes the report; its pieces (timeouts, test counts, findings, the wheel
 closure) on fakes. Nothing here downloads anything."""
+
 import importlib.util
 import json
 import os
@@ -23,8 +24,13 @@ def _run_script(tmp_path, *args, timeout=300):
     out = tmp_path / "report.json"
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     start = time.perf_counter()
-    run = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--out", str(out), "--workdir",
-                          str(tmp_path / "work"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--out", str(out), "--workdir", str(tmp_path / "work"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return run, out, time.perf_counter() - start
 
 
@@ -62,8 +68,13 @@ def test_dry_run_walks_every_step(dry_run):
     assert train["results"][0]["s_per_kimg"] > 0 and train["results"][0]["weights_finite"]
     edit = steps["edit"]["result"]
     assert edit["clip"] == "pbw-tiny-clip:random" and edit["population"] == 4
-    for key in ("s_per_generation_batched", "s_per_generation_loop", "s_per_edit_measured",
-                "batch2_s_per_edit_measured", "batch2_s_per_request"):
+    for key in (
+        "s_per_generation_batched",
+        "s_per_generation_loop",
+        "s_per_edit_measured",
+        "batch2_s_per_edit_measured",
+        "batch2_s_per_request",
+    ):
         assert edit[key] > 0, key
     assert steps["ops_train_step"]["result"]["ref"]["time_ms"] > 0
     assert report["findings"] == []
@@ -77,17 +88,26 @@ def test_usage_says_how_to_run_it_on_the_device(capsys):
     with pytest.raises(SystemExit):
         gpu_check.main(["--help"])
     text = capsys.readouterr().out
-    for needle in ('carry:     [".whl"]', f"timeout_s: {gpu_check.TIMEOUT_S}", "--prepare", "--dry-run",
-                   "--target /tmp/site", "export PYTHONPATH=/tmp/site", "PYTHONUNBUFFERED=1",
-                   "--out $OUT/gpu_check.json"):
+    for needle in (
+        'carry:     [".whl"]',
+        f"timeout_s: {gpu_check.TIMEOUT_S}",
+        "--prepare",
+        "--dry-run",
+        "--target /tmp/site",
+        "export PYTHONPATH=/tmp/site",
+        "PYTHONUNBUFFERED=1",
+        "--out $OUT/gpu_check.json",
+    ):
         assert needle in text, needle
     assert gpu_check.BUDGET_S < 8 * 60 and gpu_check.BUDGET_S + 60 < gpu_check.TIMEOUT_S <= 600
     assert ".whl/" in (ROOT / ".gitignore").read_text().split()
 
 
 def test_a_step_past_its_timeout_is_killed_with_its_children(tmp_path):
-    code = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            "print('started', flush=True); time.sleep(60)")
+    code = (
+        "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print('started', flush=True); time.sleep(60)"
+    )
     rc, seconds = gpu_check.run_command([sys.executable, "-c", code], dict(os.environ), 2, tmp_path / "log")
     assert rc is None and seconds < 20
     assert "started" in (tmp_path / "log").read_text()
@@ -97,8 +117,10 @@ def _junit(tmp_path, cases):
     body = "".join(f'<testcase classname="t" name="{n}">{x}</testcase>' for n, x in cases)
     skipped = sum("skipped" in x for _, x in cases)
     failures = sum("failure" in x for _, x in cases)
-    xml = (f'<testsuites><testsuite tests="{len(cases)}" failures="{failures}" errors="0" skipped="{skipped}">'
-           f"{body}</testsuite></testsuites>")
+    xml = (
+        f'<testsuites><testsuite tests="{len(cases)}" failures="{failures}" errors="0" skipped="{skipped}">'
+        f"{body}</testsuite></testsuites>"
+    )
     path = tmp_path / "t.xml"
     path.write_text(xml)
     return path
@@ -106,33 +128,51 @@ def _junit(tmp_path, cases):
 
 def test_gpu_test_counts_failures_and_all_skipped(tmp_path):
     ctx = gpu_check.Context(False, tmp_path, 1, False)
-    status, text, result = gpu_check.sum_gpu_tests(ctx, _junit(tmp_path, [
-        ("a", ""), ("b", '<failure message="AssertionError: not close&#10;more">x</failure>'),
-        ("c", '<skipped message="needs a CUDA device"/>')]))
+    status, text, result = gpu_check.sum_gpu_tests(
+        ctx,
+        _junit(
+            tmp_path,
+            [
+                ("a", ""),
+                ("b", '<failure message="AssertionError: not close&#10;more">x</failure>'),
+                ("c", '<skipped message="needs a CUDA device"/>'),
+            ],
+        ),
+    )
     assert status == "failed" and result["passed"] == 1 and "1 failed" in text
     assert result["failed_tests"] == ["t::b: AssertionError: not close"]
-    status, text, _ = gpu_check.sum_gpu_tests(ctx, _junit(tmp_path, [("c", '<skipped message="needs a CUDA device"/>')]))
+    status, text, _ = gpu_check.sum_gpu_tests(
+        ctx, _junit(tmp_path, [("c", '<skipped message="needs a CUDA device"/>')])
+    )
     assert status == "skipped" and "needs a CUDA device" in text
 
 
 def test_findings_name_slow_ops_and_a_small_training_gain():
-    steps = [{"name": "ops", "status": "ok", "result": {"ops_slower_than_ref": {"bias_act lrelu 4px": 0.8}}},
-             {"name": "train_step", "status": "ok", "result": {"fused_speedup": 1.1}},
-             {"name": "edit", "status": "timeout", "reason": "killed after its 150 s timeout"}]
+    steps = [
+        {"name": "ops", "status": "ok", "result": {"ops_slower_than_ref": {"bias_act lrelu 4px": 0.8}}},
+        {"name": "train_step", "status": "ok", "result": {"fused_speedup": 1.1}},
+        {"name": "edit", "status": "timeout", "reason": "killed after its 150 s timeout"},
+    ]
     found = gpu_check.findings(steps)
     assert len(found) == 3 and "bias_act lrelu 4px" in found[0] and "1.1x" in found[1] and "edit: timeout" in found[2]
 
 
 def _fake_wheel(dest: Path, name: str, version: str, requires: list[str]) -> None:
     meta = "Metadata-Version: 2.1\nName: {}\nVersion: {}\n{}".format(
-        name, version, "".join(f"Requires-Dist: {r}\n" for r in requires))
+        name, version, "".join(f"Requires-Dist: {r}\n" for r in requires)
+    )
     with zipfile.ZipFile(dest / f"{name}-{version}-py3-none-any.whl", "w") as z:
         z.writestr(f"{name}-{version}.dist-info/METADATA", meta)
 
 
 def test_wheel_closure_skips_what_the_device_has(tmp_path, monkeypatch):
-    index = {"open_clip_torch": ["torch>=2.0", "ftfy", "timm>=1.0"], "ftfy": ["wcwidth"], "wcwidth": [],
-             "colorama_win": [], "extra_only": []}
+    index = {
+        "open_clip_torch": ["torch>=2.0", "ftfy", "timm>=1.0"],
+        "ftfy": ["wcwidth"],
+        "wcwidth": [],
+        "colorama_win": [],
+        "extra_only": [],
+    }
     index["open_clip_torch"] += ['colorama_win; sys_platform == "win32"', 'extra_only; extra == "training"']
     calls = []
 
@@ -159,23 +199,54 @@ def test_dry_run_ddp_on_two_cpu_processes(tmp_path):
 
 
 def test_failed_build_and_timeout_are_recorded_and_the_check_goes_on(tmp_path, monkeypatch, capsys):
-    partial = {"device": "cpu", "cuda_ops": "available", "ops": [
-        {"name": "bias_act lrelu 4px", "cuda": {"time_ms": 2.0}, "ref": {"time_ms": 1.0},
-         "ratios": {"ref/cuda time": 0.5}}], "train_step": None, "complete": False}
+    partial = {
+        "device": "cpu",
+        "cuda_ops": "available",
+        "ops": [
+            {
+                "name": "bias_act lrelu 4px",
+                "cuda": {"time_ms": 2.0},
+                "ref": {"time_ms": 1.0},
+                "ratios": {"ref/cuda time": 0.5},
+            }
+        ],
+        "train_step": None,
+        "complete": False,
+    }
     slow = "import sys, time; open(sys.argv[1], 'w').write(sys.argv[2]); time.sleep(60)"
     steps = [
-        gpu_check.Step("build", "fails", 30, 1, lambda ctx: [sys.executable, "-c", "raise SystemExit('no nvcc')"],
-                       gpu_check.sum_build),
-        gpu_check.Step("gpu_tests", "skipped after the failed build", 30, 1, gpu_check.cmd_gpu_tests,
-                       gpu_check.sum_gpu_tests, "gpu_tests.xml"),
-        gpu_check.Step("ops", "times out with partial results", 3, 1,
-                       lambda ctx: [sys.executable, "-c", slow, ctx.path("ops.json"), json.dumps(partial)],
-                       gpu_check.sum_ops, "ops.json"),
+        gpu_check.Step(
+            "build",
+            "fails",
+            30,
+            1,
+            lambda ctx: [sys.executable, "-c", "raise SystemExit('no nvcc')"],
+            gpu_check.sum_build,
+        ),
+        gpu_check.Step(
+            "gpu_tests",
+            "skipped after the failed build",
+            30,
+            1,
+            gpu_check.cmd_gpu_tests,
+            gpu_check.sum_gpu_tests,
+            "gpu_tests.xml",
+        ),
+        gpu_check.Step(
+            "ops",
+            "times out with partial results",
+            3,
+            1,
+            lambda ctx: [sys.executable, "-c", slow, ctx.path("ops.json"), json.dumps(partial)],
+            gpu_check.sum_ops,
+            "ops.json",
+        ),
     ]
     monkeypatch.setattr(gpu_check, "STEPS", steps)
     out = tmp_path / "r.json"
-    rc = gpu_check.main(["--dry-run", "--out", str(out), "--workdir", str(tmp_path / "w"),
-                         "--steps", "build,gpu_tests,ops"])
+    rc = gpu_check.main(
+        ["--dry-run", "--out", str(out), "--workdir", str(tmp_path / "w"), "--steps", "build,gpu_tests,ops"]
+    )
     report = json.loads(out.read_text())
     by = {s["name"]: s for s in report["steps"]}
     assert rc == 1 and [s["name"] for s in report["steps"]] == ["env", "build", "gpu_tests", "ops"]

@@ -1,4 +1,5 @@
 """The bundled miniature models load offline and drive a real edit through edit.py."""
+
 import json
 
 import pytest
@@ -33,8 +34,12 @@ def test_bundle_loads_and_is_small():
 def test_bundle_mini_roundtrip(tmp_path):
     # re-bundling the bundle (pbw format in, EMA generator + D out) gives the same images
     sizes = bundle_mini(mini_generator_path(), MINI_DIR / "clip", tmp_path, biggan_ckpt=mini_generator_path("biggan"))
-    assert set(sizes) == {"stylegan2.ckpt", "biggan.ckpt", "clip/open_clip_config.json",
-                          "clip/open_clip_model.safetensors"}
+    assert set(sizes) == {
+        "stylegan2.ckpt",
+        "biggan.ckpt",
+        "clip/open_clip_config.json",
+        "clip/open_clip_model.safetensors",
+    }
     a, b = load_generator(mini_generator_path()), load_generator(tmp_path / "stylegan2.ckpt")
     codes = a.sample(1, seed=3)
     assert torch.allclose(a.decode(a.encode(codes)), b.decode(b.encode(codes)), atol=1e-3)
@@ -47,9 +52,27 @@ def test_edit_py_default_clip_is_the_paper_one():
 @pytest.mark.parametrize("config, extra", [("mini.yaml", []), ("mini_biggan.yaml", ["--class", "3"])])
 def test_quick_edit_with_the_bundle(tmp_path, config, extra):
     out = tmp_path / "first"
-    rows = main(["--config", f"configs/edit/{config}", "--prompt", "a bird with a red body",
-                 "--mask", "0.25,0.25,0.75,0.75", "--out", str(out), "--settings.steps", "2",
-                 "--settings.generations", "1", "--settings.population", "4", "--progress", "false", *extra])
+    rows = main(
+        [
+            "--config",
+            f"configs/edit/{config}",
+            "--prompt",
+            "a bird with a red body",
+            "--mask",
+            "0.25,0.25,0.75,0.75",
+            "--out",
+            str(out),
+            "--settings.steps",
+            "2",
+            "--settings.generations",
+            "1",
+            "--settings.population",
+            "4",
+            "--progress",
+            "false",
+            *extra,
+        ]
+    )
     assert len(rows) == 1
     comparison = Image.open(out / "comparison.png")
     assert comparison.size[0] > 3 * 256 and comparison.size[1] > 256

@@ -1,5 +1,6 @@
 """Editing your own photo (issue 19): projection into the bundled mini generators, pivotal tuning, the
 projection as an edit's base, its saved form, the two command lines and bad images."""
+
 import io
 import json
 
@@ -11,7 +12,7 @@ from PIL import Image
 import pbw.checkpoints
 from pbw.assets import mini_generator_path
 from pbw.data.synthetic import render_bird, sample_bird
-from pbw.editing import Cancel, Editor, EditModule, EditRequest, EditResult, EditSettings, load_mask
+from pbw.editing import Cancel, EditModule, Editor, EditRequest, EditResult, EditSettings, load_mask
 from pbw.editing.figures import GAP
 from pbw.editing.project import PhotoError, ProjectSettings, load_photo, project, reconstruction
 from pbw.editing.result import render_layers
@@ -66,8 +67,14 @@ def test_projection_then_pivotal_tuning_reconstruct_a_held_out_drawn_bird(family
     factors leave a margin."""
     g = pbw.checkpoints.load_generator(mini_generator_path(family))
     photo, species = drawn_bird(2, resolution=g.resolution)
-    r = project(photo, g, ProjectSettings(steps=30, tune_steps=15, w_avg_samples=1000), classes=species,
-                progress=False, device="cpu")
+    r = project(
+        photo,
+        g,
+        ProjectSettings(steps=30, tune_steps=15, w_avg_samples=1000),
+        classes=species,
+        progress=False,
+        device="cpu",
+    )
     m = r.metrics
     assert m["psnr_before_tuning"] >= m["psnr_start"]  # the latent search never returns worse than its start
     if family == "stylegan2":
@@ -95,8 +102,9 @@ def test_an_edit_of_a_projected_photo_keeps_the_photo_outside_the_mask_and_repla
     assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())  # tuning works on a copy
     assert proj.generator_state and all(k.startswith("synthesis.") for k in proj.generator_state)
     mask = load_mask("0.25,0.25,0.75,0.75", RES)[0]
-    edited = Editor(tiny, clip, device="cpu").run([EditRequest(PromptSet.parse("a red bird"), mask=mask, base=proj)],
-                                                   EDIT, progress=False)[0]
+    edited = Editor(tiny, clip, device="cpu").run(
+        [EditRequest(PromptSet.parse("a red bird"), mask=mask, base=proj)], EDIT, progress=False
+    )[0]
     outside = (mask == 0).expand(1, 3, -1, -1)
     assert torch.equal(edited.edited[outside], photo[outside])
     assert not torch.equal(edited.edited[~outside], photo[~outside])
@@ -106,10 +114,12 @@ def test_an_edit_of_a_projected_photo_keeps_the_photo_outside_the_mask_and_repla
         EditModule(tiny, clip, [EditRequest(PromptSet.parse("a red bird"), mask=mask, base=proj)])
     tuned = proj.tuned_generator(tiny)
     with torch.no_grad():  # the edit was made with the tuned weights, and replays with them only
-        assert torch.allclose(render_layers(tuned, edited.codes, edited.w0, edited.layers, base=photo), edited.edited,
-                              atol=1e-6)
-        assert not torch.allclose(render_layers(tiny, edited.codes, edited.w0, edited.layers, base=photo),
-                                  edited.edited, atol=1e-3)
+        assert torch.allclose(
+            render_layers(tuned, edited.codes, edited.w0, edited.layers, base=photo), edited.edited, atol=1e-6
+        )
+        assert not torch.allclose(
+            render_layers(tiny, edited.codes, edited.w0, edited.layers, base=photo), edited.edited, atol=1e-3
+        )
 
     files = edited.save(tmp_path / "edit")
     assert files["generator"].name == "generator.pt" and torch.load(files["latents"])["format_version"] == 3
@@ -121,7 +131,8 @@ def test_an_edit_of_a_projected_photo_keeps_the_photo_outside_the_mask_and_repla
     # continue from the loaded edit: a second stroke keeps the first edit outside it
     second_mask = load_mask("0,0,0.4,0.4", RES)[0]
     second = Editor(tiny, clip, device="cpu").run(
-        [EditRequest(PromptSet.parse("a blue bird"), mask=second_mask, base=loaded)], EDIT, progress=False)[0]
+        [EditRequest(PromptSet.parse("a blue bird"), mask=second_mask, base=loaded)], EDIT, progress=False
+    )[0]
     keep = (second_mask == 0).expand(1, 3, -1, -1)
     assert torch.equal(second.edited[keep], edited.edited[keep]) and len(second.layers) == 2
     # a result without tuned weights stays format 2; one whose generator.pt is missing says so
@@ -148,14 +159,19 @@ def test_biggan_projection_and_wplus_edit_spaces(tiny, tiny_biggan, clip):
     assert edit_space(rw, tiny_biggan) == "w"
     mask = load_mask("0.25,0.25,0.75,0.75", RES)[0]
     out = Editor(tiny_biggan, clip, device="cpu").run(
-        [EditRequest(PromptSet.parse("a red bird"), mask=mask, base=b) for b in (r, rw)], EDIT, progress=False)
+        [EditRequest(PromptSet.parse("a red bird"), mask=mask, base=b) for b in (r, rw)], EDIT, progress=False
+    )
     for e in out:
         assert torch.equal(e.edited[(mask == 0).expand(1, 3, -1, -1)], photo[(mask == 0).expand(1, 3, -1, -1)])
-    rp = project(photo, tiny, ProjectSettings(**{**QUICK, "space": "wplus", "tune_steps": 0}), progress=False,
-                 device="cpu")
+    rp = project(
+        photo, tiny, ProjectSettings(**{**QUICK, "space": "wplus", "tune_steps": 0}), progress=False, device="cpu"
+    )
     assert not torch.allclose(rp.w0, rp.w0[:, :1].expand_as(rp.w0)) and edit_space(rp, tiny) == "wplus"
-    e = Editor(tiny, clip, device="cpu").run([EditRequest(PromptSet.parse("a red bird"), mask=mask, base=rp)],
-                                             EditSettings(**{**EDIT.__dict__, "space": "wplus"}), progress=False)[0]
+    e = Editor(tiny, clip, device="cpu").run(
+        [EditRequest(PromptSet.parse("a red bird"), mask=mask, base=rp)],
+        EditSettings(**{**EDIT.__dict__, "space": "wplus"}),
+        progress=False,
+    )[0]
     assert e.space == "wplus"
     with pytest.raises(ValueError, match="projects into space w or wplus"):
         project(photo, tiny, ProjectSettings(space="z"), progress=False, device="cpu")
@@ -164,8 +180,14 @@ def test_biggan_projection_and_wplus_edit_spaces(tiny, tiny_biggan, clip):
 def test_progress_and_stops(tiny):
     photo = torch.rand(1, 3, RES, RES) * 2 - 1
     seen = []
-    r = project(photo, tiny, ProjectSettings(**QUICK), progress=False, device="cpu",
-                report=lambda phase, done, total: seen.append((phase, done, total)))
+    r = project(
+        photo,
+        tiny,
+        ProjectSettings(**QUICK),
+        progress=False,
+        device="cpu",
+        report=lambda phase, done, total: seen.append((phase, done, total)),
+    )
     assert seen[0] == ("projection", 1, 12) and seen[-1] == ("pivotal tuning", 6, 6) and len(seen) == 18
     cancel = Cancel()
     cancel.cancel()
@@ -186,8 +208,10 @@ def test_any_photo_is_converted_resized_and_cropped(tmp_path):
     rgba = Image.new("RGBA", (80, 40), (255, 0, 0, 0))  # fully transparent: white
     x, notes = load_photo(_png(rgba), RES)
     assert x.shape == (1, 3, RES, RES) and torch.allclose(x, torch.ones_like(x))
-    assert notes == ["converted from RGBA to RGB (transparent pixels on white)",
-                     "resized from 80x40 to 32x32 px (center-cropped to a square)"]
+    assert notes == [
+        "converted from RGBA to RGB (transparent pixels on white)",
+        "resized from 80x40 to 32x32 px (center-cropped to a square)",
+    ]
     gray = Image.new("L", (32, 32), 0)
     x, notes = load_photo(_png(gray), RES)
     assert notes == ["converted from L to RGB"] and torch.allclose(x, -torch.ones_like(x))
@@ -195,16 +219,18 @@ def test_any_photo_is_converted_resized_and_cropped(tmp_path):
     x, notes = load_photo(_png(cmyk), RES)
     assert notes[0] == "converted from CMYK to RGB" and x[0, 0].mean() > 0.9 and x[0, 1].mean() < -0.9
     half = torch.zeros(1, 3, RES, 2 * RES)  # a tensor of another size goes through the same resize
-    half[..., RES // 2:RES + RES // 2] = 1
+    half[..., RES // 2 : RES + RES // 2] = 1
     x, notes = load_photo(half, RES)
     assert torch.allclose(x, torch.ones_like(x), atol=1 / 127) and "resized from 64x32" in notes[0]
 
 
 def test_bad_photos_give_one_line_errors(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not an image at all")
-    for source, match in ((tmp_path / "junk.png", "cannot read image .*junk.png: cannot identify image file"),
-                          (tmp_path / "missing.jpg", "cannot read image .*missing.jpg: No such file"),
-                          (_png(Image.new("RGB", (64, 8))), "the photo is 64x8 px: too small to project")):
+    for source, match in (
+        (tmp_path / "junk.png", "cannot read image .*junk.png: cannot identify image file"),
+        (tmp_path / "missing.jpg", "cannot read image .*missing.jpg: No such file"),
+        (_png(Image.new("RGB", (64, 8))), "the photo is 64x8 px: too small to project"),
+    ):
         with pytest.raises(PhotoError, match=match) as e:
             load_photo(source, RES)
         assert "\n" not in str(e.value)
@@ -214,6 +240,7 @@ def test_bad_photos_give_one_line_errors(tmp_path):
 @pytest.fixture
 def tiny_checkpoint(monkeypatch, tiny):
     """`load_generator` gives the tiny StyleGAN2 for 'tiny.ckpt'."""
+
     def load(path):
         if str(path).endswith("tiny.ckpt"):
             return tiny
@@ -222,8 +249,18 @@ def tiny_checkpoint(monkeypatch, tiny):
     monkeypatch.setattr(pbw.checkpoints, "load_generator", load, raising=False)
 
 
-QUICK_ARGS = ["--settings.steps", "12", "--settings.tune_steps", "6", "--settings.w_avg_samples", "200",
-              "--progress", "false", "--device", "cpu"]
+QUICK_ARGS = [
+    "--settings.steps",
+    "12",
+    "--settings.tune_steps",
+    "6",
+    "--settings.w_avg_samples",
+    "200",
+    "--progress",
+    "false",
+    "--device",
+    "cpu",
+]
 
 
 def test_project_command_writes_the_projection(tmp_path, tiny_checkpoint, tiny, capsys):
@@ -231,8 +268,15 @@ def test_project_command_writes_the_projection(tmp_path, tiny_checkpoint, tiny, 
 
     Image.new("LA", (50, 40), (128, 255)).save(tmp_path / "photo.png")
     r = main([str(tmp_path / "photo.png"), "--generator", "tiny.ckpt", "--out", str(tmp_path / "p"), *QUICK_ARGS])
-    for f in ("original.png", "edited.png", "reconstruction.png", "comparison.png", "latents.pt", "generator.pt",
-              "metrics.json"):
+    for f in (
+        "original.png",
+        "edited.png",
+        "reconstruction.png",
+        "comparison.png",
+        "latents.pt",
+        "generator.pt",
+        "metrics.json",
+    ):
         assert (tmp_path / "p" / f).is_file(), f
     width, height = Image.open(tmp_path / "p" / "comparison.png").size
     assert width == 2 * 256 + 3 * GAP and height > 256 + 2 * GAP  # photo | reconstruction, upscaled 8x, labelled
@@ -257,13 +301,46 @@ def test_edit_py_image_projects_then_edits(tmp_path, tiny_checkpoint, tiny, caps
     from pbw.editing.cli import main
 
     Image.new("RGB", (40, 40), (30, 60, 200)).save(tmp_path / "photo.jpg")
-    fast = ["--clip", "pbw-tiny-clip:random", "--settings.crops", "2", "--settings.steps", "2",
-            "--settings.generations", "1", "--settings.population", "4", "--lpips", "false", "--progress", "false",
-            "--device", "cpu", "--projection.steps", "12", "--projection.tune_steps", "6",
-            "--projection.w_avg_samples", "200"]
+    fast = [
+        "--clip",
+        "pbw-tiny-clip:random",
+        "--settings.crops",
+        "2",
+        "--settings.steps",
+        "2",
+        "--settings.generations",
+        "1",
+        "--settings.population",
+        "4",
+        "--lpips",
+        "false",
+        "--progress",
+        "false",
+        "--device",
+        "cpu",
+        "--projection.steps",
+        "12",
+        "--projection.tune_steps",
+        "6",
+        "--projection.w_avg_samples",
+        "200",
+    ]
     out = tmp_path / "e"
-    main(["--generator", "tiny.ckpt", "--image", str(tmp_path / "photo.jpg"), "--prompt", "a red bird",
-          "--mask", "0.25,0.25,0.75,0.75", "--out", str(out), *fast])
+    main(
+        [
+            "--generator",
+            "tiny.ckpt",
+            "--image",
+            str(tmp_path / "photo.jpg"),
+            "--prompt",
+            "a red bird",
+            "--mask",
+            "0.25,0.25,0.75,0.75",
+            "--out",
+            str(out),
+            *fast,
+        ]
+    )
     assert (out / "projection" / "reconstruction.png").is_file() and (out / "generator.pt").is_file()
     edited = EditResult.load(out, tiny)
     photo = EditResult.load(out / "projection", tiny)
@@ -273,12 +350,36 @@ def test_edit_py_image_projects_then_edits(tmp_path, tiny_checkpoint, tiny, caps
     meta = json.loads((out / "metrics.json").read_text())
     assert "resized from 40x40 to 32x32 px" in meta["notes"]
     # a saved projection is edited without projecting again
-    main(["--generator", "tiny.ckpt", "--image", str(out / "projection"), "--prompt", "a blue bird",
-          "--mask", "0,0,0.5,0.5", "--out", str(tmp_path / "e2"), *fast])
+    main(
+        [
+            "--generator",
+            "tiny.ckpt",
+            "--image",
+            str(out / "projection"),
+            "--prompt",
+            "a blue bird",
+            "--mask",
+            "0,0,0.5,0.5",
+            "--out",
+            str(tmp_path / "e2"),
+            *fast,
+        ]
+    )
     assert not (tmp_path / "e2" / "projection").exists() and (tmp_path / "e2" / "edited.png").is_file()
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        main(["--generator", "tiny.ckpt", "--image", str(tmp_path / "missing.png"), "--prompt", "a red bird",
-              "--out", str(tmp_path / "e3"), *fast])
+        main(
+            [
+                "--generator",
+                "tiny.ckpt",
+                "--image",
+                str(tmp_path / "missing.png"),
+                "--prompt",
+                "a red bird",
+                "--out",
+                str(tmp_path / "e3"),
+                *fast,
+            ]
+        )
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and err.startswith("edit.py: error: cannot read image") and "\n" not in err

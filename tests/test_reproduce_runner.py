@@ -3,6 +3,7 @@ their generator paths overridden by tiny pbw checkpoints written here, a random 
 different random tiny evaluator, tiny CUB captions, a tiny Places365 class list and real-image folder.
 Also: the evaluator-vs-optimizer rule, the pairwise preference against a hand computation, masks from
 files, a segmenter and bird parts (per row too), the gallery's links and an offline W&B table."""
+
 import json
 import math
 import re
@@ -11,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_data import write_tiny_cub
 from PIL import Image
 
-from fixtures_data import write_tiny_cub
 from pbw.checkpoints.core import ImportedNetworks, save_pbw_checkpoint
 from pbw.evaluation.judges import SameEvaluatorError, check_independent, preservation_outside
 from pbw.evaluation.preference import pairwise_preference
@@ -23,23 +24,53 @@ from pbw.reproduce import ExperimentError, Masks, Prompts, Task, Variant, load_e
 from pbw.reproduce.sources import PromptItem, plan_requests
 from pbw.semantic import SemanticNet, register_model_configs
 
-
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "reproduce"
 PAPER_CONFIGS = ("cub_text_to_image", "bedroom", "places")
 SCENES = ["mountain", "lake/natural", "beach", "field/wild", "church/outdoor", "castle", "tower", "skyscraper"]
 CLIP, EVALUATOR = "pbw-tiny-clip:random", "pbw-mini-clip:random"  # two different random tiny CLIPs
-TINY = ["--clip", CLIP, "--evaluators", json.dumps([EVALUATOR]), "--device", "cpu", "--lpips", "false",
-        "--settings.steps", "1", "--settings.generations", "1", "--settings.population", "2", "--settings.crops", "1",
-        "--settings.batch_size", "8", "--real.features", "random", "--real.kid_subset_size", "3",
-        "--max_seeds", "1"]
+TINY = [
+    "--clip",
+    CLIP,
+    "--evaluators",
+    json.dumps([EVALUATOR]),
+    "--device",
+    "cpu",
+    "--lpips",
+    "false",
+    "--settings.steps",
+    "1",
+    "--settings.generations",
+    "1",
+    "--settings.population",
+    "2",
+    "--settings.crops",
+    "1",
+    "--settings.batch_size",
+    "8",
+    "--real.features",
+    "random",
+    "--real.kid_subset_size",
+    "3",
+    "--max_seeds",
+    "1",
+]
 
 
 def tiny_stylegan2(path: Path) -> Path:
     torch.manual_seed(0)
     gk = dict(resolution=32, z_dim=16, w_dim=16, mapping_layers=2, channel_base=256, channel_max=16)
     dk = dict(resolution=32, channel_base=256, channel_max=16)
-    save_pbw_checkpoint(ImportedNetworks("pbw", "stylegan2", gk, {"generator_ema": StyleGAN2Generator(**gk).state_dict()},
-                                         dk, StyleGAN2Discriminator(**dk).state_dict()), path)
+    save_pbw_checkpoint(
+        ImportedNetworks(
+            "pbw",
+            "stylegan2",
+            gk,
+            {"generator_ema": StyleGAN2Generator(**gk).state_dict()},
+            dk,
+            StyleGAN2Discriminator(**dk).state_dict(),
+        ),
+        path,
+    )
     return path
 
 
@@ -47,8 +78,17 @@ def tiny_biggan(path: Path) -> Path:
     torch.manual_seed(0)
     gk = dict(resolution=32, ch=4, n_classes=len(SCENES), dim_z=32, shared_dim=8, attention=None)
     dk = dict(resolution=32, ch=4, n_classes=len(SCENES), attention=None)
-    save_pbw_checkpoint(ImportedNetworks("pbw", "biggan", gk, {"generator_ema": BigGANGenerator(**gk).state_dict()},
-                                         dk, BigGANDiscriminator(**dk).state_dict()), path)
+    save_pbw_checkpoint(
+        ImportedNetworks(
+            "pbw",
+            "biggan",
+            gk,
+            {"generator_ema": BigGANGenerator(**gk).state_dict()},
+            dk,
+            BigGANDiscriminator(**dk).state_dict(),
+        ),
+        path,
+    )
     return path
 
 
@@ -62,21 +102,44 @@ def world(tmp_path_factory):
     for i in range(6):
         Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(real / f"{i}.png")
     (d / "categories.txt").write_text("".join(f"/{n[0]}/{n} {i}\n" for i, n in enumerate(SCENES)))
-    return {"sg2": tiny_stylegan2(d / "sg2.ckpt"), "biggan": tiny_biggan(d / "biggan.ckpt"),
-            "cub": write_tiny_cub(d / "cub", n_classes=2, per_class=4, size=32).parent, "real": real,
-            "classes": d / "categories.txt"}
+    return {
+        "sg2": tiny_stylegan2(d / "sg2.ckpt"),
+        "biggan": tiny_biggan(d / "biggan.ckpt"),
+        "cub": write_tiny_cub(d / "cub", n_classes=2, per_class=4, size=32).parent,
+        "real": real,
+        "classes": d / "categories.txt",
+    }
 
 
 def overrides(name: str, w: dict) -> list[str]:
     """Point a paper config at the tiny world (the rest of the config is the shipped one)."""
     if name == "cub_text_to_image":
-        return ["--generators.cub.path", str(w["sg2"]), "--tasks.text_to_image.prompts.captions", str(w["cub"]),
-                "--tasks.text_to_image.prompts.count", "3", "--real.path", str(w["real"])]
+        return [
+            "--generators.cub.path",
+            str(w["sg2"]),
+            "--tasks.text_to_image.prompts.captions",
+            str(w["cub"]),
+            "--tasks.text_to_image.prompts.count",
+            "3",
+            "--real.path",
+            str(w["real"]),
+        ]
     if name == "bedroom":
         return ["--generators.bedroom.path", str(w["sg2"]), "--real.path", str(w["real"]), "--max_prompts", "3"]
-    return ["--generators.places.path", str(w["biggan"]), "--generators.places.class_names", str(w["classes"]),
-            "--tasks.natural_scenes.classes", '["mountain", "lake/natural"]', "--tasks.built_scenes.classes",
-            '["castle"]', "--real.path", str(w["real"]), "--max_prompts", "2"]
+    return [
+        "--generators.places.path",
+        str(w["biggan"]),
+        "--generators.places.class_names",
+        str(w["classes"]),
+        "--tasks.natural_scenes.classes",
+        '["mountain", "lake/natural"]',
+        "--tasks.built_scenes.classes",
+        '["castle"]',
+        "--real.path",
+        str(w["real"]),
+        "--max_prompts",
+        "2",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +170,7 @@ def test_paper_config_end_to_end(runs, name):
             lo, hi = ev["accuracy_ci95"]
             assert lo <= ev["accuracy"] <= hi
             if task["kind"] == "masked edit":
-                assert 0 <= row["preservation_l1"] and row["preservation_psnr"] > 0
+                assert row["preservation_l1"] >= 0 and row["preservation_psnr"] > 0
                 assert set(row["by_category"]) == {r["category"] for r in task["requests"][cfg.generator]}
         prefs = [p for p in task["preferences"] if "criterion" in p]
         assert {p["criterion"] for p in prefs} == {"accuracy", "realism"}
@@ -155,8 +218,21 @@ def test_wandb_offline_table(runs, monkeypatch):
 
 def test_evaluator_identical_to_optimizer_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # refused before any model is loaded (the generator does not exist)
-        main(["run", "--config", str(CONFIGS / "bedroom.yaml"), "--out", str(tmp_path), "--clip", CLIP,
-              "--evaluators", json.dumps([CLIP]), "--generators.bedroom.path", "/no/such/file.pkl"])
+        main(
+            [
+                "run",
+                "--config",
+                str(CONFIGS / "bedroom.yaml"),
+                "--out",
+                str(tmp_path),
+                "--clip",
+                CLIP,
+                "--evaluators",
+                json.dumps([CLIP]),
+                "--generators.bedroom.path",
+                "/no/such/file.pkl",
+            ]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: evaluator 'pbw-tiny-clip:random' names the CLIP the edits")
     assert "allow_same_evaluator" in err and "ViT-L-14" in err
@@ -219,11 +295,22 @@ def test_masks_from_segmenter_files_and_boxes(world, tmp_path):
 
     g = load_generator(world["sg2"])
     np.save(tmp_path / "5_door.npy", np.ones((32, 32), np.float32))
-    items = [PromptItem("a left thing", region="left"), PromptItem("a door", region="door"),
-             PromptItem("a bed", region="bed"), PromptItem("a sky", region="sky")]
-    task = Task(generator="g", prompts=Prompts(texts=["x"]), variants=[Variant("v")], first_seed=5, seeds=1,
-                masks=Masks(files=str(tmp_path / "{seed}_{region}.npy"), segmenter=f"{__name__}:seg_fn",
-                            segmenter_args={"value": 0.5}))
+    items = [
+        PromptItem("a left thing", region="left"),
+        PromptItem("a door", region="door"),
+        PromptItem("a bed", region="bed"),
+        PromptItem("a sky", region="sky"),
+    ]
+    task = Task(
+        generator="g",
+        prompts=Prompts(texts=["x"]),
+        variants=[Variant("v")],
+        first_seed=5,
+        seeds=1,
+        masks=Masks(
+            files=str(tmp_path / "{seed}_{region}.npy"), segmenter=f"{__name__}:seg_fn", segmenter_args={"value": 0.5}
+        ),
+    )
     planned, notes = plan_requests(task, items, g, [None])
     masks_of = {p.item.region: p.request.mask[0, 0] for p in planned}
     assert masks_of["door"].eq(1).all()  # the user's file for seed 5 comes first
@@ -253,13 +340,19 @@ def test_part_masks_per_seed_and_rows_with_masks_of_their_own(monkeypatch):
             starts[seed] = g.decode(g.encode(codes), cond=codes)[0]
     items = [PromptItem("a bird with a red body"), PromptItem("a bird with a blue body")]
     box = Masks(box="0.25,0.25,0.75,0.75")
-    task = Task(generator="g", prompts=Prompts(texts=["x"]), first_seed=1000, seeds=2, masks=Masks(part="body"),
-                variants=[Variant("paper"), Variant("box", masks=box)])
+    task = Task(
+        generator="g",
+        prompts=Prompts(texts=["x"]),
+        first_seed=1000,
+        seeds=2,
+        masks=Masks(part="body"),
+        variants=[Variant("paper"), Variant("box", masks=box)],
+    )
     planned, notes = plan_requests(task, items, g, [None], row_masks={"box": box})
     assert not notes and [p.seed for p in planned] == [1000, 1000, 1001, 1001]
     res = g.resolution
     central = torch.zeros(res, res)
-    central[res // 4:3 * res // 4, res // 4:3 * res // 4] = 1
+    central[res // 4 : 3 * res // 4, res // 4 : 3 * res // 4] = 1
     for p in planned:
         body = segmenter.part_mask(starts[p.seed], "body")  # the segmenter's own answer on that seed's image
         paper, boxed = p.request_for("paper"), p.request_for("box")
@@ -269,8 +362,13 @@ def test_part_masks_per_seed_and_rows_with_masks_of_their_own(monkeypatch):
     assert not torch.equal(planned[0].request.mask, planned[2].request.mask)  # each seed its own body
 
     real = segmenter.part_mask
-    monkeypatch.setattr(segmenter, "part_mask", lambda image, parts, net=None: (  # no body in seed 1001
-        torch.zeros(image.shape[-2:]) if torch.equal(image, starts[1001]) else real(image, parts, net)))
+    monkeypatch.setattr(
+        segmenter,
+        "part_mask",
+        lambda image, parts, net=None: (  # no body in seed 1001
+            torch.zeros(image.shape[-2:]) if torch.equal(image, starts[1001]) else real(image, parts, net)
+        ),
+    )
     planned, notes = plan_requests(task, items, g, [None], row_masks={"box": box})
     assert [p.seed for p in planned] == [1000, 1000] and len(notes) == 2
     assert "000_seed1000" not in notes[0] and "left out: the part segmenter found no body" in notes[0]
@@ -280,8 +378,9 @@ def test_part_masks_per_seed_and_rows_with_masks_of_their_own(monkeypatch):
     seg = Masks(segmenter=f"{__name__}:seg_fn")
     planned, notes = plan_requests(task, items, g, [None], max_seeds=1, row_masks={"seg": seg})
     assert [p.item.region for p in planned] == ["left"] and set(planned[0].row_masks) == {"seg"}
-    assert notes == ["request 001_seed1000 ('a bed') left out: the segmenter found no 'bed' in the image "
-                     "(the masks of row 'seg')"]
+    assert notes == [
+        "request 001_seed1000 ('a bed') left out: the segmenter found no 'bed' in the image (the masks of row 'seg')"
+    ]
 
 
 def test_task_settings_between_the_experiments_and_a_rows(world, tmp_path, monkeypatch):
@@ -289,10 +388,24 @@ def test_task_settings_between_the_experiments_and_a_rows(world, tmp_path, monke
     from pbw.editing.editor import Editor
 
     seen, real = [], Editor.run
-    monkeypatch.setattr(Editor, "run", lambda self, requests, settings=None, **kw: (
-        seen.append(settings) or real(self, requests, settings, **kw)))
-    main(["run", "--config", str(CONFIGS / "bedroom.yaml"), "--out", str(tmp_path), *TINY, *overrides("bedroom", world),
-          "--tasks.masked_edits.settings", '{"lr": 0.3, "steps": 2, "mask_mode": "latent"}'])
+    monkeypatch.setattr(
+        Editor,
+        "run",
+        lambda self, requests, settings=None, **kw: seen.append(settings) or real(self, requests, settings, **kw),
+    )
+    main(
+        [
+            "run",
+            "--config",
+            str(CONFIGS / "bedroom.yaml"),
+            "--out",
+            str(tmp_path),
+            *TINY,
+            *overrides("bedroom", world),
+            "--tasks.masked_edits.settings",
+            '{"lr": 0.3, "steps": 2, "mask_mode": "latent"}',
+        ]
+    )
     # TINY sets the experiment's steps 1 and generations 1; bedroom.yaml's second row has mask_mode image
     assert [(s.lr, s.steps, s.generations, s.mask_mode) for s in seen] == [(0.3, 2, 1, "latent"), (0.3, 2, 1, "image")]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -302,20 +415,46 @@ def test_task_settings_between_the_experiments_and_a_rows(world, tmp_path, monke
 
 def test_config_errors_are_listed_before_running(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        main(["run", "--config", str(CONFIGS / "bedroom.yaml"), "--out", str(tmp_path), "--clip", CLIP,
-              "--evaluators", json.dumps([EVALUATOR]),
-              "--tasks.masked_edits.judges", '["fid", "beauty"]', "--tasks.masked_edits.generator", "church",
-              "--tasks.masked_edits.variants", '[{"name": "a", "settings": {"stepz": 3}}, {"name": "a"}]',
-              "--tasks.masked_edits.settings", '{"crop": 3}'])
+        main(
+            [
+                "run",
+                "--config",
+                str(CONFIGS / "bedroom.yaml"),
+                "--out",
+                str(tmp_path),
+                "--clip",
+                CLIP,
+                "--evaluators",
+                json.dumps([EVALUATOR]),
+                "--tasks.masked_edits.judges",
+                '["fid", "beauty"]',
+                "--tasks.masked_edits.generator",
+                "church",
+                "--tasks.masked_edits.variants",
+                '[{"name": "a", "settings": {"stepz": 3}}, {"name": "a"}]',
+                "--tasks.masked_edits.settings",
+                '{"crop": 3}',
+            ]
+        )
     msg = capsys.readouterr().err
     assert "unknown judges ['beauty']" in msg and "'church'" in msg and "['stepz']" in msg and "repeat" in msg
     assert "task 'masked_edits': unknown settings ['crop']" in msg
     with pytest.raises(ExperimentError, match="beauty"):  # the same from Python
         validate(load_experiment(CONFIGS / "bedroom.yaml", ["--tasks.masked_edits.judges", '["beauty"]']))
     with pytest.raises(ExperimentError) as e:  # masks: part names, what they combine with, rows' own masks
-        validate(load_experiment(CONFIGS / "mini_quick.yaml", [
-            "--tasks.masked_edits.masks.part", "body+tentacle", "--tasks.masked_edits.masks.box", "0,0,1,1",
-            "--tasks.text_to_image.variants", '[{"name": "a", "masks": {"box": "0,0,1,1"}}]']))
+        validate(
+            load_experiment(
+                CONFIGS / "mini_quick.yaml",
+                [
+                    "--tasks.masked_edits.masks.part",
+                    "body+tentacle",
+                    "--tasks.masked_edits.masks.box",
+                    "0,0,1,1",
+                    "--tasks.text_to_image.variants",
+                    '[{"name": "a", "masks": {"box": "0,0,1,1"}}]',
+                ],
+            )
+        )
     msg = str(e.value)
     assert "masks part: unknown bird part 'tentacle'; the parts are body, head, wing, tail, beak" in msg
     assert "masks part combines with files only, not ['box']" in msg
@@ -328,7 +467,8 @@ def test_variants_option_keeps_the_rows_it_names(capsys):
     exp, _ = parse_run(["--config", str(CONFIGS / "mini.yaml"), "--variants", "paper|BigGAN"])
     assert {name: [v.name for v in task.variants] for name, task in exp.tasks.items()} == {
         "masked_edits": ["paper: cma+adam, w, latent mask", "BigGAN: cma+adam, w (block-0 features), latent mask"],
-        "text_to_image": ["StyleGAN2: z (paper)", "BigGAN: z + class vector (paper)"]}
+        "text_to_image": ["StyleGAN2: z (paper)", "BigGAN: z + class vector (paper)"],
+    }
     exp, _ = parse_run(["--config", str(CONFIGS / "mini.yaml"), "--variants", "central box"])
     assert list(exp.tasks) == ["masked_edits"]  # text to image has no such row: left out
     with pytest.raises(SystemExit) as e:

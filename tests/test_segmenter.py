@@ -1,5 +1,6 @@
 """The part segmenter: part masks that follow a drawn bird (--mask part:body), clear errors for bad part
 names, the bird rate, and a tiny segmenter that trains, saves and loads."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -28,7 +29,7 @@ def test_part_mask_matches_the_drawn_part_map(resolution):
     for spec, labels in (("part:body", ["body"]), ("part:head+wing", ["head", "wing"])):
         masks, truth = [], []
         for k in range(len(birds)):
-            mask, notes = load_mask(spec, resolution, image=birds.tensors()[k:k + 1])
+            mask, notes = load_mask(spec, resolution, image=birds.tensors()[k : k + 1])
             assert mask.shape == (1, 1, resolution, resolution) and labels[0] in notes[0]
             masks.append(mask[0, 0] > 0.5)
             truth.append(np.isin(birds.part_maps[k], [PART_LABELS[p] for p in labels]))
@@ -99,8 +100,9 @@ def test_edit_request_with_a_part_mask():
     from pbw.editing.cli import make_request
 
     g = load_generator(mini_generator_path())
-    defaults = SimpleNamespace(prompt="a bird with a red body", negative=None, class_=None, seed=0, mask=None,
-                               feather=0.0)
+    defaults = SimpleNamespace(
+        prompt="a bird with a red body", negative=None, class_=None, seed=0, mask=None, feather=0.0
+    )
     found = 0
     for seed in range(16):  # the first bundle draws few whole birds: some start images have no part at all
         try:
@@ -118,8 +120,9 @@ def test_edit_request_with_a_part_mask():
 
 
 def test_tiny_segmenter_trains_saves_and_loads(tmp_path):
-    info = sg.train_segmenter(tmp_path / "s.safetensors", n=8, steps=2, batch_size=4, width=8, heldout=4,
-                              log=lambda s: None)
+    info = sg.train_segmenter(
+        tmp_path / "s.safetensors", n=8, steps=2, batch_size=4, width=8, heldout=4, log=lambda s: None
+    )
     assert set(info["share_ranges"]) == set(PARTS) and set(info["heldout"]) == {"64px", "32px", "negatives_32px"}
     net = sg.load_segmenter(tmp_path / "s.safetensors")
     assert net.info["share_ranges"] == info["share_ranges"]
@@ -158,7 +161,7 @@ def test_species_spread_is_the_exponential_of_the_entropy():
     assert effective_number(torch.arange(12), 12) == pytest.approx(12)
     assert effective_number(torch.tensor([3, 3, 3, 3]), 12) == pytest.approx(1)
     # half one species, a quarter each of two: entropy 1.5 bits, 2^1.5 = 2.83 equally common species
-    assert effective_number(torch.tensor([0, 0, 1, 2]), 12) == pytest.approx(2 ** 1.5)
+    assert effective_number(torch.tensor([0, 0, 1, 2]), 12) == pytest.approx(2**1.5)
 
 
 def test_an_empty_part_mask_is_an_error_unless_allowed():

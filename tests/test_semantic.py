@@ -1,4 +1,5 @@
 """The semantic network C(x, t) over a tiny random open_clip model registered by pbw."""
+
 import json
 
 import open_clip
@@ -107,7 +108,9 @@ def test_local_checkpoint_file_loads(tmp_path, clip):
         assert torch.equal(a, b)
     folder = tmp_path / "local"
     folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": open_clip.get_model_config("pbw-tiny-clip")}))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": open_clip.get_model_config("pbw-tiny-clip")})
+    )
     torch.save(clip.model.state_dict(), folder / "open_clip_pytorch_model.bin")
     c3 = SemanticNet.from_spec(f"local-dir:{folder}")
     assert torch.equal(c3.model.text_projection, clip.model.text_projection)

@@ -1,4 +1,5 @@
 """StyleGAN2 networks: shapes, published parameter counts, maskable decode, errors."""
+
 import pytest
 import torch
 
@@ -65,9 +66,9 @@ def test_maskable_decode_properties(resolution):
     assert torch.equal(G.decode(w, w0, torch.ones_like(zeros)), G.decode(w))
     # A right-half mask changes the right half far more than the left.
     half = zeros.clone()
-    half[..., resolution // 2:] = 1
+    half[..., resolution // 2 :] = 1
     diff = (G.decode(w, w0, half) - original).abs()
-    assert diff[..., 3 * resolution // 4:].mean() > 2 * diff[..., : resolution // 4].mean()
+    assert diff[..., 3 * resolution // 4 :].mean() > 2 * diff[..., : resolution // 4].mean()
 
 
 def test_masked_decode_is_differentiable_in_the_edit_latent():

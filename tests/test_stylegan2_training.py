@@ -1,4 +1,5 @@
 """StyleGAN2 training through the CLI: tiny run with metrics, resume, atomic checkpoints, W&B, DDP."""
+
 import csv
 import json
 import math
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fixtures_data import write_tiny_cub
 from training_probes import run_two_rank_ddp
+
 from pbw.cli import train_main
 from pbw.training.common import AtomicCheckpointIO
 from pbw.training.stylegan2 import StyleGAN2Module
@@ -23,8 +24,18 @@ def cub(tmp_path_factory):
 
 
 def run_args(cub, out, *extra):
-    return ["fit", "--config", TINY, "--data.root", str(cub), "--trainer.default_root_dir", str(out),
-            "--trainer.logger.init_args.save_dir", str(out), *extra]
+    return [
+        "fit",
+        "--config",
+        TINY,
+        "--data.root",
+        str(cub),
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger.init_args.save_dir",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +69,14 @@ def test_checkpoint_holds_networks_and_training_state(tiny_run):
     ckpt = torch.load(out / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["pbw"]["family"] == "stylegan2" and ckpt["pbw"]["generator"]["resolution"] == 32
     state = ckpt["state_dict"]
-    for key in ("generator_ema.synthesis.b32.torgb.weight", "discriminator.b4.out.weight",
-                "augment_pipe.p", "pl_mean", "images_seen", "generator.mapping.w_avg"):
+    for key in (
+        "generator_ema.synthesis.b32.torgb.weight",
+        "discriminator.b4.out.weight",
+        "augment_pipe.p",
+        "pl_mean",
+        "images_seen",
+        "generator.mapping.w_avg",
+    ):
         assert key in state, key
     assert torch.equal(state["augment_pipe.p"], cli.model.augment_pipe.p)
     # The config's retention: the newest 2 (every 4 steps), the best by FID, last.ckpt linking to the newest.
@@ -86,8 +103,9 @@ def test_resume_with_another_architecture_fails_clearly(tiny_run):
     out, _ = tiny_run
     ckpt = torch.load(out / "checkpoints/last.ckpt", weights_only=True, map_location="cpu")
     # (The CLI re-applies the checkpoint's hyperparameters; a Trainer used from Python hits this check.)
-    other = StyleGAN2Module(resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=16,
-                            num_metric_samples=0)
+    other = StyleGAN2Module(
+        resolution=32, z_dim=32, w_dim=32, mapping_layers=2, channel_base=256, channel_max=16, num_metric_samples=0
+    )
     with pytest.raises(ValueError, match="resume with the config"):
         other.on_load_checkpoint(ckpt)
 
@@ -112,10 +130,25 @@ def test_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 def test_wandb_offline_logging_writes_a_local_run_that_resumes(cub, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    args = ["fit", "--config", TINY, "--config", str(REPO / "configs/logging/wandb.yaml"),
-            "--data.root", str(cub), "--trainer.default_root_dir", str(tmp_path),
-            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.offline", "true",
-            "--trainer.val_check_interval", "2", "--trainer.logger.init_args.project", "pbw-test"]
+    args = [
+        "fit",
+        "--config",
+        TINY,
+        "--config",
+        str(REPO / "configs/logging/wandb.yaml"),
+        "--data.root",
+        str(cub),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path),
+        "--trainer.logger.init_args.offline",
+        "true",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.logger.init_args.project",
+        "pbw-test",
+    ]
     run_id = train_main([*args, "--trainer.max_steps", "2"]).trainer.logger.version
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs and list(runs[0].glob("*.wandb")), "an offline W&B run file should be written"
@@ -127,8 +160,9 @@ def test_wandb_offline_logging_writes_a_local_run_that_resumes(cub, tmp_path, mo
 def test_two_process_ddp_resumes_and_ends_with_equal_weights(cub, tmp_path):
     probe = ["--trainer.callbacks+=training_probes.StepLog"]
     run_two_rank_ddp(run_args(cub, tmp_path, "--trainer.max_steps", "2", *probe), tmp_path)
-    rank0 = run_two_rank_ddp(run_args(cub, tmp_path, "--trainer.max_steps", "4", *probe, "--ckpt_path", "last"),
-                             tmp_path)
+    rank0 = run_two_rank_ddp(
+        run_args(cub, tmp_path, "--trainer.max_steps", "4", *probe, "--ckpt_path", "last"), tmp_path
+    )
     assert int(rank0["images_seen"]) == 2 * 2 * 4  # 2 iterations x 2 ranks x batch 4
     records = [json.loads(line) for line in (tmp_path / "probe/steps.jsonl").read_text().splitlines()]
     starts = [r["iteration"] for r in records if r["kind"] == "start"]

@@ -1,7 +1,9 @@
 """Synthetic captioned birds: CUB layout, determinism, captions that tell the truth, the pixel oracle."""
+
 import itertools
 import re
 
+import clip_probes as probes
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,6 @@ from PIL import Image
 
 from pbw.data import synthetic as syn
 from pbw.evaluation import oracle
-import clip_probes as probes
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,9 @@ def test_deterministic_by_seed_and_prefix_stable(tmp_path, birds):
     other = syn.generate(tmp_path / "other", n=12, resolution=64, seed=4, progress=False)
     for rel in (r[1] for r in _read_rows(_cub(again) / "images.txt")):
         assert (_cub(again) / "images" / rel).read_bytes() == (_cub(birds) / "images" / rel).read_bytes()
-        assert (again / "text_c10" / rel).with_suffix(".txt").read_text() == \
-            (birds / "text_c10" / rel).with_suffix(".txt").read_text()
+        assert (again / "text_c10" / rel).with_suffix(".txt").read_text() == (birds / "text_c10" / rel).with_suffix(
+            ".txt"
+        ).read_text()
         a = np.asarray(Image.open(_cub(again) / "images" / rel), dtype=float)
         b = np.asarray(Image.open(_cub(other) / "images" / rel), dtype=float)
         assert np.abs(a - b).mean() > 5
@@ -94,8 +96,10 @@ def test_captions_name_the_true_part_colors(birds):
 
 def test_canonical_caption():
     colors = {"body": "white", "head": "red", "wing": "blue", "tail": "black", "beak": "orange"}
-    assert syn.canonical_caption(colors, ("head", "wing", "body")) == \
-        "this bird has a red head, blue wings and a white belly."
+    assert (
+        syn.canonical_caption(colors, ("head", "wing", "body"))
+        == "this bird has a red head, blue wings and a white belly."
+    )
     assert syn.canonical_caption(colors, ("beak",)) == "this bird has an orange beak."
 
 
@@ -162,8 +166,9 @@ def test_masked_edit_oracle_scores_a_body_redrawn_in_the_asked_color():
         for color in ("red", "blue", "black", spec.part_colors["body"]):
             redraw = np.random.default_rng()
             redraw.bit_generator.state = copy.deepcopy(state)  # the same pose and background
-            edited, _ = syn.render_bird(dataclasses.replace(spec, part_colors={**spec.part_colors, "body": color}),
-                                        64, redraw)
+            edited, _ = syn.render_bird(
+                dataclasses.replace(spec, part_colors={**spec.part_colors, "body": color}), 64, redraw
+            )
             x0.append(image)
             x1.append(edited)
             masks.append(label_map == syn.PART_LABELS["body"])
@@ -191,8 +196,16 @@ def test_command_line(tmp_path, capsys):
 def test_cub_datamodule_reads_the_synthetic_birds_unchanged(birds):
     from pbw.data.cub import CUBDataModule
 
-    dm = CUBDataModule(root=str(birds), split="train", val_split="test", captions=True, resolution=64,
-                       batch_size=8, num_workers=0, xflip=False)
+    dm = CUBDataModule(
+        root=str(birds),
+        split="train",
+        val_split="test",
+        captions=True,
+        resolution=64,
+        batch_size=8,
+        num_workers=0,
+        xflip=False,
+    )
     dm.setup("fit")
     assert dm.class_names[0] == "Red_Cardinal" and len(dm.class_names) == 12
     batch = next(iter(dm.val_dataloader()))
@@ -208,8 +221,10 @@ def test_cub_datamodule_reads_the_synthetic_birds_unchanged(birds):
         # pixels arrive unchanged, so the oracle reads the same colors from the batch
         expected = np.asarray(Image.open(_cub(birds) / "images" / rel), dtype=np.float32) / 127.5 - 1
         assert np.abs(batch["image"][k].permute(1, 2, 0).numpy() - expected).max() < 1e-5
-        assert oracle.part_colors(batch["image"][k], syn.load_part_map(birds, rel)) == \
-            syn.load_metadata(birds)["images"][image_id]["part_colors"]
+        assert (
+            oracle.part_colors(batch["image"][k], syn.load_part_map(birds, rel))
+            == syn.load_metadata(birds)["images"][image_id]["part_colors"]
+        )
 
 
 def test_load_split_and_probes_with_a_perfect_and_a_blind_model(birds):
@@ -224,7 +239,7 @@ def test_load_split_and_probes_with_a_perfect_and_a_blind_model(birds):
         stated = [{syn.canonical_caption(t, parts) for parts in [syn.PARTS] + [(p,) for p in syn.PARTS]} for t in truth]
         return torch.tensor([[float(text in s) for text in texts] for s in stated])
 
-    assert probes.part_color_probe(perfect, images, colors) == {p: 1.0 for p in syn.PARTS}
+    assert probes.part_color_probe(perfect, images, colors) == dict.fromkeys(syn.PARTS, 1.0)
     assert probes.caption_retrieval_accuracy(perfect, images, colors) == 1.0
     blind = probes.part_color_probe(lambda imgs, texts: torch.zeros(len(imgs), len(texts)), images, colors)
     assert all(v < 0.6 for v in blind.values())

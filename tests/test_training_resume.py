@@ -1,6 +1,7 @@
 """A killed training continues with the README's resume command (`--ckpt_path last`): SIGKILLs at random
 steps and during a checkpoint save, a corrupt newest checkpoint, fresh starts, the continued CSV log
 (the W&B and DDP resumes are in test_stylegan2_training.py)."""
+
 import csv
 import json
 import os
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fixtures_data import write_tiny_cub
 from training_probes import fingerprint, training_state
+
 from pbw.cli import train_main
 from pbw.training.common import newest_checkpoint
 from pbw.training.stylegan2 import StyleGAN2Module
@@ -31,8 +32,20 @@ def cub(tmp_path_factory):
 
 
 def fit_args(cub, out, *extra):
-    return ["fit", "--config", TINY, "--data.root", str(cub), "--trainer.default_root_dir", str(out),
-            "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false", *extra]
+    return [
+        "fit",
+        "--config",
+        TINY,
+        "--data.root",
+        str(cub),
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger.init_args.save_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
 
 
 def records(probe: Path, kind: str, pid: int | None = None) -> list[dict]:
@@ -82,12 +95,27 @@ def resume_point(folder: Path) -> tuple[int, dict[str, float | str]]:
 def test_a_killed_run_continues_with_the_readme_resume_command(cub, tmp_path):
     rng = random.Random(15)
     out, probe, folder = tmp_path / "run", tmp_path / "probe", tmp_path / "run" / "checkpoints"
-    command = [sys.executable, str(REPO / "train.py"),
-               *fit_args(cub, out, "--trainer.max_steps", str(2 * ITERATIONS), "--trainer.limit_val_batches", "0",
-                         "--trainer.callbacks+=training_probes.StepLog")]
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *fit_args(
+            cub,
+            out,
+            "--trainer.max_steps",
+            str(2 * ITERATIONS),
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.callbacks+=training_probes.StepLog",
+        ),
+    ]
     resume = [*command, "--ckpt_path", "last"]  # the README: the run's command plus --ckpt_path last
-    env = dict(os.environ, PBW_PROBE_DIR=str(probe), PYTHONPATH=f"{REPO}:{REPO / 'tests'}", WANDB_MODE="disabled",
-               OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        PBW_PROBE_DIR=str(probe),
+        PYTHONPATH=f"{REPO}:{REPO / 'tests'}",
+        WANDB_MODE="disabled",
+        OMP_NUM_THREADS="1",
+    )
 
     def reached(pid, n):
         return any(r["iteration"] >= n for r in records(probe, "step", pid))
@@ -99,8 +127,9 @@ def test_a_killed_run_continues_with_the_readme_resume_command(cub, tmp_path):
     launches.append((run_until(command, env, tmp_path / "1.log", lambda pid: reached(pid, kill_at)).pid, 0, None))
     # 2: resumed, killed while writing its second checkpoint file
     start, state = resume_point(folder)
-    proc = run_until(resume, dict(env, PBW_PROBE_HANG_AT_SAVE="2"), tmp_path / "2.log",
-                     lambda pid: (probe / "saving").exists())
+    proc = run_until(
+        resume, dict(env, PBW_PROBE_HANG_AT_SAVE="2"), tmp_path / "2.log", lambda pid: (probe / "saving").exists()
+    )
     launches.append((proc.pid, start, state))
     assert list(folder.glob(".*.tmp")), "the kill during the save left its temporary file"
     # 3: resumed, killed at a random step
@@ -150,8 +179,9 @@ def test_a_killed_run_continues_with_the_readme_resume_command(cub, tmp_path):
 
 
 def test_last_with_no_checkpoint_starts_fresh_and_a_fresh_start_over_a_run_is_refused(cub, tmp_path, capfd):
-    cli = train_main(fit_args(cub, tmp_path, "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0",
-                              "--ckpt_path", "last"))
+    cli = train_main(
+        fit_args(cub, tmp_path, "--trainer.max_steps", "4", "--trainer.limit_val_batches", "0", "--ckpt_path", "last")
+    )
     assert cli.trainer.global_step == 4
     assert f"no checkpoint in {tmp_path / 'checkpoints'} yet: starting the run from step 0" in capfd.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
@@ -199,8 +229,19 @@ def test_max_time_is_per_session_and_lightnings_csv_log_is_kept_on_resume(cub, t
         (timer,) = [key for key in ckpt["callbacks"] if "Timer" in key]
         ckpt["callbacks"][timer]["time_elapsed"]["train"] = 36000.0
         torch.save(ckpt, path)
-    cli = train_main(fit_args(cub, tmp_path, "--trainer.max_steps", "8", "--trainer.max_time", "00:01:00:00",
-                              "--ckpt_path", "last", *csv_logger))
+    cli = train_main(
+        fit_args(
+            cub,
+            tmp_path,
+            "--trainer.max_steps",
+            "8",
+            "--trainer.max_time",
+            "00:01:00:00",
+            "--ckpt_path",
+            "last",
+            *csv_logger,
+        )
+    )
     assert cli.trainer.global_step == 8  # Lightning's Timer counts the restored 10 h and stops at step 4
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
     rows = list(csv.DictReader(open(tmp_path / "lightning_logs/version_0/metrics.csv")))
@@ -216,8 +257,20 @@ def test_changed_model_settings_apply_on_resume(cub, tmp_path, capfd):
     saved = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=False, map_location="cpu")
     saved_moments = saved["optimizer_states"][0]["state"][0]["exp_avg"]
     capfd.readouterr()
-    cli = train_main(fit_args(cub, tmp_path, "--trainer.max_steps", "4", "--model.init_args.g_lr", "0.0005",
-                              "--model.init_args.r1_gamma", "0.5", "--ckpt_path", "last"))
+    cli = train_main(
+        fit_args(
+            cub,
+            tmp_path,
+            "--trainer.max_steps",
+            "4",
+            "--model.init_args.g_lr",
+            "0.0005",
+            "--model.init_args.r1_gamma",
+            "0.5",
+            "--ckpt_path",
+            "last",
+        )
+    )
     assert "changed from the checkpoint's: g_lr 0.0025 -> 0.0005, r1_gamma" in capfd.readouterr().err
     assert cli.model.hparams.r1_gamma == 0.5
     k = cli.model.hparams.pl_interval

@@ -1,5 +1,6 @@
 """The mini world's yardstick: the bundled one tells species and part colors of drawn birds, serves as
 FID/KID features, and a tiny one trains, saves and loads."""
+
 import numpy as np
 import pytest
 import torch
@@ -79,8 +80,17 @@ def test_species_accuracy_of_a_conditional_generator():
 
 
 def test_tiny_yardstick_trains_saves_and_loads(tmp_path):
-    info = ys.train_yardstick(tmp_path / "y.safetensors", n=16, steps=3, batch_size=8, width=8, features=16,
-                              heldout=8, stats_n=8, log=lambda s: None)
+    info = ys.train_yardstick(
+        tmp_path / "y.safetensors",
+        n=16,
+        steps=3,
+        batch_size=8,
+        width=8,
+        features=16,
+        heldout=8,
+        stats_n=8,
+        log=lambda s: None,
+    )
     assert set(info["heldout"]) == {"64px", "32px"} and info["trained_on"]["steps"] == 3
     net = ys.load_yardstick(tmp_path / "y.safetensors")
     assert net.info["heldout"] == info["heldout"] and net.fc.out_features == 16

@@ -1,4 +1,5 @@
 """Callbacks the training tests inject through the CLI (`--trainer.callbacks+=training_probes.X`)."""
+
 import hashlib
 import io
 import json
@@ -25,11 +26,21 @@ class SaveRankWeights(pl.Callback):
 def run_two_rank_ddp(fit_args: list[str], tmp_path: Path) -> dict[str, torch.Tensor]:
     """Run `train.py` on 2 CPU processes (gloo), assert both ranks end with identical state, return rank 0's."""
     repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PBW_PROBE_DIR=str(tmp_path / "probe"), PYTHONPATH=f"{repo}:{repo / 'tests'}",
-               WANDB_MODE="disabled")
-    cmd = [sys.executable, str(repo / "train.py"), *fit_args, "--trainer.devices", "2",
-           "--trainer.strategy", "ddp_find_unused_parameters_true", "--trainer.limit_val_batches", "0",
-           "--trainer.callbacks+=training_probes.SaveRankWeights"]
+    env = dict(
+        os.environ, PBW_PROBE_DIR=str(tmp_path / "probe"), PYTHONPATH=f"{repo}:{repo / 'tests'}", WANDB_MODE="disabled"
+    )
+    cmd = [
+        sys.executable,
+        str(repo / "train.py"),
+        *fit_args,
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp_find_unused_parameters_true",
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.callbacks+=training_probes.SaveRankWeights",
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0 = torch.load(tmp_path / "probe/rank0.pt", weights_only=True)
@@ -87,14 +98,21 @@ class StepLog(pl.Callback):
 
 def fingerprint(state: dict[str, torch.Tensor]) -> dict[str, float | str]:
     """Scalars as numbers, other tensors as a hash of their bytes (exact, unlike a sum's rounding)."""
-    return {k: v.item() if v.numel() == 1 else hashlib.sha1(v.detach().cpu().numpy().tobytes()).hexdigest()
-            for k, v in state.items()}
+    return {
+        k: v.item() if v.numel() == 1 else hashlib.sha1(v.detach().cpu().numpy().tobytes()).hexdigest()
+        for k, v in state.items()
+    }
 
 
 def training_state(module) -> dict[str, torch.Tensor]:
     """What a resumed StyleGAN2 run must continue: counters, EMA of G, ADA p, path-length mean, G and D."""
-    return {"iteration": module.iteration, "images_seen": module.images_seen, "ada_p": module.augment_pipe.p,
-            "pl_mean": module.pl_mean, "w_avg": module.generator.mapping.w_avg,
-            "generator_ema": torch.cat([p.detach().flatten() for p in module.generator_ema.parameters()]),
-            "generator": torch.cat([p.detach().flatten() for p in module.generator.parameters()]),
-            "discriminator": torch.cat([p.detach().flatten() for p in module.discriminator.parameters()])}
+    return {
+        "iteration": module.iteration,
+        "images_seen": module.images_seen,
+        "ada_p": module.augment_pipe.p,
+        "pl_mean": module.pl_mean,
+        "w_avg": module.generator.mapping.w_avg,
+        "generator_ema": torch.cat([p.detach().flatten() for p in module.generator_ema.parameters()]),
+        "generator": torch.cat([p.detach().flatten() for p in module.generator.parameters()]),
+        "discriminator": torch.cat([p.detach().flatten() for p in module.discriminator.parameters()]),
+    }

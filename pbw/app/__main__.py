@@ -1,4 +1,5 @@
 """`python -m pbw.app`: start the local Paint-by-Word page (bound to 127.0.0.1 unless --host says otherwise)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,27 +17,55 @@ from pbw.semantic import SemanticNet
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m pbw.app", description="Paint by Word in the browser.")
-    p.add_argument("--generator", type=str | None, default=None,
-                   help=f"generator checkpoint (default: the bundled mini StyleGAN2 in {assets.MINI_DIR})")
-    p.add_argument("--clip", type=str | None, default=None,
-                   help=f"CLIP spec as in edit.py, NAME[:TAG|:FILE|:random] or local-dir:PATH "
-                        f"(default: the bundled mini CLIP in {assets.MINI_DIR})")
+    p.add_argument(
+        "--generator",
+        type=str | None,
+        default=None,
+        help=f"generator checkpoint (default: the bundled mini StyleGAN2 in {assets.MINI_DIR})",
+    )
+    p.add_argument(
+        "--clip",
+        type=str | None,
+        default=None,
+        help=f"CLIP spec as in edit.py, NAME[:TAG|:FILE|:random] or local-dir:PATH "
+        f"(default: the bundled mini CLIP in {assets.MINI_DIR})",
+    )
     p.add_argument("--host", type=str, default="127.0.0.1", help="address to bind (0.0.0.0 exposes the page)")
     p.add_argument("--port", type=int | None, default=None, help="port (default: the first free one from 7860)")
     p.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--lpips_weights", type=str | None, default=None,
-                   help="local torchvision backbone weights: adds LPIPS to the preservation loss (else L1 only)")
-    p.add_argument("--time_limit", type=float, default=TIME_LIMIT,
-                   help="seconds after which an edit stops and shows what it reached")
+    p.add_argument(
+        "--lpips_weights",
+        type=str | None,
+        default=None,
+        help="local torchvision backbone weights: adds LPIPS to the preservation loss (else L1 only)",
+    )
+    p.add_argument(
+        "--time_limit",
+        type=float,
+        default=TIME_LIMIT,
+        help="seconds after which an edit stops and shows what it reached",
+    )
     p.add_argument("--out", type=str | None, default=None, help="folder for downloadable results (default: a temp dir)")
-    p.add_argument("--parts", type=bool | None, default=None,
-                   help="offer 'Select part' (bird-part masks by the mini world's part segmenter, which knows only "
-                        "the synthetic birds); default: on for the bundled mini generators only")
-    p.add_class_arguments(EditSettings, "settings", default=APP_SETTINGS,
-                          help="the edits' settings (EditSettings); the page sets optimizer, steps, generations, "
-                               "lam and seed per edit, starting from these")
-    p.add_class_arguments(ProjectSettings, "projection", default=APP_PROJECTION,
-                          help="the projection of an uploaded photo (ProjectSettings)")
+    p.add_argument(
+        "--parts",
+        type=bool | None,
+        default=None,
+        help="offer 'Select part' (bird-part masks by the mini world's part segmenter, which knows only "
+        "the synthetic birds); default: on for the bundled mini generators only",
+    )
+    p.add_class_arguments(
+        EditSettings,
+        "settings",
+        default=APP_SETTINGS,
+        help="the edits' settings (EditSettings); the page sets optimizer, steps, generations, "
+        "lam and seed per edit, starting from these",
+    )
+    p.add_class_arguments(
+        ProjectSettings,
+        "projection",
+        default=APP_PROJECTION,
+        help="the projection of an uploaded photo (ProjectSettings)",
+    )
     return p
 
 
@@ -46,8 +75,10 @@ def resolve_models(generator: str | None, clip: str | None) -> tuple[str, str]:
         try:
             return str(assets.mini_generator_path()), assets.mini_clip_spec()
         except FileNotFoundError as err:
-            raise SystemExit(f"python -m pbw.app: {err}; or pass your own: --generator CKPT --clip SPEC "
-                             f"(e.g. --clip ViT-B-32:/path/to/weights.pt)") from err
+            raise SystemExit(
+                f"python -m pbw.app: {err}; or pass your own: --generator CKPT --clip SPEC "
+                f"(e.g. --clip ViT-B-32:/path/to/weights.pt)"
+            ) from err
     if generator is None or clip is None:
         raise SystemExit("python -m pbw.app: give both --generator and --clip, or neither (the bundled mini ones)")
     return generator, clip
@@ -74,13 +105,26 @@ def main(argv: list[str] | None = None, block: bool = True):
     parser = build_parser()
     args = parser.instantiate(parser.parse_args(argv))
     generator_path, clip = resolve_models(args.generator, args.clip)
-    painter = Painter(load_maskable(generator_path), SemanticNet.from_spec(clip, crops=args.settings.crops),
-                      PreservationLoss(args.lpips_weights is not None, lpips_weights=args.lpips_weights), args.device,
-                      args.settings, time_limit=args.time_limit, out_dir=args.out,
-                      projection=args.projection, parts=resolve_parts(args.parts, generator_path))
+    painter = Painter(
+        load_maskable(generator_path),
+        SemanticNet.from_spec(clip, crops=args.settings.crops),
+        PreservationLoss(args.lpips_weights is not None, lpips_weights=args.lpips_weights),
+        args.device,
+        args.settings,
+        time_limit=args.time_limit,
+        out_dir=args.out,
+        projection=args.projection,
+        parts=resolve_parts(args.parts, generator_path),
+    )
     page = build_page(painter)
-    page.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=not block,
-                allowed_paths=[str(painter.out_dir)], inbrowser=False, show_error=True)
+    page.launch(
+        server_name=args.host,
+        server_port=args.port,
+        prevent_thread_lock=not block,
+        allowed_paths=[str(painter.out_dir)],
+        inbrowser=False,
+        show_error=True,
+    )
     return page
 
 

@@ -1,13 +1,14 @@
 """The app's logic, free of any web framework: starting images, brush layers to masks (and bird parts
 to brush layers), edits through the editing core (`Editor`), a history of `EditResult`s. `pbw.app.ui`
 puts a Gradio page on top of `Painter`."""
+
 from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -55,8 +56,9 @@ def brush_mask(layers: list[np.ndarray] | None, resolution: int) -> torch.Tensor
     return resize_mask(m, resolution).clamp(0, 1)
 
 
-def paint_mask(layers: list[np.ndarray] | None, mask: torch.Tensor, size: int,
-               color: tuple[int, int, int]) -> list[np.ndarray]:
+def paint_mask(
+    layers: list[np.ndarray] | None, mask: torch.Tensor, size: int, color: tuple[int, int, int]
+) -> list[np.ndarray]:
     """Brush layers with `mask` ([1, 1, R, R], on where > 0.5) painted into the first one (a new
     transparent `size` px layer when there is none) in `color`, opaque like a stroke: `brush_mask` of the
     result is the union of the earlier strokes and the mask (exactly the mask's cells when R divides the
@@ -113,11 +115,18 @@ class Painter:
     draws the miniature's synthetic birds, so `select_part` may find bird parts with the mini world's
     part segmenter (it knows no other images)."""
 
-    def __init__(self, generator: MaskableGenerator, semantic: SemanticNet,
-                 preservation: PreservationLoss | None = None, device: str | torch.device = "auto",
-                 settings: EditSettings = APP_SETTINGS, time_limit: float = TIME_LIMIT,
-                 out_dir: str | Path | None = None, projection: ProjectSettings = APP_PROJECTION,
-                 parts: bool = False):
+    def __init__(
+        self,
+        generator: MaskableGenerator,
+        semantic: SemanticNet,
+        preservation: PreservationLoss | None = None,
+        device: str | torch.device = "auto",
+        settings: EditSettings = APP_SETTINGS,
+        time_limit: float = TIME_LIMIT,
+        out_dir: str | Path | None = None,
+        projection: ProjectSettings = APP_PROJECTION,
+        parts: bool = False,
+    ):
         self.editor = Editor(generator, semantic, preservation, device)
         self.settings, self.time_limit, self.projection, self.parts = settings, time_limit, projection, parts
         self.out_dir = Path(out_dir or tempfile.mkdtemp(prefix="pbw-app-"))
@@ -160,8 +169,16 @@ class Painter:
         outside their masks. `on_progress(phase, done, total)` follows the projection, then the tuning."""
         lpips = self.editor.preservation.lpips
         try:
-            return project(path, self.generator, self.projection, perceptual=lpips, device=self.editor.device,
-                           progress=False, report=on_progress, name=f"photo {Path(path).name}")
+            return project(
+                path,
+                self.generator,
+                self.projection,
+                perceptual=lpips,
+                device=self.editor.device,
+                progress=False,
+                report=on_progress,
+                name=f"photo {Path(path).name}",
+            )
         except PhotoError as e:
             raise AppInputError(str(e)) from e
 
@@ -169,22 +186,33 @@ class Painter:
         """The [1, 1, R, R] mask of the bird `part` (one of `PARTS`) that the mini world's part segmenter
         finds in `current`'s image (the image the next edit starts from), as edit.py's ``--mask part:body``."""
         if not self.parts:
-            raise AppInputError("selecting a part needs the miniature's part segmenter, which knows only the "
-                                "synthetic birds (start the app with the bundled mini generator, or --parts true for "
-                                "your own generator of them); brush the region instead")
+            raise AppInputError(
+                "selecting a part needs the miniature's part segmenter, which knows only the "
+                "synthetic birds (start the app with the bundled mini generator, or --parts true for "
+                "your own generator of them); brush the region instead"
+            )
         if current is None:
             raise AppInputError("pick a starting image first (sample seeds, or upload saved latents or a photo)")
         if part not in PARTS:
             raise AppInputError(f"unknown bird part {part!r}; the parts are {', '.join(PARTS)}")
         mask, _ = load_mask(PART_PREFIX + part, self.resolution, allow_empty=True, image=current.edited)
         if not mask.any():
-            raise AppInputError(f"the part segmenter finds no {part} in this image (it knows only the miniature's "
-                                "synthetic birds); brush the region instead")
+            raise AppInputError(
+                f"the part segmenter finds no {part} in this image (it knows only the miniature's "
+                "synthetic birds); brush the region instead"
+            )
         return mask
 
-    def edit(self, base: EditResult, mask: torch.Tensor | None, prompt: str, negative: str = "",
-             settings: EditSettings | None = None, on_progress: Callable[[str, int, int], None] | None = None,
-             **changes) -> EditResult:
+    def edit(
+        self,
+        base: EditResult,
+        mask: torch.Tensor | None,
+        prompt: str,
+        negative: str = "",
+        settings: EditSettings | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        **changes,
+    ) -> EditResult:
         """Paint `prompt` into `mask` of `base`'s image (mask None: whole-image mode, a new image from the
         words) with `settings` (default: the painter's) updated by `changes`; returns the next result of
         the history, saved. An edit stopped by the time limit returns what it reached, with a note."""
@@ -203,7 +231,7 @@ class Painter:
         callbacks = [TimeLimit(self.time_limit)] if self.time_limit else []
         if on_progress is not None:
             callbacks.append(EditProgress(on_progress))
-        result, = self.editor.run([request], settings, callbacks=callbacks, progress=False)
+        (result,) = self.editor.run([request], settings, callbacks=callbacks, progress=False)
         files = result.save(self.out_dir / result.name)
         self._saved[result.name] = [str(files[k]) for k in ("edited", "latents", "comparison")]
         return result
@@ -215,8 +243,11 @@ class Painter:
 
 def format_metrics(metrics: dict[str, float]) -> str:
     """The figures shown beside the result."""
-    names = {"semantic_score": "semantic score (CLIP, higher = closer to the words)",
-             "realism": "realism (discriminator score)", "preservation_l1": "preservation: L1 change outside the mask",
-             "preservation_lpips": "preservation: LPIPS change outside the mask"}
+    names = {
+        "semantic_score": "semantic score (CLIP, higher = closer to the words)",
+        "realism": "realism (discriminator score)",
+        "preservation_l1": "preservation: L1 change outside the mask",
+        "preservation_lpips": "preservation: LPIPS change outside the mask",
+    }
     rows = [f"| {name} | {metrics[k]:.4f} |" for k, name in names.items() if k in metrics]
     return "| figure | value |\n|---|---|\n" + "\n".join(rows)

@@ -1,5 +1,6 @@
 """The Gradio page over `Painter`: pick an image, brush a region (or select a bird part), type words,
 press Paint."""
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,15 @@ class Handlers:
         before = history[-2].edited
         if cur.mask is not None:  # a masked edit: tint the painted region
             before = mask_overlay(before, cur.mask, color=TINT)
-        return (history, editor, to_pil(before, DISPLAY), to_pil(cur.edited, DISPLAY), format_metrics(cur.metrics),
-                message, self.painter.files(cur))
+        return (
+            history,
+            editor,
+            to_pil(before, DISPLAY),
+            to_pil(cur.edited, DISPLAY),
+            format_metrics(cur.metrics),
+            message,
+            self.painter.files(cur),
+        )
 
     def show_samples(self, seeds: str, class_label: float | None):
         try:
@@ -89,12 +97,26 @@ class Handlers:
             log.error("projecting %s failed:\n%s", path, traceback.format_exc())
             return _keep(_message(f"could not project {Path(path).name}: {type(e).__name__}: {e}", "error"))
         notes = "; ".join(start.notes)
-        return self.view([start], f"Projected {Path(path).name} (before: the photo, after: its reconstruction): "
-                                  f"{notes}. Paint a region and press Paint.")
+        return self.view(
+            [start],
+            f"Projected {Path(path).name} (before: the photo, after: its reconstruction): "
+            f"{notes}. Paint a region and press Paint.",
+        )
 
-    def paint(self, history: list[EditResult], editor: dict | None, prompt: str, negative: str, optimizer: str,
-              steps: float, generations: float, lam: float, whole_image: bool, seed: float,
-              progress=gr.Progress()):
+    def paint(
+        self,
+        history: list[EditResult],
+        editor: dict | None,
+        prompt: str,
+        negative: str,
+        optimizer: str,
+        steps: float,
+        generations: float,
+        lam: float,
+        whole_image: bool,
+        seed: float,
+        progress=gr.Progress(),
+    ):
         if not history:
             return _keep(_message("pick a starting image first (sample seeds, or upload saved latents)", "input"))
         try:
@@ -106,9 +128,18 @@ class Handlers:
             if not (prompt or "").strip():
                 return _keep(_message("type the words to paint (the prompt is empty)", "input"))
             progress(0, desc="starting")
-            nxt = self.painter.edit(history[-1], mask, prompt, negative or "", optimizer=optimizer, steps=int(steps),
-                                    generations=int(generations), lam=float(lam), seed=int(seed),
-                                    on_progress=lambda phase, i, n: progress((i, n), desc=phase))
+            nxt = self.painter.edit(
+                history[-1],
+                mask,
+                prompt,
+                negative or "",
+                optimizer=optimizer,
+                steps=int(steps),
+                generations=int(generations),
+                lam=float(lam),
+                seed=int(seed),
+                on_progress=lambda phase, i, n: progress((i, n), desc=phase),
+            )
         except AppInputError as e:
             return _keep(_message(str(e), "input"))
         except Exception as e:  # a failed request is shown on the page; the server goes on
@@ -128,8 +159,9 @@ class Handlers:
             return gr.skip(), _message(f"selecting the {part} failed: {type(e).__name__}: {e}", "error")
         layers = paint_mask((editor or {}).get("layers"), mask, DISPLAY, BRUSH)
         canvas = {"background": to_pil(history[-1].edited, DISPLAY), "layers": layers, "composite": None}
-        return canvas, (f"Selected the {part} ({mask.mean().item():.0%} of the image): brush more or erase, "
-                        "then press Paint.")
+        return canvas, (
+            f"Selected the {part} ({mask.mean().item():.0%} of the image): brush more or erase, then press Paint."
+        )
 
     def undo(self, history: list[EditResult]):
         if len(history) <= 1:
@@ -141,44 +173,68 @@ def build_page(painter: Painter) -> gr.Blocks:
     """The Blocks page; requests are queued and run one at a time (each within the Painter's time limit)."""
     h, settings, conditional = Handlers(painter), painter.settings, painter.generator.is_conditional
     with gr.Blocks(title="pbw: paint by word") as page:
-        gr.Markdown(f"# Paint by Word\nPick a starting image, brush the region to change, type the words, press "
-                    f"**Paint**. Generator: {painter.resolution} px"
-                    f"{', class-conditional' if conditional else ''}.")
+        gr.Markdown(
+            f"# Paint by Word\nPick a starting image, brush the region to change, type the words, press "
+            f"**Paint**. Generator: {painter.resolution} px"
+            f"{', class-conditional' if conditional else ''}."
+        )
         history, samples = gr.State([]), gr.State([])
         with gr.Row():
             with gr.Column(scale=1):
                 seeds = gr.Textbox("0-7", label="seeds", elem_id="seeds")
                 n_classes = getattr(painter.generator, "n_classes", None)
-                class_label = gr.Number(None, label=f"class (0..{n_classes - 1 if n_classes else '?'}; empty: random)",
-                                        precision=0, visible=conditional, elem_id="class")
+                class_label = gr.Number(
+                    None,
+                    label=f"class (0..{n_classes - 1 if n_classes else '?'}; empty: random)",
+                    precision=0,
+                    visible=conditional,
+                    elem_id="class",
+                )
                 sample_btn = gr.Button("Sample", elem_id="sample")
-                gallery = gr.Gallery(label="samples (click one)", columns=3, height="auto", elem_id="gallery",
-                                     allow_preview=False)
-                latents_file = gr.File(label="or upload saved latents (latents.pt)", file_types=[".pt"],
-                                       type="filepath", elem_id="upload")
-                photo_file = gr.File(label="or upload a photo (projected into the generator, then painted)",
-                                     file_types=["image"], type="filepath", elem_id="photo")
+                gallery = gr.Gallery(
+                    label="samples (click one)", columns=3, height="auto", elem_id="gallery", allow_preview=False
+                )
+                latents_file = gr.File(
+                    label="or upload saved latents (latents.pt)", file_types=[".pt"], type="filepath", elem_id="upload"
+                )
+                photo_file = gr.File(
+                    label="or upload a photo (projected into the generator, then painted)",
+                    file_types=["image"],
+                    type="filepath",
+                    elem_id="photo",
+                )
             with gr.Column(scale=2):
-                editor = gr.ImageEditor(label="paint the region to change", type="numpy", image_mode="RGBA",
-                                        sources=(), transforms=(), layers=False, canvas_size=(DISPLAY, DISPLAY),
-                                        fixed_canvas=True, height=DISPLAY + 120, elem_id="editor",
-                                        brush=gr.Brush(default_size=32, colors=["#%02x%02x%02x" % BRUSH],
-                                                       color_mode="fixed"),
-                                        eraser=gr.Eraser(default_size=32))
+                editor = gr.ImageEditor(
+                    label="paint the region to change",
+                    type="numpy",
+                    image_mode="RGBA",
+                    sources=(),
+                    transforms=(),
+                    layers=False,
+                    canvas_size=(DISPLAY, DISPLAY),
+                    fixed_canvas=True,
+                    height=DISPLAY + 120,
+                    elem_id="editor",
+                    brush=gr.Brush(default_size=32, colors=["#%02x%02x%02x" % BRUSH], color_mode="fixed"),
+                    eraser=gr.Eraser(default_size=32),
+                )
                 with gr.Row(visible=painter.parts):  # where the mini part segmenter applies
                     part = gr.Dropdown(list(PARTS), value=PARTS[0], label="bird part", elem_id="part")
                     part_btn = gr.Button("Select part", elem_id="select_part")
                 prompt = gr.Textbox(label="words", placeholder="a red head", elem_id="prompt")
                 negative = gr.Textbox(label="negative words (optional)", placeholder="blurry", elem_id="negative")
                 with gr.Row():
-                    optimizer = gr.Radio(list(OPTIMIZERS), value=settings.optimizer, label="optimizer",
-                                         elem_id="optimizer")
-                    whole = gr.Checkbox(False, label="whole image (no mask: a new image from the words)",
-                                        elem_id="whole")
+                    optimizer = gr.Radio(
+                        list(OPTIMIZERS), value=settings.optimizer, label="optimizer", elem_id="optimizer"
+                    )
+                    whole = gr.Checkbox(
+                        False, label="whole image (no mask: a new image from the words)", elem_id="whole"
+                    )
                 with gr.Row():
                     steps = gr.Slider(0, 300, value=settings.steps, step=1, label="Adam steps", elem_id="steps")
-                    generations = gr.Slider(0, 50, value=settings.generations, step=1, label="CMA-ES generations",
-                                            elem_id="generations")
+                    generations = gr.Slider(
+                        0, 50, value=settings.generations, step=1, label="CMA-ES generations", elem_id="generations"
+                    )
                     lam = gr.Slider(0, 50, value=settings.lam, step=0.5, label="preservation weight", elem_id="lam")
                     seed = gr.Number(settings.seed, label="edit seed", precision=0, elem_id="edit_seed")
                 with gr.Row():
@@ -186,12 +242,17 @@ def build_page(painter: Painter) -> gr.Blocks:
                     undo_btn = gr.Button("Undo", elem_id="undo")
                 status = gr.Markdown("Sample some seeds to begin.", elem_id="status")
             with gr.Column(scale=2):
-                original = gr.Image(label="before (painted region tinted)", type="pil", interactive=False,
-                                    elem_id="original")
+                original = gr.Image(
+                    label="before (painted region tinted)", type="pil", interactive=False, elem_id="original"
+                )
                 result = gr.Image(label="after", type="pil", interactive=False, elem_id="result")
                 metrics = gr.Markdown(elem_id="metrics")
-                files = gr.File(label="download (edited PNG, latents, comparison)", file_count="multiple",
-                                interactive=False, elem_id="files")
+                files = gr.File(
+                    label="download (edited PNG, latents, comparison)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="files",
+                )
         outs = [history, editor, original, result, metrics, status, files]
         # progress shows on the status line only: an overlay on the editor could stay over the new canvas
         on_status = dict(show_progress_on=[status])
@@ -199,8 +260,14 @@ def build_page(painter: Painter) -> gr.Blocks:
         gallery.select(h.pick, [samples], outs, **on_status)
         latents_file.upload(h.upload, [latents_file], outs, **on_status)
         photo_file.upload(h.upload_photo, [photo_file], outs, concurrency_limit=1, concurrency_id="device", **on_status)
-        paint_btn.click(h.paint, [history, editor, prompt, negative, optimizer, steps, generations, lam, whole, seed],
-                        outs, concurrency_limit=1, concurrency_id="device", **on_status)
+        paint_btn.click(
+            h.paint,
+            [history, editor, prompt, negative, optimizer, steps, generations, lam, whole, seed],
+            outs,
+            concurrency_limit=1,
+            concurrency_id="device",
+            **on_status,
+        )
         undo_btn.click(h.undo, [history], outs, **on_status)
         part_btn.click(h.select_part, [history, editor, part], [editor, status], **on_status)
     page.queue(default_concurrency_limit=1, max_size=32)

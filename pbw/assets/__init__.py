@@ -6,6 +6,7 @@ Also the mini world's judges, trained on real synthetic birds only (no generator
 yardstick (species / part-color classifier and FID/KID features, `pbw.evaluation.yardstick`) and the
 part segmenter (part masks and the bird rate, `pbw.evaluation.segmenter`); each retrains in minutes with
 ``python -m pbw.evaluation.<yardstick|segmenter> train --out <its path here>``."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,13 +19,18 @@ MINI_DIR = Path(__file__).resolve().parent / "mini"
 GENERATOR_FILES = {"stylegan2": "stylegan2.ckpt", "biggan": "biggan.ckpt"}
 CLIP_DIR = "clip"
 CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
-JUDGE_FILES = {"yardstick": "yardstick.safetensors", "segmenter": "segmenter.safetensors",
-               "segmenter_masks": "segmenter_masks.safetensors"}
+JUDGE_FILES = {
+    "yardstick": "yardstick.safetensors",
+    "segmenter": "segmenter.safetensors",
+    "segmenter_masks": "segmenter_masks.safetensors",
+}
 
 
 def _missing(path: Path) -> FileNotFoundError:
-    return FileNotFoundError(f"the bundled mini model {path} is missing; rebuild it with scripts/retrain_mini.sh "
-                             "(or `python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR`)")
+    return FileNotFoundError(
+        f"the bundled mini model {path} is missing; rebuild it with scripts/retrain_mini.sh "
+        "(or `python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR`)"
+    )
 
 
 def mini_generator_path(family: str = "stylegan2") -> Path:
@@ -42,8 +48,10 @@ def _judge_path(name: str) -> Path:
     path = MINI_DIR / JUDGE_FILES[name]
     if not path.is_file():
         module, flag = name.split("_")[0], " --no-negatives" if name.endswith("_masks") else ""
-        raise FileNotFoundError(f"the bundled mini {name} {path} is missing; train it with "
-                                f"`python -m pbw.evaluation.{module} train --out {path}{flag}`")
+        raise FileNotFoundError(
+            f"the bundled mini {name} {path} is missing; train it with "
+            f"`python -m pbw.evaluation.{module} train --out {path}{flag}`"
+        )
     return path
 
 
@@ -94,8 +102,13 @@ def _bundle_generator(generator_ckpt: str | Path, target: Path, half: bool) -> N
     load_generator(target)  # the bundle must read back
 
 
-def bundle_mini(generator_ckpt: str | Path, clip_dir: str | Path, out_dir: str | Path = MINI_DIR,
-                half: bool = True, biggan_ckpt: str | Path | None = None) -> dict[str, int]:
+def bundle_mini(
+    generator_ckpt: str | Path,
+    clip_dir: str | Path,
+    out_dir: str | Path = MINI_DIR,
+    half: bool = True,
+    biggan_ckpt: str | Path | None = None,
+) -> dict[str, int]:
     """Write the bundle from a trained StyleGAN2 checkpoint (any format `pbw.checkpoints` reads, e.g. a
     Lightning `last.ckpt`), an open_clip folder and, optionally, a trained BigGAN checkpoint. Only the
     EMA generators and the discriminators are kept (the raw generator is a training-only copy), stored

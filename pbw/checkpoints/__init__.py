@@ -5,9 +5,16 @@ stylegan2-pytorch ``.pt`` files and BigGAN-PyTorch state dicts.
 
 ``python -m pbw.checkpoints info FILE`` and ``python -m pbw.checkpoints convert IN OUT``.
 """
+
 from pbw.checkpoints.core import CheckpointError, ImportedNetworks, save_pbw_checkpoint
 from pbw.checkpoints.loader import load_generator, read_checkpoint
 from pbw.checkpoints.safe_pickle import UnsafePickleError
 
-__all__ = ["CheckpointError", "ImportedNetworks", "UnsafePickleError", "load_generator", "read_checkpoint",
-           "save_pbw_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "ImportedNetworks",
+    "UnsafePickleError",
+    "load_generator",
+    "read_checkpoint",
+    "save_pbw_checkpoint",
+]

@@ -1,4 +1,5 @@
 """``python -m pbw.checkpoints info FILE`` / ``convert IN OUT``: inspect or convert a checkpoint."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,9 +12,13 @@ from pbw.checkpoints.loader import read_checkpoint
 def describe(path: str) -> str:
     """A human-readable summary: format, family, resolution, architecture, networks and notes."""
     imported = read_checkpoint(path)
-    lines = [f"file:          {path}", f"format:        {imported.format}", f"family:        {imported.family}",
-             f"resolution:    {imported.resolution}",
-             "generator:     " + ", ".join(f"{k}={v}" for k, v in imported.generator_kwargs.items())]
+    lines = [
+        f"file:          {path}",
+        f"format:        {imported.format}",
+        f"family:        {imported.family}",
+        f"resolution:    {imported.resolution}",
+        "generator:     " + ", ".join(f"{k}={v}" for k, v in imported.generator_kwargs.items()),
+    ]
     for key in imported.generators:
         g = build_generator(imported, ema=key == "generator_ema")
         lines.append(f"  {key}: {sum(p.numel() for p in g.parameters()):,} parameters")
@@ -21,7 +26,9 @@ def describe(path: str) -> str:
     if d is None:
         lines.append("discriminator: none in this file")
     else:
-        lines.append("discriminator: " + ", ".join(f"{k}={v}" for k, v in (imported.discriminator_kwargs or {}).items()))
+        lines.append(
+            "discriminator: " + ", ".join(f"{k}={v}" for k, v in (imported.discriminator_kwargs or {}).items())
+        )
         lines.append(f"  {sum(p.numel() for p in d.parameters()):,} parameters")
     lines += [f"note:          {n}" for n in imported.notes]
     return "\n".join(lines)
@@ -44,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             imported = read_checkpoint(args.input, args.discriminator)
             save_pbw_checkpoint(imported, args.output, source=str(args.input))
             nets = sorted(imported.generators) + (["discriminator"] if imported.discriminator is not None else [])
-            print(f"wrote {args.output}: {imported.format} -> pbw {imported.family} {imported.resolution} px "
-                  f"({', '.join(nets)})")
+            print(
+                f"wrote {args.output}: {imported.format} -> pbw {imported.family} {imported.resolution} px "
+                f"({', '.join(nets)})"
+            )
     except (CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

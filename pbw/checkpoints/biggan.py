@@ -9,6 +9,7 @@ are the epsilons: files without ``sv0`` buffers are TF-Hub conversions (batch-no
 eps 1e-4, as the converter's config; the ``sv0`` buffers, only logged, are filled with ones),
 others use the authors' training settings (1e-5 and 1e-6). Pass overrides to change them.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,8 @@ from pbw.checkpoints.core import CheckpointError, ImportedNetworks
 
 FORMAT = "BigGAN-PyTorch state dict"
 TFHUB_FORMAT = "TF-Hub BigGAN (converted to the BigGAN-PyTorch layout)"
-TRAINED_EPS = {"bn_eps": 1e-5, "sn_eps": 1e-6}   # scripts/launch_BigGAN_*.sh
-TFHUB_EPS = {"bn_eps": 1e-4, "sn_eps": 1e-4}     # TFHub/converter.py get_config
+TRAINED_EPS = {"bn_eps": 1e-5, "sn_eps": 1e-6}  # scripts/launch_BigGAN_*.sh
+TFHUB_EPS = {"bn_eps": 1e-4, "sn_eps": 1e-4}  # TFHub/converter.py get_config
 BOTTOM_WIDTH = 4
 
 
@@ -53,8 +54,10 @@ def _blocks(state: dict) -> list[int]:
 def _resolution(n_blocks: int, table: dict[int, list[int]], offset: int, what: str) -> int:
     matches = [res for res, mult in table.items() if len(mult) - offset == n_blocks]
     if len(matches) != 1:
-        raise CheckpointError(f"{FORMAT}: a {what} with {n_blocks} blocks matches no published BigGAN layout "
-                              f"({ {r: len(m) - offset for r, m in table.items()} } blocks per resolution)")
+        raise CheckpointError(
+            f"{FORMAT}: a {what} with {n_blocks} blocks matches no published BigGAN layout "
+            f"({ {r: len(m) - offset for r, m in table.items()} } blocks per resolution)"
+        )
     return matches[0]
 
 
@@ -73,14 +76,22 @@ def generator_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     resolution = _resolution(len(blocks), g_table, 1, "generator")
     mult = g_table[resolution]
     out_features, z_chunk = state["linear.weight"].shape
-    ch, rem = divmod(int(out_features), mult[0] * BOTTOM_WIDTH ** 2)
+    ch, rem = divmod(int(out_features), mult[0] * BOTTOM_WIDTH**2)
     if rem or ch < 1:
-        raise CheckpointError(f"{FORMAT}: generator linear layer has {out_features} outputs, not "
-                              f"{mult[0]} * ch * {BOTTOM_WIDTH}x{BOTTOM_WIDTH} for a {resolution} px BigGAN")
+        raise CheckpointError(
+            f"{FORMAT}: generator linear layer has {out_features} outputs, not "
+            f"{mult[0]} * ch * {BOTTOM_WIDTH}x{BOTTOM_WIDTH} for a {resolution} px BigGAN"
+        )
     n_classes, shared_dim = state["shared.weight"].shape
     attention = [BOTTOM_WIDTH * 2 ** (i + 1) for i in blocks if f"blocks.{i}.1.gamma" in state]
-    return {"resolution": resolution, "ch": ch, "n_classes": int(n_classes), "dim_z": int(z_chunk) * len(mult),
-            "shared_dim": int(shared_dim), "attention": attention}
+    return {
+        "resolution": resolution,
+        "ch": ch,
+        "n_classes": int(n_classes),
+        "dim_z": int(z_chunk) * len(mult),
+        "shared_dim": int(shared_dim),
+        "attention": attention,
+    }
 
 
 def discriminator_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -99,8 +110,12 @@ def discriminator_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         res = res // 2 if i < n_down else res
         if f"blocks.{i}.1.gamma" in state:
             attention.append(res)
-    return {"resolution": resolution, "ch": ch, "n_classes": int(state["embed.weight"].shape[0]),
-            "attention": sorted(set(attention))}
+    return {
+        "resolution": resolution,
+        "ch": ch,
+        "n_classes": int(state["embed.weight"].shape[0]),
+        "attention": sorted(set(attention)),
+    }
 
 
 def read_biggan(state: dict[str, torch.Tensor]) -> ImportedNetworks:
@@ -108,8 +123,10 @@ def read_biggan(state: dict[str, torch.Tensor]) -> ImportedNetworks:
     tfhub = not any(k.endswith(".sv0") for k in state)
     fmt = TFHUB_FORMAT if tfhub else FORMAT
     eps = TFHUB_EPS if tfhub else TRAINED_EPS
-    notes = [f"batch-norm eps {eps['bn_eps']} and spectral-norm eps {eps['sn_eps']} assumed "
-             f"({'TF-Hub converter config' if tfhub else 'BigGAN-PyTorch training scripts'}); not stored in the file"]
+    notes = [
+        f"batch-norm eps {eps['bn_eps']} and spectral-norm eps {eps['sn_eps']} assumed "
+        f"({'TF-Hub converter config' if tfhub else 'BigGAN-PyTorch training scripts'}); not stored in the file"
+    ]
     if tfhub:
         notes.append("no sv0 buffers (only logged by BigGAN-PyTorch): filled with ones")
     if _is_generator(state):

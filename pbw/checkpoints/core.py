@@ -1,5 +1,6 @@
 """Shared pieces of the checkpoint importers: the imported-networks record, strict state loading
 with clear errors, channel-width inference, and writing pbw checkpoints."""
+
 from __future__ import annotations
 
 import importlib
@@ -83,15 +84,24 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], fmt: st
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-             for k in expected if k in state and state[k].shape != expected[k].shape]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
     if missing or unexpected or wrong:
+
         def head(items):
             return ", ".join(items[:6]) + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
-        parts = [f"{name} {head(items)}" for name, items in
-                 (("missing:", missing), ("unexpected:", unexpected), ("shape mismatch:", wrong)) if items]
-        raise CheckpointError(f"{fmt}: the {what} weights do not fit the architecture "
-                              f"{type(module).__name__}: " + "; ".join(parts))
+
+        parts = [
+            f"{name} {head(items)}"
+            for name, items in (("missing:", missing), ("unexpected:", unexpected), ("shape mismatch:", wrong))
+            if items
+        ]
+        raise CheckpointError(
+            f"{fmt}: the {what} weights do not fit the architecture {type(module).__name__}: " + "; ".join(parts)
+        )
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
 
 
@@ -102,8 +112,10 @@ def infer_channel_config(widths: dict[int, int], fmt: str, what: str) -> tuple[i
     for base in candidates:
         if all(min(base // r, channel_max) == w for r, w in widths.items()):
             return base, channel_max
-    raise CheckpointError(f"{fmt}: the {what} widths per resolution {dict(sorted(widths.items()))} do not follow "
-                          "pbw's rule min(channel_base / resolution, channel_max)")
+    raise CheckpointError(
+        f"{fmt}: the {what} widths per resolution {dict(sorted(widths.items()))} do not follow "
+        "pbw's rule min(channel_base / resolution, channel_max)"
+    )
 
 
 class StateReader:
@@ -138,8 +150,10 @@ def build_generator(imported: ImportedNetworks, ema: bool = True, **overrides: A
     g_cls, _ = network_classes(imported.family)
     key = "generator_ema" if ema and "generator_ema" in imported.generators else "generator"
     if key not in imported.generators:
-        raise CheckpointError(f"{imported.format}: the file has no {'EMA ' if ema else 'raw (non-EMA) '}"
-                              f"generator; it holds {sorted(imported.generators)}")
+        raise CheckpointError(
+            f"{imported.format}: the file has no {'EMA ' if ema else 'raw (non-EMA) '}"
+            f"generator; it holds {sorted(imported.generators)}"
+        )
     generator = construct(g_cls, {**imported.generator_kwargs, **overrides}, imported.format, "generator")
     load_state_strict(generator, imported.generators[key], imported.format, key)
     return generator.eval()
@@ -164,8 +178,12 @@ def save_pbw_checkpoint(imported: ImportedNetworks, path: str | Path, source: st
     for key in imported.generators:
         generator = build_generator(imported, ema=key == "generator_ema")
         state_dict.update({f"{key}.{k}": v for k, v in generator.state_dict().items()})
-    meta: dict[str, Any] = {"family": imported.family, "generator": dict(imported.generator_kwargs),
-                            "format_version": FORMAT_VERSION, "source_format": imported.format}
+    meta: dict[str, Any] = {
+        "family": imported.family,
+        "generator": dict(imported.generator_kwargs),
+        "format_version": FORMAT_VERSION,
+        "source_format": imported.format,
+    }
     if source is not None:
         meta["source"] = source
     discriminator = build_discriminator(imported)

@@ -1,4 +1,5 @@
 """Format detection by content and `load_generator`."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,13 @@ PBW_FORMAT = "pbw checkpoint"
 ZIP_MAGIC = b"PK\x03\x04"
 # torch.save's legacy (pre-1.6) format starts with its magic number pickled at protocol 2.
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
-SUPPORTED = ("pbw Lightning checkpoints", "NVIDIA StyleGAN2-ADA/StyleGAN3 pickles (StyleGAN2 networks)",
-             "NVIDIA StyleGAN2 TensorFlow pickles (configs E/F)",
-             "rosinality stylegan2-pytorch .pt", "BigGAN-PyTorch G/D state dicts (.pth)")
+SUPPORTED = (
+    "pbw Lightning checkpoints",
+    "NVIDIA StyleGAN2-ADA/StyleGAN3 pickles (StyleGAN2 networks)",
+    "NVIDIA StyleGAN2 TensorFlow pickles (configs E/F)",
+    "rosinality stylegan2-pytorch .pt",
+    "BigGAN-PyTorch G/D state dicts (.pth)",
+)
 
 
 def _torch_load(path: Path) -> Any:
@@ -30,11 +35,14 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: a torch file holding objects other than tensors and plain data, which pbw "
-                              f"does not unpickle (weights_only=True): {str(e).splitlines()[0]}") from e
+        raise CheckpointError(
+            f"{path}: a torch file holding objects other than tensors and plain data, which pbw "
+            f"does not unpickle (weights_only=True): {str(e).splitlines()[0]}"
+        ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: a torch file that cannot be read (truncated or corrupt?): "
-                              f"{str(e).splitlines()[0]}") from e
+        raise CheckpointError(
+            f"{path}: a torch file that cannot be read (truncated or corrupt?): {str(e).splitlines()[0]}"
+        ) from e
 
 
 def read_pbw(ckpt: dict[str, Any], path: Path) -> ImportedNetworks:
@@ -51,7 +59,7 @@ def read_pbw(ckpt: dict[str, Any], path: Path) -> ImportedNetworks:
         raise CheckpointError(f"{PBW_FORMAT} {path}: no state_dict")
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
     generators = {key: sd for key in ("generator_ema", "generator") if (sd := part(key + "."))}
     if not generators:
@@ -59,9 +67,14 @@ def read_pbw(ckpt: dict[str, Any], path: Path) -> ImportedNetworks:
     discriminator = part("discriminator.") or None
     if discriminator is not None and "discriminator" not in meta:
         raise CheckpointError(f"{PBW_FORMAT} {path}: discriminator weights without its 'pbw' constructor kwargs")
-    return ImportedNetworks(PBW_FORMAT, meta["family"], dict(meta["generator"]), generators,
-                            dict(meta.get("discriminator") or {}) if discriminator is not None else None,
-                            discriminator)
+    return ImportedNetworks(
+        PBW_FORMAT,
+        meta["family"],
+        dict(meta["generator"]),
+        generators,
+        dict(meta.get("discriminator") or {}) if discriminator is not None else None,
+        discriminator,
+    )
 
 
 def _read_torch_object(obj: Any, path: Path) -> ImportedNetworks:
@@ -72,8 +85,9 @@ def _read_torch_object(obj: Any, path: Path) -> ImportedNetworks:
     if looks_like_biggan(obj):
         return read_biggan(obj)
     keys = sorted(map(str, obj))[:10] if isinstance(obj, dict) else type(obj).__name__
-    raise CheckpointError(f"{path}: a torch file in no supported layout (top-level keys {keys}); pbw reads "
-                          + ", ".join(SUPPORTED))
+    raise CheckpointError(
+        f"{path}: a torch file in no supported layout (top-level keys {keys}); pbw reads " + ", ".join(SUPPORTED)
+    )
 
 
 def read_checkpoint(path: str | Path, discriminator_file: str | Path | None = None) -> ImportedNetworks:
@@ -84,13 +98,14 @@ def read_checkpoint(path: str | Path, discriminator_file: str | Path | None = No
     """
     imported = _read_any(Path(path))
     if not imported.generators:
-        raise CheckpointError(f"{imported.format} {path}: holds only a discriminator; pass the generator file "
-                              "(G.pth or G_ema.pth) and this one as the discriminator file")
+        raise CheckpointError(
+            f"{imported.format} {path}: holds only a discriminator; pass the generator file "
+            "(G.pth or G_ema.pth) and this one as the discriminator file"
+        )
     if discriminator_file is not None:
         other = _read_any(Path(discriminator_file))
         if other.discriminator is None or other.family != imported.family:
-            raise CheckpointError(f"{discriminator_file}: no {imported.family} discriminator in this "
-                                  f"{other.format}")
+            raise CheckpointError(f"{discriminator_file}: no {imported.family} discriminator in this {other.format}")
         imported.discriminator_kwargs, imported.discriminator = other.discriminator_kwargs, other.discriminator
         imported.notes += [n for n in other.notes if n not in imported.notes]
     return imported
@@ -109,12 +124,15 @@ def _read_any(path: Path) -> ImportedNetworks:
             return read_tf_pickle_data(data, path)
         return read_nvidia_data(data, path)
     what = "an empty file" if not head else f"a file starting with {head[:8]!r}"
-    raise CheckpointError(f"{path}: unknown checkpoint format ({what}: neither a torch file nor a pickle); pbw "
-                          "reads " + ", ".join(SUPPORTED))
+    raise CheckpointError(
+        f"{path}: unknown checkpoint format ({what}: neither a torch file nor a pickle); pbw "
+        "reads " + ", ".join(SUPPORTED)
+    )
 
 
-def load_generator(path: str | Path, *, ema: bool = True, discriminator_file: str | Path | None = None,
-                   **overrides: Any) -> MaskableGenerator:
+def load_generator(
+    path: str | Path, *, ema: bool = True, discriminator_file: str | Path | None = None, **overrides: Any
+) -> MaskableGenerator:
     """Load the maskable generator from any supported checkpoint, detected by content.
 
     The EMA generator is used when the file has one (unless `ema=False`). `overrides` replace

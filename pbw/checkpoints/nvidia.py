@@ -9,6 +9,7 @@ unflipped to ``conv_transpose2d``, a true convolution of the zero-stuffed input,
 correlates (as the TF original and NVIDIA's own ``legacy.py`` conversion from it do), so those
 weights are flipped in both spatial axes on import.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -38,10 +39,17 @@ def load_pickle(path: str | Path) -> Any:
             return safe_load(f)
     except UnsafePickleError as e:
         raise CheckpointError(f"network pickle {path}: refused: {e}") from e
-    except (EOFError, pickle.UnpicklingError, RuntimeError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError) as e:
-        raise CheckpointError(f"{path}: not a readable pickle (truncated or corrupt?): "
-                              f"{type(e).__name__}: {e}") from e
+    except (
+        EOFError,
+        pickle.UnpicklingError,
+        RuntimeError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as e:
+        raise CheckpointError(f"{path}: not a readable pickle (truncated or corrupt?): {type(e).__name__}: {e}") from e
 
 
 def read_nvidia_pickle(path: str | Path) -> ImportedNetworks:
@@ -53,8 +61,9 @@ def read_nvidia_data(data: Any, path: str | Path) -> ImportedNetworks:
     """G_ema / G / D of an unpickled NVIDIA StyleGAN2-ADA/StyleGAN3 network pickle (a dict)."""
     if not isinstance(data, dict) or not any(isinstance(data.get(k), PersistentObject) for k in ("G", "G_ema")):
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise CheckpointError(f"{path}: a pickle, but not an NVIDIA network pickle (no persistent 'G'/'G_ema' "
-                              f"networks; found {keys})")
+        raise CheckpointError(
+            f"{path}: a pickle, but not an NVIDIA network pickle (no persistent 'G'/'G_ema' networks; found {keys})"
+        )
     generators, kwargs = {}, None
     for name, key in (("G_ema", "generator_ema"), ("G", "generator")):
         if isinstance(data.get(name), PersistentObject):
@@ -80,15 +89,18 @@ def _check_class(rec: PersistentObject, expected: str, name: str) -> None:
         raise CheckpointError(f"{FORMAT}: {name} is a {rec.class_name!r}, expected a StyleGAN2 {expected!r}")
     c_dim = rec.attr("c_dim", rec.init_kwargs.get("c_dim", 0)) or 0
     if c_dim:
-        raise CheckpointError(f"{FORMAT}: {name} is class-conditional (c_dim={c_dim}); pbw's StyleGAN2 is "
-                              "unconditional")
+        raise CheckpointError(
+            f"{FORMAT}: {name} is class-conditional (c_dim={c_dim}); pbw's StyleGAN2 is unconditional"
+        )
 
 
 def _blocks(rec: PersistentObject, name: str) -> dict[int, PersistentObject]:
     blocks = {int(m.group(1)): child for key, child in rec.children().items() if (m := _BLOCK.match(key))}
     if not blocks:
-        raise CheckpointError(f"{FORMAT}: {name} has no b<resolution> blocks (children {sorted(rec.children())}); "
-                              "StyleGAN3 (alias-free) networks are not StyleGAN2 and are not supported")
+        raise CheckpointError(
+            f"{FORMAT}: {name} has no b<resolution> blocks (children {sorted(rec.children())}); "
+            "StyleGAN3 (alias-free) networks are not StyleGAN2 and are not supported"
+        )
     return blocks
 
 
@@ -127,8 +139,10 @@ def generator_from_record(rec: PersistentObject, name: str = "G") -> tuple[dict[
     for res, block in blocks.items():
         arch = block.attr("architecture", "skip")
         if arch != "skip":
-            raise CheckpointError(f"{FORMAT}: {name}.synthesis.b{res} uses the {arch!r} architecture; pbw's "
-                                  "StyleGAN2 generator is the 'skip' one (config E/F)")
+            raise CheckpointError(
+                f"{FORMAT}: {name}.synthesis.b{res} uses the {arch!r} architecture; pbw's "
+                "StyleGAN2 generator is the 'skip' one (config E/F)"
+            )
     state = _drop_filters(rec.tensors(), name)
     for res in blocks:
         key = f"synthesis.b{res}.conv0.weight"
@@ -140,8 +154,12 @@ def generator_from_record(rec: PersistentObject, name: str = "G") -> tuple[dict[
     if not fcs or fcs != list(range(len(fcs))):
         raise CheckpointError(f"{FORMAT}: {name}.mapping has layers {sorted(mapping.children())}, expected fc0..fcN")
     fc0 = mapping.child("fc0")
-    layers = [child for block in blocks.values() for key, child in block.children().items()
-              if key in ("conv0", "conv1", "torgb")]
+    layers = [
+        child
+        for block in blocks.values()
+        for key, child in block.children().items()
+        if key in ("conv0", "conv1", "torgb")
+    ]
     kwargs = {
         "resolution": max(blocks),
         "z_dim": _shape(state, "mapping.fc0.weight", 1, name),
@@ -164,8 +182,10 @@ def discriminator_from_record(rec: PersistentObject, name: str = "D") -> tuple[d
     for res, block in blocks.items():
         arch = block.attr("architecture", "resnet")
         if arch != "resnet":
-            raise CheckpointError(f"{FORMAT}: {name}.b{res} uses the {arch!r} architecture; pbw's StyleGAN2 "
-                                  "discriminator is the 'resnet' one (config E/F)")
+            raise CheckpointError(
+                f"{FORMAT}: {name}.b{res} uses the {arch!r} architecture; pbw's StyleGAN2 "
+                "discriminator is the 'resnet' one (config E/F)"
+            )
     epilogue = blocks.pop(4, None)
     if epilogue is None or not blocks:
         raise CheckpointError(f"{FORMAT}: {name} lacks its 4x4 epilogue or its resolution blocks")
@@ -175,10 +195,15 @@ def discriminator_from_record(rec: PersistentObject, name: str = "D") -> tuple[d
     channel_base, channel_max = infer_channel_config(widths, FORMAT, f"{name}")
     mbstd = epilogue.child("mbstd")
     if mbstd is None or not mbstd.attr("num_channels", 1) or mbstd.attr("group_size", 4) is None:
-        raise CheckpointError(f"{FORMAT}: {name}.b4 has no minibatch-stddev layer with a fixed group size; pbw's "
-                              "discriminator needs one")
-    convs = [layer for block in blocks.values() for key, layer in block.children().items()
-             if key in ("fromrgb", "conv0", "conv1")] + [epilogue.child("conv")]
+        raise CheckpointError(
+            f"{FORMAT}: {name}.b4 has no minibatch-stddev layer with a fixed group size; pbw's discriminator needs one"
+        )
+    convs = [
+        layer
+        for block in blocks.values()
+        for key, layer in block.children().items()
+        if key in ("fromrgb", "conv0", "conv1")
+    ] + [epilogue.child("conv")]
     top = max(blocks)
     kwargs = {
         "resolution": top,
@@ -187,7 +212,8 @@ def discriminator_from_record(rec: PersistentObject, name: str = "D") -> tuple[d
         "mbstd_group_size": int(mbstd.attr("group_size", 4)),
         "mbstd_num_channels": int(mbstd.attr("num_channels", 1)),
         "img_channels": _shape(state, f"b{top}.fromrgb.weight", 1, name),
-        "conv_clamp": _one_value({layer.attr("conv_clamp") for layer in convs if layer is not None},
-                                 "conv_clamp", name),
+        "conv_clamp": _one_value(
+            {layer.attr("conv_clamp") for layer in convs if layer is not None}, "conv_clamp", name
+        ),
     }
     return kwargs, state

@@ -51,6 +51,7 @@ Variables, TF layout -> pbw:
   ``mbstd_num_features`` (default 1); TF needs a batch divisible by the group size, pbw then
   computes the same.
 """
+
 from __future__ import annotations
 
 import re
@@ -65,8 +66,10 @@ from pbw.checkpoints.safe_pickle import TFNetwork
 from pbw.models.stylegan2 import RESAMPLE_FILTER
 
 FORMAT = "NVIDIA StyleGAN2 TensorFlow pickle"
-SUPPORTED_GRAPH = ("StyleGAN2 configs E/F: G_main with G_mapping and G_synthesis_stylegan2 (architecture 'skip'), "
-                   "D_stylegan2 (architecture 'resnet')")
+SUPPORTED_GRAPH = (
+    "StyleGAN2 configs E/F: G_main with G_mapping and G_synthesis_stylegan2 (architecture 'skip'), "
+    "D_stylegan2 (architecture 'resnet')"
+)
 
 # Build functions pbw recognizes but does not implement, and what they are.
 OTHER_NETWORKS = {
@@ -80,23 +83,72 @@ OTHER_NETWORKS = {
 
 # networks_stylegan2.py's keyword arguments: those pbw checks against the variables or uses, and the
 # run-time/training ones that do not change the weights. The defaults are the graph functions'.
-MAIN_RUNTIME = ("truncation_psi", "truncation_cutoff", "truncation_psi_val", "truncation_cutoff_val",
-                "style_mixing_prob", "is_training", "is_validation", "return_dlatents", "is_template_graph",
-                "mapping_func", "synthesis_func", "dlatent_avg_beta")
-MAPPING_KWARGS = ("latent_size", "label_size", "dlatent_size", "dlatent_broadcast", "mapping_layers", "mapping_fmaps",
-                  "mapping_lrmul", "mapping_nonlinearity", "normalize_latents", "dtype")
-SYNTHESIS_KWARGS = ("dlatent_size", "num_channels", "resolution", "fmap_base", "fmap_decay", "fmap_min", "fmap_max",
-                    "randomize_noise", "architecture", "nonlinearity", "dtype", "resample_kernel", "fused_modconv")
-D_KWARGS = ("num_channels", "resolution", "label_size", "fmap_base", "fmap_decay", "fmap_min", "fmap_max",
-            "architecture", "nonlinearity", "mbstd_group_size", "mbstd_num_features", "dtype", "resample_kernel",
-            "structure", "is_template_graph")
+MAIN_RUNTIME = (
+    "truncation_psi",
+    "truncation_cutoff",
+    "truncation_psi_val",
+    "truncation_cutoff_val",
+    "style_mixing_prob",
+    "is_training",
+    "is_validation",
+    "return_dlatents",
+    "is_template_graph",
+    "mapping_func",
+    "synthesis_func",
+    "dlatent_avg_beta",
+)
+MAPPING_KWARGS = (
+    "latent_size",
+    "label_size",
+    "dlatent_size",
+    "dlatent_broadcast",
+    "mapping_layers",
+    "mapping_fmaps",
+    "mapping_lrmul",
+    "mapping_nonlinearity",
+    "normalize_latents",
+    "dtype",
+)
+SYNTHESIS_KWARGS = (
+    "dlatent_size",
+    "num_channels",
+    "resolution",
+    "fmap_base",
+    "fmap_decay",
+    "fmap_min",
+    "fmap_max",
+    "randomize_noise",
+    "architecture",
+    "nonlinearity",
+    "dtype",
+    "resample_kernel",
+    "fused_modconv",
+)
+D_KWARGS = (
+    "num_channels",
+    "resolution",
+    "label_size",
+    "fmap_base",
+    "fmap_decay",
+    "fmap_min",
+    "fmap_max",
+    "architecture",
+    "nonlinearity",
+    "mbstd_group_size",
+    "mbstd_num_features",
+    "dtype",
+    "resample_kernel",
+    "structure",
+    "is_template_graph",
+)
 _RES_SCOPE = re.compile(r"^(\d+)x(\d+)/")
 
 
 def looks_like_tf_pickle(data: Any) -> bool:
     """An unpickled TensorFlow network pickle: a Network record or a tuple holding some."""
-    return isinstance(data, TFNetwork) or (isinstance(data, (tuple, list))
-                                           and any(isinstance(x, TFNetwork) for x in data))
+    return isinstance(data, TFNetwork) or (
+        isinstance(data, (tuple, list)) and any(isinstance(x, TFNetwork) for x in data)
+    )
 
 
 # ---------------------------------------------------------------- the pickled records
@@ -105,12 +157,14 @@ def _state(net: Any, what: str) -> dict[str, Any]:
         raise CheckpointError(f"{FORMAT}: {what} is a {type(net).__name__}, not a pickled dnnlib.tflib Network")
     state = net.state
     if state.get("version") not in (2, 3, 4):
-        raise CheckpointError(f"{FORMAT}: {what} has Network state version {state.get('version')!r}; "
-                              "dnnlib.tflib writes 2, 3 or 4")
+        raise CheckpointError(
+            f"{FORMAT}: {what} has Network state version {state.get('version')!r}; dnnlib.tflib writes 2, 3 or 4"
+        )
     for key, kind in (("name", str), ("build_func_name", str), ("static_kwargs", dict), ("variables", (list, tuple))):
         if not isinstance(state.get(key), kind):
-            raise CheckpointError(f"{FORMAT}: {what}'s state has no valid {key!r} (found "
-                                  f"{type(state.get(key)).__name__})")
+            raise CheckpointError(
+                f"{FORMAT}: {what}'s state has no valid {key!r} (found {type(state.get(key)).__name__})"
+            )
     if not isinstance(state.get("components", {}), dict):
         raise CheckpointError(f"{FORMAT}: {what}'s components are a {type(state['components']).__name__}")
     return state
@@ -121,8 +175,10 @@ def _expect_func(net: TFNetwork, expected: str, what: str) -> dict[str, Any]:
     func = state["build_func_name"]
     if func != expected:
         known = OTHER_NETWORKS.get(func, "a network")
-        raise CheckpointError(f"{FORMAT}: {what} ({state['name']!r}) is built by {func!r}, {known}, where "
-                              f"{expected!r} was expected; pbw reads {SUPPORTED_GRAPH}")
+        raise CheckpointError(
+            f"{FORMAT}: {what} ({state['name']!r}) is built by {func!r}, {known}, where "
+            f"{expected!r} was expected; pbw reads {SUPPORTED_GRAPH}"
+        )
     return state
 
 
@@ -164,12 +220,16 @@ class _Kwargs:
     def require(self, name: str, default: Any, allowed: Any, meaning: str = "") -> None:
         value = self.get(name, default)
         if isinstance(allowed, (list, tuple)):
-            ok = isinstance(value, (list, tuple, np.ndarray)) and np.asarray(value).reshape(-1).tolist() == list(allowed)
+            ok = isinstance(value, (list, tuple, np.ndarray)) and np.asarray(value).reshape(-1).tolist() == list(
+                allowed
+            )
         else:
             ok = value == allowed
         if not ok:
-            raise CheckpointError(f"{FORMAT}: {self.what} has {name}={value!r}; pbw's StyleGAN2 implements only "
-                                  f"{allowed!r}{meaning}; pbw reads {SUPPORTED_GRAPH}")
+            raise CheckpointError(
+                f"{FORMAT}: {self.what} has {name}={value!r}; pbw's StyleGAN2 implements only "
+                f"{allowed!r}{meaning}; pbw reads {SUPPORTED_GRAPH}"
+            )
 
     def agree(self, name: str, default: Any, found: Any, how: str) -> None:
         value = self.get(name, default)
@@ -184,8 +244,9 @@ class _Kwargs:
 def _check_conditional(kw: _Kwargs) -> None:
     label_size = kw.get("label_size", 0)
     if label_size:
-        raise CheckpointError(f"{FORMAT}: {kw.what} is class-conditional (label_size={label_size}); pbw's StyleGAN2 "
-                              "is unconditional")
+        raise CheckpointError(
+            f"{FORMAT}: {kw.what} is class-conditional (label_size={label_size}); pbw's StyleGAN2 is unconditional"
+        )
 
 
 def _check_common(kw: _Kwargs) -> list[str]:
@@ -209,14 +270,14 @@ def _nf_widths(kw: _Kwargs, resolutions: list[int]) -> dict[int, int]:
 def _resolutions(names, prefix: str, what: str) -> list[int]:
     found = set()
     for name in names:
-        if name.startswith(prefix) and (m := _RES_SCOPE.match(name[len(prefix):])):
+        if name.startswith(prefix) and (m := _RES_SCOPE.match(name[len(prefix) :])):
             if m.group(1) != m.group(2):
                 raise CheckpointError(f"{FORMAT}: {what} has a non-square scope {name!r}")
             found.add(int(m.group(1)))
     if not found:
         raise CheckpointError(f"{FORMAT}: {what} has no {prefix}<R>x<R>/ layers")
     top = max(found)
-    expected = [2 ** i for i in range(2, int(np.log2(top)) + 1)]
+    expected = [2**i for i in range(2, int(np.log2(top)) + 1)]
     if sorted(found) != expected or top & (top - 1):
         raise CheckpointError(f"{FORMAT}: {what} has layers at resolutions {sorted(found)}, expected {expected}")
     return expected
@@ -250,8 +311,7 @@ def generator_from_tf(net: TFNetwork, what: str) -> tuple[dict[str, Any], dict[s
     s_state = _expect_func(components["synthesis"], "G_synthesis_stylegan2", f"{what}/synthesis")
     main = _Kwargs(state["static_kwargs"], what, MAIN_RUNTIME + MAPPING_KWARGS + SYNTHESIS_KWARGS)
     mapping = _Kwargs(m_state["static_kwargs"], f"{what}/mapping", MAPPING_KWARGS + SYNTHESIS_KWARGS + MAIN_RUNTIME)
-    synthesis = _Kwargs(s_state["static_kwargs"], f"{what}/synthesis",
-                        SYNTHESIS_KWARGS + MAPPING_KWARGS + MAIN_RUNTIME)
+    synthesis = _Kwargs(s_state["static_kwargs"], f"{what}/synthesis", SYNTHESIS_KWARGS + MAPPING_KWARGS + MAIN_RUNTIME)
     for kw in (main, mapping):
         _check_conditional(kw)
     synthesis.require("architecture", "skip", "skip", " (config E/F's skip generator)")
@@ -292,9 +352,11 @@ def generator_from_tf(net: TFNetwork, what: str) -> tuple[dict[str, Any], dict[s
     for i in range(n_mapping):
         shape = tuple(out[f"mapping.fc{i}.weight"].shape)
         if shape[0] != w_dim or (i > 0 and shape[1] != w_dim):
-            raise CheckpointError(f"{FORMAT}: {what} mapping/Dense{i} maps {shape[1]} -> {shape[0]} features; pbw's "
-                                  f"mapping network keeps w_dim={w_dim} features in every layer (mapping_fmaps = "
-                                  "dlatent_size)")
+            raise CheckpointError(
+                f"{FORMAT}: {what} mapping/Dense{i} maps {shape[1]} -> {shape[0]} features; pbw's "
+                f"mapping network keeps w_dim={w_dim} features in every layer (mapping_fmaps = "
+                "dlatent_size)"
+            )
     widths = {res: int(out[f"synthesis.b{res}.conv1.weight"].shape[0]) for res in resolutions}
     img_channels = int(out[f"synthesis.b{top}.torgb.weight"].shape[0])
     # The graph TF would build from the kwargs (or the graph functions' defaults) must fit the variables.
@@ -303,8 +365,10 @@ def generator_from_tf(net: TFNetwork, what: str) -> tuple[dict[str, Any], dict[s
     synthesis.agree("dlatent_size", 512, w_dim, "the mapping weights")
     nf = _nf_widths(synthesis, resolutions)
     if nf != widths:
-        raise CheckpointError(f"{FORMAT}: {what}/synthesis: fmap_base/fmap_min/fmap_max (static_kwargs or "
-                              f"networks_stylegan2.py's defaults) give widths {nf}, the variables {widths}")
+        raise CheckpointError(
+            f"{FORMAT}: {what}/synthesis: fmap_base/fmap_min/fmap_max (static_kwargs or "
+            f"networks_stylegan2.py's defaults) give widths {nf}, the variables {widths}"
+        )
     mapping.agree("latent_size", 512, z_dim, "the mapping weights")
     mapping.agree("dlatent_size", 512, w_dim, "the mapping weights")
     mapping.agree("mapping_layers", 8, n_mapping, "the mapping variables")
@@ -328,8 +392,10 @@ def generator_from_tf(net: TFNetwork, what: str) -> tuple[dict[str, Any], dict[s
     }
     psi = main.get("truncation_psi", 0.5)  # None: no truncation
     if psi is not None and psi != 1:
-        notes.append(f"TensorFlow's G_main truncates with truncation_psi={psi} unless told otherwise; pbw loads "
-                     f"truncation_psi=1.0 (pass truncation_psi={psi} to match)")
+        notes.append(
+            f"TensorFlow's G_main truncates with truncation_psi={psi} unless told otherwise; pbw loads "
+            f"truncation_psi=1.0 (pass truncation_psi={psi} to match)"
+        )
     ignored = sorted(set(main.unknown()) | set(mapping.unknown()) | set(synthesis.unknown()))
     if ignored:
         notes.append(f"{what} static kwargs the graph functions ignore: {', '.join(ignored)}")
@@ -348,9 +414,11 @@ def discriminator_from_tf(net: TFNetwork, what: str = "D") -> tuple[dict[str, An
     notes = _check_common(kw)
     group_size, num_features = kw.get("mbstd_group_size", 4), kw.get("mbstd_num_features", 1)
     if not isinstance(group_size, int) or not isinstance(num_features, int) or group_size <= 1 or num_features < 1:
-        raise CheckpointError(f"{FORMAT}: {what} has mbstd_group_size={group_size!r}, mbstd_num_features="
-                              f"{num_features!r}; pbw's discriminator needs a minibatch stddev layer (a group size "
-                              "above 1, at least one feature)")
+        raise CheckpointError(
+            f"{FORMAT}: {what} has mbstd_group_size={group_size!r}, mbstd_num_features="
+            f"{num_features!r}; pbw's discriminator needs a minibatch stddev layer (a group size "
+            "above 1, at least one feature)"
+        )
 
     variables = tf_variables(net, what)
     r = StateReader(variables, FORMAT, what)
@@ -378,18 +446,27 @@ def discriminator_from_tf(net: TFNetwork, what: str = "D") -> tuple[dict[str, An
     widths[4] = int(out["b4.conv.weight"].shape[0])
     nf = _nf_widths(kw, resolutions)
     if nf != widths:
-        raise CheckpointError(f"{FORMAT}: {what}: fmap_base/fmap_min/fmap_max (static_kwargs or networks_stylegan2.py's "
-                              f"defaults) give widths {nf}, the variables {widths}")
+        raise CheckpointError(
+            f"{FORMAT}: {what}: fmap_base/fmap_min/fmap_max (static_kwargs or networks_stylegan2.py's "
+            f"defaults) give widths {nf}, the variables {widths}"
+        )
     if out["b4.fc.weight"].shape[0] != widths[4] or out["b4.out.weight"].shape[0] != 1:
-        raise CheckpointError(f"{FORMAT}: {what} 4x4/Dense0 has {out['b4.fc.weight'].shape[0]} features and Output "
-                              f"{out['b4.out.weight'].shape[0]}; pbw's epilogue has {widths[4]} (the 4x4 conv's) and 1")
+        raise CheckpointError(
+            f"{FORMAT}: {what} 4x4/Dense0 has {out['b4.fc.weight'].shape[0]} features and Output "
+            f"{out['b4.out.weight'].shape[0]}; pbw's epilogue has {widths[4]} (the 4x4 conv's) and 1"
+        )
     img_channels = int(out[f"b{top}.fromrgb.weight"].shape[1])
     kw.agree("resolution", 1024, top, "the variables")
     kw.agree("num_channels", 3, img_channels, "the FromRGB weights")
     channel_base, channel_max = infer_channel_config(widths, FORMAT, what)
-    kwargs = {"resolution": top, "channel_base": channel_base, "channel_max": channel_max,
-              "mbstd_group_size": int(group_size), "mbstd_num_channels": int(num_features),
-              "img_channels": img_channels}
+    kwargs = {
+        "resolution": top,
+        "channel_base": channel_base,
+        "channel_max": channel_max,
+        "mbstd_group_size": int(group_size),
+        "mbstd_num_channels": int(num_features),
+        "img_channels": img_channels,
+    }
     if kw.unknown():
         notes.append(f"{what} static kwargs D_stylegan2 ignores: {', '.join(kw.unknown())}")
     return kwargs, out, notes
@@ -400,8 +477,13 @@ def read_tf_pickle_data(data: Any, path: str | Path) -> ImportedNetworks:
     """An unpickled TF pickle: NVIDIA's (G, D, Gs) tuple, or a lone G_main generator network."""
     if isinstance(data, TFNetwork):
         kwargs, state, notes = generator_from_tf(data, "the generator")
-        return ImportedNetworks(FORMAT, "stylegan2", kwargs, {"generator_ema": state},
-                                notes=notes + ["a lone generator network, read as the EMA generator"])
+        return ImportedNetworks(
+            FORMAT,
+            "stylegan2",
+            kwargs,
+            {"generator_ema": state},
+            notes=notes + ["a lone generator network, read as the EMA generator"],
+        )
     if not (isinstance(data, tuple) and len(data) == 3 and all(isinstance(n, TFNetwork) for n in data)):
         kinds = [type(x).__name__ for x in data]
         raise CheckpointError(f"{path}: a TensorFlow network pickle, but not NVIDIA's (G, D, Gs) tuple (found {kinds})")
@@ -412,5 +494,6 @@ def read_tf_pickle_data(data: Any, path: str | Path) -> ImportedNetworks:
         raise CheckpointError(f"{FORMAT}: G and Gs differ in architecture: {g_kwargs} vs {gs_kwargs}")
     d_kwargs, d_state, d_notes = discriminator_from_tf(d, "D")
     notes += [n for n in g_notes + d_notes if n not in notes]
-    return ImportedNetworks(FORMAT, "stylegan2", gs_kwargs, {"generator_ema": gs_state, "generator": g_state},
-                            d_kwargs, d_state, notes)
+    return ImportedNetworks(
+        FORMAT, "stylegan2", gs_kwargs, {"generator_ema": gs_state, "generator": g_state}, d_kwargs, d_state, notes
+    )

@@ -20,6 +20,7 @@ The mapping to pbw's (NVIDIA-named) StyleGAN2, with the numerics that make it ex
   (out + skip) / sqrt(2) equals NVIDIA's sqrt(0.5) gains); ``final_conv`` -> ``b4.conv``,
   ``final_linear.0`` / ``.1`` -> ``b4.fc`` / ``b4.out``; minibatch stddev group 4, 1 feature.
 """
+
 from __future__ import annotations
 
 import re
@@ -129,20 +130,31 @@ def discriminator_state(d: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dic
         out[f"b4.{name}.weight"] = r.take(f"final_linear.{i}.weight", ndim=2)
         out[f"b4.{name}.bias"] = r.take(f"final_linear.{i}.bias", ndim=1)
     r.finish()
-    widths = {res: int(out[f"b{res}.conv0.weight"].shape[0]) for res in (top // 2 ** j for j in range(n_blocks))}
+    widths = {res: int(out[f"b{res}.conv0.weight"].shape[0]) for res in (top // 2**j for j in range(n_blocks))}
     widths[4] = int(out["b4.conv.weight"].shape[0])
     channel_base, channel_max = infer_channel_config(widths, FORMAT, "discriminator")
-    kwargs = {"resolution": top, "channel_base": channel_base, "channel_max": channel_max,
-              "mbstd_group_size": 4, "mbstd_num_channels": 1,
-              "img_channels": int(out[f"b{top}.fromrgb.weight"].shape[1])}
+    kwargs = {
+        "resolution": top,
+        "channel_base": channel_base,
+        "channel_max": channel_max,
+        "mbstd_group_size": 4,
+        "mbstd_num_channels": 1,
+        "img_channels": int(out[f"b{top}.fromrgb.weight"].shape[1]),
+    }
     return kwargs, out
 
 
 def _mean_w(kwargs: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.Tensor:
-    mapping = MappingNetwork(kwargs["z_dim"], kwargs["w_dim"], num_ws=1, num_layers=kwargs["mapping_layers"],
-                             lr_multiplier=kwargs["mapping_lr_multiplier"])
-    mapping.load_state_dict({k[len("mapping."):]: v for k, v in state.items() if k.startswith("mapping.")},
-                            strict=False)
+    mapping = MappingNetwork(
+        kwargs["z_dim"],
+        kwargs["w_dim"],
+        num_ws=1,
+        num_layers=kwargs["mapping_layers"],
+        lr_multiplier=kwargs["mapping_lr_multiplier"],
+    )
+    mapping.load_state_dict(
+        {k[len("mapping.") :]: v for k, v in state.items() if k.startswith("mapping.")}, strict=False
+    )
     z = torch.randn(W_AVG_SAMPLES, kwargs["z_dim"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return mapping(z)[:, 0].mean(dim=0)

@@ -13,6 +13,7 @@ NVIDIA's original TensorFlow pickles (StyleGAN2, ``(G, D, Gs)``) store every net
 builds its graph (``build_module_src``), which ``Network.__setstate__`` executes. Here that class
 is :class:`TFNetwork`, whose ``__setstate__`` only keeps the state dict: the source stays a string.
 """
+
 from __future__ import annotations
 
 import collections
@@ -39,11 +40,11 @@ class PersistentObject:
     module_src: str = field(repr=False, default="")
     version: int | None = None
 
-    def child(self, name: str) -> "PersistentObject | None":
+    def child(self, name: str) -> PersistentObject | None:
         """The sub-module `name` (from the pickled ``_modules``), or None."""
         return self.state.get("_modules", {}).get(name)
 
-    def children(self) -> dict[str, "PersistentObject"]:
+    def children(self) -> dict[str, PersistentObject]:
         return {k: v for k, v in self.state.get("_modules", {}).items() if v is not None}
 
     def attr(self, name: str, default: Any = None) -> Any:
@@ -63,8 +64,9 @@ class PersistentObject:
                     out[prefix + name] = value
         for name, child in self.children().items():
             if not isinstance(child, PersistentObject):
-                raise UnsafePickleError(f"sub-module {prefix + name!r} is a {type(child).__name__}, not a persistent "
-                                        "network object")
+                raise UnsafePickleError(
+                    f"sub-module {prefix + name!r} is a {type(child).__name__}, not a persistent network object"
+                )
             out.update(child.tensors(prefix + name + "."))
         return out
 
@@ -87,15 +89,21 @@ class TFNetwork:
 
     def __repr__(self) -> str:
         state = self.state or {}
-        return (f"TFNetwork(name={state.get('name')!r}, build_func_name={state.get('build_func_name')!r}, "
-                f"{len(state.get('variables') or [])} variables, components={sorted(state.get('components') or {})})")
+        return (
+            f"TFNetwork(name={state.get('name')!r}, build_func_name={state.get('build_func_name')!r}, "
+            f"{len(state.get('variables') or [])} variables, components={sorted(state.get('components') or {})})"
+        )
 
 
 def _reconstruct_persistent_obj(meta: dict) -> PersistentObject:
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
         raise UnsafePickleError("malformed torch_utils.persistence record (expected a 'class' with a state dict)")
-    return PersistentObject(class_name=str(meta.get("class_name")), state=meta["state"],
-                            module_src=str(meta.get("module_src", "")), version=meta.get("version"))
+    return PersistentObject(
+        class_name=str(meta.get("class_name")),
+        state=meta["state"],
+        module_src=str(meta.get("module_src", "")),
+        version=meta.get("version"),
+    )
 
 
 def _load_storage_from_bytes(data: bytes):
@@ -103,8 +111,7 @@ def _load_storage_from_bytes(data: bytes):
     return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     if backward_hooks:
         raise UnsafePickleError("a pickled tensor carries backward hooks (code); refusing it")
     if not isinstance(storage, torch.storage.TypedStorage):
@@ -127,8 +134,12 @@ def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
 
 def _frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
     # numpy's pickling of arrays at protocol 5 (numpy.core.numeric._frombuffer).
-    if not isinstance(buf, (bytes, bytearray, memoryview)) or not isinstance(dtype, np.dtype) or dtype.hasobject \
-            or order not in ("C", "F"):
+    if (
+        not isinstance(buf, (bytes, bytearray, memoryview))
+        or not isinstance(dtype, np.dtype)
+        or dtype.hasobject
+        or order not in ("C", "F")
+    ):
         raise UnsafePickleError("a protocol-5 numpy array with unexpected contents")
     return np.frombuffer(buf, dtype=dtype).reshape(tuple(int(n) for n in shape), order=order).copy()
 
@@ -196,10 +207,14 @@ class RestrictedUnpickler(pickle.Unpickler):
         except KeyError:
             hint = ""
             if module.startswith("dnnlib.tflib"):
-                hint = (" pbw reads TensorFlow network pickles as records of dnnlib.tflib.network.Network and "
-                        "rebuilds no other dnnlib.tflib object.")
-            raise UnsafePickleError(f"the pickle asks for the global {module}.{name}, which pbw does not rebuild "
-                                    f"(loading it could run code from the file).{hint}") from None
+                hint = (
+                    " pbw reads TensorFlow network pickles as records of dnnlib.tflib.network.Network and "
+                    "rebuilds no other dnnlib.tflib object."
+                )
+            raise UnsafePickleError(
+                f"the pickle asks for the global {module}.{name}, which pbw does not rebuild "
+                f"(loading it could run code from the file).{hint}"
+            ) from None
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"the pickle uses a persistent id ({pid!r}), which plain network pickles do not")

@@ -12,9 +12,10 @@ import copy
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -67,8 +68,13 @@ def bbox_crop_box(bbox: Sequence[float], image_size: tuple[int, int], margin: fl
     return left, top, right, bottom
 
 
-def load_image(source: str | os.PathLike | bytes | Image.Image, name: str, resolution: int,
-               bbox: Sequence[float] | None = None, bbox_margin: float = 0.25) -> Image.Image:
+def load_image(
+    source: str | os.PathLike | bytes | Image.Image,
+    name: str,
+    resolution: int,
+    bbox: Sequence[float] | None = None,
+    bbox_margin: float = 0.25,
+) -> Image.Image:
     """Read an image as a ``resolution`` x ``resolution`` RGB PIL image.
 
     ``source`` is a path, encoded bytes or a PIL image; ``name`` names it in errors. Optionally
@@ -88,7 +94,8 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, name: str, resol
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise BadImageError(
             f"cannot read image {name}: {e}. Replace or delete the file, or set "
-            f"on_bad_image='skip' to leave unreadable images out.") from e
+            f"on_bad_image='skip' to leave unreadable images out."
+        ) from e
     if bbox is not None:
         img = img.crop(bbox_crop_box(bbox, img.size, bbox_margin))
     img = TF.resize(img, [resolution], interpolation=InterpolationMode.BICUBIC, antialias=True)
@@ -108,8 +115,9 @@ class FileSource:
 
     def __init__(self, base: str | Path, relpaths: Sequence[str] | np.ndarray):
         self.base = str(base)
-        self.relpaths = np.asarray([os.fsencode(p) for p in relpaths] if not isinstance(relpaths, np.ndarray)
-                                   else relpaths, dtype=np.bytes_)
+        self.relpaths = np.asarray(
+            [os.fsencode(p) for p in relpaths] if not isinstance(relpaths, np.ndarray) else relpaths, dtype=np.bytes_
+        )
 
     def __len__(self) -> int:
         return len(self.relpaths)
@@ -122,7 +130,7 @@ class FileSource:
         """What identifies image ``i`` across subsets of the same files."""
         return self.base, bytes(self.relpaths[i])
 
-    def select(self, indices: np.ndarray) -> "FileSource":
+    def select(self, indices: np.ndarray) -> FileSource:
         return FileSource(self.base, self.relpaths[indices])
 
 
@@ -134,8 +142,9 @@ class HFSource:
         import datasets
 
         if column not in dataset.column_names:
-            raise ValueError(f"image column {column!r} not in {description} "
-                             f"(columns: {dataset.column_names}); set image_column")
+            raise ValueError(
+                f"image column {column!r} not in {description} (columns: {dataset.column_names}); set image_column"
+            )
         feature = dataset.features[column]
         if isinstance(feature, datasets.Image) and feature.decode:
             dataset = dataset.cast_column(column, datasets.Image(decode=False))
@@ -161,10 +170,12 @@ class HFSource:
             return value, f"{name} ({value})"
         if isinstance(value, Image.Image):
             return value, name
-        raise TypeError(f"{name}: column {self.column!r} holds {type(value).__name__}, not an image, "
-                        f"encoded image bytes or a file path; set image_column")
+        raise TypeError(
+            f"{name}: column {self.column!r} holds {type(value).__name__}, not an image, "
+            f"encoded image bytes or a file path; set image_column"
+        )
 
-    def select(self, indices: np.ndarray) -> "HFSource":
+    def select(self, indices: np.ndarray) -> HFSource:
         return HFSource(self.dataset, self.column, self.description, self.rows[indices])
 
 
@@ -176,9 +187,17 @@ class ImageDataset(Dataset):
     otherwise the first caption is used and nothing is flipped.
     """
 
-    def __init__(self, source: FileSource | HFSource, labels: Sequence[int] | np.ndarray, resolution: int,
-                 train: bool, xflip: bool = False, captions: Sequence[list[str]] | None = None,
-                 bboxes: np.ndarray | None = None, bbox_margin: float = 0.25):
+    def __init__(
+        self,
+        source: FileSource | HFSource,
+        labels: Sequence[int] | np.ndarray,
+        resolution: int,
+        train: bool,
+        xflip: bool = False,
+        captions: Sequence[list[str]] | None = None,
+        bboxes: np.ndarray | None = None,
+        bbox_margin: float = 0.25,
+    ):
         self.source = source
         self.labels = np.asarray(labels, dtype=np.int64)
         if len(self.labels) != len(source):
@@ -210,7 +229,7 @@ class ImageDataset(Dataset):
             sample["caption"] = caps[int(torch.randint(len(caps), ()))] if self.train else caps[0]
         return sample
 
-    def subset(self, indices: Sequence[int] | np.ndarray, labels: np.ndarray | None = None) -> "ImageDataset":
+    def subset(self, indices: Sequence[int] | np.ndarray, labels: np.ndarray | None = None) -> ImageDataset:
         """The images at ``indices`` (optionally with new ``labels``), same settings."""
         idx = np.asarray(indices, dtype=np.int64)
         out = copy.copy(self)
@@ -220,15 +239,16 @@ class ImageDataset(Dataset):
         out.bboxes = self.bboxes[idx] if self.bboxes is not None else None
         return out
 
-    def with_mode(self, train: bool) -> "ImageDataset":
+    def with_mode(self, train: bool) -> ImageDataset:
         """The same images with training (random caption, flips) or validation behaviour."""
         out = copy.copy(self)
         out.train = train
         return out
 
 
-def find_bad_images(dataset: ImageDataset, indices: Sequence[int], threads: int = 4,
-                    desc: str = "checking images") -> list[str | None]:
+def find_bad_images(
+    dataset: ImageDataset, indices: Sequence[int], threads: int = 4, desc: str = "checking images"
+) -> list[str | None]:
     """Decode the images at ``indices``; for each, None or the reason it cannot be read."""
 
     def check(i: int) -> str | None:
@@ -262,8 +282,10 @@ def drop_bad_images(sets: dict[str, ImageDataset], threads: int = 4) -> dict[str
     lines = list(listed.values())
     lines = lines[:100] + ([f"... and {len(lines) - 100} more"] if len(lines) > 100 else [])
     counts = ", ".join(f"{len(bad[w])} of the {len(ds)} in the {w}" for w, ds in sets.items())
-    warnings.warn(f"on_bad_image='skip': skipped {len(listed)} unreadable image(s) ({counts}):\n  " +
-                  "\n  ".join(lines), stacklevel=2)
+    warnings.warn(
+        f"on_bad_image='skip': skipped {len(listed)} unreadable image(s) ({counts}):\n  " + "\n  ".join(lines),
+        stacklevel=2,
+    )
     return {w: ds.subset(np.setdiff1d(np.arange(len(ds)), bad[w])) for w, ds in sets.items()}
 
 
@@ -272,8 +294,9 @@ def read_image_folder(root: str | Path) -> tuple[FileSource, np.ndarray, list[st
     (classes numbered in sorted folder-name order) and the class names."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} not found: expected a directory with one "
-                                f"sub-folder of images per class")
+        raise FileNotFoundError(
+            f"image folder {root} not found: expected a directory with one sub-folder of images per class"
+        )
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     paths, labels = [], []
     for c, cls in enumerate(classes):
@@ -284,8 +307,10 @@ def read_image_folder(root: str | Path) -> tuple[FileSource, np.ndarray, list[st
                     paths.append(os.path.relpath(os.path.join(dirpath, f), root))
                     labels.append(c)
     if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in class folders "
-                                f"under {root}: expected {root}/<class>/<image>")
+        raise FileNotFoundError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in class folders "
+            f"under {root}: expected {root}/<class>/<image>"
+        )
     return FileSource(root, paths), np.asarray(labels, dtype=np.int64), classes
 
 
@@ -299,8 +324,7 @@ def load_hf_split(source: str, split: str) -> Any:
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
-                raise ValueError(f"split {split!r} not in the dataset saved at {path} "
-                                 f"(splits: {list(loaded)})")
+                raise ValueError(f"split {split!r} not in the dataset saved at {path} (splits: {list(loaded)})")
             return loaded[split]
         return loaded
     try:
@@ -308,20 +332,29 @@ def load_hf_split(source: str, split: str) -> Any:
     except Exception as e:  # hub, network and format errors all surface here
         raise RuntimeError(
             f"could not load split {split!r} of the Hugging Face dataset {source!r}: {e}. Check the "
-            f"id and split name, or pass a local folder (save_to_disk output or data files)") from e
+            f"id and split name, or pass a local folder (save_to_disk output or data files)"
+        ) from e
 
 
-def wrap_hf_dataset(dataset: Any, description: str, resolution: int, train: bool, xflip: bool,
-               image_column: str, label_column: str | None, caption_column: str | None
-               ) -> tuple[ImageDataset, list[str] | None]:
+def wrap_hf_dataset(
+    dataset: Any,
+    description: str,
+    resolution: int,
+    train: bool,
+    xflip: bool,
+    image_column: str,
+    label_column: str | None,
+    caption_column: str | None,
+) -> tuple[ImageDataset, list[str] | None]:
     """Wrap a ``datasets.Dataset`` as an ``ImageDataset``; also return the class names when the
     label column is a ClassLabel. Without ``label_column`` every label is 0."""
     import datasets
 
     for kind, col in (("label", label_column), ("caption", caption_column)):
         if col is not None and col not in dataset.column_names:
-            raise ValueError(f"{kind} column {col!r} not in {description} (columns: "
-                             f"{dataset.column_names}); set {kind}_column")
+            raise ValueError(
+                f"{kind} column {col!r} not in {description} (columns: {dataset.column_names}); set {kind}_column"
+            )
     names = None
     if label_column is None:
         labels = np.zeros(len(dataset), np.int64)
@@ -352,18 +385,31 @@ class ImageDataModule(pl.LightningDataModule):
     listing them.
     """
 
-    def __init__(self, image_folder: str | None = None, hf_dataset: str | None = None,
-                 hf_train_split: str = "train", hf_val_split: str | None = None,
-                 image_column: str = "image", label_column: str | None = "label",
-                 caption_column: str | None = None, batch_size: int = 32, num_workers: int = 4,
-                 resolution: int = 256, xflip: bool = True, seed: int = 0, val_fraction: float = 0.05,
-                 on_bad_image: BadImagePolicy = "error"):
+    def __init__(
+        self,
+        image_folder: str | None = None,
+        hf_dataset: str | None = None,
+        hf_train_split: str = "train",
+        hf_val_split: str | None = None,
+        image_column: str = "image",
+        label_column: str | None = "label",
+        caption_column: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 4,
+        resolution: int = 256,
+        xflip: bool = True,
+        seed: int = 0,
+        val_fraction: float = 0.05,
+        on_bad_image: BadImagePolicy = "error",
+    ):
         super().__init__()
         if image_folder is not None and hf_dataset is not None:
             raise ValueError("give only one of image_folder and hf_dataset")
         if resolution < 1 or batch_size < 1 or num_workers < 0:
-            raise ValueError(f"resolution and batch_size must be >= 1 and num_workers >= 0, got "
-                             f"{resolution}, {batch_size}, {num_workers}")
+            raise ValueError(
+                f"resolution and batch_size must be >= 1 and num_workers >= 0, got "
+                f"{resolution}, {batch_size}, {num_workers}"
+            )
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if on_bad_image not in ("error", "skip"):
@@ -408,13 +454,22 @@ class ImageDataModule(pl.LightningDataModule):
         """One split of ``hf_dataset`` and its class names (from a ClassLabel column, else
         ``names``, else "0".."max label"); labels outside the names are an error."""
         description = f"Hugging Face dataset {self.hf_dataset!r} split {split!r}"
-        ds, label_names = wrap_hf_dataset(load_hf_split(self.hf_dataset, split), description, self.resolution,
-                                          train, self.xflip, self.image_column, self.label_column,
-                                          self.caption_column)
+        ds, label_names = wrap_hf_dataset(
+            load_hf_split(self.hf_dataset, split),
+            description,
+            self.resolution,
+            train,
+            self.xflip,
+            self.image_column,
+            self.label_column,
+            self.caption_column,
+        )
         names = label_names or names or [str(c) for c in range(int(ds.labels.max(initial=0)) + 1)]
         if len(ds) and (ds.labels.min() < 0 or ds.labels.max() >= len(names)):
-            raise ValueError(f"{description}: labels must be in 0..{len(names) - 1} (the "
-                             f"{len(names)} class names), found {ds.labels.min()}..{ds.labels.max()}")
+            raise ValueError(
+                f"{description}: labels must be in 0..{len(names) - 1} (the "
+                f"{len(names)} class names), found {ds.labels.min()}..{ds.labels.max()}"
+            )
         return ds, names
 
     def _source_datasets(self) -> tuple[ImageDataset, ImageDataset | None]:
@@ -448,8 +503,10 @@ class ImageDataModule(pl.LightningDataModule):
             kept = drop_bad_images({"training set": train, "validation set": val}, max(1, self.num_workers))
             train, val = kept["training set"], kept["validation set"]
         if len(train) < self.batch_size:
-            raise ValueError(f"the training set has {len(train)} images, fewer than batch_size="
-                             f"{self.batch_size}: lower batch_size or add images")
+            raise ValueError(
+                f"the training set has {len(train)} images, fewer than batch_size="
+                f"{self.batch_size}: lower batch_size or add images"
+            )
         self.train_set, self.val_set = train, val
 
     # --- loaders -------------------------------------------------------------------------------
@@ -459,22 +516,38 @@ class ImageDataModule(pl.LightningDataModule):
         for the loader, so the batches already trained are left out."""
         self.setup("fit")
         trainer = self.trainer
-        sampler = EpochShuffle(self.train_set, num_replicas=trainer.world_size if trainer else 1,
-                               rank=trainer.global_rank if trainer else 0, seed=self.seed, drop_last=True)
+        sampler = EpochShuffle(
+            self.train_set,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            seed=self.seed,
+            drop_last=True,
+        )
         if trainer is not None and trainer.fit_loop.restarting:  # (else Lightning sets the epoch)
             epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
             if done >= len(sampler) // self.batch_size:  # saved after the epoch's last batch: the next one starts
                 epoch, done = epoch + 1, 0
             sampler.set_epoch(epoch)
             sampler.skip = done * self.batch_size
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def val_dataloader(self) -> DataLoader:
         self.setup("validate")
-        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            self.val_set,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
 
 class EpochShuffle(DistributedSampler):
@@ -484,6 +557,6 @@ class EpochShuffle(DistributedSampler):
     skip = 0
 
     def __iter__(self):
-        indices = list(super().__iter__())[self.skip:]
+        indices = list(super().__iter__())[self.skip :]
         self.skip = 0
         return iter(indices)

@@ -26,15 +26,18 @@ def find_cub_folder(root: str | Path) -> Path:
     where = "which does not exist" if not root.exists() else "(looked in it and in its CUB_200_2011/)"
     raise FileNotFoundError(
         f"CUB_200_2011/images.txt not found under {root}, {where}. Download CUB_200_2011.tgz from "
-        f"{CUB_URL} and extract it there, then point root at CUB_200_2011/ or its parent.")
+        f"{CUB_URL} and extract it there, then point root at CUB_200_2011/ or its parent."
+    )
 
 
 def _read_table(cub: Path, name: str, n_values: int) -> dict[int, list[str]]:
     """Read a CUB metadata file of ``<image id> <value> ...`` lines into {id: [values]}."""
     path = cub / name
     if not path.is_file():
-        raise FileNotFoundError(f"CUB_200_2011/{name} not found in {cub}: the folder is incomplete; "
-                                f"re-extract CUB_200_2011.tgz from {CUB_URL}")
+        raise FileNotFoundError(
+            f"CUB_200_2011/{name} not found in {cub}: the folder is incomplete; "
+            f"re-extract CUB_200_2011.tgz from {CUB_URL}"
+        )
     table = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -71,25 +74,55 @@ class CUBDataModule(ImageDataModule):
       - ``image_folder``: a local class-per-folder tree.
     """
 
-    def __init__(self, root: str | None = None, split: CUBSplit = "all", val_split: CUBSplit | None = "test",
-                 crop_to_bbox: bool = False, bbox_margin: float = 0.25, captions: bool | None = None,
-                 captions_root: str | None = None, image_folder: str | None = None,
-                 hf_dataset: str | None = None, hf_train_split: str = "train", hf_val_split: str | None = "test",
-                 image_column: str = "image", label_column: str | None = "label",
-                 caption_column: str | None = None, batch_size: int = 32, num_workers: int = 4,
-                 resolution: int = 256, xflip: bool = True, seed: int = 0, val_fraction: float = 0.05,
-                 on_bad_image: BadImagePolicy = "error"):
-        super().__init__(image_folder=image_folder, hf_dataset=hf_dataset, hf_train_split=hf_train_split,
-                         hf_val_split=hf_val_split, image_column=image_column, label_column=label_column,
-                         caption_column=caption_column, batch_size=batch_size, num_workers=num_workers,
-                         resolution=resolution, xflip=xflip, seed=seed, val_fraction=val_fraction,
-                         on_bad_image=on_bad_image)
+    def __init__(
+        self,
+        root: str | None = None,
+        split: CUBSplit = "all",
+        val_split: CUBSplit | None = "test",
+        crop_to_bbox: bool = False,
+        bbox_margin: float = 0.25,
+        captions: bool | None = None,
+        captions_root: str | None = None,
+        image_folder: str | None = None,
+        hf_dataset: str | None = None,
+        hf_train_split: str = "train",
+        hf_val_split: str | None = "test",
+        image_column: str = "image",
+        label_column: str | None = "label",
+        caption_column: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 4,
+        resolution: int = 256,
+        xflip: bool = True,
+        seed: int = 0,
+        val_fraction: float = 0.05,
+        on_bad_image: BadImagePolicy = "error",
+    ):
+        super().__init__(
+            image_folder=image_folder,
+            hf_dataset=hf_dataset,
+            hf_train_split=hf_train_split,
+            hf_val_split=hf_val_split,
+            image_column=image_column,
+            label_column=label_column,
+            caption_column=caption_column,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            resolution=resolution,
+            xflip=xflip,
+            seed=seed,
+            val_fraction=val_fraction,
+            on_bad_image=on_bad_image,
+        )
         if sum(x is not None for x in (root, image_folder, hf_dataset)) != 1:
-            raise ValueError("CUBDataModule: give exactly one of root (the CUB_200_2011 folder), "
-                             "hf_dataset and image_folder")
+            raise ValueError(
+                "CUBDataModule: give exactly one of root (the CUB_200_2011 folder), hf_dataset and image_folder"
+            )
         if split not in ("train", "test", "all") or val_split not in ("train", "test", "all", None):
-            raise ValueError(f"split must be 'train', 'test' or 'all' and val_split one of those or None, "
-                             f"got {split!r}, {val_split!r}")
+            raise ValueError(
+                f"split must be 'train', 'test' or 'all' and val_split one of those or None, "
+                f"got {split!r}, {val_split!r}"
+            )
         if bbox_margin < 0:
             raise ValueError(f"bbox_margin must be >= 0, got {bbox_margin}")
         self.root, self.split, self.val_split = root, split, val_split
@@ -114,15 +147,19 @@ class CUBDataModule(ImageDataModule):
         if self.captions_root is not None:
             folder = Path(self.captions_root).expanduser()
             if not folder.is_dir():
-                raise FileNotFoundError(f"captions_root {folder} is not a folder: expected Reed et al.'s "
-                                        f"text_c10/ with <class>/<image>.txt files ({CAPTIONS_URL})")
+                raise FileNotFoundError(
+                    f"captions_root {folder} is not a folder: expected Reed et al.'s "
+                    f"text_c10/ with <class>/<image>.txt files ({CAPTIONS_URL})"
+                )
             return folder
         folder = find_captions_folder(cub)
         if folder is None and self.captions:
             looked = ", ".join(str(b / r) for b in (cub, cub.parent) for r in CAPTION_DIRS)
-            raise FileNotFoundError(f"captions=True but no caption folder found (looked for {looked}); "
-                                    f"download Reed et al.'s CUB captions ({CAPTIONS_URL}), extract "
-                                    f"text_c10/ next to CUB_200_2011/ or set captions_root")
+            raise FileNotFoundError(
+                f"captions=True but no caption folder found (looked for {looked}); "
+                f"download Reed et al.'s CUB captions ({CAPTIONS_URL}), extract "
+                f"text_c10/ next to CUB_200_2011/ or set captions_root"
+            )
         return folder
 
     def _native_datasets(self) -> tuple[ImageDataset, ImageDataset | None]:
@@ -133,28 +170,43 @@ class CUBDataModule(ImageDataModule):
         is_train = _read_table(cub, "train_test_split.txt", 1)
         boxes = _read_table(cub, "bounding_boxes.txt", 4) if self.crop_to_bbox else None
         ids = sorted(images)
-        for name, table in (("image_class_labels.txt", labels), ("train_test_split.txt", is_train),
-                            ("bounding_boxes.txt", boxes)):
+        for name, table in (
+            ("image_class_labels.txt", labels),
+            ("train_test_split.txt", is_train),
+            ("bounding_boxes.txt", boxes),
+        ):
             missing = [i for i in ids if table is not None and i not in table]
             if missing:
                 raise ValueError(f"{cub / name} has no entry for image id(s) {missing[:10]} of images.txt")
         label_arr = np.asarray([int(labels[i][0]) - 1 for i in ids], np.int64)  # files are 1-based
         bad = np.flatnonzero((label_arr < 0) | (label_arr >= n_classes))
         if len(bad):
-            raise ValueError(f"{cub / 'image_class_labels.txt'}: image id {ids[bad[0]]} has class "
-                             f"{label_arr[bad[0]] + 1}, outside 1..{n_classes} of classes.txt")
+            raise ValueError(
+                f"{cub / 'image_class_labels.txt'}: image id {ids[bad[0]]} has class "
+                f"{label_arr[bad[0]] + 1}, outside 1..{n_classes} of classes.txt"
+            )
         relpaths = [images[i][0] for i in ids]
         if not (cub / "images" / relpaths[0]).is_file():  # a quick check that images/ is there
-            raise FileNotFoundError(f"CUB_200_2011/images/{relpaths[0]} (listed in images.txt) not found "
-                                    f"in {cub}: the images/ folder is missing or incomplete; re-extract "
-                                    f"CUB_200_2011.tgz from {CUB_URL}")
+            raise FileNotFoundError(
+                f"CUB_200_2011/images/{relpaths[0]} (listed in images.txt) not found "
+                f"in {cub}: the images/ folder is missing or incomplete; re-extract "
+                f"CUB_200_2011.tgz from {CUB_URL}"
+            )
         captions = None
         caption_folder = self._caption_folder(cub)
         if caption_folder is not None:
             captions = [self._read_captions(caption_folder, p) for p in relpaths]
         bbox_arr = np.asarray([[float(v) for v in boxes[i]] for i in ids], np.float32) if boxes else None
-        full = ImageDataset(FileSource(cub / "images", relpaths), label_arr, self.resolution, True, self.xflip,
-                            captions, bbox_arr, self.bbox_margin)
+        full = ImageDataset(
+            FileSource(cub / "images", relpaths),
+            label_arr,
+            self.resolution,
+            True,
+            self.xflip,
+            captions,
+            bbox_arr,
+            self.bbox_margin,
+        )
         split_flag = np.asarray([is_train[i][0] == "1" for i in ids])
 
         def pick(split: str) -> ImageDataset:
@@ -167,8 +219,10 @@ class CUBDataModule(ImageDataModule):
     def _read_captions(folder: Path, relpath: str) -> list[str]:
         path = folder / Path(relpath).with_suffix(".txt")
         if not path.is_file():
-            raise FileNotFoundError(f"caption file {path} not found (captions of images/{relpath}); "
-                                    f"set captions=False to train without captions")
+            raise FileNotFoundError(
+                f"caption file {path} not found (captions of images/{relpath}); "
+                f"set captions=False to train without captions"
+            )
         lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
         lines = [line for line in lines if line]
         if not lines:
@@ -176,18 +230,22 @@ class CUBDataModule(ImageDataModule):
         return lines
 
 
-def read_cub_captions(root: str | Path, split: CUBSplit = "test",
-                      captions_root: str | Path | None = None) -> list[tuple[str, list[str]]]:
+def read_cub_captions(
+    root: str | Path, split: CUBSplit = "test", captions_root: str | Path | None = None
+) -> list[tuple[str, list[str]]]:
     """Reed et al.'s captions of the CUB-200-2011 images of ``split`` (per train_test_split.txt), in
     image-id order: ``[(images.txt path, [captions]), ...]``. The caption folder is ``captions_root``
     or looked for next to the dataset (``CAPTION_DIRS``). For prompts, e.g. text-to-image experiments."""
     cub = find_cub_folder(root)
     folder = Path(captions_root).expanduser() if captions_root is not None else find_captions_folder(cub)
     if folder is None or not folder.is_dir():
-        raise FileNotFoundError(f"no caption folder for {cub}: download Reed et al.'s CUB captions ({CAPTIONS_URL}) "
-                                "and extract text_c10/ next to CUB_200_2011/, or give the folder itself")
+        raise FileNotFoundError(
+            f"no caption folder for {cub}: download Reed et al.'s CUB captions ({CAPTIONS_URL}) "
+            "and extract text_c10/ next to CUB_200_2011/, or give the folder itself"
+        )
     images = _read_table(cub, "images.txt", 1)
     is_train = _read_table(cub, "train_test_split.txt", 1)
-    keep = {"train": lambda i: is_train[i][0] == "1", "test": lambda i: is_train[i][0] == "0",
-            "all": lambda i: True}[split]
+    keep = {"train": lambda i: is_train[i][0] == "1", "test": lambda i: is_train[i][0] == "0", "all": lambda i: True}[
+        split
+    ]
     return [(images[i][0], CUBDataModule._read_captions(folder, images[i][0])) for i in sorted(images) if keep(i)]

@@ -17,19 +17,31 @@ Batches have the format of `pbw.data.common` (``image`` [B,3,R,R] in [-1, 1], ``
 Drawing costs ~12 ms per 64 px bird on one core (~5 ms at 32 px); with ``num_workers: 1`` a worker
 process draws the next batches while the model trains.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pbw.data.synthetic import (CLASS_NAMES, COLOR_NAMES, PALETTE_RGB, PART_LABELS, PARTS, BirdSpec, draw_bird,
-                                make_captions, part_caption, render_bird, sample_bird)
-
+from pbw.data.synthetic import (
+    CLASS_NAMES,
+    COLOR_NAMES,
+    PALETTE_RGB,
+    PART_LABELS,
+    PARTS,
+    BirdSpec,
+    draw_bird,
+    make_captions,
+    part_caption,
+    render_bird,
+    sample_bird,
+)
 
 NAMING_SPREAD = 40.0  # RGB units: a palette color's own name nearly always; halfway to a neighbor, either
 
@@ -38,7 +50,7 @@ def name_color(rgb: np.ndarray, rng: np.random.Generator, spread: float = NAMING
     """A palette name for an RGB color, drawn as people name a color between names: each name with
     probability proportional to exp(-d^2 / (2 spread^2)), d its palette color's distance (mostly the
     nearest; a contrastive CLIP trained on such names scores a word lower the farther the color)."""
-    logits = -((PALETTE_RGB - rgb) ** 2).sum(1) / (2 * spread ** 2)
+    logits = -((PALETTE_RGB - rgb) ** 2).sum(1) / (2 * spread**2)
     p = np.exp(logits - logits.max())
     return COLOR_NAMES[int(rng.choice(len(p), p=p / p.sum()))]
 
@@ -56,9 +68,18 @@ class FreshBirds(Dataset):
     have only the palette's 11 colors; a CLIP trained on them alone ranks the wrong colors for a word
     arbitrarily (for "yellow", purple above pink), and an edit climbing its score gets stuck on them."""
 
-    def __init__(self, resolution: int = 64, seed: int = 0, length: int = 4000, captions: bool = False,
-                 train: bool = True, mutation_prob: float = 0.15, cache: bool = False, part_views: float = 0.0,
-                 off_palette: float = 0.0):
+    def __init__(
+        self,
+        resolution: int = 64,
+        seed: int = 0,
+        length: int = 4000,
+        captions: bool = False,
+        train: bool = True,
+        mutation_prob: float = 0.15,
+        cache: bool = False,
+        part_views: float = 0.0,
+        off_palette: float = 0.0,
+    ):
         for name, share in (("part_views", part_views), ("off_palette", off_palette)):
             if not 0 <= share <= 1:
                 raise ValueError(f"{name} is a share of the items, in [0, 1]; got {share}")
@@ -74,13 +95,19 @@ class FreshBirds(Dataset):
         if self._cache is not None and k in self._cache:
             return self._cache[k]
         image, label_map, spec, rng = self._draw(int(k))
-        sample: dict[str, Any] = {"image": torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1,
-                                  "label": spec.species}
+        sample: dict[str, Any] = {
+            "image": torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1,
+            "label": spec.species,
+        }
         if self.captions:
             caps = make_captions(spec, rng)
             sample["caption"] = caps[int(rng.integers(len(caps)))] if self.train else caps[0]
             if self.part_views and rng.random() < self.part_views:
-                parts = ("body",) if rng.random() < 0.5 else tuple(map(str, rng.choice(PARTS, int(rng.integers(1, 3)), False)))
+                parts = (
+                    ("body",)
+                    if rng.random() < 0.5
+                    else tuple(map(str, rng.choice(PARTS, int(rng.integers(1, 3)), False)))
+                )
                 keep = np.isin(label_map, [PART_LABELS[p] for p in parts])
                 if keep.any():
                     sample["image"] = sample["image"] * torch.from_numpy(keep).float()
@@ -129,24 +156,47 @@ class FreshBirdsDataModule(pl.LightningDataModule):
     training and validation alike).
     """
 
-    def __init__(self, resolution: int = 64, batch_size: int = 16, num_workers: int = 0, seed: int = 1000,
-                 val_seed: int = 1001, epoch_size: int = 4000, val_size: int = 256, captions: bool = False,
-                 mutation_prob: float = 0.15, part_views: float = 0.0, off_palette: float = 0.0):
+    def __init__(
+        self,
+        resolution: int = 64,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        seed: int = 1000,
+        val_seed: int = 1001,
+        epoch_size: int = 4000,
+        val_size: int = 256,
+        captions: bool = False,
+        mutation_prob: float = 0.15,
+        part_views: float = 0.0,
+        off_palette: float = 0.0,
+    ):
         super().__init__()
         if resolution < 16 or batch_size < 1 or num_workers < 0 or epoch_size < batch_size or val_size < 1:
-            raise ValueError(f"need resolution >= 16, batch_size >= 1, num_workers >= 0, epoch_size >= batch_size "
-                             f"and val_size >= 1; got {resolution}, {batch_size}, {num_workers}, {epoch_size}, "
-                             f"{val_size}")
+            raise ValueError(
+                f"need resolution >= 16, batch_size >= 1, num_workers >= 0, epoch_size >= batch_size "
+                f"and val_size >= 1; got {resolution}, {batch_size}, {num_workers}, {epoch_size}, "
+                f"{val_size}"
+            )
         if seed == val_seed:
             raise ValueError(f"seed and val_seed must differ (validation birds must be held out), both are {seed}")
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
         self.seed, self.val_seed, self.epoch_size, self.val_size = seed, val_seed, epoch_size, val_size
         self.captions, self.mutation_prob = captions, mutation_prob
         self.sampler = EndlessSampler(epoch_size)
-        self.train_set = FreshBirds(resolution, seed, epoch_size, captions, True, mutation_prob, part_views=part_views,
-                                    off_palette=off_palette)
-        self.val_set = FreshBirds(resolution, val_seed, val_size, captions, False, mutation_prob, cache=True,
-                                  part_views=part_views, off_palette=off_palette)
+        self.train_set = FreshBirds(
+            resolution, seed, epoch_size, captions, True, mutation_prob, part_views=part_views, off_palette=off_palette
+        )
+        self.val_set = FreshBirds(
+            resolution,
+            val_seed,
+            val_size,
+            captions,
+            False,
+            mutation_prob,
+            cache=True,
+            part_views=part_views,
+            off_palette=off_palette,
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -157,9 +207,15 @@ class FreshBirdsDataModule(pl.LightningDataModule):
         return len(CLASS_NAMES)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def val_dataloader(self) -> DataLoader:
         # drawn in the main process: the cache then lasts across validations

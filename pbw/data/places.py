@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -13,8 +14,10 @@ from pbw.data.common import BadImagePolicy, FileSource, ImageDataModule, ImageDa
 
 PLACES_URL = "http://places2.csail.mit.edu/download.html"
 # Image folders as the archives extract (and as torchvision names them), by image size.
-TRAIN_DIRS = {"small": ("data_256", "data_256_standard", "train_256", "train_256_places365standard"),
-              "large": ("data_large", "data_large_standard", "train_large", "train_large_places365standard")}
+TRAIN_DIRS = {
+    "small": ("data_256", "data_256_standard", "train_256", "train_256_places365standard"),
+    "large": ("data_large", "data_large_standard", "train_large", "train_large_places365standard"),
+}
 VAL_DIRS = {"small": ("val_256",), "large": ("val_large",)}
 
 
@@ -37,8 +40,11 @@ def resolve_classes(classes: Sequence[str | int], names: Sequence[str]) -> list[
         key = category_name(str(c))
         if key not in lookup:
             close = difflib.get_close_matches(key, normalized, n=5)
-            raise ValueError(f"unknown class {c!r}" + (f"; did you mean {close}?" if close else "") +
-                             f" ({len(names)} classes, e.g. {normalized[:3]})")
+            raise ValueError(
+                f"unknown class {c!r}"
+                + (f"; did you mean {close}?" if close else "")
+                + f" ({len(names)} classes, e.g. {normalized[:3]})"
+            )
         out.append(lookup[key])
     if len(set(out)) != len(out):
         raise ValueError(f"classes {list(classes)} name a class more than once")
@@ -58,8 +64,9 @@ def read_file_list(path: Path, n_classes: int, what: str) -> tuple[list[str], np
             raise ValueError(f"{path} line {n}: expected '<image path> <label>', got {line!r}")
         label = int(parts[1])
         if not 0 <= label < n_classes:
-            raise ValueError(f"{path} line {n}: label {label} is outside 0..{n_classes - 1} "
-                             f"({n_classes} classes in {what})")
+            raise ValueError(
+                f"{path} line {n}: label {label} is outside 0..{n_classes - 1} ({n_classes} classes in {what})"
+            )
         paths.append(parts[0].lstrip("/"))
         labels.append(label)
     if not paths:
@@ -87,23 +94,52 @@ class Places365DataModule(ImageDataModule):
     ``num_classes`` describe the labels the batches carry.
     """
 
-    def __init__(self, root: str | None = None, classes: list[str | int] | None = None,
-                 image_size: Literal["auto", "small", "large"] = "auto", train_dir: str | None = None,
-                 val_dir: str | None = None, categories_file: str = "categories_places365.txt",
-                 train_list: str = "places365_train_standard.txt", val_list: str | None = "places365_val.txt",
-                 image_folder: str | None = None, hf_dataset: str | None = None, hf_train_split: str = "train",
-                 hf_val_split: str | None = "validation", image_column: str = "image",
-                 label_column: str | None = "label", caption_column: str | None = None, batch_size: int = 32,
-                 num_workers: int = 4, resolution: int = 256, xflip: bool = True, seed: int = 0,
-                 val_fraction: float = 0.05, on_bad_image: BadImagePolicy = "error"):
-        super().__init__(image_folder=image_folder, hf_dataset=hf_dataset, hf_train_split=hf_train_split,
-                         hf_val_split=hf_val_split, image_column=image_column, label_column=label_column,
-                         caption_column=caption_column, batch_size=batch_size, num_workers=num_workers,
-                         resolution=resolution, xflip=xflip, seed=seed, val_fraction=val_fraction,
-                         on_bad_image=on_bad_image)
+    def __init__(
+        self,
+        root: str | None = None,
+        classes: list[str | int] | None = None,
+        image_size: Literal["auto", "small", "large"] = "auto",
+        train_dir: str | None = None,
+        val_dir: str | None = None,
+        categories_file: str = "categories_places365.txt",
+        train_list: str = "places365_train_standard.txt",
+        val_list: str | None = "places365_val.txt",
+        image_folder: str | None = None,
+        hf_dataset: str | None = None,
+        hf_train_split: str = "train",
+        hf_val_split: str | None = "validation",
+        image_column: str = "image",
+        label_column: str | None = "label",
+        caption_column: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 4,
+        resolution: int = 256,
+        xflip: bool = True,
+        seed: int = 0,
+        val_fraction: float = 0.05,
+        on_bad_image: BadImagePolicy = "error",
+    ):
+        super().__init__(
+            image_folder=image_folder,
+            hf_dataset=hf_dataset,
+            hf_train_split=hf_train_split,
+            hf_val_split=hf_val_split,
+            image_column=image_column,
+            label_column=label_column,
+            caption_column=caption_column,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            resolution=resolution,
+            xflip=xflip,
+            seed=seed,
+            val_fraction=val_fraction,
+            on_bad_image=on_bad_image,
+        )
         if sum(x is not None for x in (root, image_folder, hf_dataset)) != 1:
-            raise ValueError("Places365DataModule: give exactly one of root (the downloaded Places365 "
-                             "folder), hf_dataset and image_folder")
+            raise ValueError(
+                "Places365DataModule: give exactly one of root (the downloaded Places365 "
+                "folder), hf_dataset and image_folder"
+            )
         if image_size not in ("auto", "small", "large"):
             raise ValueError(f"image_size must be 'auto', 'small' or 'large', got {image_size!r}")
         self.root = Path(root).expanduser() if root is not None else None
@@ -127,8 +163,7 @@ class Places365DataModule(ImageDataModule):
                 continue
             parts = line.rsplit(maxsplit=1)
             if len(parts) != 2 or not parts[1].isdigit():
-                raise ValueError(f"{path} line {n}: expected '<category> <index>' like '/a/airfield 0', "
-                                 f"got {line!r}")
+                raise ValueError(f"{path} line {n}: expected '<category> <index>' like '/a/airfield 0', got {line!r}")
             names[int(parts[1])] = parts[0]
         if sorted(names) != list(range(len(names))):
             raise ValueError(f"{path}: category indices must be 0..{len(names) - 1}, each once")
@@ -156,7 +191,8 @@ class Places365DataModule(ImageDataModule):
         if not path.is_file():
             raise FileNotFoundError(
                 f"{name} ({what}) not found in {self.root}: download filelist_places365-standard.tar from "
-                f"{PLACES_URL} and extract it in {self.root}, or set the file's path")
+                f"{PLACES_URL} and extract it in {self.root}, or set the file's path"
+            )
         return path
 
     def _image_dir(self, explicit: str | None, candidates: dict[str, tuple[str, ...]], what: str) -> Path:
@@ -165,8 +201,11 @@ class Places365DataModule(ImageDataModule):
             if not path.is_dir():
                 raise FileNotFoundError(f"{what} folder {path} not found")
             return path
-        sizes = {"small": ["small"], "large": ["large"],
-                 "auto": ["small", "large"] if self.resolution <= 256 else ["large", "small"]}[self.image_size]
+        sizes = {
+            "small": ["small"],
+            "large": ["large"],
+            "auto": ["small", "large"] if self.resolution <= 256 else ["large", "small"],
+        }[self.image_size]
         looked = [name for size in sizes for name in candidates[size]]
         for name in looked:
             if (self.root / name).is_dir():
@@ -174,21 +213,27 @@ class Places365DataModule(ImageDataModule):
         raise FileNotFoundError(
             f"no {what} folder in {self.root} (looked for {', '.join(looked)}): download the "
             f"{'/'.join(sizes)} images from {PLACES_URL} and extract them there, or set "
-            f"{'train_dir' if what.startswith('training') else 'val_dir'}")
+            f"{'train_dir' if what.startswith('training') else 'val_dir'}"
+        )
 
     def _read_split(self, list_name: str, image_dir: Path, what: str) -> ImageDataset:
         n_classes = len(self._native_class_names())
-        paths, labels = read_file_list(self._meta_file(list_name, f"the {what} file list"), n_classes,
-                                       self.categories_file)
+        paths, labels = read_file_list(
+            self._meta_file(list_name, f"the {what} file list"), n_classes, self.categories_file
+        )
         if not (image_dir / paths[0]).is_file():
-            raise FileNotFoundError(f"{image_dir / paths[0]} (first image of {list_name}) not found: "
-                                    f"{image_dir} does not hold the images of {list_name}")
+            raise FileNotFoundError(
+                f"{image_dir / paths[0]} (first image of {list_name}) not found: "
+                f"{image_dir} does not hold the images of {list_name}"
+            )
         return ImageDataset(FileSource(image_dir, paths), labels, self.resolution, True, self.xflip)
 
     def _native_datasets(self) -> tuple[ImageDataset, ImageDataset | None]:
-        train = self._read_split(self.train_list, self._image_dir(self.train_dir, TRAIN_DIRS, "training image"),
-                                 "training")
+        train = self._read_split(
+            self.train_list, self._image_dir(self.train_dir, TRAIN_DIRS, "training image"), "training"
+        )
         if self.val_list is None:
             return train, None
-        return train, self._read_split(self.val_list, self._image_dir(self.val_dir, VAL_DIRS, "validation image"),
-                                       "validation")
+        return train, self._read_split(
+            self.val_list, self._image_dir(self.val_dir, VAL_DIRS, "validation image"), "validation"
+        )

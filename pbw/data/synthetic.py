@@ -19,6 +19,7 @@ Run: ``python -m pbw.data.synthetic --out data/synthetic_birds --n 2000 --resolu
 
 The pixel ORACLE that reads colors back from these images lives in :mod:`pbw.evaluation.oracle`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,18 +62,90 @@ BACKGROUNDS: tuple[str, ...] = ("sky", "grass", "water", "branch")
 
 # Species: for each part the colors it may take (the first is the most common).
 SPECIES: dict[str, dict[str, tuple[str, ...]]] = {
-    "Red_Cardinal": {"body": ("red",), "head": ("red",), "wing": ("red", "brown"), "tail": ("red",), "beak": ("orange",)},
-    "Blue_Jay": {"body": ("white",), "head": ("blue",), "wing": ("blue",), "tail": ("blue", "black"), "beak": ("black",)},
-    "Yellow_Warbler": {"body": ("yellow",), "head": ("yellow",), "wing": ("yellow", "green"), "tail": ("yellow", "green"), "beak": ("black",)},
-    "Green_Parrot": {"body": ("green",), "head": ("green", "red"), "wing": ("green", "blue"), "tail": ("green", "blue"), "beak": ("grey",)},
-    "Black_Crow": {"body": ("black",), "head": ("black",), "wing": ("black",), "tail": ("black",), "beak": ("black", "grey")},
-    "White_Dove": {"body": ("white",), "head": ("white",), "wing": ("white", "grey"), "tail": ("white",), "beak": ("pink", "orange")},
-    "American_Robin": {"body": ("orange",), "head": ("grey", "black"), "wing": ("grey", "brown"), "tail": ("grey",), "beak": ("yellow",)},
-    "Purple_Finch": {"body": ("pink",), "head": ("purple",), "wing": ("brown", "purple"), "tail": ("brown",), "beak": ("grey",)},
-    "American_Goldfinch": {"body": ("yellow",), "head": ("black", "yellow"), "wing": ("black",), "tail": ("black",), "beak": ("orange",)},
-    "Rosy_Finch": {"body": ("pink",), "head": ("pink", "grey"), "wing": ("pink",), "tail": ("pink", "brown"), "beak": ("black",)},
-    "House_Sparrow": {"body": ("grey", "white"), "head": ("brown",), "wing": ("brown",), "tail": ("brown",), "beak": ("black", "grey")},
-    "Eastern_Bluebird": {"body": ("orange", "white"), "head": ("blue",), "wing": ("blue",), "tail": ("blue",), "beak": ("black",)},
+    "Red_Cardinal": {
+        "body": ("red",),
+        "head": ("red",),
+        "wing": ("red", "brown"),
+        "tail": ("red",),
+        "beak": ("orange",),
+    },
+    "Blue_Jay": {
+        "body": ("white",),
+        "head": ("blue",),
+        "wing": ("blue",),
+        "tail": ("blue", "black"),
+        "beak": ("black",),
+    },
+    "Yellow_Warbler": {
+        "body": ("yellow",),
+        "head": ("yellow",),
+        "wing": ("yellow", "green"),
+        "tail": ("yellow", "green"),
+        "beak": ("black",),
+    },
+    "Green_Parrot": {
+        "body": ("green",),
+        "head": ("green", "red"),
+        "wing": ("green", "blue"),
+        "tail": ("green", "blue"),
+        "beak": ("grey",),
+    },
+    "Black_Crow": {
+        "body": ("black",),
+        "head": ("black",),
+        "wing": ("black",),
+        "tail": ("black",),
+        "beak": ("black", "grey"),
+    },
+    "White_Dove": {
+        "body": ("white",),
+        "head": ("white",),
+        "wing": ("white", "grey"),
+        "tail": ("white",),
+        "beak": ("pink", "orange"),
+    },
+    "American_Robin": {
+        "body": ("orange",),
+        "head": ("grey", "black"),
+        "wing": ("grey", "brown"),
+        "tail": ("grey",),
+        "beak": ("yellow",),
+    },
+    "Purple_Finch": {
+        "body": ("pink",),
+        "head": ("purple",),
+        "wing": ("brown", "purple"),
+        "tail": ("brown",),
+        "beak": ("grey",),
+    },
+    "American_Goldfinch": {
+        "body": ("yellow",),
+        "head": ("black", "yellow"),
+        "wing": ("black",),
+        "tail": ("black",),
+        "beak": ("orange",),
+    },
+    "Rosy_Finch": {
+        "body": ("pink",),
+        "head": ("pink", "grey"),
+        "wing": ("pink",),
+        "tail": ("pink", "brown"),
+        "beak": ("black",),
+    },
+    "House_Sparrow": {
+        "body": ("grey", "white"),
+        "head": ("brown",),
+        "wing": ("brown",),
+        "tail": ("brown",),
+        "beak": ("black", "grey"),
+    },
+    "Eastern_Bluebird": {
+        "body": ("orange", "white"),
+        "head": ("blue",),
+        "wing": ("blue",),
+        "tail": ("blue",),
+        "beak": ("black",),
+    },
 }
 CLASS_NAMES: tuple[str, ...] = tuple(f"{i + 1:03d}.{name}" for i, name in enumerate(SPECIES))
 METADATA_FILE = "synthetic_birds.json"
@@ -112,7 +185,9 @@ def sample_bird(rng: np.random.Generator, species: int, mutation_prob: float = 0
     # the bird spans about [-0.9, 0.8] x [-0.75, 0.45] body lengths around its center
     mx, top, bottom = 0.85 * size + 0.02, 0.75 * size + 0.02 if pose == "flying" else 0.55 * size, 0.45 * size + 0.02
     center = (float(rng.uniform(mx, 1 - mx)), float(rng.uniform(top, 1 - bottom)))
-    return BirdSpec(species, colors, background, pose, size, center, float(rng.uniform(-20, 20)), bool(rng.random() < 0.5))
+    return BirdSpec(
+        species, colors, background, pose, size, center, float(rng.uniform(-20, 20)), bool(rng.random() < 0.5)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,17 +209,24 @@ def _bird_shapes(spec: BirdSpec, rng: np.random.Generator) -> list[tuple[str, np
     tail_spread = rng.uniform(0.1, 0.2)
     tail_drop = rng.uniform(-0.15, 0.15)
     shapes = [
-        ("tail", np.array([[-0.35, -0.08], [-0.35, 0.1], [-0.9, tail_drop + tail_spread], [-0.9, tail_drop - tail_spread]])),
+        (
+            "tail",
+            np.array([[-0.35, -0.08], [-0.35, 0.1], [-0.9, tail_drop + tail_spread], [-0.9, tail_drop - tail_spread]]),
+        ),
         ("body", _ellipse(0.0, 0.0, 0.5, rng.uniform(0.27, 0.33))),
     ]
     if spec.pose == "perched":
         shapes.append(("wing", _ellipse(-0.08, -0.02, 0.38, 0.17, angle=rng.uniform(5, 20))))
     else:
         lift = rng.uniform(0.4, 0.6)
-        shapes.append(("wing", np.array([[0.2, -0.1], [-0.25, -0.05], [-0.35, -0.1 - lift], [0.05, -0.15 - 0.8 * lift]])))
+        shapes.append(
+            ("wing", np.array([[0.2, -0.1], [-0.25, -0.05], [-0.35, -0.1 - lift], [0.05, -0.15 - 0.8 * lift]]))
+        )
     shapes.append(("head", _ellipse(head[0], head[1], head_r, head_r)))
     bx = head[0] + 0.8 * head_r
-    shapes.append(("beak", np.array([[bx - 0.03, head[1] - 0.11], [bx - 0.03, head[1] + 0.1], [bx + beak_len, head[1] + 0.02]])))
+    shapes.append(
+        ("beak", np.array([[bx - 0.03, head[1] - 0.11], [bx - 0.03, head[1] + 0.1], [bx + beak_len, head[1] + 0.02]]))
+    )
     shapes.append(("eye", _ellipse(head[0] + 0.3 * head_r, head[1] - 0.25 * head_r, 0.045, 0.045, n=12)))
     return shapes
 
@@ -162,7 +244,9 @@ def _background(kind: str, side: int, rng: np.random.Generator) -> np.ndarray:
         horizon = int(side * rng.uniform(0.3, 0.55))
         w = np.array([35, 100, 150]) + rng.uniform(-15, 15, 3)
         rows = np.arange(side - horizon)[:, None, None]
-        waves = 18 * np.sin(rows * rng.uniform(0.15, 0.3) + np.linspace(0, 6, side)[None, :, None] * rng.uniform(0.5, 1.5))
+        waves = 18 * np.sin(
+            rows * rng.uniform(0.15, 0.3) + np.linspace(0, 6, side)[None, :, None] * rng.uniform(0.5, 1.5)
+        )
         img[horizon:] = w + waves
     elif kind == "branch":
         if rng.random() < 0.5:  # a blurry leafy backdrop
@@ -180,9 +264,15 @@ def _background(kind: str, side: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def render_bird(spec: BirdSpec, resolution: int, rng: np.random.Generator, supersample: int = 4,
-                omit: tuple[str, ...] = (), scatter: float = 0.0, rgb: dict[str, np.ndarray] | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def render_bird(
+    spec: BirdSpec,
+    resolution: int,
+    rng: np.random.Generator,
+    supersample: int = 4,
+    omit: tuple[str, ...] = (),
+    scatter: float = 0.0,
+    rgb: dict[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one bird; returns (RGB uint8 [R,R,3], part label map uint8 [R,R]).
 
     For judges that must not see a bird where there is none (`pbw.evaluation.segmenter`): `omit`
@@ -208,11 +298,15 @@ def render_bird(spec: BirdSpec, resolution: int, rng: np.random.Generator, super
         feet_y = origin[1] + 0.32 * scale
         for dx in (-0.08, 0.08):  # legs
             x = origin[0] + dx * scale
-            draw.line([(x, feet_y - 0.1 * scale), (x, feet_y + 0.08 * scale)], fill=(60, 45, 30), width=max(1, supersample))
+            draw.line(
+                [(x, feet_y - 0.1 * scale), (x, feet_y + 0.08 * scale)], fill=(60, 45, 30), width=max(1, supersample)
+            )
         if spec.background == "branch":
             y0, slope = feet_y + 0.08 * scale, rng.uniform(-0.15, 0.15)
             width = int(rng.uniform(0.05, 0.09) * side)
-            draw.line([(0, y0 - slope * origin[0]), (side, y0 + slope * (side - origin[0]))], fill=(85, 55, 30), width=width)
+            draw.line(
+                [(0, y0 - slope * origin[0]), (side, y0 + slope * (side - origin[0]))], fill=(85, 55, 30), width=width
+            )
 
     offsets = {p: rng.uniform(-scatter, scatter, 2) for p in PARTS} if scatter > 0 else {}
     for part, pts in _bird_shapes(spec, rng):
@@ -257,8 +351,12 @@ def _join(items: list[str]) -> str:
 def make_captions(spec: BirdSpec, rng: np.random.Generator, n: int = 10) -> list[str]:
     """CUB-style captions naming the colors of the bird's parts (varied templates and subsets)."""
     size = "small" if spec.size < 0.41 else ("large" if spec.size > 0.45 else "medium-sized")
-    scene = {"sky": "flying in the sky" if spec.pose == "flying" else "against the sky", "grass": "standing in the grass",
-             "water": "over the water" if spec.pose == "flying" else "by the water", "branch": "perched on a branch"}[spec.background]
+    scene = {
+        "sky": "flying in the sky" if spec.pose == "flying" else "against the sky",
+        "grass": "standing in the grass",
+        "water": "over the water" if spec.pose == "flying" else "by the water",
+        "branch": "perched on a branch",
+    }[spec.background]
     c = spec.part_colors
     templates = [
         lambda ps: f"this bird has {ps}.",
@@ -274,7 +372,11 @@ def make_captions(spec: BirdSpec, rng: np.random.Generator, n: int = 10) -> list
     for k in range(n):
         parts = list(rng.permutation(PARTS))[: int(rng.integers(2, 5)) if k else len(PARTS)]
         if k % 4 == 3:  # possessive form: "its head is red, and its wings are blue."
-            clauses = [f"its {w} {'are' if w.endswith('s') else 'is'} {c[p]}" for p in parts for w in [str(rng.choice(PART_WORDS[p]))]]
+            clauses = [
+                f"its {w} {'are' if w.endswith('s') else 'is'} {c[p]}"
+                for p in parts
+                for w in [str(rng.choice(PART_WORDS[p]))]
+            ]
             captions.append(f"this bird is {size}; " + _join(clauses) + ".")
             continue
         captions.append(templates[int(rng.integers(len(templates)))](_join([_phrase(p, c[p], rng) for p in parts])))
@@ -291,8 +393,18 @@ def part_caption(part_colors: dict[str, str], parts: tuple[str, ...], rng: np.ra
 
 def canonical_caption(part_colors: dict[str, str], parts: tuple[str, ...] = PARTS) -> str:
     """The fixed-template caption naming the given parts' colors (for retrieval tests and prompts)."""
-    return "this bird has " + _join([f"{part_colors[p]} {PART_WORDS[p][0]}" if PART_WORDS[p][0].endswith("s")
-                                     else f"{_article(part_colors[p])} {part_colors[p]} {PART_WORDS[p][0]}" for p in parts]) + "."
+    return (
+        "this bird has "
+        + _join(
+            [
+                f"{part_colors[p]} {PART_WORDS[p][0]}"
+                if PART_WORDS[p][0].endswith("s")
+                else f"{_article(part_colors[p])} {part_colors[p]} {PART_WORDS[p][0]}"
+                for p in parts
+            ]
+        )
+        + "."
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,8 +433,9 @@ class DrawnBirds:
         return torch.from_numpy(self.images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def draw_bird(seed: int, index: int, resolution: int = 64, mutation_prob: float = 0.15
-              ) -> tuple[np.ndarray, np.ndarray, BirdSpec, np.random.Generator]:
+def draw_bird(
+    seed: int, index: int, resolution: int = 64, mutation_prob: float = 0.15
+) -> tuple[np.ndarray, np.ndarray, BirdSpec, np.random.Generator]:
     """Bird ``index`` of the world ``seed``: (image uint8 [R,R,3], part map uint8 [R,R], spec, rng).
 
     The same bird as image ``index`` of ``generate(seed=seed, resolution=resolution)`` (species
@@ -333,8 +446,9 @@ def draw_bird(seed: int, index: int, resolution: int = 64, mutation_prob: float 
     return image, label_map, spec, rng
 
 
-def draw_birds(n: int, resolution: int = 64, seed: int = 0, start: int = 0, mutation_prob: float = 0.15,
-               progress: bool = False) -> DrawnBirds:
+def draw_birds(
+    n: int, resolution: int = 64, seed: int = 0, start: int = 0, mutation_prob: float = 0.15, progress: bool = False
+) -> DrawnBirds:
     """Birds ``start .. start + n - 1`` of the world ``seed``, drawn in memory (see `draw_bird`)."""
     images = np.empty((n, resolution, resolution, 3), np.uint8)
     maps = np.empty((n, resolution, resolution), np.uint8)
@@ -351,8 +465,16 @@ def draw_birds(n: int, resolution: int = 64, seed: int = 0, start: int = 0, muta
 # Dataset writing
 
 
-def generate(out: str | Path, n: int = 2000, resolution: int = 64, seed: int = 0, test_fraction: float = 0.2,
-             mutation_prob: float = 0.15, image_format: str = "png", progress: bool = True) -> Path:
+def generate(
+    out: str | Path,
+    n: int = 2000,
+    resolution: int = 64,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    mutation_prob: float = 0.15,
+    image_format: str = "png",
+    progress: bool = True,
+) -> Path:
     """Write ``n`` synthetic birds in the CUB_200_2011 layout under ``out``; deterministic by ``seed``.
 
     Image ``i`` depends only on ``(seed, i)``, so a larger ``n`` extends a smaller dataset.
@@ -388,17 +510,38 @@ def generate(out: str | Path, n: int = 2000, resolution: int = 64, seed: int = 0
         rows["images"].append(f"{image_id} {rel}")
         rows["labels"].append(f"{image_id} {species + 1}")
         rows["split"].append(f"{image_id} {int(rng.random() >= test_fraction)}")
-        rows["boxes"].append(f"{image_id} {xs.min():.1f} {ys.min():.1f} {xs.max() - xs.min() + 1:.1f} {ys.max() - ys.min() + 1:.1f}")
-        per_image[str(image_id)] = {"file": rel, "part_colors": spec.part_colors, "background": spec.background,
-                                    "pose": spec.pose, "size": round(spec.size, 4), "facing_left": spec.facing_left}
+        rows["boxes"].append(
+            f"{image_id} {xs.min():.1f} {ys.min():.1f} {xs.max() - xs.min() + 1:.1f} {ys.max() - ys.min() + 1:.1f}"
+        )
+        per_image[str(image_id)] = {
+            "file": rel,
+            "part_colors": spec.part_colors,
+            "background": spec.background,
+            "pose": spec.pose,
+            "size": round(spec.size, 4),
+            "facing_left": spec.facing_left,
+        }
 
-    for name, key in (("images.txt", "images"), ("image_class_labels.txt", "labels"),
-                      ("train_test_split.txt", "split"), ("bounding_boxes.txt", "boxes")):
+    for name, key in (
+        ("images.txt", "images"),
+        ("image_class_labels.txt", "labels"),
+        ("train_test_split.txt", "split"),
+        ("bounding_boxes.txt", "boxes"),
+    ):
         (cub / name).write_text("\n".join(rows[key]) + "\n")
     (cub / "classes.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(CLASS_NAMES)))
-    meta = {"generator": "pbw.data.synthetic", "seed": seed, "n": n, "resolution": resolution,
-            "palette": PALETTE, "part_labels": PART_LABELS, "part_words": PART_WORDS, "backgrounds": BACKGROUNDS,
-            "species": {cls: SPECIES[cls.split(".", 1)[1]] for cls in CLASS_NAMES}, "images": per_image}
+    meta = {
+        "generator": "pbw.data.synthetic",
+        "seed": seed,
+        "n": n,
+        "resolution": resolution,
+        "palette": PALETTE,
+        "part_labels": PART_LABELS,
+        "part_words": PART_WORDS,
+        "backgrounds": BACKGROUNDS,
+        "species": {cls: SPECIES[cls.split(".", 1)[1]] for cls in CLASS_NAMES},
+        "images": per_image,
+    }
     (cub / METADATA_FILE).write_text(json.dumps(meta, indent=1))
     return root
 
@@ -415,8 +558,10 @@ def load_metadata(root: str | Path) -> dict:
     """
     path = _cub_dir(root) / METADATA_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {root} is not a synthetic birds dataset; "
-                                f"make one with `python -m pbw.data.synthetic --out {root}`")
+        raise FileNotFoundError(
+            f"{path} not found: {root} is not a synthetic birds dataset; "
+            f"make one with `python -m pbw.data.synthetic --out {root}`"
+        )
     return json.loads(path.read_text())
 
 
@@ -425,7 +570,9 @@ def load_part_map(root: str | Path, image_file: str) -> np.ndarray:
     return np.asarray(Image.open(_cub_dir(root) / "part_masks" / Path(image_file).with_suffix(".png")))
 
 
-def load_split(root: str | Path, split: str = "test", limit: int | None = None) -> tuple[torch.Tensor, list[dict[str, str]], list[str]]:
+def load_split(
+    root: str | Path, split: str = "test", limit: int | None = None
+) -> tuple[torch.Tensor, list[dict[str, str]], list[str]]:
     """Images ([N,3,R,R] in [-1,1]), ground-truth part colors and ``images.txt`` paths of a split
     ("train", "test" or "all"), in image-id order, at most ``limit`` of them."""
     if split not in ("train", "test", "all"):
@@ -446,8 +593,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.2)
-    parser.add_argument("--mutation-prob", type=float, default=0.15,
-                        help="probability that one part of a bird takes any palette color")
+    parser.add_argument(
+        "--mutation-prob", type=float, default=0.15, help="probability that one part of a bird takes any palette color"
+    )
     parser.add_argument("--format", choices=("png", "jpg"), default="png")
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -4,6 +4,7 @@ Every option can come from a YAML `--config`; the optimization settings are `Edi
 (`--settings.steps 100`, or a `settings:` mapping in the YAML). A mistake in the input (a bad mask,
 no prompt, a missing file) is one line on stderr and exit status 2 (`--debug` shows the traceback).
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,36 +33,54 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="edit.py", description="Edit a generated image with words inside a mask (Paint by Word).")
     p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
     p.add_argument("--generator", type=str, required=True, help="generator checkpoint (pbw or published format)")
-    p.add_argument("--prompt", type=str | None, default=None,
-                   help="text, or weighted terms 'a red head::2 | a crown::1'")
+    p.add_argument(
+        "--prompt", type=str | None, default=None, help="text, or weighted terms 'a red head::2 | a crown::1'"
+    )
     p.add_argument("--negative", type=str | None, default=None, help="negative prompt(s), '|'-separated")
-    p.add_argument("--mask", type=str | None, default=None,
-                   help="PNG/JPEG (white = edit), .npy, rectangle 'x0,y0,x1,y1' (pixels or 0..1), or bird parts "
-                        "'part:body' (body, head, wing, tail, beak; 'part:body+wing'; found in the start image "
-                        "by the mini part segmenter); none: whole image")
+    p.add_argument(
+        "--mask",
+        type=str | None,
+        default=None,
+        help="PNG/JPEG (white = edit), .npy, rectangle 'x0,y0,x1,y1' (pixels or 0..1), or bird parts "
+        "'part:body' (body, head, wing, tail, beak; 'part:body+wing'; found in the start image "
+        "by the mini part segmenter); none: whole image",
+    )
     p.add_argument("--feather", type=float, default=0.0, help="soften the mask edge by this many pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting image")
     p.add_argument("--class", dest="class_", type=int | None, default=None, help="class label (BigGAN)")
     p.add_argument("--out", type=str, default="edit_out", help="output folder")
-    p.add_argument("--requests", type=str | None, default=None,
-                   help="JSONL file, one request per line with keys " + ", ".join(sorted(REQUEST_KEYS)))
-    p.add_argument("--clip", type=str, default="ViT-B-32:openai",
-                   help="NAME[:TAG|:FILE|:random] or hf-hub:ORG/REPO or local-dir:PATH")
+    p.add_argument(
+        "--requests",
+        type=str | None,
+        default=None,
+        help="JSONL file, one request per line with keys " + ", ".join(sorted(REQUEST_KEYS)),
+    )
+    p.add_argument(
+        "--clip",
+        type=str,
+        default="ViT-B-32:openai",
+        help="NAME[:TAG|:FILE|:random] or hf-hub:ORG/REPO or local-dir:PATH",
+    )
     p.add_argument("--clip_cache_dir", type=str | None, default=None)
     p.add_argument("--view", type=str, default="paste_onto_blank", help="paste_onto_blank | zoom")
     p.add_argument("--lpips", type=bool, default=True, help="use LPIPS in the preservation loss")
     p.add_argument("--lpips_net", type=str, default="alex")
-    p.add_argument("--lpips_weights", type=str | None, default=None,
-                   help="local torchvision backbone weights for LPIPS (offline)")
+    p.add_argument(
+        "--lpips_weights", type=str | None, default=None, help="local torchvision backbone weights for LPIPS (offline)"
+    )
     p.add_argument("--device", type=str, default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--wandb_project", type=str | None, default=None, help="log to this W&B project")
     p.add_argument("--wandb_name", type=str | None, default=None)
     p.add_argument("--progress", type=bool, default=True)
     p.add_argument("--debug", type=bool, default=False, help="show the traceback of an input error")
     p.add_class_arguments(EditSettings, "settings", help="the optimization (EditSettings)")
-    p.add_argument("--image", type=str | None, default=None,
-                   help="edit this photo instead of a generated image: it is projected into the generator first "
-                        "(resized, center-cropped); or a saved projection (python -m pbw.project's folder)")
+    p.add_argument(
+        "--image",
+        type=str | None,
+        default=None,
+        help="edit this photo instead of a generated image: it is projected into the generator first "
+        "(resized, center-cropped); or a saved projection (python -m pbw.project's folder)",
+    )
     p.add_class_arguments(ProjectSettings, "projection", help="the projection of --image (ProjectSettings)")
     return p
 
@@ -93,8 +112,9 @@ def make_request(g: MaskableGenerator, spec: dict, defaults) -> EditRequest:
             with torch.no_grad():
                 image = g.decode(g.encode(codes), cond=codes)
         mask, notes = load_mask(mask_spec, g.resolution, float(spec.get("feather", defaults.feather)), image=image)
-    return EditRequest(PromptSet.parse(prompt, spec.get("negative", defaults.negative)), codes, mask,
-                       str(spec.get("name", "")), notes)
+    return EditRequest(
+        PromptSet.parse(prompt, spec.get("negative", defaults.negative)), codes, mask, str(spec.get("name", "")), notes
+    )
 
 
 def _read_requests(args, g) -> tuple[list[dict], list[EditRequest | None]]:
@@ -128,11 +148,18 @@ def build_editor(args) -> Editor:
     device = resolve_device(args.device)
     g = load_maskable(args.generator)
     g.space(args.settings.space, masked=True)  # a space this generator lacks: an input error, now
-    semantic = SemanticNet.from_spec(args.clip, crops=args.settings.crops, view=args.view,
-                                     cache_dir=args.clip_cache_dir)
+    semantic = SemanticNet.from_spec(
+        args.clip, crops=args.settings.crops, view=args.view, cache_dir=args.clip_cache_dir
+    )
     preservation = PreservationLoss(args.lpips, args.lpips_net, args.lpips_weights)
-    info = {"generator": args.generator, "clip": args.clip, "view": args.view, "lpips": args.lpips,
-            "lpips_net": args.lpips_net, "device": str(device)}
+    info = {
+        "generator": args.generator,
+        "clip": args.clip,
+        "view": args.view,
+        "lpips": args.lpips,
+        "lpips_net": args.lpips_net,
+        "device": str(device),
+    }
     return Editor(g, semantic, preservation, device, info=info)
 
 
@@ -147,6 +174,7 @@ def prepare(args) -> tuple[Editor, list[dict], list[EditRequest | None], object]
     logger = False
     if args.wandb_project:
         from pytorch_lightning.loggers import WandbLogger
+
         logger = WandbLogger(project=args.wandb_project, name=args.wandb_name, save_dir=args.out)
     return editor, rows, requests, logger
 
@@ -164,22 +192,39 @@ def _photo_requests(args, editor: Editor, requests: list[EditRequest | None]) ->
         photo = EditResult.load(path, editor.generator)
     else:
         lpips = editor.preservation.lpips
-        photo = project(path, editor.generator, args.projection, perceptual=lpips, classes=args.class_,
-                        device=editor.device, progress=args.progress, name=path.stem,
-                        notes=["projection loss: " + ("LPIPS + pixels" if lpips is not None else "pixels (MSE) only")])
+        photo = project(
+            path,
+            editor.generator,
+            args.projection,
+            perceptual=lpips,
+            classes=args.class_,
+            device=editor.device,
+            progress=args.progress,
+            name=path.stem,
+            notes=["projection loss: " + ("LPIPS + pixels" if lpips is not None else "pixels (MSE) only")],
+        )
         save_projection(photo, editor.generator, Path(args.out) / "projection")
         print(f"projected {path}: PSNR {photo.metrics['psnr']:.2f} dB; {Path(args.out) / 'projection'}")
     if args.settings.space is None:
         args.settings = replace(args.settings, space=edit_space(photo, editor.generator))
-    return [None if r is None else EditRequest(r.prompt, mask=r.mask, name=r.name, notes=list(photo.notes) + r.notes,
-                                               base=photo) for r in requests]
+    return [
+        None
+        if r is None
+        else EditRequest(r.prompt, mask=r.mask, name=r.name, notes=list(photo.notes) + r.notes, base=photo)
+        for r in requests
+    ]
 
 
 def run(args, editor: Editor, rows: list[dict], requests: list[EditRequest | None], logger) -> list[dict]:
     """Edit the usable requests, save each result; returns the summary rows."""
     ready = [i for i, r in enumerate(requests) if r is not None]
-    results = editor.run([requests[i] for i in ready], args.settings, keep_going=bool(args.requests),
-                         progress=args.progress, logger=logger)
+    results = editor.run(
+        [requests[i] for i in ready],
+        args.settings,
+        keep_going=bool(args.requests),
+        progress=args.progress,
+        logger=logger,
+    )
     out = Path(args.out)
     for i, res in zip(ready, results):
         if isinstance(res, EditFailure):
@@ -228,4 +273,3 @@ def _write_summary(out: Path, rows: list[dict], logger) -> None:
         print(f"  {r['index']:>3} {r['status']:<7} {r.get('semantic_score', '')!s:<22} {r['name']} {r['error']}")
     if logger:
         logger.log_table("requests", columns=cols, data=[[r.get(c, "") for c in cols] for r in rows])
-

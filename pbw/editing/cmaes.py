@@ -8,6 +8,7 @@ This class runs B independent problems (the B edit requests) at once: one `ask` 
 [B, popsize, D] population that the caller evaluates as one batch. `active` restricts each
 problem to its own subset of dimensions (e.g. the latent positions inside its mask).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,14 @@ class SepCMAES:
 
     mean: [B, D] start points; sigma0: initial step size; active: [B, D] bool (dims to search)."""
 
-    def __init__(self, mean: torch.Tensor, sigma0: float = 0.5, popsize: int = 50,
-                 active: torch.Tensor | None = None, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        sigma0: float = 0.5,
+        popsize: int = 50,
+        active: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ):
         if popsize < 2:
             raise ValueError(f"CMA-ES needs a population of at least 2, got {popsize}")
         b, d = mean.shape
@@ -34,7 +41,7 @@ class SepCMAES:
         mu = popsize // 2
         w = math.log((popsize + 1) / 2) - torch.log(torch.arange(1, mu + 1, dtype=dt, device=dev))
         self.weights = w / w.sum()  # [mu]
-        self.mueff = float(1 / (self.weights ** 2).sum())
+        self.mueff = float(1 / (self.weights**2).sum())
         me = self.mueff
         self.cs = (me + 2) / (n + me + 5)
         self.ds = 1 + 2 * torch.clamp(torch.sqrt((me - 1) / (n + 1)) - 1, min=0) + self.cs
@@ -43,7 +50,7 @@ class SepCMAES:
         cmu = 2 * (me - 2 + 1 / me) / ((n + 2) ** 2 + me)
         self.c1 = (c1 * (n + 2) / 3).clamp(max=1)  # separable learning-rate boost
         self.cmu = torch.minimum(cmu * (n + 2) / 3, 1 - self.c1)
-        self.chin = torch.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n ** 2))
+        self.chin = torch.sqrt(n) * (1 - 1 / (4 * n) + 1 / (21 * n**2))
         self.n = n
         self.sigma = torch.full((b, 1), float(sigma0), dtype=dt, device=dev)
         self.diag = self.act.clone()  # diagonal of C (0 on inactive dims)
@@ -57,8 +64,10 @@ class SepCMAES:
     def ask(self) -> torch.Tensor:
         """The next population [B, popsize, D]."""
         b, d = self.mean.shape
-        self._z = torch.randn(b, self.lam, d, generator=self.generator, device=self.mean.device,
-                              dtype=self.mean.dtype) * self.act[:, None]
+        self._z = (
+            torch.randn(b, self.lam, d, generator=self.generator, device=self.mean.device, dtype=self.mean.dtype)
+            * self.act[:, None]
+        )
         self._y = self._z * self.diag.sqrt()[:, None]
         return self.mean[:, None] + self.sigma[:, :, None] * self._y
 
@@ -70,7 +79,7 @@ class SepCMAES:
         zsel, ysel = self._z.gather(1, idx), self._y.gather(1, idx)
         best = fitness.gather(1, order[:, :1])[:, 0]
         better = best < self.best_f
-        cand = (self.mean + self.sigma * ysel[:, 0])
+        cand = self.mean + self.sigma * ysel[:, 0]
         self.best_x = torch.where(better[:, None], cand, self.best_x)
         self.best_f = torch.where(better, best, self.best_f)
 
@@ -80,10 +89,14 @@ class SepCMAES:
         self.ps = (1 - self.cs) * self.ps + torch.sqrt(self.cs * (2 - self.cs) * self.mueff) * zw
         ps_norm = self.ps.norm(dim=1, keepdim=True)
         self.gen += 1
-        hs = (ps_norm / torch.sqrt(1 - (1 - self.cs) ** (2 * self.gen)) < (1.4 + 2 / (self.n + 1)) * self.chin).to(self.mean.dtype)
+        hs = (ps_norm / torch.sqrt(1 - (1 - self.cs) ** (2 * self.gen)) < (1.4 + 2 / (self.n + 1)) * self.chin).to(
+            self.mean.dtype
+        )
         self.pc = (1 - self.cc) * self.pc + hs * torch.sqrt(self.cc * (2 - self.cc) * self.mueff) * yw
-        rank_mu = (w * ysel ** 2).sum(1)
-        self.diag = ((1 - self.c1 - self.cmu) * self.diag
-                     + self.c1 * (self.pc ** 2 + (1 - hs) * self.cc * (2 - self.cc) * self.diag)
-                     + self.cmu * rank_mu) * self.act
+        rank_mu = (w * ysel**2).sum(1)
+        self.diag = (
+            (1 - self.c1 - self.cmu) * self.diag
+            + self.c1 * (self.pc**2 + (1 - hs) * self.cc * (2 - self.cc) * self.diag)
+            + self.cmu * rank_mu
+        ) * self.act
         self.sigma = self.sigma * torch.exp((self.cs / self.ds) * (ps_norm / self.chin - 1))

@@ -4,13 +4,14 @@ Clients (edit.py, the app, the experiment runner, the benchmarks) parse their in
 `EditRequest`s, call `run`, and present the `EditResult`s. Progress, time limits and cancellation
 are Lightning callbacks that also see the CMA-ES phase (`EditCallback.on_cma_generation_end`).
 """
+
 from __future__ import annotations
 
 import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -99,7 +100,7 @@ class EditFailure:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda when available, else cpu; anything else as torch.device."""
+    """ "auto" -> cuda when available, else cpu; anything else as torch.device."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -110,8 +111,14 @@ class Editor:
 
     `info` (e.g. the checkpoint and CLIP names) is recorded in every result's settings."""
 
-    def __init__(self, generator: MaskableGenerator, semantic: SemanticNet, preservation: PreservationLoss | None = None,
-                 device: str | torch.device = "auto", info: dict | None = None):
+    def __init__(
+        self,
+        generator: MaskableGenerator,
+        semantic: SemanticNet,
+        preservation: PreservationLoss | None = None,
+        device: str | torch.device = "auto",
+        info: dict | None = None,
+    ):
         self.device = resolve_device(device)
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN convs already use TF32)
@@ -129,9 +136,15 @@ class Editor:
         x = self.generator.decode(w0, cond=codes).cpu()
         return EditResult({k: v.cpu() for k, v in codes.items()}, w0.cpu(), x, x, name=name)
 
-    def run(self, requests: Sequence[EditRequest], settings: EditSettings | None = None,
-            callbacks: Sequence[pl.Callback] = (), keep_going: bool = False, progress: bool = True,
-            logger=False) -> list[EditResult | EditFailure]:
+    def run(
+        self,
+        requests: Sequence[EditRequest],
+        settings: EditSettings | None = None,
+        callbacks: Sequence[pl.Callback] = (),
+        keep_going: bool = False,
+        progress: bool = True,
+        logger=False,
+    ) -> list[EditResult | EditFailure]:
         """Edit every request (in batches of `settings.batch_size`, masked and whole-image requests
         apart, and requests whose base carries tuned generator weights, e.g. a photo projected with
         pivotal tuning, apart by those weights, which edit them); returns one result per request, in
@@ -144,7 +157,7 @@ class Editor:
             for key in dict.fromkeys(id(_tuned_state(requests[i])) for i in todo):
                 group = [i for i in todo if id(_tuned_state(requests[i])) == key]
                 for j in range(0, len(group), settings.batch_size):
-                    batch = group[j:j + settings.batch_size]
+                    batch = group[j : j + settings.batch_size]
                     self._run_batch(batch, requests, settings, callbacks, keep_going, progress, logger, out)
         return out
 
@@ -172,16 +185,27 @@ class Editor:
             self._tuned = (state, apply_generator_state(self.generator, state))
         return self._tuned[1]
 
-    def _edit(self, requests: list[EditRequest], settings: EditSettings, callbacks, progress, logger) -> list[EditResult]:
-        module = EditModule(self.generator_for(requests[0]), self.semantic, requests, settings,
-                            self.preservation).to(self.device)
+    def _edit(
+        self, requests: list[EditRequest], settings: EditSettings, callbacks, progress, logger
+    ) -> list[EditResult]:
+        module = EditModule(self.generator_for(requests[0]), self.semantic, requests, settings, self.preservation).to(
+            self.device
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # G and CLIP stay frozen
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-            trainer = pl.Trainer(max_steps=max(settings.steps, 1), accelerator="gpu" if self.device.type == "cuda" else "cpu",
-                                 devices=1, logger=logger, callbacks=list(callbacks), enable_checkpointing=False,
-                                 enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
-                                 enable_progress_bar=progress)
+            trainer = pl.Trainer(
+                max_steps=max(settings.steps, 1),
+                accelerator="gpu" if self.device.type == "cuda" else "cpu",
+                devices=1,
+                logger=logger,
+                callbacks=list(callbacks),
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                num_sanity_val_steps=0,
+                log_every_n_steps=1,
+                enable_progress_bar=progress,
+            )
             trainer.fit(module)
         return self._results(module, requests)
 
@@ -194,21 +218,36 @@ class Editor:
         settings = {**asdict(module.settings), "space": module.space, **self.info}
         results = []
         for i, req in enumerate(requests):
-            one = lambda d: {k: v[i:i + 1].detach().cpu() for k, v in d.items()}  # noqa: E731
+            one = lambda d: {k: v[i : i + 1].detach().cpu() for k, v in d.items()}  # noqa: E731
             latents = one(module.latents)
-            mask = module.mask[i:i + 1].cpu() if module.masked else None
+            mask = module.mask[i : i + 1].cpu() if module.masked else None
             if layered:  # this edit is a layer over its start
-                codes, w0 = one(module.codes), module.w0[i:i + 1].cpu()
+                codes, w0 = one(module.codes), module.w0[i : i + 1].cpu()
                 layers = (req.base.layers if req.base else []) + [Layer(module.space, latents, mask)]
                 source = req.base.source if req.base else "sample"
             else:  # the whole latent changed: the edited image is a new start
-                codes, w0, layers, source = one(cond), w_edit[i:i + 1].cpu(), [], "sample"
+                codes, w0, layers, source = one(cond), w_edit[i : i + 1].cpu(), [], "sample"
             notes = list(req.notes) + ([module.stopped] if module.stopped else [])
-            results.append(EditResult(
-                codes=codes, w0=w0, original=module.x0[i:i + 1].cpu(), edited=edited[i:i + 1], name=req.name,
-                prompt={"texts": req.prompt.texts, "weights": req.prompt.weights}, space=module.space,
-                latents=latents, mask=mask, layers=layers, source=source, metrics=metrics[i], settings=settings,
-                history=module.history[i], notes=notes, generator_state=_tuned_state(req)))
+            results.append(
+                EditResult(
+                    codes=codes,
+                    w0=w0,
+                    original=module.x0[i : i + 1].cpu(),
+                    edited=edited[i : i + 1],
+                    name=req.name,
+                    prompt={"texts": req.prompt.texts, "weights": req.prompt.weights},
+                    space=module.space,
+                    latents=latents,
+                    mask=mask,
+                    layers=layers,
+                    source=source,
+                    metrics=metrics[i],
+                    settings=settings,
+                    history=module.history[i],
+                    notes=notes,
+                    generator_state=_tuned_state(req),
+                )
+            )
         return results
 
 

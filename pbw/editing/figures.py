@@ -1,9 +1,10 @@
 """Labelled pictures of images: panels upscaled by a whole factor (nearest neighbour, so each pixel
 stays a crisp square) in a grid with column labels above, row labels on the left, a title and a
 caption. `comparison_image` is an edit's strip (original | mask | edited); `panel_grid` any grid."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -53,9 +54,14 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, fnt, width: int) -> list[str]:
     return lines
 
 
-def panel_grid(rows: Sequence[Sequence[torch.Tensor]], column_labels: Sequence[str] = (),
-               row_labels: Sequence[str] = (), title: str | None = None, caption: str | None = None,
-               min_side: int = MIN_SIDE) -> Image.Image:
+def panel_grid(
+    rows: Sequence[Sequence[torch.Tensor]],
+    column_labels: Sequence[str] = (),
+    row_labels: Sequence[str] = (),
+    title: str | None = None,
+    caption: str | None = None,
+    min_side: int = MIN_SIDE,
+) -> Image.Image:
     """A grid of equally sized images (`rows` of [3, H, W] / [1, 3, H, W] tensors in [0, 1]), each upscaled
     by `upscale_factor` to at least `min_side` px a side; `column_labels` above the columns, `row_labels`
     left of the rows, `title` above and `caption` below the grid (both wrapped to its width)."""
@@ -94,8 +100,9 @@ def panel_grid(rows: Sequence[Sequence[torch.Tensor]], column_labels: Sequence[s
     return out
 
 
-def comparison_image(panels: Sequence[tuple[str, torch.Tensor]], caption: str | None = None,
-                     min_side: int = MIN_SIDE) -> Image.Image:
+def comparison_image(
+    panels: Sequence[tuple[str, torch.Tensor]], caption: str | None = None, min_side: int = MIN_SIDE
+) -> Image.Image:
     """One row of (label, image in [0, 1]) panels, each labelled above, with `caption` below."""
     return panel_grid([[x for _, x in panels]], [name for name, _ in panels], caption=caption, min_side=min_side)
 

@@ -1,4 +1,5 @@
 """Preservation loss outside the edit mask: L1 + LPIPS (torchmetrics' LPIPS network)."""
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,8 @@ def build_lpips(net: str = "alex", backbone_weights: str | None = None) -> nn.Mo
             raise RuntimeError(
                 f"LPIPS needs the torchvision {_TV_NAMES[net]} ImageNet weights, which could not be loaded "
                 f"({e}). Download {url} and pass it as lpips_weights=/path/to/{url.rsplit('/', 1)[-1]} "
-                f"(CLI: --lpips_weights PATH), or turn LPIPS off (--lpips false).") from e
+                f"(CLI: --lpips_weights PATH), or turn LPIPS off (--lpips false)."
+            ) from e
     lp = _NoTrainLpips(net=net, pnet_rand=True)
     if backbone_weights != "random":
         tv = getattr(torchvision.models, _TV_NAMES[net])(weights=None)

@@ -1,6 +1,7 @@
 """Edit masks: 1 (white) = edit, 0 (black) = keep. Read from images, .npy files or rectangles, or
 found in the start image: ``part:body`` (any of body, head, wing, tail, beak; several joined by
 ``+``) is where the mini world's part segmenter (`pbw.evaluation.segmenter`) sees those parts."""
+
 from __future__ import annotations
 
 import os
@@ -32,16 +33,20 @@ def _part(spec: str, image: torch.Tensor | None, allow_empty: bool = False) -> t
     from pbw.evaluation.segmenter import parse_parts, part_mask
 
     try:
-        parts = parse_parts(spec.strip()[len(PART_PREFIX):])
+        parts = parse_parts(spec.strip()[len(PART_PREFIX) :])
     except ValueError as e:
         raise MaskError(f"mask {spec!r}: {e}") from None
     if image is None:
-        raise MaskError(f"mask {spec!r} follows the bird in the start image, so it needs that image "
-                        "(load_mask(..., image=the decoded start image))")
+        raise MaskError(
+            f"mask {spec!r} follows the bird in the start image, so it needs that image "
+            "(load_mask(..., image=the decoded start image))"
+        )
     m = part_mask(image.detach(), parts).numpy().astype(np.float32)
     if not m.any() and not allow_empty:
-        raise MaskError(f"mask {spec!r}: the part segmenter finds no {'+'.join(parts)} in the start image; "
-                        "paint a mask or give a rectangle instead")
+        raise MaskError(
+            f"mask {spec!r}: the part segmenter finds no {'+'.join(parts)} in the start image; "
+            "paint a mask or give a rectangle instead"
+        )
     return m, f"mask: the {'+'.join(parts)} the part segmenter finds in the start image ({m.mean():.0%} of it)"
 
 
@@ -54,15 +59,17 @@ def _rectangle(spec: str, size: int) -> np.ndarray:
     if x1 <= x0 or y1 <= y0:
         raise MaskError(f"rectangle {spec!r} is empty: write x0,y0,x1,y1 with x1 > x0 and y1 > y0")
     m = np.zeros((size, size), np.float32)
-    m[int(round(y0)):int(round(y1)), int(round(x0)):int(round(x1))] = 1.0
+    m[int(round(y0)) : int(round(y1)), int(round(x0)) : int(round(x1))] = 1.0
     return m
 
 
 def _read(spec: str | os.PathLike) -> np.ndarray:
     path = Path(spec)
     if not path.is_file():
-        raise MaskError(f"mask {str(spec)!r} is neither an existing file (PNG/JPEG/.npy) nor a rectangle "
-                        f"'x0,y0,x1,y1' (pixels, or 0..1 fractions)")
+        raise MaskError(
+            f"mask {str(spec)!r} is neither an existing file (PNG/JPEG/.npy) nor a rectangle "
+            f"'x0,y0,x1,y1' (pixels, or 0..1 fractions)"
+        )
     if path.suffix.lower() == ".npy":
         arr = np.load(path, allow_pickle=False)
         if arr.dtype == np.uint8:
@@ -78,15 +85,16 @@ def _read(spec: str | os.PathLike) -> np.ndarray:
 def _feather(mask: torch.Tensor, radius: float) -> torch.Tensor:
     sigma = radius / 2
     k = torch.arange(-int(radius) * 2, int(radius) * 2 + 1, dtype=mask.dtype)
-    g = torch.exp(-k ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(k**2) / (2 * sigma**2))
     g = (g / g.sum()).to(mask.device)
     pad = len(k) // 2
     m = F.conv2d(F.pad(mask, (pad, pad, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
     return F.conv2d(F.pad(m, (0, 0, pad, pad), mode="replicate"), g.view(1, 1, -1, 1))
 
 
-def load_mask(spec, size: int, feather: float = 0.0, allow_empty: bool = False,
-              image: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str]]:
+def load_mask(
+    spec, size: int, feather: float = 0.0, allow_empty: bool = False, image: torch.Tensor | None = None
+) -> tuple[torch.Tensor, list[str]]:
     """A [1, 1, size, size] mask in [0, 1] and notes about what was done to it.
 
     spec: an image file (white = edit; read as grey levels), a .npy array ([H, W] or [1, H, W]; bool,

@@ -2,6 +2,7 @@
 
 The editing core (`pbw.editing.editor.Editor`) builds it; clients never do.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -61,13 +62,24 @@ class EditSettings:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {', '.join(MASK_MODES)}, got {self.mask_mode!r}")
-        bad = [f"{k}={getattr(self, k)}" for k, ok in (
-            ("steps", self.steps >= 0), ("generations", self.generations >= 0), ("lr", self.lr > 0),
-            ("sigma0", self.sigma0 > 0), ("population", self.population >= 2), ("crops", self.crops >= 0),
-            ("batch_size", self.batch_size >= 1)) if not ok]
+        bad = [
+            f"{k}={getattr(self, k)}"
+            for k, ok in (
+                ("steps", self.steps >= 0),
+                ("generations", self.generations >= 0),
+                ("lr", self.lr > 0),
+                ("sigma0", self.sigma0 > 0),
+                ("population", self.population >= 2),
+                ("crops", self.crops >= 0),
+                ("batch_size", self.batch_size >= 1),
+            )
+            if not ok
+        ]
         if bad:
-            raise ValueError(f"bad edit settings {', '.join(bad)}: need steps, generations, crops >= 0, lr, sigma0 > 0, "
-                             "population >= 2, batch_size >= 1")
+            raise ValueError(
+                f"bad edit settings {', '.join(bad)}: need steps, generations, crops >= 0, lr, sigma0 > 0, "
+                "population >= 2, batch_size >= 1"
+            )
 
 
 @dataclass
@@ -94,8 +106,14 @@ class EditModule(pl.LightningModule):
     whole-image. A masked request's latent acts inside its mask (`mask_mode="latent"`), its start
     latent w0 outside; a request with a base image keeps that image's pixels outside the mask."""
 
-    def __init__(self, generator: MaskableGenerator, semantic: SemanticNet, requests: list[EditRequest],
-                 settings: EditSettings | None = None, preservation: PreservationLoss | None = None):
+    def __init__(
+        self,
+        generator: MaskableGenerator,
+        semantic: SemanticNet,
+        requests: list[EditRequest],
+        settings: EditSettings | None = None,
+        preservation: PreservationLoss | None = None,
+    ):
         super().__init__()
         if not requests:
             raise ValueError("no edit requests")
@@ -118,8 +136,11 @@ class EditModule(pl.LightningModule):
             self.register_buffer(f"code_{k}", v)
         self.register_buffer("w0", torch.cat([w for _, w, _ in starts]))
         res = generator.resolution
-        mask = (torch.cat([resize_mask(r.mask.to(dev).float(), res) for r in requests]) if self.masked
-                else torch.ones(len(requests), 1, res, res, device=dev))
+        mask = (
+            torch.cat([resize_mask(r.mask.to(dev).float(), res) for r in requests])
+            if self.masked
+            else torch.ones(len(requests), 1, res, res, device=dev)
+        )
         self.register_buffer("mask", mask)
         with torch.no_grad():
             x0 = generator.decode(self.w0, cond=codes)  # as one batch, like every later render
@@ -128,7 +149,9 @@ class EditModule(pl.LightningModule):
                 x0[i] = image[0]
         self.register_buffer("x0", x0)
         # 1 where a base image's pixels are kept outside the mask (it is not simply decode(w0))
-        self.register_buffer("keep", torch.tensor([float(x is not None) for *_, x in starts], device=dev).view(-1, 1, 1, 1))
+        self.register_buffer(
+            "keep", torch.tensor([float(x is not None) for *_, x in starts], device=dev).view(-1, 1, 1, 1)
+        )
         start = generator.to_space(codes, self.space, self.w0)
         self.latents = nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in start.items()})
         self.history: list[list[dict[str, float]]] = [[] for _ in requests]
@@ -140,7 +163,9 @@ class EditModule(pl.LightningModule):
     def codes(self) -> Codes:
         return {k: getattr(self, f"code_{k}") for k in self.code_keys}
 
-    def decode_latents(self, latents: dict[str, torch.Tensor] | None = None, rep: int = 1) -> tuple[torch.Tensor, Codes]:
+    def decode_latents(
+        self, latents: dict[str, torch.Tensor] | None = None, rep: int = 1
+    ) -> tuple[torch.Tensor, Codes]:
         """The decode latent w and conditioning codes of edit latents (default: the current ones)."""
         lat = dict(self.latents) if latents is None else latents
         codes = {k: v.repeat_interleave(rep, 0) for k, v in self.codes.items()}
@@ -158,16 +183,24 @@ class EditModule(pl.LightningModule):
             x = x * (1 - keep) + self.x0.repeat_interleave(rep, 0) * keep
         return x
 
-    def objective(self, x: torch.Tensor, rep: int = 1, u: torch.Tensor | None = None, crops: int | None = None,
-                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def objective(
+        self,
+        x: torch.Tensor,
+        rep: int = 1,
+        u: torch.Tensor | None = None,
+        crops: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Per-image loss terms of images x ([B * rep, ...], request-major)."""
         t, wt = self.semantic.targets(self.prompts)
         t, wt = t.repeat_interleave(rep, 0), wt.repeat_interleave(rep, 0)
         mask = self.mask.repeat_interleave(rep, 0)
         crops = self.settings.crops if crops is None else crops
-        cos = self.semantic.similarity(x, mask if self.masked else None, (t, wt), crops=crops, u=u,
-                                      generator=generator)
-        out = {"semantic": self.semantic.loss_from_cos(cos, wt), "semantic_score": self.semantic.score_from_cos(cos, wt)}
+        cos = self.semantic.similarity(x, mask if self.masked else None, (t, wt), crops=crops, u=u, generator=generator)
+        out = {
+            "semantic": self.semantic.loss_from_cos(cos, wt),
+            "semantic_score": self.semantic.score_from_cos(cos, wt),
+        }
         if self.masked:
             l1, lp = self.preservation(x, self.x0.repeat_interleave(rep, 0), mask)
             out.update(preservation_l1=l1, preservation_lpips=lp)
@@ -197,7 +230,7 @@ class EditModule(pl.LightningModule):
         out, i = {}, 0
         for k, v in self.latents.items():
             n = v[0].numel()
-            out[k] = flat[:, i:i + n].reshape(-1, *v.shape[1:])
+            out[k] = flat[:, i : i + n].reshape(-1, *v.shape[1:])
             i += n
         return out
 
@@ -219,13 +252,14 @@ class EditModule(pl.LightningModule):
             u = torch.rand(b, 1, k, 3, generator=gen, device=flat0.device)
             fit = []
             for j in range(0, s.population, chunk):
-                c = pop[:, j:j + chunk]
+                c = pop[:, j : j + chunk]
                 n = c.shape[1]
                 x = self.render(self._unflatten(c.flatten(0, 1)), rep=n)
                 fit.append(self.objective(x, rep=n, u=u.expand(-1, n, -1, -1).flatten(0, 1))["loss"].view(b, n))
             es.tell(torch.cat(fit, 1))
-            self._log_scalars({"cma/best_loss": es.best_f.mean(), "cma/generation": g + 1,
-                               "cma/sigma": es.sigma.mean()})
+            self._log_scalars(
+                {"cma/best_loss": es.best_f.mean(), "cma/generation": g + 1, "cma/sigma": es.sigma.mean()}
+            )
             if self._trainer is not None:
                 for cb in self.trainer.callbacks:
                     if hasattr(cb, "on_cma_generation_end"):
@@ -258,7 +292,9 @@ class EditModule(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.latents.values(), lr=self.settings.lr)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.settings.lr, total_steps=max(self.settings.steps, 1))
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=self.settings.lr, total_steps=max(self.settings.steps, 1)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def training_step(self, batch, batch_idx):
@@ -308,12 +344,18 @@ def _check_tuned_weights(generator: MaskableGenerator, requests: list[EditReques
     params = dict(generator.named_parameters())
     for r in requests:
         state = r.base.generator_state if r.base is not None else None
-        if state and not all(k in params and torch.equal(params[k].detach(), v.to(params[k].device)) for k, v in state.items()):
-            raise ValueError(f"request {r.name or '(unnamed)'} starts from a photo projected with tuned generator "
-                             "weights: edit it through Editor (which applies them) or with base.tuned_generator(generator)")
+        if state and not all(
+            k in params and torch.equal(params[k].detach(), v.to(params[k].device)) for k, v in state.items()
+        ):
+            raise ValueError(
+                f"request {r.name or '(unnamed)'} starts from a photo projected with tuned generator "
+                "weights: edit it through Editor (which applies them) or with base.tuned_generator(generator)"
+            )
 
 
-def _start(generator: MaskableGenerator, request: EditRequest, device) -> tuple[Codes, torch.Tensor, torch.Tensor | None]:
+def _start(
+    generator: MaskableGenerator, request: EditRequest, device
+) -> tuple[Codes, torch.Tensor, torch.Tensor | None]:
     """A request's starting codes, decode latent w0 and (when a base keeps its pixels) image."""
     if request.base is not None:
         codes, w0, image = request.base.as_base()

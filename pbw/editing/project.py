@@ -35,18 +35,17 @@ a sizable share of the time. Progress goes to `report(phase, done, total)` (the 
 signature) and the stop conditions are the Editor's `StopEdit`s (`TimeLimit`, `Cancel`: anything with
 a `reason()`), checked every step.
 """
+
 from __future__ import annotations
 
-import copy
 import io
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -110,18 +109,33 @@ class ProjectSettings:
     time_limit: float | None = None
 
     def __post_init__(self):
-        bad = [f"{k}={getattr(self, k)}" for k, ok in (
-            ("steps", self.steps >= 0), ("tune_steps", self.tune_steps >= 0), ("lr", self.lr > 0),
-            ("tune_lr", self.tune_lr is None or self.tune_lr > 0), ("noise", self.noise >= 0), ("noise_ramp", 0 < self.noise_ramp <= 1),
-            ("lr_rampup", 0 <= self.lr_rampup <= 1), ("lr_rampdown", 0 < self.lr_rampdown <= 1),
-            ("pixel_weight", self.pixel_weight >= 0), ("perceptual_weight", self.perceptual_weight >= 0),
-            ("locality_weight", self.locality_weight >= 0), ("locality_alpha", 0 <= self.locality_alpha <= 1),
-            ("w_avg_samples", self.w_avg_samples >= 2), ("class_samples", self.class_samples >= 1),
-            ("time_limit", self.time_limit is None or self.time_limit >= 0)) if not ok]
+        bad = [
+            f"{k}={getattr(self, k)}"
+            for k, ok in (
+                ("steps", self.steps >= 0),
+                ("tune_steps", self.tune_steps >= 0),
+                ("lr", self.lr > 0),
+                ("tune_lr", self.tune_lr is None or self.tune_lr > 0),
+                ("noise", self.noise >= 0),
+                ("noise_ramp", 0 < self.noise_ramp <= 1),
+                ("lr_rampup", 0 <= self.lr_rampup <= 1),
+                ("lr_rampdown", 0 < self.lr_rampdown <= 1),
+                ("pixel_weight", self.pixel_weight >= 0),
+                ("perceptual_weight", self.perceptual_weight >= 0),
+                ("locality_weight", self.locality_weight >= 0),
+                ("locality_alpha", 0 <= self.locality_alpha <= 1),
+                ("w_avg_samples", self.w_avg_samples >= 2),
+                ("class_samples", self.class_samples >= 1),
+                ("time_limit", self.time_limit is None or self.time_limit >= 0),
+            )
+            if not ok
+        ]
         if bad:
-            raise ValueError(f"bad projection settings {', '.join(bad)}: need steps, tune_steps, noise, weights >= 0; "
-                             "lr, tune_lr > 0; noise_ramp, lr_rampdown in (0, 1]; lr_rampup, locality_alpha in [0, 1]; "
-                             "w_avg_samples >= 2, class_samples >= 1")
+            raise ValueError(
+                f"bad projection settings {', '.join(bad)}: need steps, tune_steps, noise, weights >= 0; "
+                "lr, tune_lr > 0; noise_ramp, lr_rampdown in (0, 1]; lr_rampup, locality_alpha in [0, 1]; "
+                "w_avg_samples >= 2, class_samples >= 1"
+            )
 
 
 # ---- the photo ------------------------------------------------------------------------------------
@@ -137,7 +151,9 @@ def load_photo(source: PhotoSource, resolution: int, name: str | None = None) ->
         x = source.detach().float().cpu()
         x = x[None] if x.ndim == 3 else x
         if x.ndim != 4 or x.shape[:2] != (1, 3):
-            raise PhotoError(f"{name}: an image tensor must be [3, H, W] or [1, 3, H, W] in [-1, 1], got {tuple(x.shape)}")
+            raise PhotoError(
+                f"{name}: an image tensor must be [3, H, W] or [1, 3, H, W] in [-1, 1], got {tuple(x.shape)}"
+            )
         if x.shape[-2:] == (resolution, resolution):
             return x.clamp(-1, 1), []
         source = Image.fromarray(((x[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
@@ -148,7 +164,13 @@ def load_photo(source: PhotoSource, resolution: int, name: str | None = None) ->
             img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
             img.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = (
+            e.strerror
+            if isinstance(e, OSError) and e.strerror
+            else str(e).splitlines()[0]
+            if str(e)
+            else type(e).__name__
+        )
         raise PhotoError(f"cannot read image {name}: {reason}") from None
     w, h = img.size
     if min(w, h) < MIN_SIDE:
@@ -166,7 +188,9 @@ def load_photo(source: PhotoSource, resolution: int, name: str | None = None) ->
 
 # ---- metrics --------------------------------------------------------------------------------------
 @torch.no_grad()
-def reconstruction_metrics(x: torch.Tensor, target: torch.Tensor, perceptual: nn.Module | None = None) -> dict[str, float]:
+def reconstruction_metrics(
+    x: torch.Tensor, target: torch.Tensor, perceptual: nn.Module | None = None
+) -> dict[str, float]:
     """PSNR (dB, images in [0, 1]), mean |difference| (0..1 scale) and, with a perceptual net, LPIPS,
     each averaged over the batch."""
     a, b = (x.float().clamp(-1, 1) + 1) / 2, (target.float().clamp(-1, 1) + 1) / 2
@@ -183,8 +207,9 @@ def _perceptual(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     return net(x, y).flatten()
 
 
-def build_perceptual(mode: str | bool = "auto", net: str = "alex", weights: str | None = None
-                     ) -> tuple[nn.Module | None, str]:
+def build_perceptual(
+    mode: str | bool = "auto", net: str = "alex", weights: str | None = None
+) -> tuple[nn.Module | None, str]:
     """The projection's perceptual net and a note saying which loss is used. `mode`: "auto" (LPIPS when
     its ImageNet backbone is at hand: the local file `weights` or torchvision's download cache; else
     the pixel loss alone, without trying to download), True/"lpips" (LPIPS, downloading the backbone
@@ -201,23 +226,35 @@ def build_perceptual(mode: str | bool = "auto", net: str = "alex", weights: str 
     if mode == "auto" and weights is None and net in _TV_WEIGHTS:
         url = getattr(torchvision.models, _TV_WEIGHTS[net]).DEFAULT.url
         if not (Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]).is_file():
-            return None, (f"projection loss: pixels (MSE) only: LPIPS' {net} backbone is not in torchvision's cache "
-                          "(give --lpips_weights FILE, or --lpips true to download it)")
+            return None, (
+                f"projection loss: pixels (MSE) only: LPIPS' {net} backbone is not in torchvision's cache "
+                "(give --lpips_weights FILE, or --lpips true to download it)"
+            )
     try:
         return build_lpips(net, weights), f"projection loss: LPIPS ({net}) + pixels (MSE)"
     except RuntimeError as e:
         if mode == "lpips":
             raise ValueError(str(e)) from None
-        return None, (f"projection loss: pixels (MSE) only: LPIPS' {net} backbone is not available offline "
-                      "(give --lpips_weights FILE to use it)")
+        return None, (
+            f"projection loss: pixels (MSE) only: LPIPS' {net} backbone is not available offline "
+            "(give --lpips_weights FILE to use it)"
+        )
 
 
 # ---- the latent search ----------------------------------------------------------------------------
 class _Latent:
     """What a projection optimizes for one family and space: parameters, their image, the result's codes."""
 
-    def __init__(self, g: MaskableGenerator, space: str, target: torch.Tensor, s: ProjectSettings,
-                 classes, perceptual, gen: torch.Generator):
+    def __init__(
+        self,
+        g: MaskableGenerator,
+        space: str,
+        target: torch.Tensor,
+        s: ProjectSettings,
+        classes,
+        perceptual,
+        gen: torch.Generator,
+    ):
         from pbw.models.biggan import BigGANGenerator
         from pbw.models.stylegan2 import StyleGAN2Generator
 
@@ -258,8 +295,9 @@ class _Latent:
         return self.g.decode(w, cond=cond)
 
 
-def _best_start(g: MaskableGenerator, target: torch.Tensor, s: ProjectSettings, classes, perceptual,
-                gen: torch.Generator) -> Codes:
+def _best_start(
+    g: MaskableGenerator, target: torch.Tensor, s: ProjectSettings, classes, perceptual, gen: torch.Generator
+) -> Codes:
     """A conditional generator's start: of `class_samples` draws per class (or per given class), the
     codes whose image is closest to the target."""
     n_classes = getattr(g, "n_classes", None)
@@ -282,7 +320,7 @@ def _best_start(g: MaskableGenerator, target: torch.Tensor, s: ProjectSettings, 
             losses = _loss(x, target.expand_as(x), s, perceptual, reduce=False)
         k = int(losses.argmin())
         if float(losses[k]) < best_loss:
-            best, best_loss = {key: v[k:k + 1] for key, v in c.items()}, float(losses[k])
+            best, best_loss = {key: v[k : k + 1] for key, v in c.items()}, float(losses[k])
     return best
 
 
@@ -327,14 +365,26 @@ def tuned_parameter_names(g: MaskableGenerator) -> list[str]:
     elif isinstance(g, BigGANGenerator):
         prefixes = tuple(f"blocks.{i}." for i in range(1, len(g.blocks))) + ("output_layer.",)
     else:
-        raise TypeError(f"pivotal tuning knows the decode path of StyleGAN2 and BigGAN generators, not of a "
-                        f"{type(g).__name__}; project it with tune_steps=0")
+        raise TypeError(
+            f"pivotal tuning knows the decode path of StyleGAN2 and BigGAN generators, not of a "
+            f"{type(g).__name__}; project it with tune_steps=0"
+        )
     return [n for n, _ in g.named_parameters() if n.startswith(prefixes)]
 
 
-def _pivotal_tuning(g: MaskableGenerator, w0: torch.Tensor, codes: Codes, target: torch.Tensor, s: ProjectSettings,
-                    perceptual, gen: torch.Generator, clock: _Clock, report, progress: bool, history: list
-                    ) -> tuple[dict[str, torch.Tensor], int]:
+def _pivotal_tuning(
+    g: MaskableGenerator,
+    w0: torch.Tensor,
+    codes: Codes,
+    target: torch.Tensor,
+    s: ProjectSettings,
+    perceptual,
+    gen: torch.Generator,
+    clock: _Clock,
+    report,
+    progress: bool,
+    history: list,
+) -> tuple[dict[str, torch.Tensor], int]:
     """Fine-tune h around the pivot (w0, codes); returns the tuned parameters and the steps done."""
     from pbw.editing.result import generator_copy
 
@@ -375,11 +425,20 @@ def _pivotal_tuning(g: MaskableGenerator, w0: torch.Tensor, codes: Codes, target
 
 
 # ---- projection -----------------------------------------------------------------------------------
-def project(image: PhotoSource, generator: MaskableGenerator, settings: ProjectSettings | None = None, *,
-            perceptual: nn.Module | None = None, classes: int | Sequence[int] | None = None,
-            device: str | torch.device = "auto", progress: bool = True,
-            report: Callable[[str, int, int], None] | None = None, stops: Sequence = (),
-            name: str = "photo", notes: Sequence[str] = ()) -> EditResult:
+def project(
+    image: PhotoSource,
+    generator: MaskableGenerator,
+    settings: ProjectSettings | None = None,
+    *,
+    perceptual: nn.Module | None = None,
+    classes: int | Sequence[int] | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    report: Callable[[str, int, int], None] | None = None,
+    stops: Sequence = (),
+    name: str = "photo",
+    notes: Sequence[str] = (),
+) -> EditResult:
     """Project `image` (path, bytes, PIL image or [1, 3, H, W] tensor in [-1, 1]) into `generator`.
 
     `perceptual`: an LPIPS-like net (images in [-1, 1] -> distance per image; see `build_perceptual`),
@@ -417,8 +476,12 @@ def project(image: PhotoSource, generator: MaskableGenerator, settings: ProjectS
             for group in opt.param_groups:
                 group["lr"] = s.lr * _lr_at(t, s)
             noise_factor = s.noise * max(0.0, 1.0 - t / s.noise_ramp) ** 2
-            noisy = {k: v + torch.randn(v.shape, generator=gen).to(dev) * (noise_factor * lat.noisy[k])
-                     if k in lat.noisy and noise_factor > 0 else v for k, v in params.items()}
+            noisy = {
+                k: v + torch.randn(v.shape, generator=gen).to(dev) * (noise_factor * lat.noisy[k])
+                if k in lat.noisy and noise_factor > 0
+                else v
+                for k, v in params.items()
+            }
             loss = _loss(lat.image(noisy), target, s, perceptual)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -429,7 +492,9 @@ def project(image: PhotoSource, generator: MaskableGenerator, settings: ProjectS
         with torch.no_grad():
             found = {k: v.detach() for k, v in params.items()}
             if _loss(lat.image(found), target, s, perceptual) > start_loss:
-                found = start_params  # the search ended worse than its start (BigGAN's best draw can be): keep the start
+                found = (
+                    start_params  # the search ended worse than its start (BigGAN's best draw can be): keep the start
+                )
                 photo_notes.append("the latent search did not improve on its start: kept the start")
             w0, codes = lat.decode_latent(found)
             w0, codes = w0.detach().clone(), {k: v.detach().clone() for k, v in codes.items()}
@@ -438,8 +503,9 @@ def project(image: PhotoSource, generator: MaskableGenerator, settings: ProjectS
         metrics = reconstruction_metrics(recon, target, perceptual)
         state, tuned_steps = None, 0
         if s.tune_steps > 0 and not clock.stop():
-            state, tuned_steps = _pivotal_tuning(g, w0, codes, target, s, perceptual, gen, clock, report, progress,
-                                                 history)
+            state, tuned_steps = _pivotal_tuning(
+                g, w0, codes, target, s, perceptual, gen, clock, report, progress, history
+            )
     all_notes = list(notes) + photo_notes
     if state is not None:
         from pbw.editing.result import apply_generator_state
@@ -449,18 +515,40 @@ def project(image: PhotoSource, generator: MaskableGenerator, settings: ProjectS
             tuned_metrics = reconstruction_metrics(tuned.decode(w0, cond=codes), target, perceptual)
         metrics = {**{f"{k}_before_tuning": v for k, v in metrics.items()}, **tuned_metrics}
     seconds = time.perf_counter() - t0
-    metrics.update(psnr_start=start["psnr"], l1_start=start["l1"], seconds=seconds, latent_seconds=latent_seconds, steps_done=float(len(history) - tuned_steps),
-                   tune_steps_done=float(tuned_steps))
-    all_notes.append(f"projected into {type(g).__name__}'s {space} space ({len(history) - tuned_steps} steps"
-                     + (f", then {tuned_steps} steps of pivotal tuning" if tuned_steps else "")
-                     + f"): reconstruction PSNR {metrics['psnr']:.1f} dB in {seconds:.1f} s")
+    metrics.update(
+        psnr_start=start["psnr"],
+        l1_start=start["l1"],
+        seconds=seconds,
+        latent_seconds=latent_seconds,
+        steps_done=float(len(history) - tuned_steps),
+        tune_steps_done=float(tuned_steps),
+    )
+    all_notes.append(
+        f"projected into {type(g).__name__}'s {space} space ({len(history) - tuned_steps} steps"
+        + (f", then {tuned_steps} steps of pivotal tuning" if tuned_steps else "")
+        + f"): reconstruction PSNR {metrics['psnr']:.1f} dB in {seconds:.1f} s"
+    )
     if clock.why:
         all_notes.append(clock.why)
-    return EditResult(codes={k: v.cpu() for k, v in codes.items()}, w0=w0.cpu(), original=photo, edited=photo.clone(),
-                      name=name, source="photo", metrics=metrics,
-                      settings={**asdict(s), "space": space, "perceptual": perceptual is not None,
-                                "device": str(dev), "kind": "projection"},
-                      history=history, notes=all_notes, generator_state=state)
+    return EditResult(
+        codes={k: v.cpu() for k, v in codes.items()},
+        w0=w0.cpu(),
+        original=photo,
+        edited=photo.clone(),
+        name=name,
+        source="photo",
+        metrics=metrics,
+        settings={
+            **asdict(s),
+            "space": space,
+            "perceptual": perceptual is not None,
+            "device": str(dev),
+            "kind": "projection",
+        },
+        history=history,
+        notes=all_notes,
+        generator_state=state,
+    )
 
 
 def resolved(g: MaskableGenerator, settings: ProjectSettings | None) -> ProjectSettings:
@@ -510,8 +598,9 @@ def edit_space(result: EditResult, generator: MaskableGenerator) -> str | None:
 # ---- measurement in the miniature -----------------------------------------------------------------
 MASK_BOX = "0.25,0.25,0.75,0.75"
 COLORS = ("red", "blue", "green", "yellow", "purple", "white", "orange", "black")
-EDIT_SCALE = dict(optimizer="cma+adam", steps=30, generations=5, population=8, crops=4, lr=0.05, sigma0=0.5, lam=5.0,
-                  batch_size=16)  # the reproduction's "full" scale is 60/10/16/8: ~4x the CPU time
+EDIT_SCALE = dict(
+    optimizer="cma+adam", steps=30, generations=5, population=8, crops=4, lr=0.05, sigma0=0.5, lam=5.0, batch_size=16
+)  # the reproduction's "full" scale is 60/10/16/8: ~4x the CPU time
 
 
 def held_out_birds(root: str | Path, n: int, seed: int = 1) -> tuple[torch.Tensor, list[dict[str, str]]]:
@@ -542,9 +631,17 @@ def resize_mask_like(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return resize_mask(mask.float(), x.shape[-1]).expand(x.shape[0], 1, -1, -1)
 
 
-def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | None = None, colors_per: int = 2,
-                 edit_settings: dict | None = None, semantic=None, progress: bool = True,
-                 cache: str | Path | None = None, body_colors: Sequence[str] | None = None) -> dict:
+def measure_mini(
+    family: str,
+    photos: torch.Tensor,
+    settings: ProjectSettings | None = None,
+    colors_per: int = 2,
+    edit_settings: dict | None = None,
+    semantic=None,
+    progress: bool = True,
+    cache: str | Path | None = None,
+    body_colors: Sequence[str] | None = None,
+) -> dict:
     """Project `photos` into the bundled mini `family` generator (with pivotal tuning as `settings` say),
     then paint each projection's body (mask `MASK_BOX`, "a bird with a <color> body", `colors_per` colors
     per photo, cycling through `COLORS`) and the same on samples (seeds 1000...). Returns per-photo
@@ -559,10 +656,10 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
 
     from pbw.assets import mini_clip_spec, mini_generator_path
     from pbw.checkpoints import load_generator
-    from pbw.evaluation.oracle import painted_color
     from pbw.editing.editor import Editor
     from pbw.editing.masks import load_mask
     from pbw.editing.module import EditRequest, EditSettings
+    from pbw.evaluation.oracle import painted_color
     from pbw.semantic import PromptSet, SemanticNet
 
     g = load_generator(mini_generator_path(family))
@@ -575,10 +672,10 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
         if folder is not None and (folder / "latents.pt").is_file():
             r = EditResult.load(folder, g)
             wanted = asdict(resolved(g, settings))
-            if not (torch.equal(r.original, photos[i:i + 1]) and {k: r.settings.get(k) for k in wanted} == wanted):
+            if not (torch.equal(r.original, photos[i : i + 1]) and {k: r.settings.get(k) for k in wanted} == wanted):
                 r = None  # another photo or other settings: project again
         if r is None:
-            r = project(photos[i:i + 1], g, settings, device="cpu", progress=False, name=f"bird{i}")
+            r = project(photos[i : i + 1], g, settings, device="cpu", progress=False, name=f"bird{i}")
             if folder is not None:
                 r.save(folder)
         with torch.no_grad():
@@ -587,21 +684,38 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
             tuned = reconstruction(r, g)
             feat = [float(1 - (embed(x) * e_photo).sum()) for x in (untuned, tuned)]
         m = r.metrics
-        rows.append({"psnr_start": m["psnr_start"], "psnr_latent": m.get("psnr_before_tuning", m["psnr"]),
-                     "psnr_tuned": m["psnr"], "l1_latent": m.get("l1_before_tuning", m["l1"]), "l1_tuned": m["l1"],
-                     "feature_latent": feat[0], "feature_tuned": feat[1], "seconds": m["seconds"],
-                     "latent_seconds": m["latent_seconds"]})
+        rows.append(
+            {
+                "psnr_start": m["psnr_start"],
+                "psnr_latent": m.get("psnr_before_tuning", m["psnr"]),
+                "psnr_tuned": m["psnr"],
+                "l1_latent": m.get("l1_before_tuning", m["l1"]),
+                "l1_tuned": m["l1"],
+                "feature_latent": feat[0],
+                "feature_tuned": feat[1],
+                "seconds": m["seconds"],
+                "latent_seconds": m["latent_seconds"],
+            }
+        )
         projections.append(r)
         recons.append(torch.cat([untuned, tuned]))
     mask = load_mask(MASK_BOX, g.resolution)[0]
     asked = [COLORS[(colors_per * i + k) % len(COLORS)] for i in range(len(photos)) for k in range(colors_per)]
     prompt = lambda c: PromptSet.parse(f"a bird with a {c} body")  # noqa: E731
-    photo_reqs = [EditRequest(prompt(c), mask=mask, base=projections[j // colors_per], name=f"photo{j // colors_per}_{c}")
-                  for j, c in enumerate(asked)]
-    latent_reqs = [EditRequest(req.prompt, mask=mask, base=replace(req.base, generator_state=None), name=req.name)
-                   for req in photo_reqs]
-    sample_reqs = [EditRequest(prompt(c), codes=g.sample(1, seed=1000 + j // colors_per), mask=mask,
-                               name=f"sample{j // colors_per}_{c}") for j, c in enumerate(asked)]
+    photo_reqs = [
+        EditRequest(prompt(c), mask=mask, base=projections[j // colors_per], name=f"photo{j // colors_per}_{c}")
+        for j, c in enumerate(asked)
+    ]
+    latent_reqs = [
+        EditRequest(req.prompt, mask=mask, base=replace(req.base, generator_state=None), name=req.name)
+        for req in photo_reqs
+    ]
+    sample_reqs = [
+        EditRequest(
+            prompt(c), codes=g.sample(1, seed=1000 + j // colors_per), mask=mask, name=f"sample{j // colors_per}_{c}"
+        )
+        for j, c in enumerate(asked)
+    ]
     asked_photo = {id(req): j // colors_per for reqs in (photo_reqs, latent_reqs) for j, req in enumerate(reqs)}
     editor = Editor(g, semantic, device="cpu")
     s = EditSettings(**(edit_settings or EDIT_SCALE))
@@ -613,20 +727,38 @@ def measure_mini(family: str, photos: torch.Tensor, settings: ProjectSettings | 
         x1 = torch.cat([r.edited for r in results])
         inside, outside = _changes(x0, x1, mask)
         ok = [painted_color(x0[j], x1[j], mask[0, 0]) == c for j, c in enumerate(asked)]
-        new = [v for v, req, c in zip(ok, reqs, asked) if body_colors is not None and req.base is not None
-               and body_colors[asked_photo[id(req)]] != c]
-        edits[kind] = {"n": len(reqs), "oracle": [float(v) for v in ok], "oracle_new_color": [float(v) for v in new],
-                       "change_inside": inside,
-                       "change_outside": outside, "seconds": time.perf_counter() - t0,
-                       "images": (x0, x1)}
-    return {"family": family, "projection": rows, "edits": edits, "asked": asked,
-            "images": {"photos": photos, "latent": torch.cat([x[:1] for x in recons]),
-                       "tuned": torch.cat([x[1:] for x in recons])},
-            "settings": asdict(settings or ProjectSettings()), "edit_settings": dict(edit_settings or EDIT_SCALE)}
+        new = [
+            v
+            for v, req, c in zip(ok, reqs, asked)
+            if body_colors is not None and req.base is not None and body_colors[asked_photo[id(req)]] != c
+        ]
+        edits[kind] = {
+            "n": len(reqs),
+            "oracle": [float(v) for v in ok],
+            "oracle_new_color": [float(v) for v in new],
+            "change_inside": inside,
+            "change_outside": outside,
+            "seconds": time.perf_counter() - t0,
+            "images": (x0, x1),
+        }
+    return {
+        "family": family,
+        "projection": rows,
+        "edits": edits,
+        "asked": asked,
+        "images": {
+            "photos": photos,
+            "latent": torch.cat([x[:1] for x in recons]),
+            "tuned": torch.cat([x[1:] for x in recons]),
+        },
+        "settings": asdict(settings or ProjectSettings()),
+        "edit_settings": dict(edit_settings or EDIT_SCALE),
+    }
 
 
 def measurement_markdown(results: list[dict]) -> str:
     """The measurement's tables (markdown): reconstruction (mean +- 95% CI) and edits on photos vs samples."""
+
     def ci(values, fmt="{:.2f}"):
         lo, hi = mean_interval(values)
         return (fmt + " ± " + fmt).format((lo + hi) / 2, (hi - lo) / 2) if len(values) > 1 else fmt.format(values[0])
@@ -635,21 +767,32 @@ def measurement_markdown(results: list[dict]) -> str:
         lo, hi = wilson_interval(sum(bool(v) for v in values), len(values))
         return f"{sum(values) / len(values):.2f} [{lo:.2f}, {hi:.2f}]"
 
-    lines = ["| generator | n | PSNR start (dB) | PSNR latent (dB) | PSNR + tuning (dB) | L1 latent | L1 + tuning "
-             "| feature dist. latent | feature dist. + tuning | s / projection (latent only) |", "|---" * 10 + "|"]
+    lines = [
+        "| generator | n | PSNR start (dB) | PSNR latent (dB) | PSNR + tuning (dB) | L1 latent | L1 + tuning "
+        "| feature dist. latent | feature dist. + tuning | s / projection (latent only) |",
+        "|---" * 10 + "|",
+    ]
     for r in results:
         p = r["projection"]
         col = lambda k: [row[k] for row in p]  # noqa: E731
-        lines.append(f"| mini {r['family']} | {len(p)} | {ci(col('psnr_start'))} | {ci(col('psnr_latent'))} | "
-                     f"{ci(col('psnr_tuned'))} | {ci(col('l1_latent'), '{:.4f}')} | {ci(col('l1_tuned'), '{:.4f}')} | "
-                     f"{ci(col('feature_latent'), '{:.4f}')} | {ci(col('feature_tuned'), '{:.4f}')} | "
-                     f"{ci(col('seconds'), '{:.1f}')} ({ci(col('latent_seconds'), '{:.1f}')}) |")
-    lines += ["", "| generator | edited | n | oracle accuracy [95% CI] | oracle, asked color not the body's (n) | change inside "
-              "| change outside | s / edit |", "|---" * 8 + "|"]
+        lines.append(
+            f"| mini {r['family']} | {len(p)} | {ci(col('psnr_start'))} | {ci(col('psnr_latent'))} | "
+            f"{ci(col('psnr_tuned'))} | {ci(col('l1_latent'), '{:.4f}')} | {ci(col('l1_tuned'), '{:.4f}')} | "
+            f"{ci(col('feature_latent'), '{:.4f}')} | {ci(col('feature_tuned'), '{:.4f}')} | "
+            f"{ci(col('seconds'), '{:.1f}')} ({ci(col('latent_seconds'), '{:.1f}')}) |"
+        )
+    lines += [
+        "",
+        "| generator | edited | n | oracle accuracy [95% CI] | oracle, asked color not the body's (n) | change inside "
+        "| change outside | s / edit |",
+        "|---" * 8 + "|",
+    ]
     for r in results:
         for kind, e in r["edits"].items():
             new = e.get("oracle_new_color") or []
-            lines.append(f"| mini {r['family']} | {kind} | {e['n']} | {share(e['oracle'])} | "
-                         f"{share(new) + f' ({len(new)})' if new else '–'} | {e['change_inside']:.4f} | "
-                         f"{e['change_outside']:.4f} | {e['seconds'] / e['n']:.1f} |")
+            lines.append(
+                f"| mini {r['family']} | {kind} | {e['n']} | {share(e['oracle'])} | "
+                f"{share(new) + f' ({len(new)})' if new else '–'} | {e['change_inside']:.4f} | "
+                f"{e['change_outside']:.4f} | {e['seconds'] / e['n']:.1f} |"
+            )
     return "\n".join(lines) + "\n"

@@ -14,6 +14,7 @@ is a `torch.save` dict read with `weights_only=True`:
   added `layers`, a list of (W+ latent, mask) pairs. Loading these needs the generator, which
   re-renders their images.
 """
+
 from __future__ import annotations
 
 import copy
@@ -113,10 +114,21 @@ class EditResult:
             save_image(self.mask.float().cpu(), files["mask"])
         self.comparison().save(files["comparison"])
         files["metrics"] = folder / "metrics.json"
-        files["metrics"].write_text(json.dumps(
-            {"name": self.name, "prompt": (self.prompt or {}).get("texts"),
-             "prompt_weights": (self.prompt or {}).get("weights"), "space": self.space, "metrics": self.metrics,
-             "notes": self.notes, "settings": self.settings, "history": self.history}, indent=2))
+        files["metrics"].write_text(
+            json.dumps(
+                {
+                    "name": self.name,
+                    "prompt": (self.prompt or {}).get("texts"),
+                    "prompt_weights": (self.prompt or {}).get("weights"),
+                    "space": self.space,
+                    "metrics": self.metrics,
+                    "notes": self.notes,
+                    "settings": self.settings,
+                    "history": self.history,
+                },
+                indent=2,
+            )
+        )
         files["latents"] = folder / "latents.pt"
         cpu = lambda d: {k: v.detach().cpu() for k, v in d.items()}  # noqa: E731
         tuned = {}
@@ -124,17 +136,35 @@ class EditResult:
             files["generator"] = folder / GENERATOR_FILE
             torch.save(cpu(self.generator_state), files["generator"])
             tuned = {"generator_file": GENERATOR_FILE}
-        torch.save({"format_version": 3 if tuned else 2, **tuned, "name": self.name, "prompt": self.prompt,
-                    "codes": cpu(self.codes), "w0": self.w0.cpu(), "space": self.space, "latents": cpu(self.latents),
-                    "mask": None if self.mask is None else self.mask.cpu(),
-                    "layers": [{"space": ly.space, "latents": cpu(ly.latents), "mask": ly.mask.cpu()} for ly in self.layers],
-                    "source": self.source, "original": self.original.cpu(), "edited": self.edited.cpu(),
-                    "metrics": self.metrics, "settings": self.settings, "notes": self.notes}, files["latents"])
+        torch.save(
+            {
+                "format_version": 3 if tuned else 2,
+                **tuned,
+                "name": self.name,
+                "prompt": self.prompt,
+                "codes": cpu(self.codes),
+                "w0": self.w0.cpu(),
+                "space": self.space,
+                "latents": cpu(self.latents),
+                "mask": None if self.mask is None else self.mask.cpu(),
+                "layers": [
+                    {"space": ly.space, "latents": cpu(ly.latents), "mask": ly.mask.cpu()} for ly in self.layers
+                ],
+                "source": self.source,
+                "original": self.original.cpu(),
+                "edited": self.edited.cpu(),
+                "metrics": self.metrics,
+                "settings": self.settings,
+                "notes": self.notes,
+            },
+            files["latents"],
+        )
         return files
 
     @classmethod
-    def load(cls, path: str | Path, generator: MaskableGenerator | None = None,
-             generator_file: str | Path | None = None) -> "EditResult":
+    def load(
+        cls, path: str | Path, generator: MaskableGenerator | None = None, generator_file: str | Path | None = None
+    ) -> EditResult:
         """Read a result folder or its latents.pt (any format since the first release). With a
         `generator`, check that the file belongs to it; files of format 1 need it (their images are
         re-rendered). Tuned generator weights (format 3) are read from the generator.pt next to
@@ -146,12 +176,15 @@ class EditResult:
         except Exception as e:
             raise ValueError(f"{file} is not a saved edit (latents.pt from pbw's app or edit.py): {e}") from e
         if not isinstance(data, dict) or not isinstance(data.get("codes"), dict) or not torch.is_tensor(data.get("w0")):
-            raise ValueError(f"{file} is not a saved edit: it needs 'codes' and 'w0' (as in latents.pt from pbw's "
-                             "app or edit.py)")
+            raise ValueError(
+                f"{file} is not a saved edit: it needs 'codes' and 'w0' (as in latents.pt from pbw's app or edit.py)"
+            )
         version = data.get("format_version", 1)
         if version > FORMAT_VERSION:
-            raise ValueError(f"{file} was written by a newer pbw (format {version}; this one reads up to "
-                             f"{FORMAT_VERSION}): upgrade pbw")
+            raise ValueError(
+                f"{file} was written by a newer pbw (format {version}; this one reads up to "
+                f"{FORMAT_VERSION}): upgrade pbw"
+            )
         if generator is not None:  # before format 1's images are re-rendered with it
             check_fits(data["codes"], data["w0"], generator, file.name, data.get("edited"))
         state = None
@@ -160,19 +193,32 @@ class EditResult:
             try:
                 state = torch.load(gfile, map_location="cpu", weights_only=True)
             except Exception as e:
-                raise ValueError(f"{file} was projected with tuned generator weights, which should be in {gfile}: "
-                                 f"{e}") from e
+                raise ValueError(
+                    f"{file} was projected with tuned generator weights, which should be in {gfile}: {e}"
+                ) from e
         if version == 1:
             if generator is None:
-                raise ValueError(f"{file} is an edit saved by an older pbw: load it with the generator, "
-                                 "which re-renders its images")
+                raise ValueError(
+                    f"{file} is an edit saved by an older pbw: load it with the generator, which re-renders its images"
+                )
             return _from_format_1(data, generator)
-        return cls(codes=data["codes"], w0=data["w0"], original=data["original"], edited=data["edited"],
-                   name=data.get("name", ""), prompt=data.get("prompt"), space=data.get("space"),
-                   latents=data.get("latents", {}), mask=data.get("mask"),
-                   layers=[Layer(**ly) for ly in data.get("layers", [])], source=data.get("source", "sample"),
-                   metrics=data.get("metrics", {}), settings=data.get("settings", {}), notes=data.get("notes", []),
-                   generator_state=state)
+        return cls(
+            codes=data["codes"],
+            w0=data["w0"],
+            original=data["original"],
+            edited=data["edited"],
+            name=data.get("name", ""),
+            prompt=data.get("prompt"),
+            space=data.get("space"),
+            latents=data.get("latents", {}),
+            mask=data.get("mask"),
+            layers=[Layer(**ly) for ly in data.get("layers", [])],
+            source=data.get("source", "sample"),
+            metrics=data.get("metrics", {}),
+            settings=data.get("settings", {}),
+            notes=data.get("notes", []),
+            generator_state=state,
+        )
 
 
 def prompt_text(prompt: dict) -> str:
@@ -199,16 +245,19 @@ def apply_generator_state(generator: MaskableGenerator, state: dict[str, torch.T
     params = dict(out.named_parameters())
     bad = [k for k, v in state.items() if k not in params or tuple(params[k].shape) != tuple(v.shape)]
     if bad:
-        raise ValueError(f"the tuned generator weights do not fit this {type(generator).__name__}: "
-                         f"{len(bad)} of {len(state)} tensors (e.g. {bad[0]!r}) have no parameter of that name and shape")
+        raise ValueError(
+            f"the tuned generator weights do not fit this {type(generator).__name__}: "
+            f"{len(bad)} of {len(state)} tensors (e.g. {bad[0]!r}) have no parameter of that name and shape"
+        )
     with torch.no_grad():
         for k, v in state.items():
             params[k].copy_(v)
     return out
 
 
-def check_fits(codes: Codes, w0: torch.Tensor, generator: MaskableGenerator, name: str,
-               image: torch.Tensor | None = None) -> None:
+def check_fits(
+    codes: Codes, w0: torch.Tensor, generator: MaskableGenerator, name: str, image: torch.Tensor | None = None
+) -> None:
     """Raise a ValueError naming both shapes when `codes`, `w0` (and `image`) are not of `generator`."""
     probe = generator.sample(1, seed=0)
     with torch.no_grad():
@@ -218,17 +267,24 @@ def check_fits(codes: Codes, w0: torch.Tensor, generator: MaskableGenerator, nam
         forms[k].add(tuple(v.shape))
     got = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in codes.items()}
     res = generator.resolution
-    fits = (got.keys() == forms.keys() and all(got[k] in forms[k] for k in got)
-            and tuple(w0.shape) == w_shape and (image is None or image.shape[-1] == res))
+    fits = (
+        got.keys() == forms.keys()
+        and all(got[k] in forms[k] for k in got)
+        and tuple(w0.shape) == w_shape
+        and (image is None or image.shape[-1] == res)
+    )
     if not fits:
-        raise ValueError(f"{name} is not an image of this generator: it has codes {got} and w0 "
-                         f"{tuple(w0.shape)}; this generator needs codes "
-                         f"{ {k: ' or '.join(map(str, f)) for k, f in forms.items()} } and w0 {w_shape}")
+        raise ValueError(
+            f"{name} is not an image of this generator: it has codes {got} and w0 "
+            f"{tuple(w0.shape)}; this generator needs codes "
+            f"{ {k: ' or '.join(map(str, f)) for k, f in forms.items()} } and w0 {w_shape}"
+        )
 
 
 @torch.no_grad()
-def render_layers(generator: MaskableGenerator, codes: Codes, w0: torch.Tensor, layers: list[Layer],
-                  base: torch.Tensor | None = None) -> torch.Tensor:
+def render_layers(
+    generator: MaskableGenerator, codes: Codes, w0: torch.Tensor, layers: list[Layer], base: torch.Tensor | None = None
+) -> torch.Tensor:
     """The image of `w0` (or the kept `base` pixels) with `layers` painted over it in order, exactly as
     the edits rendered them: each layer decodes its latent inside its mask (w0 outside), and from the
     second layer on (or over a kept base) is pasted over the image so far through its mask."""
@@ -263,8 +319,13 @@ def _from_format_1(data: dict, generator: MaskableGenerator) -> EditResult:
         layers = []
     original = generator.decode(w0, cond=codes)
     edited = render_layers(generator, codes, w0, layers)
-    return EditResult(codes={k: v.cpu() for k, v in codes.items()}, w0=w0.cpu(), original=original.cpu(),
-                      edited=edited.cpu(), layers=layers, mask=layers[-1].mask if layers else None,
-                      space=layers[-1].space if layers else None, notes=["loaded from a format-1 latents.pt"])
-
-
+    return EditResult(
+        codes={k: v.cpu() for k, v in codes.items()},
+        w0=w0.cpu(),
+        original=original.cpu(),
+        edited=edited.cpu(),
+        layers=layers,
+        mask=layers[-1].mask if layers else None,
+        space=layers[-1].space if layers else None,
+        notes=["loaded from a format-1 latents.pt"],
+    )

@@ -9,13 +9,14 @@ judges the 32 px and the 64 px generators alike. They train on fresh birds from
 Weights are safetensors files stored in fp16 with the net's constructor arguments and whatever the
 trainer measured in the file's metadata (`save_net` / `load_net`).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -32,8 +33,9 @@ def to_work(images: torch.Tensor, size: int = WORK_RESOLUTION) -> torch.Tensor:
     images = images.float()
     if images.shape[-2:] == (size, size):
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=images.shape[-1] > size)
+    return F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=images.shape[-1] > size
+    )
 
 
 def as_half_resolution(images: torch.Tensor) -> torch.Tensor:
@@ -46,8 +48,11 @@ def as_half_resolution(images: torch.Tensor) -> torch.Tensor:
 
 def conv_block(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
     """Conv, GroupNorm (the same in train and eval mode, so a net inside a trainer never drifts), SiLU."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2 if stride == 1 else 1),
-                         nn.GroupNorm(min(8, c_out // 4), c_out), nn.SiLU())
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, (kernel - 1) // 2 if stride == 1 else 1),
+        nn.GroupNorm(min(8, c_out // 4), c_out),
+        nn.SiLU(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -102,7 +107,7 @@ class BirdBatches:
         while True:
             order = torch.randperm(len(self.images), generator=self.gen)
             for i in range(0, len(order) - self.batch_size + 1, self.batch_size):
-                idx = order[i:i + self.batch_size]
+                idx = order[i : i + self.batch_size]
                 x, m = self.images[idx], self.maps[idx]
                 flip = torch.rand(len(idx), generator=self.gen) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -114,14 +119,25 @@ class BirdBatches:
                 yield x, m, self.species[idx], self.colors[idx]
 
 
-def train_loop(net: nn.Module, batches: Iterator, loss_fn: Callable, steps: int, lr: float,
-               log_every: int = 100, log: Callable[[str], None] = print) -> float:
+def train_loop(
+    net: nn.Module,
+    batches: Iterator,
+    loss_fn: Callable,
+    steps: int,
+    lr: float,
+    log_every: int = 100,
+    log: Callable[[str], None] = print,
+) -> float:
     """AdamW for `steps` steps of `loss_fn(net, batch) -> (loss, logs)`, the learning rate warming up
     over the first 5% of the steps, then falling to 0 along a cosine; returns the seconds it took."""
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(
-        math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(
+            (s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))
+        ),
+    )
     net.train()
     t0 = time.perf_counter()
     running: dict[str, float] = {}
@@ -135,8 +151,10 @@ def train_loop(net: nn.Module, batches: Iterator, loss_fn: Callable, steps: int,
             running[k] = running.get(k, 0.0) + float(v)
         if (step + 1) % log_every == 0 or step + 1 == steps:
             n = log_every if (step + 1) % log_every == 0 else (step + 1) % log_every
-            log(f"step {step + 1}/{steps} ({time.perf_counter() - t0:.0f} s): "
-                + ", ".join(f"{k} {v / n:.3f}" for k, v in running.items()))
+            log(
+                f"step {step + 1}/{steps} ({time.perf_counter() - t0:.0f} s): "
+                + ", ".join(f"{k} {v / n:.3f}" for k, v in running.items())
+            )
             running = {}
     net.eval()
     return time.perf_counter() - t0
@@ -145,7 +163,7 @@ def train_loop(net: nn.Module, batches: Iterator, loss_fn: Callable, steps: int,
 def batched(fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """`fn` over `images` in chunks, without gradients, concatenated."""
     with torch.no_grad():
-        return torch.cat([fn(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+        return torch.cat([fn(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
 def accuracy_entry(hits: torch.Tensor | np.ndarray) -> dict:

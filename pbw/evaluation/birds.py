@@ -14,6 +14,7 @@
     python -m pbw.evaluation.birds                  # the bundled mini StyleGAN2 and BigGAN, n = 256
     python -m pbw.evaluation.birds --stylegan2 runs/.../last.ckpt --biggan none --n 512
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ def samples(generator, n: int, seed: int = 0, batch_size: int = 64) -> tuple[tor
     codes = generator.sample(n, seed=seed, **kwargs)
     images = []
     for i in range(0, n, batch_size):
-        c = {k: v[i:i + batch_size] for k, v in codes.items()}
+        c = {k: v[i : i + batch_size] for k, v in codes.items()}
         images.append(generator.decode(generator.encode(c), cond=c).float().cpu())
     return torch.cat(images), classes
 
@@ -63,10 +64,14 @@ def generator_report(generator, n: int = 256, seed: int = 0, real_seed: int = RE
     yardstick = load_yardstick()
     pred = predict(yardstick, images)["species"]
     n_species = yardstick.species.out_features
-    out = {"n": n, "sample_seed": seed, "resolution": int(images.shape[-1]),
-           "bird_rate": bird_rate(images, load_segmenter()),
-           "species_spread": effective_number(pred, n_species),
-           "real_species_spread": effective_number(predict(yardstick, real)["species"], n_species)}
+    out = {
+        "n": n,
+        "sample_seed": seed,
+        "resolution": int(images.shape[-1]),
+        "bird_rate": bird_rate(images, load_segmenter()),
+        "species_spread": effective_number(pred, n_species),
+        "real_species_spread": effective_number(predict(yardstick, real)["species"], n_species),
+    }
     if classes is not None:
         out["species_accuracy"] = accuracy_entry((pred == classes).numpy())
     metrics = GenerationMetrics(YardstickFeatures(), kid_subset_size=min(100, n))
@@ -78,16 +83,21 @@ def generator_report(generator, n: int = 256, seed: int = 0, real_seed: int = RE
 
 def markdown(reports: dict[str, dict]) -> str:
     """A table row per generator: bird rate and species accuracy with 95% intervals, FID, KID."""
+
     def acc(entry):
         if entry is None:
             return "-"
         return f"{entry['value']:.3f} [{entry['ci95'][0]:.2f}, {entry['ci95'][1]:.2f}]"
 
-    lines = ["| generator | n | bird rate | species accuracy | species spread (real) | FID (yardstick) "
-             "| KID (yardstick) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| generator | n | bird rate | species accuracy | species spread (real) | FID (yardstick) | KID (yardstick) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in reports.items():
-        lines.append(f"| {name} | {r['n']} | {acc(r['bird_rate'])} | {acc(r.get('species_accuracy'))} | "
-                     f"{r['species_spread']:.1f} ({r['real_species_spread']:.1f}) | {r['fid']:.3f} | {r['kid']:.4f} |")
+        lines.append(
+            f"| {name} | {r['n']} | {acc(r['bird_rate'])} | {acc(r.get('species_accuracy'))} | "
+            f"{r['species_spread']:.1f} ({r['real_species_spread']:.1f}) | {r['fid']:.3f} | {r['kid']:.4f} |"
+        )
     return "\n".join(lines)
 
 
@@ -95,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     from pbw.assets import mini_generator_path
     from pbw.checkpoints import load_generator
 
-    p = argparse.ArgumentParser(prog="python -m pbw.evaluation.birds", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m pbw.evaluation.birds", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--stylegan2", default=None, help="checkpoint (default: the bundled one; 'none' to skip)")
     p.add_argument("--biggan", default=None, help="checkpoint (default: the bundled one; 'none' to skip)")
     p.add_argument("--n", type=int, default=256)

@@ -16,11 +16,12 @@ Birds in which part p has no pixel (hidden) are left out of p's figures. Chance 
     python -m pbw.evaluation.clip_parts                       # the bundled mini CLIP, n = 256
     python -m pbw.evaluation.clip_parts --clip local-dir:runs/mini/clip --json clip_parts.json
 """
+
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -57,15 +58,16 @@ def ranks_first(scores: torch.Tensor, truth: torch.Tensor) -> list[bool]:
 
 
 @torch.no_grad()
-def crop_embeddings(evaluator: EvaluatorCLIP, images: torch.Tensor, masks: torch.Tensor, u: torch.Tensor,
-                    batch_size: int = 32) -> torch.Tensor:
+def crop_embeddings(
+    evaluator: EvaluatorCLIP, images: torch.Tensor, masks: torch.Tensor, u: torch.Tensor, batch_size: int = 32
+) -> torch.Tensor:
     """[N, D]: the mean over K crops (uniforms `u` [N, K, 3], `SemanticNet.views`) of the unit image
     embeddings of the masked views. A prompt's score with it is the cosine averaged over the crops."""
     net, out = evaluator.net, []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size].to(evaluator.device)
-        m = masks[i:i + batch_size].to(evaluator.device)
-        e = net.encode_images(net.views(x, m, crops=u.shape[1], u=u[i:i + batch_size].to(evaluator.device)))
+        x = images[i : i + batch_size].to(evaluator.device)
+        m = masks[i : i + batch_size].to(evaluator.device)
+        e = net.encode_images(net.views(x, m, crops=u.shape[1], u=u[i : i + batch_size].to(evaluator.device)))
         out.append(e.view(len(x), u.shape[1], -1).mean(1).cpu())
     return torch.cat(out)
 
@@ -78,9 +80,16 @@ def check_settings(n: int, resolution: int, parts: Sequence[str], crops: int) ->
         raise ValueError(f"need n >= 1, resolution >= 16 and crops >= 0; got {n}, {resolution}, {crops}")
 
 
-def part_color_accuracy(clip: str | EvaluatorCLIP, n: int = 256, seed: int = HELDOUT_SEED, resolution: int = 64,
-                        parts: Sequence[str] = ("body", "head", "wing", "tail"), crops: int = 8,
-                        crop_seed: int = CROP_SEED, device: str = "cpu") -> dict:
+def part_color_accuracy(
+    clip: str | EvaluatorCLIP,
+    n: int = 256,
+    seed: int = HELDOUT_SEED,
+    resolution: int = 64,
+    parts: Sequence[str] = ("body", "head", "wing", "tail"),
+    crops: int = 8,
+    crop_seed: int = CROP_SEED,
+    device: str = "cpu",
+) -> dict:
     """Zero-shot part-color accuracy of a CLIP (a spec or a loaded `EvaluatorCLIP`) on birds 0..n-1 of
     world `seed`: ``views[view][part]`` = {"value", "ci95", "n"} for each of `VIEWS` (``masked_crops``
     with `crops` crops drawn from `crop_seed`; left out when `crops` is 0), and ``chance``."""
@@ -102,15 +111,24 @@ def part_color_accuracy(clip: str | EvaluatorCLIP, n: int = 256, seed: int = HEL
             embeddings["masked_crops"] = crop_embeddings(evaluator, images[shown], masks[shown], u)
         for view, emb in embeddings.items():
             views[view][part] = accuracy(ranks_first(evaluator.prompt_scores(emb, prompts), truth))
-    return {"clip": evaluator.spec, "seed": seed, "n": n, "resolution": resolution, "crops": crops,
-            "crop_seed": crop_seed, "prompt": PROMPT, "part_words": {p: PART_WORDS[p] for p in parts},
-            "colors": list(COLOR_NAMES), "chance": 1 / len(COLOR_NAMES), "views": views}
+    return {
+        "clip": evaluator.spec,
+        "seed": seed,
+        "n": n,
+        "resolution": resolution,
+        "crops": crops,
+        "crop_seed": crop_seed,
+        "prompt": PROMPT,
+        "part_words": {p: PART_WORDS[p] for p in parts},
+        "colors": list(COLOR_NAMES),
+        "chance": 1 / len(COLOR_NAMES),
+        "views": views,
+    }
 
 
 def markdown(report: dict) -> str:
     """A table row per part: accuracy [95% interval] in each view, the birds counted, and chance."""
-    names = {"masked": "masked view", "masked_crops": f"masked view, {report['crops']} crops",
-             "whole": "whole image"}
+    names = {"masked": "masked view", "masked_crops": f"masked view, {report['crops']} crops", "whole": "whole image"}
     views = list(report["views"])
     parts = list(report["views"][views[0]])
     lines = ["| part | n | " + " | ".join(names[v] for v in views) + " |", "|---|---" + "|---" * len(views) + "|"]
@@ -127,8 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     from pbw.assets import mini_clip_spec
     from pbw.cli import OneLineParser
 
-    p = OneLineParser(prog="python -m pbw.evaluation.clip_parts", description=__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(
+        prog="python -m pbw.evaluation.clip_parts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--clip", default=None, help="CLIP spec (default: the bundled mini CLIP)")
     p.add_argument("--n", type=int, default=256, help="held-out birds")
     p.add_argument("--seed", type=int, default=HELDOUT_SEED, help="their world (no training uses 7000)")

@@ -7,19 +7,21 @@ accuracies (`color_oracle`, `caption_oracle`). Pairwise preference lives in `pbw
 
 Images are [N, 3, R, R] in [-1, 1]; masks [N, 1, R, R] in [0, 1] (1 = edited).
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from pbw.editing.result import to01
-from pbw.evaluation.oracle import painted_color, part_colors as read_part_colors, region_color
+from pbw.evaluation.oracle import painted_color, region_color
+from pbw.evaluation.oracle import part_colors as read_part_colors
 from pbw.evaluation.stats import mean_interval, wilson_interval
 from pbw.semantic import PromptSet, SemanticNet, parse_clip_spec
 
@@ -30,8 +32,11 @@ PSNR_CAP = 100.0  # dB, reported when the pixels outside the mask did not change
 def accuracy(hits: Sequence[bool]) -> dict:
     """An accuracy with its 95% Wilson interval: {"value", "ci95", "n"}."""
     n = len(hits)
-    return {"value": float(np.mean(hits)) if n else float("nan"), "ci95": list(wilson_interval(int(sum(hits)), n)),
-            "n": n}
+    return {
+        "value": float(np.mean(hits)) if n else float("nan"),
+        "ci95": list(wilson_interval(int(sum(hits)), n)),
+        "n": n,
+    }
 
 
 def mean_ci(values: Sequence[float]) -> dict:
@@ -61,9 +66,15 @@ def feature_extractor(features: str | nn.Module | None) -> nn.Module | None:
     raise ValueError(f"FID/KID features must be one of {FEATURES} (or an nn.Module), got {features!r}")
 
 
-def fid_kid(real: torch.Tensor, fake: torch.Tensor, features: str | nn.Module = "inception",
-            kid_subset_size: int = 1000, seed: int = 0, device: str | torch.device | None = None,
-            batch_size: int = 512) -> dict[str, float]:
+def fid_kid(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    features: str | nn.Module = "inception",
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    batch_size: int = 512,
+) -> dict[str, float]:
     """FID and KID of `fake` against `real` ([N, 3, R, R] in [-1, 1], or uint8 0..255) through torchmetrics
     (`pbw.metrics.GenerationMetrics`), fed `batch_size` images at a time on `device`.
     torchmetrics draws KID's subsets from torch's global generator, whose start state differs from
@@ -78,7 +89,7 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, features: str | nn.Module = 
         m = m.to(device)
     for images, is_real in ((real, True), (fake, False)):
         for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(device or "cpu")
+            x = images[i : i + batch_size].to(device or "cpu")
             m.update(x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x, real=is_real)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -95,8 +106,9 @@ def change_inside_outside(x0: torch.Tensor, x1: torch.Tensor, mask: torch.Tensor
 
 
 @torch.no_grad()
-def preservation_outside(x0: torch.Tensor, x1: torch.Tensor, mask: torch.Tensor,
-                         lpips: nn.Module | None = None) -> dict[str, list[float]]:
+def preservation_outside(
+    x0: torch.Tensor, x1: torch.Tensor, mask: torch.Tensor, lpips: nn.Module | None = None
+) -> dict[str, list[float]]:
     """Per image, how well the pixels outside the mask were kept: `preservation_l1` (mean |x1 - x0| on the
     0..1 scale over the outside pixels), `preservation_psnr` (dB over the outside pixels, capped at
     `PSNR_CAP` when nothing changed) and, with an LPIPS network (`pbw.editing.build_lpips`),
@@ -141,8 +153,13 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
 
 
-def check_independent(optimizer_spec: str, evaluator_spec: str, optimizer: SemanticNet | None = None,
-                      evaluator: SemanticNet | None = None, allow_same: bool = False) -> str | None:
+def check_independent(
+    optimizer_spec: str,
+    evaluator_spec: str,
+    optimizer: SemanticNet | None = None,
+    evaluator: SemanticNet | None = None,
+    allow_same: bool = False,
+) -> str | None:
     """Refuse (`SameEvaluatorError`) an evaluator that is the optimizing CLIP: the same spec (model
     name up to `-quickgelu`, and tag or weights file), or, once both are loaded, the same weights. An
     edit could score by fooling the very model it was optimized against. With `allow_same`, returns
@@ -151,8 +168,10 @@ def check_independent(optimizer_spec: str, evaluator_spec: str, optimizer: Seman
     if _norm_spec(optimizer_spec) == _norm_spec(evaluator_spec):
         why = f"evaluator {evaluator_spec!r} names the CLIP the edits are optimized with ({optimizer_spec!r})"
     elif optimizer is not None and evaluator is not None and same_weights(optimizer.model, evaluator.model):
-        why = (f"evaluator {evaluator_spec!r} holds the same weights as the CLIP the edits are optimized with "
-               f"({optimizer_spec!r})")
+        why = (
+            f"evaluator {evaluator_spec!r} holds the same weights as the CLIP the edits are optimized with "
+            f"({optimizer_spec!r})"
+        )
     if why is None:
         return None
     if allow_same:
@@ -161,7 +180,8 @@ def check_independent(optimizer_spec: str, evaluator_spec: str, optimizer: Seman
         f"{why}. An edit can score well by fooling the model it was optimized against, so the evaluator must be "
         "a model the optimization never saw: name a different open_clip model or tag (e.g. ViT-L-14:openai, "
         "ViT-B-16:laion2b_s34b_b88k), or set allow_same_evaluator: true (--allow_same_evaluator true) to "
-        "report it anyway, marked as not independent.")
+        "report it anyway, marked as not independent."
+    )
 
 
 class EvaluatorCLIP:
@@ -172,8 +192,14 @@ class EvaluatorCLIP:
     `accuracy`: whether, among candidate prompts (the task's prompts for the same region), the
     evaluator ranks the asked one first: a zero-shot stand-in for the paper's "is the edit accurate"."""
 
-    def __init__(self, spec: str, view: str = "paste_onto_blank", device: str | torch.device = "cpu",
-                 name: str | None = None, cache_dir: str | None = None):
+    def __init__(
+        self,
+        spec: str,
+        view: str = "paste_onto_blank",
+        device: str | torch.device = "cpu",
+        name: str | None = None,
+        cache_dir: str | None = None,
+    ):
         self.spec, self.name = spec, name or spec
         self.net = SemanticNet.from_spec(spec, crops=0, view=view, cache_dir=cache_dir).to(device).eval()
         self.device = torch.device(device)
@@ -183,8 +209,8 @@ class EvaluatorCLIP:
         """Unit image embeddings [N, D] of the (masked) views."""
         out = []
         for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(self.device).float()
-            m = None if masks is None else masks[i:i + batch_size].to(self.device).float()
+            x = images[i : i + batch_size].to(self.device).float()
+            m = None if masks is None else masks[i : i + batch_size].to(self.device).float()
             out.append(self.net.encode_images(self.net.views(x, m, crops=0)).cpu())
         return torch.cat(out)
 
@@ -199,8 +225,13 @@ class EvaluatorCLIP:
             cols.append((emb @ t.T * w).sum(1) / w.sum())
         return torch.stack(cols, 1)
 
-    def judge(self, images: torch.Tensor, masks: torch.Tensor | None, candidates: Sequence[Sequence[int]],
-              catalog: Sequence[PromptSet]) -> tuple[list[float], list[bool | None]]:
+    def judge(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor | None,
+        candidates: Sequence[Sequence[int]],
+        catalog: Sequence[PromptSet],
+    ) -> tuple[list[float], list[bool | None]]:
         """Per image: its score with its own prompt set, `catalog[candidates[i][0]]`, and whether that
         one scores strictly above the other candidates `catalog[candidates[i][1:]]` (None with no other
         candidate: no accuracy to measure)."""
@@ -223,18 +254,28 @@ def color_oracle(x0: torch.Tensor, x1: torch.Tensor | None, masks: torch.Tensor,
     start = [region_color(x0[i], masks[i, 0]) for i in range(len(x0))]
     if x1 is None:
         region = [s == c for s, c in zip(start, asked)]
-        return {"oracle_accuracy": float("nan"), "region_accuracy": float(np.mean(region)),
-                "region_ci95": accuracy(region)["ci95"]}
+        return {
+            "oracle_accuracy": float("nan"),
+            "region_accuracy": float(np.mean(region)),
+            "region_ci95": accuracy(region)["ci95"],
+        }
     region = [region_color(x1[i], masks[i, 0]) == c for i, c in enumerate(asked)]
-    painted = [painted_color(x0[i], x1[i], masks[i, 0]) == c or (start[i] == c and kept)
-               for i, (c, kept) in enumerate(zip(asked, region))]
+    painted = [
+        painted_color(x0[i], x1[i], masks[i, 0]) == c or (start[i] == c and kept)
+        for i, (c, kept) in enumerate(zip(asked, region))
+    ]
     oracle = accuracy(painted)
-    return {"oracle_accuracy": oracle["value"], "oracle_ci95": oracle["ci95"],
-            "region_accuracy": float(np.mean(region)), "region_ci95": accuracy(region)["ci95"]}
+    return {
+        "oracle_accuracy": oracle["value"],
+        "oracle_ci95": oracle["ci95"],
+        "region_accuracy": float(np.mean(region)),
+        "region_ci95": accuracy(region)["ci95"],
+    }
 
 
-def caption_oracle(images: torch.Tensor, part_colors: Sequence[dict[str, str]], part: str = "body",
-                   segmenter: nn.Module | None = None) -> dict:
+def caption_oracle(
+    images: torch.Tensor, part_colors: Sequence[dict[str, str]], part: str = "body", segmenter: nn.Module | None = None
+) -> dict:
     """The miniature's text-to-image oracle. It reads each part's color (`oracle.part_colors`) where
     the part segmenter (default: the bundled judge, which sees no bird in a colored blob) finds that
     part: `oracle_accuracy` = the `part` color is the caption's; `caption_part_accuracy` = the share of
@@ -246,8 +287,12 @@ def caption_oracle(images: torch.Tensor, part_colors: Sequence[dict[str, str]], 
     body = [f.get(part) == c[part] for f, c in zip(found, part_colors)]
     parts = [float(np.mean([f.get(p) == color for p, color in c.items()])) for f, c in zip(found, part_colors)]
     oracle, part_acc = accuracy(body), mean_ci(parts)
-    return {"oracle_accuracy": oracle["value"], "oracle_ci95": oracle["ci95"],
-            "caption_part_accuracy": part_acc["value"], "caption_part_accuracy_ci95": part_acc["ci95"]}
+    return {
+        "oracle_accuracy": oracle["value"],
+        "oracle_ci95": oracle["ci95"],
+        "caption_part_accuracy": part_acc["value"],
+        "caption_part_accuracy_ci95": part_acc["ci95"],
+    }
 
 
 def load_real_images(folder: str | Path, resolution: int, limit: int | None = None) -> torch.Tensor:
@@ -259,20 +304,25 @@ def load_real_images(folder: str | Path, resolution: int, limit: int | None = No
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"real-image folder {folder} does not exist: give a folder of the domain's real "
-                                "images (e.g. LSUN bedroom or Places365 validation images, CUB-200-2011 images/)")
+        raise FileNotFoundError(
+            f"real-image folder {folder} does not exist: give a folder of the domain's real "
+            "images (e.g. LSUN bedroom or Places365 validation images, CUB-200-2011 images/)"
+        )
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if limit is not None:
         files = files[:limit]
     if len(files) < 2:
-        raise ValueError(f"{folder} holds {len(files)} image(s) ({', '.join(IMAGE_SUFFIXES)}); FID/KID needs at least 2")
+        raise ValueError(
+            f"{folder} holds {len(files)} image(s) ({', '.join(IMAGE_SUFFIXES)}); FID/KID needs at least 2"
+        )
     out = []
     for p in files:
         with Image.open(p) as img:
             img = img.convert("RGB")
             s = resolution / min(img.size)
-            img = img.resize((max(resolution, round(img.width * s)), max(resolution, round(img.height * s))),
-                             Image.BICUBIC)
+            img = img.resize(
+                (max(resolution, round(img.width * s)), max(resolution, round(img.height * s))), Image.BICUBIC
+            )
             left, top = (img.width - resolution) // 2, (img.height - resolution) // 2
             img = img.crop((left, top, left + resolution, top + resolution))
         out.append(torch.from_numpy(np.asarray(img, np.uint8).copy()).permute(2, 0, 1))

@@ -4,6 +4,7 @@ whether an edit painted a region the color the words asked for: the median color
 (`region_color`), the share of its pixels nearest each color (`color_shares`), the color an edit
 added (`painted_color`), and every part's color given a part label map (`part_colors`).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,8 +66,12 @@ def color_shares(image: Image.Image | np.ndarray | torch.Tensor, mask) -> dict[s
 PAINTED_MIN_SHARE = 0.1
 
 
-def painted_color(before: Image.Image | np.ndarray | torch.Tensor, after: Image.Image | np.ndarray | torch.Tensor,
-                  mask, min_share: float = PAINTED_MIN_SHARE) -> str | None:
+def painted_color(
+    before: Image.Image | np.ndarray | torch.Tensor,
+    after: Image.Image | np.ndarray | torch.Tensor,
+    mask,
+    min_share: float = PAINTED_MIN_SHARE,
+) -> str | None:
     """ORACLE for an edit: the palette color whose share of the region grew the most from `before` to
     `after`, provided it now covers at least `min_share` of the region; None if no color qualifies
     (e.g. nothing changed). Unlike `region_color`, the background the region also holds does not count."""

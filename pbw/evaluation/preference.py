@@ -8,11 +8,12 @@ Wilson interval. `share_ties_half` counts each tie as half a win for each (over 
 comparison with studies that split ties. A request where either score is missing (NaN) is left out
 of everything and counted in `missing`.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 from pbw.evaluation.stats import wilson_interval
 
@@ -40,13 +41,16 @@ class Preference:
         return d
 
 
-def pairwise_preference(a: Sequence[float], b: Sequence[float], higher_is_better: bool = True,
-                        tie_tolerance: float = 0.0) -> Preference:
+def pairwise_preference(
+    a: Sequence[float], b: Sequence[float], higher_is_better: bool = True, tie_tolerance: float = 0.0
+) -> Preference:
     """A's preference over B from per-request scores of the same requests (same order): A wins a request
     when its score is better by more than `tie_tolerance`, B when B's is, else it is a tie."""
     if len(a) != len(b):
-        raise ValueError(f"the two variants were scored on different numbers of requests ({len(a)} vs {len(b)}); "
-                         "a preference needs the same requests in the same order")
+        raise ValueError(
+            f"the two variants were scored on different numbers of requests ({len(a)} vs {len(b)}); "
+            "a preference needs the same requests in the same order"
+        )
     if tie_tolerance < 0:
         raise ValueError(f"tie_tolerance must be >= 0, got {tie_tolerance}")
     a_wins = b_wins = ties = missing = 0
@@ -65,5 +69,13 @@ def pairwise_preference(a: Sequence[float], b: Sequence[float], higher_is_better
     n = a_wins + b_wins + ties
     decided = a_wins + b_wins
     share = a_wins / decided if decided else float("nan")
-    return Preference(n=n, a_wins=a_wins, b_wins=b_wins, ties=ties, missing=missing, share=share,
-                      ci95=wilson_interval(a_wins, decided), share_ties_half=(a_wins + ties / 2) / n if n else float("nan"))
+    return Preference(
+        n=n,
+        a_wins=a_wins,
+        b_wins=b_wins,
+        ties=ties,
+        missing=missing,
+        share=share,
+        ci95=wilson_interval(a_wins, decided),
+        share_ties_half=(a_wins + ties / 2) / n if n else float("nan"),
+    )

@@ -16,26 +16,44 @@
 
 It sees every image at 64 px (`pbw.evaluation.birdnets`) and answers at the image's own resolution.
 """
+
 from __future__ import annotations
 
 import argparse
 import functools
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from torch import nn
 
-from PIL import Image, ImageDraw
-
-from pbw.data.synthetic import (BACKGROUNDS, PALETTE, PART_LABELS, PART_WORDS, PARTS, DrawnBirds, _background,
-                                draw_birds, render_bird, sample_bird)
-from pbw.evaluation.birdnets import (WORK_RESOLUTION, BirdBatches, accuracy_entry, conv_block, load_net, save_net,
-                                     to_work, train_loop)
+from pbw.data.synthetic import (
+    BACKGROUNDS,
+    PALETTE,
+    PART_LABELS,
+    PART_WORDS,
+    PARTS,
+    DrawnBirds,
+    _background,
+    draw_birds,
+    render_bird,
+    sample_bird,
+)
+from pbw.evaluation.birdnets import (
+    WORK_RESOLUTION,
+    BirdBatches,
+    accuracy_entry,
+    conv_block,
+    load_net,
+    save_net,
+    to_work,
+    train_loop,
+)
 
 LABELS: tuple[str, ...] = ("background", *PARTS)  # label v of a part map names LABELS[v]
 TRAIN_SEED, HELDOUT_SEED = 200, 201
@@ -112,11 +130,12 @@ def segment(images: torch.Tensor, net: SegmenterNet | None = None, batch_size: i
     size = images.shape[-2:]
     out = []
     for i in range(0, len(images), batch_size):
-        logits = net(images[i:i + batch_size].float().to(next(net.parameters()).device))
+        logits = net(images[i : i + batch_size].float().to(next(net.parameters()).device))
         if logits.shape[-2:] != size:
             shrink = size[0] < logits.shape[-2]
-            logits = F.interpolate(logits, size=size, mode="area" if shrink else "bilinear",
-                                   **({} if shrink else {"align_corners": False}))
+            logits = F.interpolate(
+                logits, size=size, mode="area" if shrink else "bilinear", **({} if shrink else {"align_corners": False})
+            )
         out.append(logits.argmax(1).cpu())
     return torch.cat(out)
 
@@ -130,8 +149,10 @@ def parse_parts(spec: str | Sequence[str]) -> list[str]:
     for name in (n.strip().lower() for n in names):
         part = name if name in PARTS else alias.get(name)
         if part is None:
-            raise ValueError(f"unknown bird part {name!r}; the parts are {', '.join(PARTS)} "
-                             f"(several joined by '+', e.g. part:body+wing)")
+            raise ValueError(
+                f"unknown bird part {name!r}; the parts are {', '.join(PARTS)} "
+                f"(several joined by '+', e.g. part:body+wing)"
+            )
         if part not in parts:
             parts.append(part)
     if not parts:
@@ -156,8 +177,9 @@ def part_shares(label_maps: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.stack([(lm == PART_LABELS[p]).mean(axis=(1, 2)) for p in PARTS], 1)
 
 
-def share_ranges(label_maps: np.ndarray, low_factor: float = LOW_FACTOR, high_factor: float = HIGH_FACTOR
-                 ) -> dict[str, list[float]]:
+def share_ranges(
+    label_maps: np.ndarray, low_factor: float = LOW_FACTOR, high_factor: float = HIGH_FACTOR
+) -> dict[str, list[float]]:
     """The plausible share of the image for each part, from real birds' part maps: [low_factor x
     1st percentile, high_factor x 99th percentile]."""
     shares = part_shares(label_maps)
@@ -182,13 +204,14 @@ def bird_rate(images: torch.Tensor, net: SegmenterNet | None = None) -> dict:
 
 
 @torch.no_grad()
-def bird_rate_of(generator, n: int = 256, seed: int = 0, net: SegmenterNet | None = None, batch_size: int = 64,
-                 **sample_kwargs) -> dict:
+def bird_rate_of(
+    generator, n: int = 256, seed: int = 0, net: SegmenterNet | None = None, batch_size: int = 64, **sample_kwargs
+) -> dict:
     """The bird rate of `n` samples of a `MaskableGenerator` (codes from sample seed `seed`)."""
     codes = generator.sample(n, seed=seed, **sample_kwargs)
     images = []
     for i in range(0, n, batch_size):
-        c = {k: v[i:i + batch_size] for k, v in codes.items()}
+        c = {k: v[i : i + batch_size] for k, v in codes.items()}
         images.append(generator.decode(generator.encode(c), cond=c).cpu())
     return bird_rate(torch.cat(images), net)
 
@@ -216,8 +239,9 @@ def evaluate(net: SegmenterNet, n: int = 600, seed: int = HELDOUT_SEED) -> dict:
     """IoU and bird rate on `n` held-out birds of world `seed`, drawn at 64 px and at 32 px, and the
     bird rate of `n // 4` held-out images of each kind of `NEGATIVES` (32 px: should be ~0)."""
     out = {f"{r}px": evaluate_on(net, draw_birds(n, r, seed=seed)) for r in (64, 32)}
-    out["negatives_32px"] = {kind: bird_rate(draw_negatives(n // 4, kind, 32, seed).tensors(), net)
-                             for kind in NEGATIVES}
+    out["negatives_32px"] = {
+        kind: bird_rate(draw_negatives(n // 4, kind, 32, seed).tensors(), net) for kind in NEGATIVES
+    }
     return out
 
 
@@ -238,8 +262,13 @@ def draw_blobs(resolution: int, rng: np.random.Generator, supersample: int = 4) 
         else:
             a = np.linspace(0, 2 * np.pi, 40, endpoint=False)
             rot = rng.uniform(0, np.pi)
-            pts = [(cx + rx * np.cos(u) * np.cos(rot) - ry * np.sin(u) * np.sin(rot),
-                    cy + rx * np.cos(u) * np.sin(rot) + ry * np.sin(u) * np.cos(rot)) for u in a]
+            pts = [
+                (
+                    cx + rx * np.cos(u) * np.cos(rot) - ry * np.sin(u) * np.sin(rot),
+                    cy + rx * np.cos(u) * np.sin(rot) + ry * np.sin(u) * np.cos(rot),
+                )
+                for u in a
+            ]
         draw.polygon(pts, fill=tuple(int(c) for c in color))
         if rng.random() < 0.3:
             r = 0.02 * side
@@ -269,13 +298,24 @@ def draw_negatives(n: int, kind: str, resolution: int = WORK_RESOLUTION, seed: i
 
 
 def concat_birds(parts: Sequence[DrawnBirds]) -> DrawnBirds:
-    return DrawnBirds(*(np.concatenate([getattr(b, f) for b in parts]) for f in
-                        ("images", "part_maps", "species", "part_colors")))
+    return DrawnBirds(
+        *(np.concatenate([getattr(b, f) for b in parts]) for f in ("images", "part_maps", "species", "part_colors"))
+    )
 
 
-def train_segmenter(out: str | Path, n: int = 3000, steps: int = 2500, batch_size: int = 16, lr: float = 3e-3,
-                    width: int = 16, seed: int = TRAIN_SEED, heldout: int = 600, heldout_seed: int = HELDOUT_SEED,
-                    negatives: bool = True, log=print) -> dict:
+def train_segmenter(
+    out: str | Path,
+    n: int = 3000,
+    steps: int = 2500,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    width: int = 16,
+    seed: int = TRAIN_SEED,
+    heldout: int = 600,
+    heldout_seed: int = HELDOUT_SEED,
+    negatives: bool = True,
+    log=print,
+) -> dict:
     """Draw `n` birds of world `seed` (64 px) and the `NEGATIVES`, train the segmenter `steps` steps
     (cross-entropy weighted by 1/sqrt(label frequency), at 64 px and as answered at 32 px), measure the plausible part sizes on the training birds' part
     maps, evaluate on `heldout` birds of world `heldout_seed`, write it to `out`; returns its info."""
@@ -301,13 +341,18 @@ def train_segmenter(out: str | Path, n: int = 3000, steps: int = 2500, batch_siz
     config = {"width": width}
     net = SegmenterNet(**config)
     train_s = train_loop(net, iter(BirdBatches(birds, batch_size, seed)), loss_fn, steps, lr, log=log)
-    net.info = {"share_ranges": share_ranges(real.part_maps),
-                "share_ranges_rule": f"[{LOW_FACTOR} x 1st percentile, {HIGH_FACTOR} x 99th percentile] of each "
-                                     f"part's pixel share over the {n} training birds' part maps"}
-    info = {**net.info, "trained_on": {"n": n, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr,
-                                       "negatives": mix},
-            "seconds": {"draw": round(draw_s, 1), "train": round(train_s, 1)},
-            "heldout_seed": heldout_seed, "heldout": evaluate(net, heldout, heldout_seed)}
+    net.info = {
+        "share_ranges": share_ranges(real.part_maps),
+        "share_ranges_rule": f"[{LOW_FACTOR} x 1st percentile, {HIGH_FACTOR} x 99th percentile] of each "
+        f"part's pixel share over the {n} training birds' part maps",
+    }
+    info = {
+        **net.info,
+        "trained_on": {"n": n, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "negatives": mix},
+        "seconds": {"draw": round(draw_s, 1), "train": round(train_s, 1)},
+        "heldout_seed": heldout_seed,
+        "heldout": evaluate(net, heldout, heldout_seed),
+    }
     size = save_net(net, out, config, info)
     log(f"wrote {out} ({size / 1024:.0f} KiB)")
     return info
@@ -318,18 +363,26 @@ def summary(results: dict) -> str:
     lines = []
     for res, e in results.get("heldout", results).items():
         if res.startswith("negatives"):
-            lines.append(f"bird rate of {res.replace('_', ' ')}: " + ", ".join(
-                f"{kind} {r['value']:.3f} (n={r['n']})" for kind, r in e.items()))
+            lines.append(
+                f"bird rate of {res.replace('_', ' ')}: "
+                + ", ".join(f"{kind} {r['value']:.3f} (n={r['n']})" for kind, r in e.items())
+            )
             continue
         r = e["bird_rate"]
-        lines.append(f"{res}: IoU " + ", ".join(f"{p} {v:.3f}" for p, v in e["iou"].items())
-                     + f"; bird rate {r['value']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] (n={r['n']})")
+        lines.append(
+            f"{res}: IoU "
+            + ", ".join(f"{p} {v:.3f}" for p, v in e["iou"].items())
+            + f"; bird rate {r['value']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] (n={r['n']})"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m pbw.evaluation.segmenter", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m pbw.evaluation.segmenter",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a segmenter on fresh birds and write its weights")
     t.add_argument("--out", required=True, help="weights file (.safetensors)")
@@ -340,8 +393,12 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--width", type=int, default=16)
     t.add_argument("--seed", type=int, default=TRAIN_SEED)
     t.add_argument("--heldout", type=int, default=600)
-    t.add_argument("--no-negatives", dest="negatives", action="store_false",
-                   help="train on real birds only (the mask segmenter: it finds parts in anything bird-like)")
+    t.add_argument(
+        "--no-negatives",
+        dest="negatives",
+        action="store_false",
+        help="train on real birds only (the mask segmenter: it finds parts in anything bird-like)",
+    )
     e = sub.add_parser("evaluate", help="held-out IoU and bird rate of real birds")
     e.add_argument("--weights", default=None, help="default: the bundled segmenter")
     e.add_argument("--n", type=int, default=600)
@@ -353,8 +410,21 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.command == "train":
-        print(summary(train_segmenter(args.out, args.n, args.steps, args.batch_size, args.lr, args.width,
-                                      seed=args.seed, heldout=args.heldout, negatives=args.negatives)))
+        print(
+            summary(
+                train_segmenter(
+                    args.out,
+                    args.n,
+                    args.steps,
+                    args.batch_size,
+                    args.lr,
+                    args.width,
+                    seed=args.seed,
+                    heldout=args.heldout,
+                    negatives=args.negatives,
+                )
+            )
+        )
     elif args.command == "evaluate":
         print(summary(evaluate(load_segmenter(args.weights), args.n, args.seed)))
     else:

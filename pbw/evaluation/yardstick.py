@@ -14,20 +14,29 @@ weights (`pbw.assets.mini_yardstick_path`) were trained with
 (a few minutes on one core); the file's metadata holds its held-out accuracies
 (``python -m pbw.evaluation.yardstick evaluate`` measures them again).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pbw.data.synthetic import CLASS_NAMES, COLOR_NAMES, PARTS, DrawnBirds, draw_birds
-from pbw.evaluation.birdnets import (WORK_RESOLUTION, BirdBatches, accuracy_entry, batched, conv_block, load_net,
-                                     save_net, to_work, train_loop)
+from pbw.evaluation.birdnets import (
+    WORK_RESOLUTION,
+    BirdBatches,
+    accuracy_entry,
+    batched,
+    conv_block,
+    load_net,
+    save_net,
+    to_work,
+    train_loop,
+)
 
 TRAIN_SEED, HELDOUT_SEED = 100, 101  # the worlds the bundled yardstick trained and was measured on
 
@@ -41,15 +50,24 @@ class YardstickNet(nn.Module):
     features are one layer over the whole-image average and the five part poolings: what the bird
     looks like and where its parts are."""
 
-    def __init__(self, width: int = 32, features: int = 64, n_species: int = len(CLASS_NAMES),
-                 n_parts: int = len(PARTS), n_colors: int = len(COLOR_NAMES)):
+    def __init__(
+        self,
+        width: int = 32,
+        features: int = 64,
+        n_species: int = len(CLASS_NAMES),
+        n_parts: int = len(PARTS),
+        n_colors: int = len(COLOR_NAMES),
+    ):
         super().__init__()
         c = width
         self.n_parts, self.n_colors = n_parts, n_colors
         self.trunk = nn.Sequential(
-            conv_block(3, c, stride=2, kernel=4), conv_block(c, c),  # 32 x 32
-            conv_block(c, 2 * c, stride=2), conv_block(2 * c, 2 * c),  # 16 x 16
-            conv_block(2 * c, 4 * c, stride=2), conv_block(4 * c, 4 * c),  # 8 x 8
+            conv_block(3, c, stride=2, kernel=4),
+            conv_block(c, c),  # 32 x 32
+            conv_block(c, 2 * c, stride=2),
+            conv_block(2 * c, 2 * c),  # 16 x 16
+            conv_block(2 * c, 4 * c, stride=2),
+            conv_block(4 * c, 4 * c),  # 8 x 8
         )
         self.attention = nn.Conv2d(4 * c, n_parts, 1)
         self.color_weight = nn.Parameter(torch.randn(n_parts, 4 * c, n_colors) / (4 * c) ** 0.5)
@@ -103,7 +121,7 @@ class YardstickFeatures(nn.Module):
         self.register_buffer("mean", torch.tensor(stats.get("mean", [0.0] * self.num_features)))
         self.register_buffer("std", torch.tensor(stats.get("std", [1.0] * self.num_features)))
 
-    def train(self, mode: bool = True) -> "YardstickFeatures":
+    def train(self, mode: bool = True) -> YardstickFeatures:
         return super().train(False)  # a fixed judge: never in training mode, whatever its owner does
 
     @torch.no_grad()
@@ -117,8 +135,12 @@ def feature_statistics(net: YardstickNet, n: int = 2000, seed: int = HELDOUT_SEE
     half at 32 px) of world `seed`: what `YardstickFeatures` standardizes by."""
     images = [draw_birds(n // 2, r, seed=seed).tensors() for r in (64, 32)]
     f = torch.cat([batched(net.embed, x) for x in images])
-    return {"mean": [round(v, 5) for v in f.mean(0).tolist()],
-            "std": [round(v, 5) for v in f.std(0).clamp_min(1e-3).tolist()], "n": n, "seed": seed}
+    return {
+        "mean": [round(v, 5) for v in f.mean(0).tolist()],
+        "std": [round(v, 5) for v in f.std(0).clamp_min(1e-3).tolist()],
+        "n": n,
+        "seed": seed,
+    }
 
 
 # ------------------------------------------------------------------------------------------- judging
@@ -129,7 +151,7 @@ def predict(net: YardstickNet, images: torch.Tensor, batch_size: int = 128) -> d
     """Predicted species [N] and part colors [N,5] (indices) of images in [-1, 1]."""
     species, colors = [], []
     for i in range(0, len(images), batch_size):
-        out = net(images[i:i + batch_size])
+        out = net(images[i : i + batch_size])
         species.append(out["species"].argmax(1))
         colors.append(out["colors"].argmax(2))
     return {"species": torch.cat(species), "colors": torch.cat(colors)}
@@ -138,10 +160,12 @@ def predict(net: YardstickNet, images: torch.Tensor, batch_size: int = 128) -> d
 def evaluate_on(net: YardstickNet, birds: DrawnBirds) -> dict:
     """Species and per-part color accuracy (95% Wilson intervals) on drawn birds."""
     pred = predict(net, birds.tensors())
-    colors_ok = (pred["colors"].numpy() == birds.part_colors)
-    return {"species_accuracy": accuracy_entry(pred["species"].numpy() == birds.species),
-            "part_color_accuracy": {p: accuracy_entry(colors_ok[:, j]) for j, p in enumerate(PARTS)},
-            "all_part_colors_accuracy": accuracy_entry(colors_ok.ravel())}
+    colors_ok = pred["colors"].numpy() == birds.part_colors
+    return {
+        "species_accuracy": accuracy_entry(pred["species"].numpy() == birds.species),
+        "part_color_accuracy": {p: accuracy_entry(colors_ok[:, j]) for j, p in enumerate(PARTS)},
+        "all_part_colors_accuracy": accuracy_entry(colors_ok.ravel()),
+    }
 
 
 def evaluate(net: YardstickNet, n: int = 1200, seed: int = HELDOUT_SEED) -> dict:
@@ -150,8 +174,9 @@ def evaluate(net: YardstickNet, n: int = 1200, seed: int = HELDOUT_SEED) -> dict
 
 
 @torch.no_grad()
-def species_accuracy_of(generator, n: int = 256, seed: int = 0, net: YardstickNet | None = None,
-                        batch_size: int = 64) -> dict:
+def species_accuracy_of(
+    generator, n: int = 256, seed: int = 0, net: YardstickNet | None = None, batch_size: int = 64
+) -> dict:
     """How often the yardstick recognises a class-conditional generator's samples as the species they
     were conditioned on: `n` samples, classes 0..11 in turn, codes from sample seed `seed` (a
     `MaskableGenerator` with `is_conditional`, e.g. the mini BigGAN)."""
@@ -167,7 +192,7 @@ def species_accuracy_of(generator, n: int = 256, seed: int = 0, net: YardstickNe
 def _chunks(codes: dict[str, torch.Tensor], size: int):
     n = len(next(iter(codes.values())))
     for i in range(0, n, size):
-        yield {k: v[i:i + size] for k, v in codes.items()}
+        yield {k: v[i : i + size] for k, v in codes.items()}
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -181,24 +206,39 @@ def _loss(net: YardstickNet, batch) -> tuple[torch.Tensor, dict]:
     return l_species + l_colors, {"species": l_species.detach(), "colors": l_colors.detach()}
 
 
-def train_yardstick(out: str | Path, n: int = 6000, steps: int = 1000, batch_size: int = 48, lr: float = 3e-3,
-                    width: int = 32, features: int = 64, seed: int = TRAIN_SEED, heldout: int = 1200,
-                    heldout_seed: int = HELDOUT_SEED, stats_n: int = 2000, log=print) -> dict:
+def train_yardstick(
+    out: str | Path,
+    n: int = 6000,
+    steps: int = 1000,
+    batch_size: int = 48,
+    lr: float = 3e-3,
+    width: int = 32,
+    features: int = 64,
+    seed: int = TRAIN_SEED,
+    heldout: int = 1200,
+    heldout_seed: int = HELDOUT_SEED,
+    stats_n: int = 2000,
+    log=print,
+) -> dict:
     """Draw `n` birds of world `seed` (64 px), train the yardstick `steps` steps, measure it on
     `heldout` birds of world `heldout_seed` (at 64 and 32 px) and its feature statistics on `stats_n`
     more (`feature_statistics`), write it to `out`; returns the info stored with the weights."""
     torch.manual_seed(seed)
     import time
+
     t0 = time.perf_counter()
     birds = draw_birds(n, WORK_RESOLUTION, seed=seed, progress=True)
     draw_s = time.perf_counter() - t0
     config = {"width": width, "features": features}
     net = YardstickNet(**config)
     train_s = train_loop(net, iter(BirdBatches(birds, batch_size, seed)), _loss, steps, lr, log=log)
-    info = {"trained_on": {"n": n, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr},
-            "seconds": {"draw": round(draw_s, 1), "train": round(train_s, 1)},
-            "heldout_seed": heldout_seed, "heldout": evaluate(net, heldout, heldout_seed),
-            "feature_statistics": feature_statistics(net, stats_n)}
+    info = {
+        "trained_on": {"n": n, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr},
+        "seconds": {"draw": round(draw_s, 1), "train": round(train_s, 1)},
+        "heldout_seed": heldout_seed,
+        "heldout": evaluate(net, heldout, heldout_seed),
+        "feature_statistics": feature_statistics(net, stats_n),
+    }
     size = save_net(net, out, config, info)
     log(f"wrote {out} ({size / 1024:.0f} KiB)")
     return info
@@ -210,14 +250,19 @@ def summary(info: dict) -> str:
     for res, e in info.get("heldout", info).items():
         sp, allc = e["species_accuracy"], e["all_part_colors_accuracy"]
         parts = ", ".join(f"{p} {v['value']:.3f}" for p, v in e["part_color_accuracy"].items())
-        lines.append(f"{res}: species {sp['value']:.3f} [{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}] (n={sp['n']}); "
-                     f"part colors {allc['value']:.3f} [{allc['ci95'][0]:.3f}, {allc['ci95'][1]:.3f}] ({parts})")
+        lines.append(
+            f"{res}: species {sp['value']:.3f} [{sp['ci95'][0]:.3f}, {sp['ci95'][1]:.3f}] (n={sp['n']}); "
+            f"part colors {allc['value']:.3f} [{allc['ci95'][0]:.3f}, {allc['ci95'][1]:.3f}] ({parts})"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m pbw.evaluation.yardstick", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m pbw.evaluation.yardstick",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a yardstick on fresh birds and write its weights")
     t.add_argument("--out", required=True, help="weights file (.safetensors)")
@@ -239,8 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.command == "train":
-        info = train_yardstick(args.out, args.n, args.steps, args.batch_size, args.lr, args.width,
-                               seed=args.seed, heldout=args.heldout)
+        info = train_yardstick(
+            args.out, args.n, args.steps, args.batch_size, args.lr, args.width, seed=args.seed, heldout=args.heldout
+        )
         print(summary(info))
     elif args.command == "evaluate":
         print(summary(evaluate(load_yardstick(args.weights), args.n, args.seed)))

@@ -26,6 +26,7 @@ the class and the later z chunks, which ``w`` does not hold: ``cond`` must be th
 encoded from (the dict of ``sample``). Editing should use the generator in ``eval()`` mode, so
 batch norm uses its stored statistics and the output of each image does not depend on the batch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -103,10 +104,19 @@ class SpectralNorm:
 class SNConv2d(nn.Conv2d, SpectralNorm):
     """Conv2d with spectral norm (``weight``, ``bias``, ``u0``, ``sv0``)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int | None = None,
-                 bias: bool = True, num_itrs: int = 1, eps: float = 1e-6):
-        super().__init__(in_channels, out_channels, kernel_size,
-                         padding=kernel_size // 2 if padding is None else padding, bias=bias)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        padding: int | None = None,
+        bias: bool = True,
+        num_itrs: int = 1,
+        eps: float = 1e-6,
+    ):
+        super().__init__(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2 if padding is None else padding, bias=bias
+        )
         self._init_spectral_norm(num_itrs, eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,8 +126,7 @@ class SNConv2d(nn.Conv2d, SpectralNorm):
 class SNLinear(nn.Linear, SpectralNorm):
     """Linear layer with spectral norm (``weight``, ``bias``, ``u0``, ``sv0``)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, num_itrs: int = 1,
-                 eps: float = 1e-6):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, num_itrs: int = 1, eps: float = 1e-6):
         super().__init__(in_features, out_features, bias=bias)
         self._init_spectral_norm(num_itrs, eps)
 
@@ -142,8 +151,10 @@ class SelfAttention(nn.Module):
     def __init__(self, channels: int, num_itrs: int = 1, eps: float = 1e-6):
         super().__init__()
         if channels < 8:
-            raise ValueError(f"self-attention needs at least 8 channels (it projects to channels // 8), got "
-                             f"{channels}: widen the model (ch) or move the attention to another resolution")
+            raise ValueError(
+                f"self-attention needs at least 8 channels (it projects to channels // 8), got "
+                f"{channels}: widen the model (ch) or move the attention to another resolution"
+            )
         self.channels = channels
         conv = dict(kernel_size=1, padding=0, bias=False, num_itrs=num_itrs, eps=eps)
         self.theta = SNConv2d(channels, channels // 8, **conv)
@@ -154,9 +165,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         b, _, h, w = x.shape
-        query = self.theta(x).flatten(2).transpose(1, 2)                    # [B, HW, C/8]
-        key = F.max_pool2d(self.phi(x), 2).flatten(2).transpose(1, 2)      # [B, HW/4, C/8]
-        value = F.max_pool2d(self.g(x), 2).flatten(2).transpose(1, 2)      # [B, HW/4, C/2]
+        query = self.theta(x).flatten(2).transpose(1, 2)  # [B, HW, C/8]
+        key = F.max_pool2d(self.phi(x), 2).flatten(2).transpose(1, 2)  # [B, HW/4, C/8]
+        value = F.max_pool2d(self.g(x), 2).flatten(2).transpose(1, 2)  # [B, HW/4, C/2]
         out = F.scaled_dot_product_attention(query, key, value, scale=1.0)  # softmax(q k^T) v
         out = out.transpose(1, 2).reshape(b, self.channels // 2, h, w)
         return x + self.gamma * self.o(out)
@@ -201,8 +212,7 @@ class BatchNorm2d(nn.Module):
 class GBlock(nn.Module):
     """Residual up-block: cbn-relu-up-conv3x3-cbn-relu-conv3x3, plus a 1x1-conv shortcut of the upsampled input."""
 
-    def __init__(self, in_channels: int, out_channels: int, cond_dim: int, bn_eps: float, num_itrs: int,
-                 sn_eps: float):
+    def __init__(self, in_channels: int, out_channels: int, cond_dim: int, bn_eps: float, num_itrs: int, sn_eps: float):
         super().__init__()
         sn = dict(num_itrs=num_itrs, eps=sn_eps)
         self.conv1 = SNConv2d(in_channels, out_channels, **sn)
@@ -221,8 +231,9 @@ class GBlock(nn.Module):
 class DBlock(nn.Module):
     """Residual down-block of the wide discriminator (hidden width = output width)."""
 
-    def __init__(self, in_channels: int, out_channels: int, preactivation: bool, downsample: bool,
-                 num_itrs: int, sn_eps: float):
+    def __init__(
+        self, in_channels: int, out_channels: int, preactivation: bool, downsample: bool, num_itrs: int, sn_eps: float
+    ):
         super().__init__()
         sn = dict(num_itrs=num_itrs, eps=sn_eps)
         self.preactivation, self.downsample = preactivation, downsample
@@ -257,14 +268,18 @@ def orthogonal_init(module: nn.Module) -> None:
 def check_labels(y: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Return `y` if it is an integer tensor of labels in 0..n_classes-1, else raise a clear error."""
     if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"class labels must be an integer tensor, got {type(y).__name__}"
-                        f"{'' if not isinstance(y, torch.Tensor) else ' of ' + str(y.dtype)}")
+        raise TypeError(
+            f"class labels must be an integer tensor, got {type(y).__name__}"
+            f"{'' if not isinstance(y, torch.Tensor) else ' of ' + str(y.dtype)}"
+        )
     if y.numel():
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= n_classes:
             bad = lo if lo < 0 else hi
-            raise ValueError(f"class label {bad} is outside this model's classes 0..{n_classes - 1}; "
-                             f"use labels of the {n_classes} classes it was built (or trained) with")
+            raise ValueError(
+                f"class label {bad} is outside this model's classes 0..{n_classes - 1}; "
+                f"use labels of the {n_classes} classes it was built (or trained) with"
+            )
     return y.long()
 
 
@@ -278,9 +293,19 @@ class BigGANGenerator(MaskableGenerator):
     (when weights are loaded anyway).
     """
 
-    def __init__(self, resolution: int = 128, ch: int = 96, n_classes: int = 1000, dim_z: int = 120,
-                 shared_dim: int = 128, attention: int | Sequence[int] | None = 64, bn_eps: float = 1e-5,
-                 sn_eps: float = 1e-6, num_sv_itrs: int = 1, init: str = "ortho"):
+    def __init__(
+        self,
+        resolution: int = 128,
+        ch: int = 96,
+        n_classes: int = 1000,
+        dim_z: int = 120,
+        shared_dim: int = 128,
+        attention: int | Sequence[int] | None = 64,
+        bn_eps: float = 1e-5,
+        sn_eps: float = 1e-6,
+        num_sv_itrs: int = 1,
+        init: str = "ortho",
+    ):
         super().__init__()
         _check_resolution(resolution, G_CHANNELS, "generator")
         if init not in ("ortho", "none"):
@@ -298,7 +323,7 @@ class BigGANGenerator(MaskableGenerator):
         cond_dim = shared_dim + self.z_chunk_size
 
         self.shared = nn.Embedding(n_classes, shared_dim)
-        self.linear = SNLinear(self.z_chunk_size, mult[0] * ch * BOTTOM_WIDTH ** 2, **sn)
+        self.linear = SNLinear(self.z_chunk_size, mult[0] * ch * BOTTOM_WIDTH**2, **sn)
         blocks = []
         for i in range(n_blocks):
             block = [GBlock(mult[i] * ch, mult[i + 1] * ch, cond_dim, bn_eps, num_sv_itrs, sn_eps)]
@@ -306,8 +331,9 @@ class BigGANGenerator(MaskableGenerator):
                 block.append(SelfAttention(mult[i + 1] * ch, **sn))
             blocks.append(nn.ModuleList(block))
         self.blocks = nn.ModuleList(blocks)
-        self.output_layer = nn.Sequential(BatchNorm2d(mult[-1] * ch, bn_eps), nn.ReLU(),
-                                          SNConv2d(mult[-1] * ch, 3, **sn))
+        self.output_layer = nn.Sequential(
+            BatchNorm2d(mult[-1] * ch, bn_eps), nn.ReLU(), SNConv2d(mult[-1] * ch, 3, **sn)
+        )
         if init == "ortho":
             orthogonal_init(self)
 
@@ -323,8 +349,10 @@ class BigGANGenerator(MaskableGenerator):
             raise ValueError(f"got {z.shape[0]} z vectors but {y.shape[0]} class labels")
         if y.is_floating_point():
             if y.ndim != 2 or y.shape[1] != self.n_classes:
-                raise TypeError(f"class codes must be integer labels [B] or float class vectors [B, {self.n_classes}], "
-                                f"got a float tensor of shape {list(y.shape)}")
+                raise TypeError(
+                    f"class codes must be integer labels [B] or float class vectors [B, {self.n_classes}], "
+                    f"got a float tensor of shape {list(y.shape)}"
+                )
             emb = y.to(self.shared.weight.dtype) @ self.shared.weight  # a class vector mixes class embeddings
         else:
             emb = self.shared(check_labels(y, self.n_classes))
@@ -351,8 +379,14 @@ class BigGANGenerator(MaskableGenerator):
         z0, ys = self.conditioning(z, y)
         return self._rest(self._first_block(z0, ys[0]), ys)
 
-    def sample(self, n: int, seed: int | None = None, classes: int | Sequence[int] | torch.Tensor | None = None,
-               truncation: float | None = None, **kwargs) -> Codes:
+    def sample(
+        self,
+        n: int,
+        seed: int | None = None,
+        classes: int | Sequence[int] | torch.Tensor | None = None,
+        truncation: float | None = None,
+        **kwargs,
+    ) -> Codes:
         """Codes {"z": [n, dim_z], "class": int64 [n]}, reproducible by `seed`.
 
         `classes`: one label for all, n labels, or None for uniformly random ones. `truncation`
@@ -399,16 +433,23 @@ class BigGANGenerator(MaskableGenerator):
         z0, ys = self.conditioning(codes["z"], codes["class"])
         return self._first_block(z0, ys[0])
 
-    def decode(self, w: torch.Tensor, w0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-               cond: Codes | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        w: torch.Tensor,
+        w0: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cond: Codes | None = None,
+    ) -> torch.Tensor:
         """Images from first-block features `w`, blended with `w0` outside `mask` at w's resolution.
 
         `cond` (required) is the codes dict `w` was encoded from: its class and later z chunks
         condition the remaining blocks.
         """
         if cond is None:
-            raise ValueError("BigGAN decode needs cond=codes (the dict from sample() that encode() got): "
-                             "the blocks after the first are conditioned on its 'class' and 'z'")
+            raise ValueError(
+                "BigGAN decode needs cond=codes (the dict from sample() that encode() got): "
+                "the blocks after the first are conditioned on its 'class' and 'z'"
+            )
         if mask is not None:
             if w0 is None:
                 raise ValueError("decode got a mask but no w0: pass the frozen latent to keep outside the mask")
@@ -426,9 +467,16 @@ class BigGANDiscriminator(nn.Module):
     the blocks' real output resolutions, 16, 8, 8, 8, place the attention.)
     """
 
-    def __init__(self, resolution: int = 128, ch: int = 96, n_classes: int = 1000,
-                 attention: int | Sequence[int] | None = 64, sn_eps: float = 1e-6, num_sv_itrs: int = 1,
-                 init: str = "ortho"):
+    def __init__(
+        self,
+        resolution: int = 128,
+        ch: int = 96,
+        n_classes: int = 1000,
+        attention: int | Sequence[int] | None = 64,
+        sn_eps: float = 1e-6,
+        num_sv_itrs: int = 1,
+        init: str = "ortho",
+    ):
         super().__init__()
         _check_resolution(resolution, D_CHANNELS, "discriminator")
         if init not in ("ortho", "none"):

@@ -3,6 +3,7 @@
 The paper splits a generator G(z) = h(f(z)) and edits w = f(z) inside a mask only. Every generator
 family implements this interface; editing code never needs to know which one it has.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -38,8 +39,13 @@ class MaskableGenerator(nn.Module, ABC):
         """w = f(codes), the latent that editing optimizes."""
 
     @abstractmethod
-    def decode(self, w: torch.Tensor, w0: torch.Tensor | None = None,
-               mask: torch.Tensor | None = None, cond: Codes | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        w: torch.Tensor,
+        w0: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cond: Codes | None = None,
+    ) -> torch.Tensor:
         """Images in [-1, 1] from w. With `mask` ([B, 1, H, W] in [0, 1], at image resolution,
         1 = edit) and the frozen `w0`, `w` acts inside the mask and `w0` outside. A mask of all
         zeros reproduces decode(w0) exactly; a mask of all ones equals decode(w).
@@ -61,8 +67,9 @@ class MaskableGenerator(nn.Module, ABC):
         if name is None:
             return self.default_spaces["masked" if masked else "whole"]
         if name not in self.spaces:
-            raise ValueError(f"latent space {name!r} does not fit a {type(self).__name__}; "
-                             f"its spaces are {', '.join(self.spaces)}")
+            raise ValueError(
+                f"latent space {name!r} does not fit a {type(self).__name__}; its spaces are {', '.join(self.spaces)}"
+            )
         return name
 
     def to_space(self, codes: Codes, space: str, w0: torch.Tensor) -> dict[str, torch.Tensor]:

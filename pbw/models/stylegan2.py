@@ -10,6 +10,7 @@ The generator is a :class:`~pbw.models.maskable.MaskableGenerator`: ``encode`` i
 network (W+ latents, one w per layer) and ``decode`` the synthesis network, in which a mask blends
 the modulation styles of the edited latent and the frozen one at every modulated conv.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,15 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 class FullyConnectedLayer(nn.Module):
     """Dense layer with equalized learning rate and a fused bias + activation."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
-                 lr_multiplier: float = 1.0, bias_init: float = 0.0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "linear",
+        lr_multiplier: float = 1.0,
+        bias_init: float = 0.0,
+    ):
         super().__init__()
         self.activation = activation
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
@@ -65,19 +73,34 @@ class FullyConnectedLayer(nn.Module):
 class MappingNetwork(nn.Module):
     """z -> w: 2nd-moment normalization then `num_layers` lrelu dense layers; tracks the mean w."""
 
-    def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8,
-                 lr_multiplier: float = 0.01, w_avg_beta: float = 0.995):
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        num_ws: int,
+        num_layers: int = 8,
+        lr_multiplier: float = 0.01,
+        w_avg_beta: float = 0.995,
+    ):
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, w_dim, num_ws, num_layers
         self.w_avg_beta = w_avg_beta
         features = [z_dim] + [w_dim] * num_layers
         for i in range(num_layers):
-            setattr(self, f"fc{i}", FullyConnectedLayer(features[i], features[i + 1], activation="lrelu",
-                                                         lr_multiplier=lr_multiplier))
+            setattr(
+                self,
+                f"fc{i}",
+                FullyConnectedLayer(features[i], features[i + 1], activation="lrelu", lr_multiplier=lr_multiplier),
+            )
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                update_w_avg: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        update_w_avg: bool = False,
+    ) -> torch.Tensor:
         """W+ latents [B, num_ws, w_dim]. `truncation_psi` < 1 pulls w toward the tracked mean."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must have shape [B, {self.z_dim}], got {tuple(z.shape)}")
@@ -128,9 +151,19 @@ class ModulatedConv(nn.Module):
     (`"frozen"`, as the paper's official code does).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
-                 up: int = 1, demodulate: bool = True, activation: str = "lrelu", use_noise: bool = True,
-                 conv_clamp: float | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        kernel_size: int = 3,
+        up: int = 1,
+        demodulate: bool = True,
+        activation: str = "lrelu",
+        use_noise: bool = True,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.resolution, self.up, self.demodulate = resolution, up, demodulate
@@ -156,16 +189,22 @@ class ModulatedConv(nn.Module):
         k = weight.shape[-1]
         pad0 = self.padding + (4 + self.up - 1) // 2 - (k - 1)
         pad1 = self.padding + (4 - self.up) // 2 - (k - self.up)
-        return upfirdn2d(x, self.resample_filter, padding=[pad0, pad1, pad0, pad1], gain=self.up ** 2)
+        return upfirdn2d(x, self.resample_filter, padding=[pad0, pad1, pad0, pad1], gain=self.up**2)
 
     def _demod(self, styles: torch.Tensor) -> torch.Tensor:
         """Per-sample, per-output-channel 1 / ||w * s||: [B, out_channels]."""
         w2 = self.weight.float().square().sum(dim=[2, 3])  # [out, in]
         return (styles.float().square() @ w2.t() + 1e-8).rsqrt()
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, w0: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, noise_mode: str = "random",
-                demodulation: str = "blend") -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        w0: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        noise_mode: str = "random",
+        demodulation: str = "blend",
+    ) -> torch.Tensor:
         styles = self.affine(w) * self.style_gain
         if mask is None:
             x = x * styles.to(x.dtype)[:, :, None, None]
@@ -180,8 +219,11 @@ class ModulatedConv(nn.Module):
             elif demodulation == "frozen":
                 d = self._demod(styles0)[:, :, None, None]
             else:
-                d = blend(self._demod(styles)[:, :, None, None], self._demod(styles0)[:, :, None, None],
-                          mask_at(mask, x.shape[-1]))
+                d = blend(
+                    self._demod(styles)[:, :, None, None],
+                    self._demod(styles0)[:, :, None, None],
+                    mask_at(mask, x.shape[-1]),
+                )
             x = x * d.to(x.dtype)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
@@ -197,8 +239,15 @@ class ModulatedConv(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution of the synthesis network: (const | up-conv) + conv, and a skip ToRGB."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 img_channels: int = 3, conv_clamp: float | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int = 3,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         self.resolution, self.in_channels = resolution, in_channels
         if in_channels == 0:
@@ -206,13 +255,23 @@ class SynthesisBlock(nn.Module):
         else:
             self.conv0 = ModulatedConv(in_channels, out_channels, w_dim, resolution, up=2, conv_clamp=conv_clamp)
         self.conv1 = ModulatedConv(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
-        self.torgb = ModulatedConv(out_channels, img_channels, w_dim, resolution, kernel_size=1, demodulate=False,
-                                   activation="linear", use_noise=False, conv_clamp=conv_clamp)
+        self.torgb = ModulatedConv(
+            out_channels,
+            img_channels,
+            w_dim,
+            resolution,
+            kernel_size=1,
+            demodulate=False,
+            activation="linear",
+            use_noise=False,
+            conv_clamp=conv_clamp,
+        )
         self.register_buffer("resample_filter", setup_filter(RESAMPLE_FILTER), persistent=False)
         self.num_conv = 1 if in_channels == 0 else 2
 
     def forward(self, x, img, ws, ws0=None, mask=None, noise_mode="random", demodulation="blend"):
         """ws: [B, num_conv + 1, w_dim] (the last one is ToRGB's)."""
+
         def layer_args(i):
             return ws[:, i], (None if ws0 is None else ws0[:, i])
 
@@ -231,22 +290,41 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     """W+ latents -> image, through blocks b4, b8, ..., b{resolution}."""
 
-    def __init__(self, w_dim: int, resolution: int, channel_base: int = 32768, channel_max: int = 512,
-                 img_channels: int = 3, conv_clamp: float | None = None):
+    def __init__(
+        self,
+        w_dim: int,
+        resolution: int,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        img_channels: int = 3,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         self.resolution = check_resolution(resolution)
-        self.block_resolutions = [2 ** i for i in range(2, int(np.log2(resolution)) + 1)]
+        self.block_resolutions = [2**i for i in range(2, int(np.log2(resolution)) + 1)]
         self.num_ws = 0
         for res in self.block_resolutions:
             in_ch = 0 if res == 4 else channels_at(res // 2, channel_base, channel_max)
-            block = SynthesisBlock(in_ch, channels_at(res, channel_base, channel_max), w_dim, res,
-                                   img_channels=img_channels, conv_clamp=conv_clamp)
+            block = SynthesisBlock(
+                in_ch,
+                channels_at(res, channel_base, channel_max),
+                w_dim,
+                res,
+                img_channels=img_channels,
+                conv_clamp=conv_clamp,
+            )
             setattr(self, f"b{res}", block)
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last ToRGB
 
-    def forward(self, ws: torch.Tensor, ws0: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                noise_mode: str = "random", demodulation: str = "blend") -> torch.Tensor:
+    def forward(
+        self,
+        ws: torch.Tensor,
+        ws0: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        noise_mode: str = "random",
+        demodulation: str = "blend",
+    ) -> torch.Tensor:
         if ws.ndim != 3 or ws.shape[1] != self.num_ws:
             raise ValueError(f"ws must have shape [B, {self.num_ws}, w_dim], got {tuple(ws.shape)}")
         if mask is not None:
@@ -260,8 +338,7 @@ class SynthesisNetwork(nn.Module):
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             span = slice(w_idx, w_idx + block.num_conv + 1)
-            x, img = block(x, img, ws[:, span], None if ws0 is None else ws0[:, span], mask, noise_mode,
-                           demodulation)
+            x, img = block(x, img, ws[:, span], None if ws0 is None else ws0[:, span], mask, noise_mode, demodulation)
             w_idx += block.num_conv
         return img
 
@@ -280,10 +357,21 @@ class StyleGAN2Generator(MaskableGenerator):
     spaces = ("w", "wplus", "z")
     default_spaces = {"masked": "w", "whole": "z"}
 
-    def __init__(self, resolution: int = 256, z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8,
-                 mapping_lr_multiplier: float = 0.01, channel_base: int = 32768, channel_max: int = 512,
-                 conv_clamp: float | None = None, w_avg_beta: float = 0.995, truncation_psi: float = 1.0,
-                 img_channels: int = 3, masked_demodulation: str = "blend"):
+    def __init__(
+        self,
+        resolution: int = 256,
+        z_dim: int = 512,
+        w_dim: int = 512,
+        mapping_layers: int = 8,
+        mapping_lr_multiplier: float = 0.01,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        conv_clamp: float | None = None,
+        w_avg_beta: float = 0.995,
+        truncation_psi: float = 1.0,
+        img_channels: int = 3,
+        masked_demodulation: str = "blend",
+    ):
         super().__init__()
         if masked_demodulation not in ("blend", "frozen"):
             raise ValueError(f"masked_demodulation must be 'blend' or 'frozen', got {masked_demodulation!r}")
@@ -309,8 +397,13 @@ class StyleGAN2Generator(MaskableGenerator):
     def encode(self, codes: Codes) -> torch.Tensor:
         return self.mapping(codes["z"].to(self.mapping.w_avg.device), truncation_psi=self.truncation_psi)
 
-    def decode(self, w: torch.Tensor, w0: torch.Tensor | None = None,
-               mask: torch.Tensor | None = None, cond: Codes | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        w: torch.Tensor,
+        w0: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cond: Codes | None = None,
+    ) -> torch.Tensor:
         """W+ latents -> image with constant noise (`cond` is not needed: w holds everything)."""
         return self.synthesis(w, ws0=w0, mask=mask, noise_mode="const", demodulation=self.masked_demodulation)
 
@@ -319,8 +412,10 @@ class StyleGAN2Generator(MaskableGenerator):
             return {"w": w0}
         if space == "w":
             if not torch.allclose(w0, w0[:, :1].expand_as(w0)):
-                raise ValueError("this image's latent differs from layer to layer (W+), so one broadcast w "
-                                 "cannot start from it; edit it in space 'wplus'")
+                raise ValueError(
+                    "this image's latent differs from layer to layer (W+), so one broadcast w "
+                    "cannot start from it; edit it in space 'wplus'"
+                )
             return {"w": w0[:, 0]}
         return {"z": codes["z"]}
 
@@ -336,8 +431,16 @@ class StyleGAN2Generator(MaskableGenerator):
 class Conv2dLayer(nn.Module):
     """Conv with equalized learning rate, optional FIR-filtered 2x downsampling, bias + activation."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: str = "linear", down: int = 1, conv_clamp: float | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        activation: str = "linear",
+        down: int = 1,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         self.activation, self.down, self.conv_clamp = activation, down, conv_clamp
         self.padding = kernel_size // 2
@@ -367,8 +470,14 @@ class Conv2dLayer(nn.Module):
 class DiscriminatorBlock(nn.Module):
     """Residual block: (fromrgb) conv0, down-conv1, plus a 1x1 down skip; both scaled by sqrt(1/2)."""
 
-    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, img_channels: int = 3,
-                 conv_clamp: float | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        tmp_channels: int,
+        out_channels: int,
+        img_channels: int = 3,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         if in_channels == 0:
             self.fromrgb = Conv2dLayer(img_channels, tmp_channels, 1, activation="lrelu", conv_clamp=conv_clamp)
@@ -404,13 +513,20 @@ class MinibatchStdLayer(nn.Module):
 class DiscriminatorEpilogue(nn.Module):
     """4x4 head: minibatch stddev, conv, dense, and the real/fake logit."""
 
-    def __init__(self, in_channels: int, resolution: int = 4, mbstd_group_size: int = 4,
-                 mbstd_num_channels: int = 1, conv_clamp: float | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        resolution: int = 4,
+        mbstd_group_size: int = 4,
+        mbstd_num_channels: int = 1,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels)
-        self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu",
-                                conv_clamp=conv_clamp)
-        self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation="lrelu")
+        self.conv = Conv2dLayer(
+            in_channels + mbstd_num_channels, in_channels, 3, activation="lrelu", conv_clamp=conv_clamp
+        )
+        self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation="lrelu")
         self.out = FullyConnectedLayer(in_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -421,24 +537,38 @@ class DiscriminatorEpilogue(nn.Module):
 class StyleGAN2Discriminator(nn.Module):
     """Residual StyleGAN2 discriminator: image [B, 3, R, R] in [-1, 1] -> logit [B, 1]."""
 
-    def __init__(self, resolution: int = 256, channel_base: int = 32768, channel_max: int = 512,
-                 mbstd_group_size: int = 4, mbstd_num_channels: int = 1, img_channels: int = 3,
-                 conv_clamp: float | None = None):
+    def __init__(
+        self,
+        resolution: int = 256,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        mbstd_group_size: int = 4,
+        mbstd_num_channels: int = 1,
+        img_channels: int = 3,
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         self.resolution = check_resolution(resolution)
-        self.block_resolutions = [2 ** i for i in range(int(np.log2(resolution)), 2, -1)]
+        self.block_resolutions = [2**i for i in range(int(np.log2(resolution)), 2, -1)]
         for res in self.block_resolutions:
             in_ch = 0 if res == resolution else channels_at(res, channel_base, channel_max)
-            block = DiscriminatorBlock(in_ch, channels_at(res, channel_base, channel_max),
-                                       channels_at(res // 2, channel_base, channel_max), img_channels, conv_clamp)
+            block = DiscriminatorBlock(
+                in_ch,
+                channels_at(res, channel_base, channel_max),
+                channels_at(res // 2, channel_base, channel_max),
+                img_channels,
+                conv_clamp,
+            )
             setattr(self, f"b{res}", block)
-        self.b4 = DiscriminatorEpilogue(channels_at(4, channel_base, channel_max), 4, mbstd_group_size,
-                                        mbstd_num_channels, conv_clamp)
+        self.b4 = DiscriminatorEpilogue(
+            channels_at(4, channel_base, channel_max), 4, mbstd_group_size, mbstd_num_channels, conv_clamp
+        )
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if img.ndim != 4 or img.shape[-1] != self.resolution or img.shape[-2] != self.resolution:
-            raise ValueError(f"the discriminator expects images [B, C, {self.resolution}, {self.resolution}], "
-                             f"got {tuple(img.shape)}")
+            raise ValueError(
+                f"the discriminator expects images [B, C, {self.resolution}, {self.resolution}], got {tuple(img.shape)}"
+            )
         x = img
         for res in self.block_resolutions:
             x = getattr(self, f"b{res}")(x)

@@ -8,13 +8,44 @@ W&B tables when asked (`report.py`). The miniature is configs of the same runner
 mini_quick.yaml; ``python -m pbw.reproduce mini [--quick]`` is its alias, `mini.py`).
 ``python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR`` re-bundles trained models into pbw/assets/mini.
 """
+
 from pbw.reproduce.cli import load_experiment, main
-from pbw.reproduce.experiment import (JUDGES, Experiment, ExperimentError, GeneratorSpec, Masks, Prompts, RealImages,
-                                      Task, Variant, validate)
-from pbw.reproduce.mini import (BIGGAN_ROW, BOX_ROW, PAPER, TABLE_COLUMNS, TEXT_TO_IMAGE, VARIANTS, run_mini)
+from pbw.reproduce.experiment import (
+    JUDGES,
+    Experiment,
+    ExperimentError,
+    GeneratorSpec,
+    Masks,
+    Prompts,
+    RealImages,
+    Task,
+    Variant,
+    validate,
+)
+from pbw.reproduce.mini import BIGGAN_ROW, BOX_ROW, PAPER, TABLE_COLUMNS, TEXT_TO_IMAGE, VARIANTS, run_mini
 from pbw.reproduce.report import results_markdown
 from pbw.reproduce.runner import run_experiment
 
-__all__ = ["BIGGAN_ROW", "BOX_ROW", "JUDGES", "PAPER", "TABLE_COLUMNS", "TEXT_TO_IMAGE", "VARIANTS", "Experiment",
-           "ExperimentError", "GeneratorSpec", "Masks", "Prompts", "RealImages", "Task", "Variant",
-           "load_experiment", "main", "results_markdown", "run_experiment", "run_mini", "validate"]
+__all__ = [
+    "BIGGAN_ROW",
+    "BOX_ROW",
+    "JUDGES",
+    "PAPER",
+    "TABLE_COLUMNS",
+    "TEXT_TO_IMAGE",
+    "VARIANTS",
+    "Experiment",
+    "ExperimentError",
+    "GeneratorSpec",
+    "Masks",
+    "Prompts",
+    "RealImages",
+    "Task",
+    "Variant",
+    "load_experiment",
+    "main",
+    "results_markdown",
+    "run_experiment",
+    "run_mini",
+    "validate",
+]

@@ -1,5 +1,6 @@
 """`python -m pbw.reproduce`: `run` an experiment config, the `mini` alias, `bundle` the mini models, the
 miniature's picture (`grid`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,21 +23,34 @@ python -m pbw.reproduce grid [--out docs/mini_edits.png] [--seeds 0-3] [--colors
 def build_run_parser() -> ArgumentParser:
     """The `run` parser: every Experiment field (from a YAML --config, each overridable, e.g.
     --generators.bedroom.path FILE, --tasks.masked_edits.seeds 2, --settings.steps 10) and the run's options."""
-    p = ArgumentParser(prog="python -m pbw.reproduce run",
-                       description="Run an experiment config (configs/reproduce/*.yaml): edit its requests with every "
-                                   "variant, judge them, write results.md/json, grids, gallery/index.html.")
+    p = ArgumentParser(
+        prog="python -m pbw.reproduce run",
+        description="Run an experiment config (configs/reproduce/*.yaml): edit its requests with every "
+        "variant, judge them, write results.md/json, grids, gallery/index.html.",
+    )
     p.add_argument("--config", action=ActionConfigFile, help="the experiment's YAML")
     p.add_class_arguments(Experiment)
     p.add_argument("--out", type=str | None, default=None, help="output folder (default out/reproduce/<name>)")
     p.add_argument("--wandb", type=bool, default=False, help="log a W&B run with a table per task")
-    p.add_argument("--wandb_project", type=str | None, default=None,
-                   help="W&B project (implies --wandb; default pbw-reproduce)")
-    p.add_argument("--max_prompts", type=int | None, default=None, help="at most this many prompts per task (smoke runs)")
-    p.add_argument("--max_seeds", type=int | None, default=None,
-                   help="at most this many seeds per task with pairing product (smoke runs)")
+    p.add_argument(
+        "--wandb_project", type=str | None, default=None, help="W&B project (implies --wandb; default pbw-reproduce)"
+    )
+    p.add_argument(
+        "--max_prompts", type=int | None, default=None, help="at most this many prompts per task (smoke runs)"
+    )
+    p.add_argument(
+        "--max_seeds",
+        type=int | None,
+        default=None,
+        help="at most this many seeds per task with pairing product (smoke runs)",
+    )
     p.add_argument("--progress", type=bool, default=False, help="show the edits' progress bars")
-    p.add_argument("--variants", type=str | None, default=None,
-                   help="run only the rows whose names contain one of these '|'-separated words, e.g. 'paper|BigGAN'")
+    p.add_argument(
+        "--variants",
+        type=str | None,
+        default=None,
+        help="run only the rows whose names contain one of these '|'-separated words, e.g. 'paper|BigGAN'",
+    )
     return p
 
 
@@ -63,8 +77,9 @@ def run_main(argv: list[str]) -> dict:
     exp, cfg = parse_run(argv)
     out = cfg.out or f"out/reproduce/{exp.name}"
     project = cfg.wandb_project or ("pbw-reproduce" if cfg.wandb else None)
-    results = run_experiment(exp, out, wandb_project=project, progress=cfg.progress, max_prompts=cfg.max_prompts,
-                             max_seeds=cfg.max_seeds)
+    results = run_experiment(
+        exp, out, wandb_project=project, progress=cfg.progress, max_prompts=cfg.max_prompts, max_seeds=cfg.max_seeds
+    )
     print(results_markdown(results))
     print(f"wrote {out}/results.md, results.json, gallery/index.html")
     return results
@@ -73,8 +88,11 @@ def run_main(argv: list[str]) -> dict:
 def mini_parser() -> argparse.ArgumentParser:
     from pbw.reproduce import mini
 
-    p = argparse.ArgumentParser(prog="python -m pbw.reproduce mini", description=mini.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m pbw.reproduce mini",
+        description=mini.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="a handful of short edits (configs/reproduce/mini_quick.yaml)")
     p.add_argument("--out", default="out/reproduce_mini")
     p.add_argument("--data", default=None, help="synthetic birds root (made in OUT/real_birds when absent)")
@@ -83,21 +101,37 @@ def mini_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", default=None, help="CLIP spec (default: the bundled local-dir one)")
     for name in ("seeds", "colors", "captions", "steps", "generations", "population"):
         p.add_argument(f"--{name}", type=int, default=None, help=f"override the config's {name}")
-    p.add_argument("--lr", type=float, default=None, help="Adam's peak learning rate, both tasks (default: the config's, "
-                   "0.8 for masked edits, 0.05 for text to image); the BigGAN masked row keeps its own 0.4")
-    p.add_argument("--first-seed", type=int, default=None,
-                   help="the first sample seed (masked edits; text to image starts 1000 later; default 1000, "
-                        "others give held-out seeds)")
-    p.add_argument("--first-caption", type=int, default=None,
-                   help="skip this many held-out test birds before taking the captions (default 0)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam's peak learning rate, both tasks (default: the config's, "
+        "0.8 for masked edits, 0.05 for text to image); the BigGAN masked row keeps its own 0.4",
+    )
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=None,
+        help="the first sample seed (masked edits; text to image starts 1000 later; default 1000, "
+        "others give held-out seeds)",
+    )
+    p.add_argument(
+        "--first-caption",
+        type=int,
+        default=None,
+        help="skip this many held-out test birds before taking the captions (default 0)",
+    )
     return p
 
 
 def grid_parser() -> argparse.ArgumentParser:
     from pbw.reproduce import grid
 
-    p = OneLineParser(prog="python -m pbw.reproduce grid", description=grid.__doc__,
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(
+        prog="python -m pbw.reproduce grid",
+        description=grid.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default="docs/mini_edits.png", help="the PNG to write")
     p.add_argument("--seeds", default="0-3", help="sample seeds, one row each: 0-3, 0,2,5 or 0-3,7")
     p.add_argument("--colors", default="red,blue,yellow", help="body colors, one column each")
@@ -110,8 +144,11 @@ def grid_main(argv: list[str]) -> None:
     from pbw.reproduce.grid import edit_grid, parse_colors, parse_seeds
 
     a = grid_parser().parse_args(argv)
-    overrides = {k: v for k, v in (("steps", a.steps), ("generations", a.generations), ("population", a.population))
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("steps", a.steps), ("generations", a.generations), ("population", a.population))
+        if v is not None
+    }
     edit_grid(a.out, parse_seeds(a.seeds), parse_colors(a.colors), **overrides)
 
 
@@ -155,8 +192,10 @@ def _main(argv: list[str] | None = None) -> None:
     elif command == "bundle":
         from pbw.assets import bundle_mini
 
-        p = argparse.ArgumentParser(prog="python -m pbw.reproduce bundle",
-                                    description="write pbw/assets/mini from a trained StyleGAN2, CLIP folder (and BigGAN)")
+        p = argparse.ArgumentParser(
+            prog="python -m pbw.reproduce bundle",
+            description="write pbw/assets/mini from a trained StyleGAN2, CLIP folder (and BigGAN)",
+        )
         p.add_argument("generator_ckpt")
         p.add_argument("clip_dir")
         p.add_argument("--biggan", default=None, help="a trained mini BigGAN checkpoint to bundle too")

@@ -5,6 +5,7 @@ Read from YAML by `load_experiment` (jsonargparse; every field can be overridden
 e.g. `--generators.bedroom.path FILE`, `--tasks.masked_edits.seeds 2`, `--settings.steps 10`), and
 checked by `validate` before any model is loaded.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
@@ -209,8 +210,10 @@ def mask_problems(m: Masks, where: str) -> list[str]:
             problems.append(f"{where}: masks part: {e}")
         unused = [n for n in ("segmenter", "boxes", "box") if getattr(m, n)]
         if unused:
-            problems.append(f"{where}: masks part combines with files only, not {unused}: a part (like a "
-                            "segmenter) decides the mask of every request the files leave")
+            problems.append(
+                f"{where}: masks part combines with files only, not {unused}: a part (like a "
+                "segmenter) decides the mask of every request the files leave"
+            )
     return problems
 
 
@@ -236,8 +239,10 @@ def validate(exp: Experiment) -> None:
         p = task.prompts
         sources = [n for n in ("texts", "template", "file", "captions") if getattr(p, n) is not None]
         if len(sources) != 1:
-            problems.append(f"{where}: prompts need exactly one of texts, template (+ values), file, captions; "
-                            f"got {sources or 'none'}")
+            problems.append(
+                f"{where}: prompts need exactly one of texts, template (+ values), file, captions; "
+                f"got {sources or 'none'}"
+            )
         if p.template is not None and not p.values:
             problems.append(f"{where}: a prompt template needs values, e.g. values: {{color: [red, blue]}}")
         if task.masks is not None:
@@ -246,8 +251,7 @@ def validate(exp: Experiment) -> None:
         if bad_judges:
             problems.append(f"{where}: unknown judges {bad_judges}; known: {sorted(JUDGES)}")
         if task.masks is None and set(task.judges) & MASKED_ONLY - {"preservation"}:
-            problems.append(f"{where}: judges {sorted(set(task.judges) & MASKED_ONLY - {'preservation'})} "
-                            "need masks")
+            problems.append(f"{where}: judges {sorted(set(task.judges) & MASKED_ONLY - {'preservation'})} need masks")
         if "evaluator" in task.judges and not exp.evaluators:
             problems.append(f"{where}: judge evaluator needs evaluators: [an open_clip spec other than clip]")
         if not task.variants:
@@ -258,13 +262,15 @@ def validate(exp: Experiment) -> None:
             problems.append(f"{where}: variant names repeat: {names}")
         for v in task.variants:
             if v.generator is not None and v.generator not in exp.generators:
-                problems.append(f"{where}, variant {v.name!r}: generator {v.generator!r} is not one of "
-                                f"{sorted(exp.generators)}")
+                problems.append(
+                    f"{where}, variant {v.name!r}: generator {v.generator!r} is not one of {sorted(exp.generators)}"
+                )
             if v.masks is not None:
                 problems += mask_problems(v.masks, f"{where}, variant {v.name!r}")
                 if task.masks is None:
-                    problems.append(f"{where}, variant {v.name!r}: masks of a row need a masked task (give the "
-                                    "task masks too)")
+                    problems.append(
+                        f"{where}, variant {v.name!r}: masks of a row need a masked task (give the task masks too)"
+                    )
             problems += unknown_settings(v.settings, f"{where}, variant {v.name!r}")
         for pair in task.preferences or []:
             if len(pair) != 2 or not set(pair) <= set(names):

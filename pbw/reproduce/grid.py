@@ -6,6 +6,7 @@ segmenter finds in each start image (`part:body`), with the settings of the gene
 (configs/edit/mini.yaml, mini_biggan.yaml: what `edit.py --config` runs) and every edit of a
 generator in one batch. About two minutes on 2 CPU cores for 4 seeds x 3 colors.
 """
+
 from __future__ import annotations
 
 import time
@@ -63,11 +64,24 @@ def edit_args(family: str):
 
     config = EDIT_CONFIG_DIR / EDIT_CONFIGS[family]
     if not config.is_file():
-        raise FileNotFoundError(f"{config} is missing: the grid edits with the miniature's edit configs; run from a "
-                                "checkout of pbw")
+        raise FileNotFoundError(
+            f"{config} is missing: the grid edits with the miniature's edit configs; run from a checkout of pbw"
+        )
     parser = build_parser()
-    return parser.instantiate(parser.parse_args(["--config", str(config), "--generator", str(mini_generator_path(family)),
-                                                 "--clip", mini_clip_spec(), "--progress", "false"]))
+    return parser.instantiate(
+        parser.parse_args(
+            [
+                "--config",
+                str(config),
+                "--generator",
+                str(mini_generator_path(family)),
+                "--clip",
+                mini_clip_spec(),
+                "--progress",
+                "false",
+            ]
+        )
+    )
 
 
 def generator_block(family: str, seeds: list[int], colors: list[str], overrides: dict, log=print) -> Image.Image:
@@ -91,13 +105,16 @@ def generator_block(family: str, seeds: list[int], colors: list[str], overrides:
         except MaskError as e:
             raise GridError(f"{TITLES[family]} seed {seed}: {e}; choose other --seeds") from None
         originals.append(to01(image))
-        requests += [EditRequest(PromptSet.parse(PROMPT.format(color=c)), codes, mask, f"seed {seed} {c}", notes)
-                     for c in colors]
+        requests += [
+            EditRequest(PromptSet.parse(PROMPT.format(color=c)), codes, mask, f"seed {seed} {c}", notes) for c in colors
+        ]
     t0 = time.time()
     results = editor.run(requests, settings, progress=False)
     log(f"{TITLES[family]}: {len(requests)} edits in {time.time() - t0:.0f} s")
-    rows = [[x] + [to01(r.edited) for r in results[i * len(colors):(i + 1) * len(colors)]]
-            for i, x in enumerate(originals)]
+    rows = [
+        [x] + [to01(r.edited) for r in results[i * len(colors) : (i + 1) * len(colors)]]
+        for i, x in enumerate(originals)
+    ]
     title = f'{TITLES[family]} ({g.resolution} px, bundled): "{PROMPT.format(color="<color>")}" inside {MASK}'
     return panel_grid(rows, ["original", *colors], [f"seed {s}" for s in seeds], title=title, min_side=PANEL_SIDE)
 

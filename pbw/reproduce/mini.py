@@ -19,6 +19,7 @@ judged by the CLIP score, the discriminator's realism, FID/KID against real synt
 yardstick's features (`pbw.evaluation.yardstick`, bundled), the pixel change inside and outside the
 mask, and the two pixel ORACLE accuracies (`pbw.evaluation.judges.color_oracle`, `caption_oracle`).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,27 +33,57 @@ PAPER = "paper: cma+adam, w, latent mask"
 REFERENCE = "reference: unedited originals"
 BIGGAN_ROW = "BigGAN: cma+adam, w (block-0 features), latent mask"
 BOX_ROW = "ablation: central box mask"
-VARIANTS = (PAPER, "space: W+ (one w per layer)", "demodulation: frozen s(w0) (official code)",
-            "ablation: mask only CLIP's image", "ablation: adam only", BOX_ROW)
+VARIANTS = (
+    PAPER,
+    "space: W+ (one w per layer)",
+    "demodulation: frozen s(w0) (official code)",
+    "ablation: mask only CLIP's image",
+    "ablation: adam only",
+    BOX_ROW,
+)
 TEXT_TO_IMAGE = ("StyleGAN2: z (paper)", "StyleGAN2: w", "StyleGAN2: W+", "BigGAN: z + class vector (paper)")
 MASKED_TASK, T2I_TASK = "masked_edits", "text_to_image"
 # The masked-edit rows' oracle and change columns.
-TABLE_COLUMNS = ("n", "oracle_accuracy", "region_accuracy", "change_inside", "change_outside", "semantic_score",
-                 "realism", "fid", "kid", "seconds")
+TABLE_COLUMNS = (
+    "n",
+    "oracle_accuracy",
+    "region_accuracy",
+    "change_inside",
+    "change_outside",
+    "semantic_score",
+    "realism",
+    "fid",
+    "kid",
+    "seconds",
+)
 
 
 def mini_config(quick: bool = False) -> Path:
     """configs/reproduce/mini_quick.yaml or mini.yaml of this checkout."""
     path = CONFIG_DIR / ("mini_quick.yaml" if quick else "mini.yaml")
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the miniature is a config of the experiment runner; run from a "
-                                "checkout of pbw, or `python -m pbw.reproduce run --config <mini.yaml>`")
+        raise FileNotFoundError(
+            f"{path} is missing: the miniature is a config of the experiment runner; run from a "
+            "checkout of pbw, or `python -m pbw.reproduce run --config <mini.yaml>`"
+        )
     return path
 
 
-def mini_overrides(data=None, generator=None, biggan=None, clip=None, seeds=None, colors=None, captions=None,
-                   steps=None, generations=None, population=None, lr=None, first_seed=None,
-                   first_caption=None) -> list[str]:
+def mini_overrides(
+    data=None,
+    generator=None,
+    biggan=None,
+    clip=None,
+    seeds=None,
+    colors=None,
+    captions=None,
+    steps=None,
+    generations=None,
+    population=None,
+    lr=None,
+    first_seed=None,
+    first_caption=None,
+) -> list[str]:
     """The runner's command-line overrides for the options `mini` had before the runner."""
     args: list[str] = []
     if data is not None:
@@ -72,8 +103,12 @@ def mini_overrides(data=None, generator=None, biggan=None, clip=None, seeds=None
     if first_caption is not None:
         args += [f"--tasks.{T2I_TASK}.prompts.first", str(first_caption)]
     if first_seed is not None:  # text to image starts 1000 seeds later
-        args += [f"--tasks.{MASKED_TASK}.first_seed", str(first_seed),
-                 f"--tasks.{T2I_TASK}.first_seed", str(first_seed + 1000)]
+        args += [
+            f"--tasks.{MASKED_TASK}.first_seed",
+            str(first_seed),
+            f"--tasks.{T2I_TASK}.first_seed",
+            str(first_seed + 1000),
+        ]
     for name, value in (("steps", steps), ("generations", generations), ("population", population), ("lr", lr)):
         if value is not None:
             args += [f"--settings.{name}", str(value)]

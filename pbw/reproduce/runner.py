@@ -1,13 +1,14 @@
 """The experiment runner: `run_experiment(experiment, out)` edits every task's requests with every
 variant through the editing core (`pbw.editing.Editor`), judges them (`pbw.evaluation`) and writes
 results.json, results.md, image grids, an HTML gallery and, when asked, W&B tables (`report`)."""
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -15,14 +16,29 @@ import torch
 from pbw.editing import Editor, EditResult
 from pbw.editing.editor import resolve_device
 from pbw.editing.losses import PreservationLoss
-from pbw.evaluation.judges import (EvaluatorCLIP, accuracy, caption_oracle, change_inside_outside, check_independent,
-                                   color_oracle, fid_kid, load_real_images, preservation_outside)
+from pbw.evaluation.judges import (
+    EvaluatorCLIP,
+    accuracy,
+    caption_oracle,
+    change_inside_outside,
+    check_independent,
+    color_oracle,
+    fid_kid,
+    load_real_images,
+    preservation_outside,
+)
 from pbw.evaluation.preference import pairwise_preference
 from pbw.models.maskable import MaskableGenerator
 from pbw.reproduce import report
 from pbw.reproduce.experiment import Experiment, ExperimentError, Task, Variant, validate
-from pbw.reproduce.sources import (Planned, PromptItem, evaluator_candidates, load_prompts, plan_requests,
-                                   resolve_class_ids)
+from pbw.reproduce.sources import (
+    Planned,
+    PromptItem,
+    evaluator_candidates,
+    load_prompts,
+    plan_requests,
+    resolve_class_ids,
+)
 from pbw.semantic import SemanticNet
 
 NAN = float("nan")
@@ -67,8 +83,15 @@ class _Batch:
 class Runner:
     """One run of an experiment (see `run_experiment`)."""
 
-    def __init__(self, exp: Experiment, out: str | Path, progress: bool = False, max_prompts: int | None = None,
-                 max_seeds: int | None = None, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        exp: Experiment,
+        out: str | Path,
+        progress: bool = False,
+        max_prompts: int | None = None,
+        max_seeds: int | None = None,
+        log: Callable[[str], None] = print,
+    ):
         validate(exp)
         self.exp, self.out = exp, Path(out)
         self.progress, self.max_prompts, self.max_seeds, self.log = progress, max_prompts, max_seeds, log
@@ -87,8 +110,10 @@ class Runner:
                     raise FileNotFoundError(f"generator {key!r}: {path} does not exist")
             except FileNotFoundError as e:
                 if not spec.optional:
-                    raise FileNotFoundError(f"{e}. Give its checkpoint: --generators.{key}.path FILE (any format "
-                                            "pbw.checkpoints.load_generator reads)") from e
+                    raise FileNotFoundError(
+                        f"{e}. Give its checkpoint: --generators.{key}.path FILE (any format "
+                        "pbw.checkpoints.load_generator reads)"
+                    ) from e
                 self.notes.append(f"generator {key!r} is not available ({e}); its variants are left out")
                 path = None
             self.paths[key] = path
@@ -112,13 +137,20 @@ class Runner:
 
             disc = Path(spec.discriminator).expanduser() if spec.discriminator else None
             if disc is not None and not disc.is_file():
-                raise FileNotFoundError(f"generator {key!r}: discriminator file {disc} does not exist "
-                                        f"(--generators.{key}.discriminator FILE, or null for no realism score)")
+                raise FileNotFoundError(
+                    f"generator {key!r}: discriminator file {disc} does not exist "
+                    f"(--generators.{key}.discriminator FILE, or null for no realism score)"
+                )
             g = load_generator(self.paths[key], discriminator_file=disc, **kwargs)
             if not isinstance(g, MaskableGenerator):
                 raise TypeError(f"{self.paths[key]} holds a {type(g).__name__}, not a generator pbw can edit")
-            self.editors[cache] = Editor(g, self.semantic, self.preservation, self.device,
-                                         info={"generator": str(self.paths[key]), "clip": self.clip_spec})
+            self.editors[cache] = Editor(
+                g,
+                self.semantic,
+                self.preservation,
+                self.device,
+                info={"generator": str(self.paths[key]), "clip": self.clip_spec},
+            )
         return self.editors[cache]
 
     def has_real(self) -> bool:
@@ -157,12 +189,19 @@ class Runner:
         torch.set_grad_enabled(True)
         self.out.mkdir(parents=True, exist_ok=True)
         t_start = time.time()
-        caption_need = max([t.prompts.first + (t.prompts.count or 0) for t in exp.tasks.values()
-                            if t.prompts.captions == "synthetic_birds"] or [0])
+        caption_need = max(
+            [
+                t.prompts.first + (t.prompts.count or 0)
+                for t in exp.tasks.values()
+                if t.prompts.captions == "synthetic_birds"
+            ]
+            or [0]
+        )
         self._prepare_data(caption_need)
         items = {key: load_prompts(t.prompts, self.synthetic_root, self.max_prompts) for key, t in exp.tasks.items()}
-        self.semantic = SemanticNet.from_spec(self.clip_spec, crops=exp.settings.crops, view=exp.view,
-                                              cache_dir=exp.clip_cache_dir)
+        self.semantic = SemanticNet.from_spec(
+            self.clip_spec, crops=exp.settings.crops, view=exp.view, cache_dir=exp.clip_cache_dir
+        )
         self.preservation = PreservationLoss(exp.lpips, exp.lpips_net, exp.lpips_weights)
         for raw, spec in zip(exp.evaluators, self.evaluator_specs):
             ev = EvaluatorCLIP(spec, view=exp.view, device=self.device, name=raw, cache_dir=exp.clip_cache_dir)
@@ -176,10 +215,18 @@ class Runner:
 
             lpips_judge = build_lpips(exp.lpips_net, exp.lpips_weights)
         self.lpips_judge = lpips_judge
-        results = {"experiment": exp.name, "title": exp.title or exp.name, "description": exp.description,
-                   "clip": exp.clip, "evaluators": list(exp.evaluators), "device": str(self.device),
-                   "settings": asdict(exp.settings), "config": _jsonable(asdict(exp)), "notes": self.notes,
-                   "tasks": {}}
+        results = {
+            "experiment": exp.name,
+            "title": exp.title or exp.name,
+            "description": exp.description,
+            "clip": exp.clip,
+            "evaluators": list(exp.evaluators),
+            "device": str(self.device),
+            "settings": asdict(exp.settings),
+            "config": _jsonable(asdict(exp)),
+            "notes": self.notes,
+            "tasks": {},
+        }
         gallery = report.Gallery(self.out)
         for key, task in exp.tasks.items():
             results["tasks"][key] = self._run_task(key, task, items[key], gallery)
@@ -195,16 +242,29 @@ class Runner:
         if (key, gkey) not in self.plans:
             spec = self.exp.generators[gkey]
             class_ids = resolve_class_ids(task.classes, spec.class_names)
-            row_masks = {v.name: v.masks for v in task.variants
-                         if v.masks is not None and (v.generator or task.generator) == gkey}
+            row_masks = {
+                v.name: v.masks
+                for v in task.variants
+                if v.masks is not None and (v.generator or task.generator) == gkey
+            }
             self.plans[(key, gkey)] = plan_requests(task, items, g, class_ids, self.max_seeds, row_masks)
         return self.plans[(key, gkey)]
 
-    def _run_task(self, key: str, task: Task, items: list[PromptItem], gallery: "report.Gallery") -> dict:
+    def _run_task(self, key: str, task: Task, items: list[PromptItem], gallery: report.Gallery) -> dict:
         masked = task.masks is not None
-        out = {"title": task.title or key, "kind": "masked edit" if masked else "text to image",
-               "generator": task.generator, "judges": list(task.judges), "settings": dict(task.settings),
-               "requests": {}, "rows": {}, "per_request": {}, "images": {}, "preferences": [], "notes": []}
+        out = {
+            "title": task.title or key,
+            "kind": "masked edit" if masked else "text to image",
+            "generator": task.generator,
+            "judges": list(task.judges),
+            "settings": dict(task.settings),
+            "requests": {},
+            "rows": {},
+            "per_request": {},
+            "images": {},
+            "preferences": [],
+            "notes": [],
+        }
         batches: dict[str, tuple[str, _Batch]] = {}
         for variant in task.variants:
             gkey = variant.generator or task.generator
@@ -221,20 +281,28 @@ class Runner:
             out["rows"][variant.name] = row
             out["per_request"][variant.name] = batch.per_request
             batches[variant.name] = (gkey, batch)
-            out["images"][variant.name] = gallery.add(key, gkey, variant.name, batch.planned, batch.x0, batch.x1,
-                                                      batch.masks if masked else None)
+            out["images"][variant.name] = gallery.add(
+                key, gkey, variant.name, batch.planned, batch.x0, batch.x1, batch.masks if masked else None
+            )
             if batch.x1 is not None:  # the first GRID_COLUMNS requests
                 k = GRID_COLUMNS
-                report.save_grid(self.out / "grids" / f"{report.slug(key)}__{report.slug(variant.name)}.png",
-                                 batch.x0[:k], batch.x1[:k], batch.masks[:k] if masked else None)
+                report.save_grid(
+                    self.out / "grids" / f"{report.slug(key)}__{report.slug(variant.name)}.png",
+                    batch.x0[:k],
+                    batch.x1[:k],
+                    batch.masks[:k] if masked else None,
+                )
             batch.x0 = batch.x1 = batch.masks = None  # saved; the preferences need only the scores
         out["preferences"] = self._preferences(task, batches)
         if "fid" in task.judges and not self.has_real():
-            out["notes"].append("FID/KID left out: no real images were given (real.path: a folder of the domain's images)")
+            out["notes"].append(
+                "FID/KID left out: no real images were given (real.path: a folder of the domain's images)"
+            )
         return out
 
-    def _variant_row(self, task: Task, variant: Variant, editor: Editor, planned: list[Planned],
-                     masked: bool) -> tuple[dict, _Batch]:
+    def _variant_row(
+        self, task: Task, variant: Variant, editor: Editor, planned: list[Planned], masked: bool
+    ) -> tuple[dict, _Batch]:
         t0 = time.time()
         g = editor.generator
         ekey = next(k for k, e in self.editors.items() if e is editor)
@@ -248,10 +316,13 @@ class Runner:
             metrics = [r.metrics for r in results]
             self.originals[ekey] = x0
             edit_seconds = time.time() - t0
-            row = {"kind": "masked edit" if masked else "text to image", "n": len(requests),
-                   "space": g.space(settings.space, masked),
-                   "semantic_score": float(np.mean([m["semantic_score"] for m in metrics])),
-                   "realism": float(np.mean([m.get("realism", NAN) for m in metrics]))}
+            row = {
+                "kind": "masked edit" if masked else "text to image",
+                "n": len(requests),
+                "space": g.space(settings.space, masked),
+                "semantic_score": float(np.mean([m["semantic_score"] for m in metrics])),
+                "realism": float(np.mean([m.get("realism", NAN) for m in metrics])),
+            }
         else:
             x0 = self.originals.get(ekey)
             if x0 is None:
@@ -259,11 +330,16 @@ class Runner:
             res = g.resolution
             masks = torch.cat([r.mask if r.mask is not None else torch.ones(1, 1, res, res) for r in requests])
             x1, metrics, edit_seconds = None, [{} for _ in requests], 0.0
-            row = {"kind": "no edit", "n": len(requests), "semantic_score": NAN,
-                   "realism": _realism_mean(g, x0, requests)}
+            row = {
+                "kind": "no edit",
+                "n": len(requests),
+                "semantic_score": NAN,
+                "realism": _realism_mean(g, x0, requests),
+            }
         batch = _Batch(x0, x1, masks, metrics, planned)
-        batch.per_request = [{"semantic_score": m.get("semantic_score", NAN), "realism": m.get("realism", NAN)}
-                             for m in metrics]
+        batch.per_request = [
+            {"semantic_score": m.get("semantic_score", NAN), "realism": m.get("realism", NAN)} for m in metrics
+        ]
         if x1 is None:
             r0 = _realism(g, x0, requests)
             for i, pr in enumerate(batch.per_request):
@@ -284,8 +360,9 @@ class Runner:
             if judge == "fid":
                 real = self.real(g.resolution)
                 if real is not None:
-                    row.update(fid_kid(real, shown, self.exp.real.features, self.exp.real.kid_subset_size,
-                                       device=self.device))
+                    row.update(
+                        fid_kid(real, shown, self.exp.real.features, self.exp.real.kid_subset_size, device=self.device)
+                    )
             elif judge == "change" and masked:
                 inside, outside = (0.0, 0.0) if x1 is None else change_inside_outside(x0, x1, masks)
                 row.update(change_inside=inside, change_outside=outside)
@@ -308,8 +385,10 @@ class Runner:
                 if x1 is not None:
                     before = caption_oracle(x0, colors)
                     row.setdefault("before", {}).update(
-                        oracle_accuracy=before["oracle_accuracy"], oracle_ci95=before["oracle_ci95"],
-                        caption_part_accuracy=before["caption_part_accuracy"])
+                        oracle_accuracy=before["oracle_accuracy"],
+                        oracle_ci95=before["oracle_ci95"],
+                        caption_part_accuracy=before["caption_part_accuracy"],
+                    )
             elif judge == "evaluator":
                 self._evaluate(row, batch, masked)
 
@@ -323,9 +402,15 @@ class Runner:
             s1, h1 = (s0, h0) if batch.x1 is None else ev.judge(batch.x1, view_masks, cands, catalog)
             hits, hits0 = [h for h in h1 if h is not None], [h for h in h0 if h is not None]
             acc, acc0 = accuracy(hits), accuracy(hits0)
-            row["evaluators"][ev.name] = {"score": _mean(s1), "score_before": _mean(s0), "accuracy": acc["value"],
-                                          "accuracy_ci95": acc["ci95"], "accuracy_before": acc0["value"],
-                                          "accuracy_chance": chance, "n": acc["n"]}
+            row["evaluators"][ev.name] = {
+                "score": _mean(s1),
+                "score_before": _mean(s0),
+                "accuracy": acc["value"],
+                "accuracy_ci95": acc["ci95"],
+                "accuracy_before": acc0["value"],
+                "accuracy_chance": chance,
+                "n": acc["n"],
+            }
             for pr, s, h in zip(batch.per_request, s1, h1):
                 pr[f"evaluator:{ev.name}"] = s
                 pr[f"evaluator_hit:{ev.name}"] = h
@@ -338,21 +423,27 @@ class Runner:
         for cat in dict.fromkeys(c for c in cats if c is not None):
             idx = [i for i, c in enumerate(cats) if c == cat]
             prs = [batch.per_request[i] for i in idx]
-            entry = {"n": len(idx), "semantic_score": _mean(pr["semantic_score"] for pr in prs),
-                     "realism": _mean(pr["realism"] for pr in prs)}
+            entry = {
+                "n": len(idx),
+                "semantic_score": _mean(pr["semantic_score"] for pr in prs),
+                "realism": _mean(pr["realism"] for pr in prs),
+            }
             for ev in self.evaluators:
                 hits = [pr.get(f"evaluator_hit:{ev.name}") for pr in prs]
                 hits = [h for h in hits if h is not None]
                 if f"evaluator:{ev.name}" in prs[0]:
                     acc = accuracy(hits)
                     entry.setdefault("evaluators", {})[ev.name] = {
-                        "score": _mean(pr[f"evaluator:{ev.name}"] for pr in prs), "accuracy": acc["value"],
-                        "accuracy_ci95": acc["ci95"], "n": acc["n"]}
+                        "score": _mean(pr[f"evaluator:{ev.name}"] for pr in prs),
+                        "accuracy": acc["value"],
+                        "accuracy_ci95": acc["ci95"],
+                        "n": acc["n"],
+                    }
             if "preservation_l1" in prs[0]:
                 entry["preservation_l1"] = _mean(pr["preservation_l1"] for pr in prs)
             row["by_category"][cat] = entry
 
-    def _preferences(self, task: Task, batches: dict[str, tuple[str, "_Batch"]]) -> list[dict]:
+    def _preferences(self, task: Task, batches: dict[str, tuple[str, _Batch]]) -> list[dict]:
         """Two-alternative preferences between variants on the same requests: by the first evaluator's
         score (accuracy) and by the discriminator (realism)."""
         edited = [v.name for v in task.variants if v.edit and v.name in batches]
@@ -368,8 +459,13 @@ class Runner:
         for a, b in pairs:
             (ga, ba), (gb, bb) = batches[a], batches[b]
             if ga != gb:
-                prefs.append({"a": a, "b": b, "note": f"not compared: different generators ({ga} vs {gb}), "
-                                                      "so different start images"})
+                prefs.append(
+                    {
+                        "a": a,
+                        "b": b,
+                        "note": f"not compared: different generators ({ga} vs {gb}), so different start images",
+                    }
+                )
                 continue
             for criterion, field_, judge in criteria:
                 sa = [pr.get(field_, NAN) for pr in ba.per_request]
@@ -405,12 +501,17 @@ def _jsonable(obj):
     return str(obj)
 
 
-def run_experiment(exp: Experiment, out: str | Path, wandb_project: str | None = None, progress: bool = False,
-                   max_prompts: int | None = None, max_seeds: int | None = None,
-                   log: Callable[[str], None] = print) -> dict:
+def run_experiment(
+    exp: Experiment,
+    out: str | Path,
+    wandb_project: str | None = None,
+    progress: bool = False,
+    max_prompts: int | None = None,
+    max_seeds: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Run `exp`, writing results.json, results.md, grids/, gallery/index.html (and W&B tables with
     `wandb_project`) to `out`; returns the results. `max_prompts`/`max_seeds` cut every task down
     (smoke runs). Config errors and an evaluator identical to the optimizing CLIP are refused before
     any model is loaded."""
     return Runner(exp, out, progress, max_prompts, max_seeds, log).run(wandb_project)
-

@@ -1,6 +1,7 @@
 """What an experiment's tasks read: prompt sets (literal, templates, YAML/text files, captions), masks
 (boxes, files, a segmentation callable the user names, bird parts), class names, and the requests
 built from them for one generator."""
+
 from __future__ import annotations
 
 import functools
@@ -8,9 +9,10 @@ import importlib
 import itertools
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,9 +62,16 @@ class Planned:
         return replace(self.request, mask=mask, notes=notes)
 
     def describe(self) -> dict:
-        return {"name": self.request.name, "prompt": self.item.text, "negative": self.item.negative,
-                "category": self.item.category, "region": self.item.region, "seed": self.seed, "class": self.cls,
-                "notes": list(self.request.notes)}
+        return {
+            "name": self.request.name,
+            "prompt": self.item.text,
+            "negative": self.item.negative,
+            "category": self.item.category,
+            "region": self.item.region,
+            "seed": self.seed,
+            "class": self.cls,
+            "notes": list(self.request.notes),
+        }
 
 
 # ---- prompts -----------------------------------------------------------------------------------------
@@ -98,10 +107,13 @@ def read_prompt_file(path: str | Path) -> list[PromptItem]:
         if isinstance(entry, str):
             return PromptItem(entry, category)
         if not isinstance(entry, dict) or "text" not in entry or set(entry) - PROMPT_KEYS:
-            raise ValueError(f"{path}: a prompt is a string or a mapping with keys {sorted(PROMPT_KEYS)} "
-                             f"('text' required), got {entry!r}")
-        return PromptItem(str(entry["text"]), entry.get("category", category), entry.get("region"),
-                          entry.get("negative"))
+            raise ValueError(
+                f"{path}: a prompt is a string or a mapping with keys {sorted(PROMPT_KEYS)} "
+                f"('text' required), got {entry!r}"
+            )
+        return PromptItem(
+            str(entry["text"]), entry.get("category", category), entry.get("region"), entry.get("negative")
+        )
 
     if isinstance(data, dict):
         return [item(e, str(cat)) for cat, entries in data.items() for e in entries]
@@ -123,8 +135,10 @@ def caption_items(source: str, split: str, caption_index: int, synthetic_root: P
     if path.is_file():
         return [PromptItem(ln.strip()) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     if not path.is_dir():
-        raise FileNotFoundError(f"caption source {source!r} is neither a file (one caption a line), a CUB-200-2011 "
-                                "folder (with Reed et al.'s text_c10 next to it) nor a text_c10-style folder")
+        raise FileNotFoundError(
+            f"caption source {source!r} is neither a file (one caption a line), a CUB-200-2011 "
+            "folder (with Reed et al.'s text_c10 next to it) nor a text_c10-style folder"
+        )
     from pbw.data.cub import find_cub_folder, read_cub_captions
 
     try:
@@ -133,8 +147,10 @@ def caption_items(source: str, split: str, caption_index: int, synthetic_root: P
     except FileNotFoundError as e:
         if "images.txt" not in str(e):
             raise
-        pairs = [(str(p.relative_to(path)), [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()
-                                              if ln.strip()]) for p in sorted(path.rglob("*.txt"))]
+        pairs = [
+            (str(p.relative_to(path)), [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()])
+            for p in sorted(path.rglob("*.txt"))
+        ]
     items = []
     for image, captions in pairs:
         if captions:
@@ -165,10 +181,11 @@ def load_prompts(p: Prompts, synthetic_root: Path | None = None, max_prompts: in
     if p.shuffle_seed is not None:
         random.Random(p.shuffle_seed).shuffle(items)
     end = None if p.count is None else p.first + p.count
-    picked = items[p.first:end]
+    picked = items[p.first : end]
     if p.count is not None and len(picked) < p.count:
-        raise ValueError(f"the prompt source has only {len(items)} prompts after its filters; {p.first} skipped and "
-                         f"{p.count} wanted")
+        raise ValueError(
+            f"the prompt source has only {len(items)} prompts after its filters; {p.first} skipped and {p.count} wanted"
+        )
     if p.negative is not None:
         for it in picked:
             it.negative = it.negative or p.negative
@@ -188,8 +205,10 @@ def resolve_class_ids(classes: list[int | str] | None, names_file: str | None) -
     if all(isinstance(c, int) for c in classes):
         return list(classes)
     if names_file is None:
-        raise ExperimentError(f"classes {classes} name classes: give the generator's class_names file "
-                              "(e.g. Places365's categories_places365.txt)")
+        raise ExperimentError(
+            f"classes {classes} name classes: give the generator's class_names file "
+            "(e.g. Places365's categories_places365.txt)"
+        )
     from pbw.data.places import resolve_classes
 
     names = [ln.split()[0] for ln in Path(names_file).expanduser().read_text().splitlines() if ln.strip()]
@@ -203,16 +222,26 @@ def load_segmenter(spec: str) -> Callable:
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
-        raise ExperimentError(f"segmenter {spec!r} cannot be imported ({e}); give 'module:function' of a callable "
-                              "fn(image [3,R,R] in [-1,1], region: str, **segmenter_args) -> mask [R,R] in [0,1] "
-                              "or None") from e
+        raise ExperimentError(
+            f"segmenter {spec!r} cannot be imported ({e}); give 'module:function' of a callable "
+            "fn(image [3,R,R] in [-1,1], region: str, **segmenter_args) -> mask [R,R] in [0,1] "
+            "or None"
+        ) from e
     if not callable(fn):
         raise ExperimentError(f"segmenter {spec!r} is not callable")
     return fn
 
 
-def request_mask(masks: Masks, item: PromptItem, seed: int, cls: int | None, index: int, resolution: int,
-                 start_image: Callable[[], torch.Tensor], segmenter: Callable | None) -> tuple[torch.Tensor | None, list[str]]:
+def request_mask(
+    masks: Masks,
+    item: PromptItem,
+    seed: int,
+    cls: int | None,
+    index: int,
+    resolution: int,
+    start_image: Callable[[], torch.Tensor],
+    segmenter: Callable | None,
+) -> tuple[torch.Tensor | None, list[str]]:
     """The mask of one request ([1, 1, R, R]) and notes; (None, [why]) when the segmenter finds no region or
     the part segmenter no part."""
     region = item.region or ""
@@ -233,12 +262,14 @@ def request_mask(masks: Masks, item: PromptItem, seed: int, cls: int | None, ind
     if spec is None:
         spec = masks.box
     if spec is None:
-        raise MaskError(f"no mask for request {index} (region {region!r}, seed {seed}): no file {masks.files!r}, "
-                        f"no segmenter, no box for that region in boxes {sorted(masks.boxes or {})} and no box")
+        raise MaskError(
+            f"no mask for request {index} (region {region!r}, seed {seed}): no file {masks.files!r}, "
+            f"no segmenter, no box for that region in boxes {sorted(masks.boxes or {})} and no box"
+        )
     if is_part_spec(spec):  # found in the start image, as edit.py's --mask part:body
         mask, notes = load_mask(spec, resolution, masks.feather, allow_empty=True, image=start_image())
         if not mask.any():
-            return None, [f"the part segmenter found no {spec[len(PART_PREFIX):]} in the image"]
+            return None, [f"the part segmenter found no {spec[len(PART_PREFIX) :]} in the image"]
         return mask, notes
     return load_mask(spec, resolution, masks.feather)
 
@@ -248,9 +279,14 @@ def _decode(g: MaskableGenerator, codes: dict) -> torch.Tensor:
         return g.decode(g.encode(codes), cond=codes)[0].cpu()
 
 
-def plan_requests(task: Task, items: list[PromptItem], g: MaskableGenerator, class_ids: list[int | None],
-                  max_seeds: int | None = None, row_masks: dict[str, Masks] | None = None
-                  ) -> tuple[list[Planned], list[str]]:
+def plan_requests(
+    task: Task,
+    items: list[PromptItem],
+    g: MaskableGenerator,
+    class_ids: list[int | None],
+    max_seeds: int | None = None,
+    row_masks: dict[str, Masks] | None = None,
+) -> tuple[list[Planned], list[str]]:
     """The requests of `task` on generator `g` (see `Task`), and notes (requests left out, and why).
     `max_seeds` cuts a product's seeds (a zip's one seed per prompt is cut by the prompts). `row_masks`:
     the own masks of rows (variant name -> `Masks`) on `g`, made per request too; a request that the

@@ -1,5 +1,6 @@
 """The semantic network C(x, t) of Paint by Word: an open_clip model seen through differentiable
 preprocessing, random crops and masked views, with cached text embeddings and weighted prompts."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,9 @@ def resample_boxes(x: torch.Tensor, boxes: torch.Tensor, size: int, per_image: i
     image-major) of images x, resampled to `size` by area-adaptive bilinear sampling (roi_align).
     The one way pbw brings images to CLIP's input size: the editor's views and the CLIP trainer."""
     idx = torch.arange(x.shape[0], device=x.device, dtype=x.dtype).repeat_interleave(per_image)[:, None]
-    return roi_align(x, torch.cat([idx, boxes.to(x.dtype)], 1), output_size=size, spatial_scale=1.0,
-                     sampling_ratio=-1, aligned=True)
+    return roi_align(
+        x, torch.cat([idx, boxes.to(x.dtype)], 1), output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True
+    )
 
 
 def crop_boxes(base: torch.Tensor, u: torch.Tensor, crop_scale: tuple[float, float]) -> torch.Tensor:
@@ -83,7 +85,7 @@ class PromptSet:
     weights: list[float]
 
     @classmethod
-    def parse(cls, prompt: str | list[str], negative: str | list[str] | None = None) -> "PromptSet":
+    def parse(cls, prompt: str | list[str], negative: str | list[str] | None = None) -> PromptSet:
         """`"a red head"`, `"a red head::2 | a crown::1"` (weights after `::`, terms split by `|`),
         or a list of such terms; `negative` terms get weight -1 unless weighted (`"text::0.5"`)."""
         texts, weights = [], []
@@ -118,9 +120,15 @@ class SemanticNet(nn.Module):
     (crop to the mask's bounding box).
     """
 
-    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "openai", crops: int = 32,
-                 crop_scale: tuple[float, float] = (0.7, 0.98), view: str = "paste_onto_blank",
-                 cache_dir: str | None = None):
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str | None = "openai",
+        crops: int = 32,
+        crop_scale: tuple[float, float] = (0.7, 0.98),
+        view: str = "paste_onto_blank",
+        cache_dir: str | None = None,
+    ):
         super().__init__()
         if view not in VIEWS:
             raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
@@ -140,7 +148,7 @@ class SemanticNet(nn.Module):
         self._text_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_spec(cls, spec: str, **kwargs) -> "SemanticNet":
+    def from_spec(cls, spec: str, **kwargs) -> SemanticNet:
         """Build from a `NAME[:PRETRAINED]` / `hf-hub:ORG/REPO` string (see `parse_clip_spec`)."""
         name, pretrained = parse_clip_spec(spec)
         return cls(name, pretrained, **kwargs)
@@ -163,11 +171,17 @@ class SemanticNet(nn.Module):
             return open_clip.create_model(model, pretrained=pretrained)
         tag_cfg = get_pretrained_cfg(model, pretrained)
         if not tag_cfg:
-            raise ValueError(f"{pretrained!r} is not an open_clip tag for {model!r} (tags: "
-                             f"{open_clip.list_pretrained_tags_by_model(model)}) nor an existing file")
+            raise ValueError(
+                f"{pretrained!r} is not an open_clip tag for {model!r} (tags: "
+                f"{open_clip.list_pretrained_tags_by_model(model)}) nor an existing file"
+            )
         try:
-            return open_clip.create_model(model, pretrained=pretrained, cache_dir=cache_dir,
-                                          force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)))
+            return open_clip.create_model(
+                model,
+                pretrained=pretrained,
+                cache_dir=cache_dir,
+                force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
+            )
         except RuntimeError as e:
             quick = "-quickgelu" if tag_cfg.get("quick_gelu") and not model.endswith("quickgelu") else ""
             raise MissingWeightsError(
@@ -191,8 +205,11 @@ class SemanticNet(nn.Module):
             for t in missing:
                 n = self._token_count(t)
                 if n > self.context_length:
-                    warnings.warn(f"prompt {t!r} is {n} tokens, longer than CLIP's context of "
-                                  f"{self.context_length}; it is truncated", stacklevel=2)
+                    warnings.warn(
+                        f"prompt {t!r} is {n} tokens, longer than CLIP's context of "
+                        f"{self.context_length}; it is truncated",
+                        stacklevel=2,
+                    )
             tokens = self.tokenizer(missing).to(self.mean.device)
             emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
             self._text_cache.update(zip(missing, emb))
@@ -205,8 +222,8 @@ class SemanticNet(nn.Module):
         t = torch.zeros(len(prompts), p, emb[0].shape[-1], device=self.mean.device)
         w = torch.zeros(len(prompts), p, device=self.mean.device)
         for i, (s, e) in enumerate(zip(prompts, emb)):
-            t[i, :len(s.texts)] = e
-            w[i, :len(s.texts)] = torch.tensor(s.weights, device=w.device)
+            t[i, : len(s.texts)] = e
+            w[i, : len(s.texts)] = torch.tensor(s.weights, device=w.device)
         return t, w
 
     # ---- images -----------------------------------------------------------------------------
@@ -238,8 +255,14 @@ class SemanticNet(nn.Module):
         """[B, K, 4] this net's random crops of the base boxes (`crop_boxes` with its `crop_scale`)."""
         return crop_boxes(base, u, self.crop_scale)
 
-    def views(self, x: torch.Tensor, mask: torch.Tensor | None = None, crops: int | None = None,
-              generator: torch.Generator | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+    def views(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        crops: int | None = None,
+        generator: torch.Generator | None = None,
+        u: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """CLIP inputs [B * K, 3, S, S] (normalized) from images in [-1, 1]: the masked view, then K
         random crops of `crop_scale` of its side resized to CLIP's size (K = 0: the whole view).
         `u` ([B, K, 3] uniforms) fixes the crops, e.g. to share them across candidates."""
@@ -262,9 +285,15 @@ class SemanticNet(nn.Module):
         """Unit-norm image embeddings [N, D] of preprocessed views."""
         return F.normalize(self.model.encode_image(views).float(), dim=-1)
 
-    def similarity(self, x: torch.Tensor, mask: torch.Tensor | None, prompts: list[PromptSet] | tuple,
-                   crops: int | None = None, generator: torch.Generator | None = None,
-                   u: torch.Tensor | None = None) -> torch.Tensor:
+    def similarity(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        prompts: list[PromptSet] | tuple,
+        crops: int | None = None,
+        generator: torch.Generator | None = None,
+        u: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Cosines [B, K, P] between K views of each image and its prompts. `prompts` is a list of
         PromptSets (one per image) or the (embeddings, weights) pair from `targets`."""
         t, _ = self.targets(prompts) if isinstance(prompts, list) else prompts

@@ -8,6 +8,7 @@ single grid_sample (reflection padding); color transforms into one 4x4 matrix. E
 differentiable in the images, twice where R1 needs it (`grid_sample_twice_differentiable`). Written
 here because the libraries' augmentations (torchvision, kornia) are not p-adaptive per transform in this way.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 _BILINEAR, _REFLECTION = 0, 2  # aten's codes for mode="bilinear", padding_mode="reflection"
 
@@ -48,8 +48,9 @@ class _GridSampleTransposed(torch.autograd.Function):
     def forward(ctx, grad: torch.Tensor, grid: torch.Tensor, image_shape: torch.Size) -> torch.Tensor:
         ctx.save_for_backward(grid)
         shape_only = grad.new_empty(image_shape)  # bilinear: the images' gradient depends on their shape alone
-        grad_images, _ = torch.ops.aten.grid_sampler_2d_backward(grad, shape_only, grid, _BILINEAR, _REFLECTION,
-                                                                 False, [True, False])
+        grad_images, _ = torch.ops.aten.grid_sampler_2d_backward(
+            grad, shape_only, grid, _BILINEAR, _REFLECTION, False, [True, False]
+        )
         return grad_images
 
     @staticmethod
@@ -89,9 +90,20 @@ def _rotate(theta: torch.Tensor) -> torch.Tensor:
 class AdaptiveAugment(nn.Module):
     """The ADA 'bgc' pipeline with strength `p` (a buffer, saved in checkpoints)."""
 
-    def __init__(self, p: float = 0.0, xint_max: float = 0.125, scale_std: float = 0.2, rotate_max: float = 1.0,
-                 aniso_std: float = 0.2, xfrac_std: float = 0.125, brightness_std: float = 0.2,
-                 contrast_std: float = 0.5, lumaflip: bool = True, hue_max: float = 1.0, saturation_std: float = 1.0):
+    def __init__(
+        self,
+        p: float = 0.0,
+        xint_max: float = 0.125,
+        scale_std: float = 0.2,
+        rotate_max: float = 1.0,
+        aniso_std: float = 0.2,
+        xfrac_std: float = 0.125,
+        brightness_std: float = 0.2,
+        contrast_std: float = 0.5,
+        lumaflip: bool = True,
+        hue_max: float = 1.0,
+        saturation_std: float = 1.0,
+    ):
         super().__init__()
         self.register_buffer("p", torch.tensor(float(p)))
         self.xint_max, self.scale_std, self.rotate_max = xint_max, scale_std, rotate_max
@@ -117,10 +129,14 @@ class AdaptiveAugment(nn.Module):
         s = 2 ** (torch.randn(n, device=device) * self.scale_std * self._coin(n, device))
         m = m @ _scale(s, s)
         p_rot = 1 - torch.sqrt((1 - self.p).clamp(0, 1))  # rotation is split into two halves in the paper
-        m = m @ _rotate((torch.rand(n, device=device) * 2 - 1) * math.pi * self.rotate_max * self._coin(n, device, p_rot))
+        m = m @ _rotate(
+            (torch.rand(n, device=device) * 2 - 1) * math.pi * self.rotate_max * self._coin(n, device, p_rot)
+        )
         a = 2 ** (torch.randn(n, device=device) * self.aniso_std * self._coin(n, device))
         m = m @ _scale(a, 1 / a)
-        m = m @ _rotate((torch.rand(n, device=device) * 2 - 1) * math.pi * self.rotate_max * self._coin(n, device, p_rot))
+        m = m @ _rotate(
+            (torch.rand(n, device=device) * 2 - 1) * math.pi * self.rotate_max * self._coin(n, device, p_rot)
+        )
         t = torch.randn(n, 2, device=device) * self.xfrac_std * self._coin(n, device)[:, None]
         return m @ _translate(t * 2)
 

@@ -12,6 +12,7 @@ iteration `ema_start`, then decays with `ema_decay`.
 With manual optimization Lightning counts each optimizer step, so one iteration is
 `d_steps + 1` steps of `trainer.max_steps` / `global_step`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -94,8 +95,9 @@ class BigGANModule(GANModule):
         self.save_hyperparameters(ignore=["feature_extractor"])
         arch = dict(resolution=resolution, ch=ch, n_classes=n_classes, sn_eps=sn_eps, num_sv_itrs=num_sv_itrs)
         # Constructor kwargs for rebuilding the networks from a checkpoint (weights follow, so no init).
-        self.generator_kwargs = dict(arch, dim_z=dim_z, shared_dim=shared_dim, attention=_as_list(g_attention),
-                                     bn_eps=bn_eps, init="none")
+        self.generator_kwargs = dict(
+            arch, dim_z=dim_z, shared_dim=shared_dim, attention=_as_list(g_attention), bn_eps=bn_eps, init="none"
+        )
         self.discriminator_kwargs = dict(arch, attention=_as_list(d_attention), init="none")
         self.generator = BigGANGenerator(**{**self.generator_kwargs, "init": "ortho"})
         self.discriminator = BigGANDiscriminator(**{**self.discriminator_kwargs, "init": "ortho"})
@@ -105,22 +107,27 @@ class BigGANModule(GANModule):
         grid = self.generator.sample(len(grid_classes), seed=seed, classes=grid_classes)
         self.register_buffer("grid_z", grid["z"])
         self.register_buffer("grid_class", grid["class"])
-        self.metrics = (GenerationMetrics(feature_extractor, inception_score=inception_score)
-                        if num_metric_samples > 0 else None)
+        self.metrics = (
+            GenerationMetrics(feature_extractor, inception_score=inception_score) if num_metric_samples > 0 else None
+        )
 
     # ----------------------------------------------------------------------------------------- setup
     def configure_optimizers(self):
         hp = self.hparams
         betas = (float(hp.betas[0]), float(hp.betas[1]))
-        return [torch.optim.Adam(self.generator.parameters(), lr=hp.g_lr, betas=betas, eps=hp.adam_eps),
-                torch.optim.Adam(self.discriminator.parameters(), lr=hp.d_lr, betas=betas, eps=hp.adam_eps)]
+        return [
+            torch.optim.Adam(self.generator.parameters(), lr=hp.g_lr, betas=betas, eps=hp.adam_eps),
+            torch.optim.Adam(self.discriminator.parameters(), lr=hp.d_lr, betas=betas, eps=hp.adam_eps),
+        ]
 
     def on_fit_start(self) -> None:
         data = self.trainer.datamodule
         n_data = getattr(data, "num_classes", None)
         if n_data is not None and n_data != self.hparams.n_classes:
-            raise ValueError(f"the data has {n_data} classes but the model was built for n_classes="
-                             f"{self.hparams.n_classes}; set model.init_args.n_classes: {n_data}")
+            raise ValueError(
+                f"the data has {n_data} classes but the model was built for n_classes="
+                f"{self.hparams.n_classes}; set model.init_args.n_classes: {n_data}"
+            )
         super().on_fit_start()
 
     # ------------------------------------------------------------------------------------- training
@@ -135,8 +142,9 @@ class BigGANModule(GANModule):
             return nullcontext()
         return strategy.block_backward_sync()
 
-    def _discriminator_steps(self, reals: tuple[torch.Tensor, ...], labels: tuple[torch.Tensor, ...],
-                             optimizer) -> dict[str, torch.Tensor]:
+    def _discriminator_steps(
+        self, reals: tuple[torch.Tensor, ...], labels: tuple[torch.Tensor, ...], optimizer
+    ) -> dict[str, torch.Tensor]:
         hp = self.hparams
         logs: dict[str, torch.Tensor] = {}
         for step in range(hp.d_steps):
@@ -152,9 +160,13 @@ class BigGANModule(GANModule):
                 with self._sync_context(k == hp.accumulate - 1):
                     self.manual_backward((loss_real + loss_fake) / hp.accumulate)
             optimizer.step()
-        logs.update(loss_d_real=loss_real.detach(), loss_d_fake=loss_fake.detach(),
-                    loss_d=(loss_real + loss_fake).detach(), d_real=scores_real.detach().float().mean(),
-                    d_fake=scores_fake.detach().float().mean())
+        logs.update(
+            loss_d_real=loss_real.detach(),
+            loss_d_fake=loss_fake.detach(),
+            loss_d=(loss_real + loss_fake).detach(),
+            d_real=scores_real.detach().float().mean(),
+            d_fake=scores_fake.detach().float().mean(),
+        )
         return logs
 
     def _generator_step(self, micro_batch: int, optimizer) -> dict[str, torch.Tensor]:
@@ -168,8 +180,9 @@ class BigGANModule(GANModule):
             logs["loss_g"] = loss.detach()
             total = loss / hp.accumulate
             if hp.g_ortho > 0 and k == hp.accumulate - 1:
-                params = [p for name, p in self.generator.named_parameters()
-                          if p.ndim >= 2 and not name.startswith("shared.")]
+                params = [
+                    p for name, p in self.generator.named_parameters() if p.ndim >= 2 and not name.startswith("shared.")
+                ]
                 penalty = orthogonal_penalty(params)
                 total = total + 0.5 * hp.g_ortho * penalty
                 logs["ortho_penalty"] = penalty.detach()
@@ -193,8 +206,10 @@ class BigGANModule(GANModule):
         images, labels = batch["image"], batch["label"]
         chunks = hp.d_steps * hp.accumulate
         if len(images) % chunks:
-            raise ValueError(f"the batch of {len(images)} images does not split into d_steps x accumulate = "
-                             f"{chunks} equal micro-batches; set data.init_args.batch_size to a multiple of {chunks}")
+            raise ValueError(
+                f"the batch of {len(images)} images does not split into d_steps x accumulate = "
+                f"{chunks} equal micro-batches; set data.init_args.batch_size to a multiple of {chunks}"
+            )
         reals, ys = images.chunk(chunks), labels.chunk(chunks)
         opt_g, opt_d = self.optimizers()
 

@@ -9,6 +9,7 @@ open_clip ``local-dir:`` folder (``open_clip_config.json`` + safetensors weights
 Small model configurations shipped with pbw (``pbw/semantic/model_configs/*.json``, e.g.
 ``pbw-mini-clip``: 64 px ViT with 8 px patches) are registered with open_clip on import.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,15 +29,19 @@ register_model_configs()
 
 def _model_config(model_name: str) -> dict:
     if model_name.startswith("local-dir:"):
-        path = Path(model_name[len("local-dir:"):]) / "open_clip_config.json"
+        path = Path(model_name[len("local-dir:") :]) / "open_clip_config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: a local-dir: CLIP folder needs open_clip_config.json "
-                                    "(write one with CLIPTrainer.save_open_clip)")
+            raise FileNotFoundError(
+                f"{path} not found: a local-dir: CLIP folder needs open_clip_config.json "
+                "(write one with CLIPTrainer.save_open_clip)"
+            )
         return json.loads(path.read_text())["model_cfg"]
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
-        raise ValueError(f"unknown open_clip model {model_name!r}; choose one of open_clip.list_models() "
-                         f"(pbw adds {register_model_configs()}) or 'local-dir:<folder>'")
+        raise ValueError(
+            f"unknown open_clip model {model_name!r}; choose one of open_clip.list_models() "
+            f"(pbw adds {register_model_configs()}) or 'local-dir:<folder>'"
+        )
     return cfg
 
 
@@ -63,10 +68,20 @@ class CLIPTrainer(pl.LightningModule):
         export_precision: dtype of the exported weights (``fp16`` halves the file).
     """
 
-    def __init__(self, model_name: str = "pbw-mini-clip", pretrained: str | None = None, lr: float = 1e-3,
-                 weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
-                 warmup_steps: int = 100, augment: bool = True, crop_scale: tuple[float, float] = (0.7, 0.98),
-                 export_dir: str | None = None, export_precision: Literal["fp32", "fp16"] = "fp32"):
+    def __init__(
+        self,
+        model_name: str = "pbw-mini-clip",
+        pretrained: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        warmup_steps: int = 100,
+        augment: bool = True,
+        crop_scale: tuple[float, float] = (0.7, 0.98),
+        export_dir: str | None = None,
+        export_precision: Literal["fp32", "fp16"] = "fp32",
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.model_cfg = _model_config(model_name)
@@ -74,9 +89,11 @@ class CLIPTrainer(pl.LightningModule):
             self.model = open_clip.create_model(model_name, pretrained=pretrained, output_dict=True)
         except RuntimeError as err:
             if pretrained and "download" in str(err).lower():
-                raise RuntimeError(f"could not get open_clip weights {pretrained!r} for {model_name!r} (no internet?). "
-                                   "Pass a local checkpoint file as `pretrained`, or a saved folder as "
-                                   "`model_name: local-dir:<folder>`.") from err
+                raise RuntimeError(
+                    f"could not get open_clip weights {pretrained!r} for {model_name!r} (no internet?). "
+                    "Pass a local checkpoint file as `pretrained`, or a saved folder as "
+                    "`model_name: local-dir:<folder>`."
+                ) from err
             raise
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.loss = open_clip.ClipLoss()
@@ -119,8 +136,10 @@ class CLIPTrainer(pl.LightningModule):
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
         if "caption" not in batch:
-            raise KeyError("CLIPTrainer needs batches with a 'caption' list; enable captions in the DataModule "
-                           "(e.g. CUBDataModule with the text_c10 captions)")
+            raise KeyError(
+                "CLIPTrainer needs batches with a 'caption' list; enable captions in the DataModule "
+                "(e.g. CUBDataModule with the text_c10 captions)"
+            )
         images = self.preprocess(batch["image"], augment=stage == "train" and self.hparams.augment)
         out = self.model(images, self.tokenizer(batch["caption"]).to(self.device))
         loss = self.loss(out["image_features"], out["text_features"], out["logit_scale"])
@@ -148,11 +167,17 @@ class CLIPTrainer(pl.LightningModule):
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
-            exclude = p.ndim < 2 or "embedding" in name or name.endswith(("logit_scale", "logit_bias", "class_embedding"))
+            exclude = (
+                p.ndim < 2 or "embedding" in name or name.endswith(("logit_scale", "logit_bias", "class_embedding"))
+            )
             (no_decay if exclude else decay).append(p)
         hp = self.hparams
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+            eps=hp.eps,
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(hp.warmup_steps, total // 2)
 
@@ -161,8 +186,10 @@ class CLIPTrainer(pl.LightningModule):
                 return (step + 1) / warmup
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
-                                                    "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule), "interval": "step"},
+        }
 
     # ---- export ---------------------------------------------------------------------------
 
@@ -171,11 +198,15 @@ class CLIPTrainer(pl.LightningModule):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         dtype = torch.float16 if self.hparams.export_precision == "fp16" else torch.float32
-        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
-                 for k, v in self.model.state_dict().items()}
+        state = {
+            k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in self.model.state_dict().items()
+        }
         save_file(state, folder / "open_clip_model.safetensors")
         pp = dict(self.model.visual.preprocess_cfg)
-        (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": self.model_cfg, "preprocess_cfg": pp}, indent=2))
+        (folder / "open_clip_config.json").write_text(
+            json.dumps({"model_cfg": self.model_cfg, "preprocess_cfg": pp}, indent=2)
+        )
         return folder
 
     def on_fit_end(self) -> None:  # also when a resumed run had nothing left to train

@@ -1,5 +1,6 @@
 """Pieces every trainer shares: resumable runs (atomic checkpoints, the newest readable checkpoint,
 continued logs), the pbw checkpoint entry, EMA, sample grids."""
+
 from __future__ import annotations
 
 import csv
@@ -57,8 +58,11 @@ def newest_checkpoint(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
     Unreadable (truncated, corrupt) newer files are skipped with a warning naming them and the one used.
     """
     # A link (last.ckpt) before its target: Lightning keeps the file a run resumed from, which would leak.
-    candidates = sorted((p for p in Path(folder).glob("*.ckpt") if p.exists()),  # not a dangling link
-                        key=lambda p: (p.stat().st_mtime, p.is_symlink()), reverse=True)
+    candidates = sorted(
+        (p for p in Path(folder).glob("*.ckpt") if p.exists()),  # not a dangling link
+        key=lambda p: (p.stat().st_mtime, p.is_symlink()),
+        reverse=True,
+    )
     unreadable = []
     for path in candidates:
         try:
@@ -67,8 +71,10 @@ def newest_checkpoint(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
             unreadable.append(f"{path.name} ({type(err).__name__}: {str(err).splitlines()[0]})")
             continue
         if unreadable:
-            rank_zero_warn(f"skipping unreadable checkpoint(s) {', '.join(unreadable)} in {folder}; "
-                           f"resuming from the newest readable one, {path.name}")
+            rank_zero_warn(
+                f"skipping unreadable checkpoint(s) {', '.join(unreadable)} in {folder}; "
+                f"resuming from the newest readable one, {path.name}"
+            )
         return path, checkpoint
     if unreadable:
         raise RuntimeError(f"no checkpoint in {folder} can be read: {', '.join(unreadable)}")
@@ -79,8 +85,9 @@ class LoggerVersions(pl.Callback):
     """Stores each logger's version (CSV/TensorBoard version, W&B run id) by class name in every
     checkpoint, so that `--ckpt_path last` logs to the same version folder / W&B run."""
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         checkpoint["logger_versions"] = {type(logger).__name__: logger.version for logger in trainer.loggers}
 
 
@@ -110,8 +117,9 @@ class SessionTimer(Timer):
         super().on_train_end(trainer, pl_module)
         remaining = self.time_remaining()
         if remaining is not None and remaining <= 0:
-            rank_zero_info(f"Stopped by max_time at step {trainer.global_step}; go on with the same command "
-                           "and --ckpt_path last")
+            rank_zero_info(
+                f"Stopped by max_time at step {trainer.global_step}; go on with the same command and --ckpt_path last"
+            )
 
 
 class _ContinuedWriter(ExperimentWriter):
@@ -142,8 +150,12 @@ def use_atomic_checkpoints(trainer: pl.Trainer) -> None:
 
 def pbw_checkpoint_entry(family: str, generator_kwargs: dict, discriminator_kwargs: dict) -> dict:
     """The top-level "pbw" entry that lets `pbw.checkpoints.load_generator` rebuild the networks."""
-    return {"family": family, "generator": dict(generator_kwargs), "discriminator": dict(discriminator_kwargs),
-            "format_version": CHECKPOINT_FORMAT_VERSION}
+    return {
+        "family": family,
+        "generator": dict(generator_kwargs),
+        "discriminator": dict(discriminator_kwargs),
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+    }
 
 
 class GANModule(pl.LightningModule):
@@ -181,10 +193,14 @@ class GANModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         entry = checkpoint.get("pbw", {})
-        if entry.get("family", self.family) != self.family or entry.get("generator", self.generator_kwargs) != self.generator_kwargs:
+        if (
+            entry.get("family", self.family) != self.family
+            or entry.get("generator", self.generator_kwargs) != self.generator_kwargs
+        ):
             raise ValueError(
                 f"checkpoint holds a {entry.get('family')} generator {entry.get('generator')}, but this run builds "
-                f"{self.family} {self.generator_kwargs}; resume with the config the checkpoint was trained with")
+                f"{self.family} {self.generator_kwargs}; resume with the config the checkpoint was trained with"
+            )
         self._use_configured_optimizer_settings(checkpoint)
 
     def _use_configured_optimizer_settings(self, checkpoint: dict[str, Any]) -> None:
@@ -195,8 +211,10 @@ class GANModule(pl.LightningModule):
             for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
                 for key in ("lr", "betas"):
                     if key in saved_group and saved_group[key] != group[key]:
-                        rank_zero_info(f"resuming with the configured {key} {group[key]} (the checkpoint's "
-                                       f"optimizer had {saved_group[key]})")
+                        rank_zero_info(
+                            f"resuming with the configured {key} {group[key]} (the checkpoint's "
+                            f"optimizer had {saved_group[key]})"
+                        )
                         saved_group[key] = group[key]
 
     def log_training(self, logs: dict[str, torch.Tensor]) -> None:

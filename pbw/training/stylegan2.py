@@ -10,6 +10,7 @@ image count are module state, so they are saved in and restored from checkpoints
 Note: with manual optimization Lightning counts each optimizer step, so one iteration is 2 steps of
 `trainer.max_steps` / `global_step`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -65,18 +66,31 @@ class StyleGAN2Module(GANModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["feature_extractor"])
-        self.generator_kwargs = dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
-                                     channel_base=channel_base, channel_max=channel_max, conv_clamp=conv_clamp)
-        self.discriminator_kwargs = dict(resolution=resolution, channel_base=channel_base, channel_max=channel_max,
-                                         mbstd_group_size=mbstd_group_size, conv_clamp=conv_clamp)
+        self.generator_kwargs = dict(
+            resolution=resolution,
+            z_dim=z_dim,
+            w_dim=w_dim,
+            mapping_layers=mapping_layers,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            conv_clamp=conv_clamp,
+        )
+        self.discriminator_kwargs = dict(
+            resolution=resolution,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            mbstd_group_size=mbstd_group_size,
+            conv_clamp=conv_clamp,
+        )
         self.generator = StyleGAN2Generator(**self.generator_kwargs)
         self.discriminator = StyleGAN2Discriminator(**self.discriminator_kwargs)
         self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.augment_pipe = AdaptiveAugment(p=augment_p) if augment else None
         self.ada = AdaController(ada_target, ada_interval, ada_kimg) if augment and ada_target is not None else None
         self.register_buffer("pl_mean", torch.zeros([]))
-        self.register_buffer("grid_z", torch.randn(grid_size * grid_size, z_dim,
-                                                   generator=torch.Generator().manual_seed(seed)))
+        self.register_buffer(
+            "grid_z", torch.randn(grid_size * grid_size, z_dim, generator=torch.Generator().manual_seed(seed))
+        )
         self.metrics = GenerationMetrics(feature_extractor) if num_metric_samples > 0 else None
         self._ada_signs = torch.zeros(2)  # running (sum of sign(D(real)), count) between ADA adjustments
 
@@ -88,9 +102,10 @@ class StyleGAN2Module(GANModule):
             ratio = interval / (interval + 1) if interval else 1.0  # lazy-regularization correction
             return torch.optim.Adam(params, lr=lr * ratio, betas=(hp.betas[0] ** ratio, hp.betas[1] ** ratio), eps=1e-8)
 
-        return [adam(self.generator.parameters(), hp.g_lr, hp.pl_interval if hp.pl_weight > 0 else 0),
-                adam(self.discriminator.parameters(), hp.d_lr, hp.r1_interval if hp.r1_gamma > 0 else 0)]
-
+        return [
+            adam(self.generator.parameters(), hp.g_lr, hp.pl_interval if hp.pl_weight > 0 else 0),
+            adam(self.discriminator.parameters(), hp.d_lr, hp.r1_interval if hp.r1_gamma > 0 else 0),
+        ]
 
     # ------------------------------------------------------------------------------------- training
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
@@ -170,12 +185,17 @@ class StyleGAN2Module(GANModule):
                 stat.copy_(self.trainer.strategy.reduce(stat, reduce_op="mean"))
         self.images_seen += global_batch
         self.iteration += 1
-        update_ema(self.generator_ema, self.generator,
-                   ema_beta(global_batch, int(self.images_seen), hp.ema_kimg, hp.ema_rampup))
+        update_ema(
+            self.generator_ema,
+            self.generator,
+            ema_beta(global_batch, int(self.images_seen), hp.ema_kimg, hp.ema_rampup),
+        )
         logs = d_out | g_out
         if self.ada is not None and (step + 1) % self.ada.interval == 0:
             signs = self.trainer.strategy.reduce(self._ada_signs.to(self.device), reduce_op="sum")
-            logs["ada_rt"] = torch.tensor(self.ada.adjust(self.augment_pipe.p, float(signs[0]), int(signs[1]), global_batch))
+            logs["ada_rt"] = torch.tensor(
+                self.ada.adjust(self.augment_pipe.p, float(signs[0]), int(signs[1]), global_batch)
+            )
             self._ada_signs.zero_()
         if self.augment_pipe is not None:
             logs["ada_p"] = self.augment_pipe.p.clone()

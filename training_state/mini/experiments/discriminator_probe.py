@@ -8,6 +8,7 @@ yardstick's and the tiny CLIP's frozen image features. Needs scikit-learn. Run f
 
     python training_state/mini/experiments/discriminator_probe.py
 """
+
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -25,8 +26,9 @@ CKPT = "training_state/mini/stylegan2_64/last.ckpt"
 
 def load_module(path: str = CKPT) -> StyleGAN2Module:
     """The training state with G, D and the EMA G (its FID extractor left out: not needed here)."""
-    return StyleGAN2Module.load_from_checkpoint(path, map_location="cpu", strict=False, feature_extractor=None,
-                                                num_metric_samples=0).eval()
+    return StyleGAN2Module.load_from_checkpoint(
+        path, map_location="cpu", strict=False, feature_extractor=None, num_metric_samples=0
+    ).eval()
 
 
 def batched(fn, x, size=128):
@@ -48,14 +50,22 @@ def main():
     logits = batched(m.discriminator, fake).squeeze(-1).numpy()
     real = draw_birds(512, 64, seed=300).tensors()
     print(f"bird rate {whole.mean():.3f}; D logit AUC whole vs broken {roc_auc_score(whole, logits):.3f}")
-    print(f"D mean logit: real {batched(m.discriminator, real).mean():.2f}, whole fakes {logits[whole == 1].mean():.2f},"
-          f" broken fakes {logits[whole == 0].mean():.2f}")
+    print(
+        f"D mean logit: real {batched(m.discriminator, real).mean():.2f}, whole fakes {logits[whole == 1].mean():.2f},"
+        f" broken fakes {logits[whole == 0].mean():.2f}"
+    )
     for sigma in (0.5, 1.0, 2.0):
+
         def blurred_logits(x):
             return m.discriminator(gaussian_blur(x, 2 * round(3 * sigma) + 1, sigma))
-        print(f"blur sigma {sigma}: real {batched(blurred_logits, real).mean():.2f}, "
-              f"fakes {batched(blurred_logits, fake[:512]).mean():.2f}")
-    print(f"linear probe AUC, yardstick features: {probe_auc(batched(load_yardstick().embed, fake).numpy(), whole):.3f}")
+
+        print(
+            f"blur sigma {sigma}: real {batched(blurred_logits, real).mean():.2f}, "
+            f"fakes {batched(blurred_logits, fake[:512]).mean():.2f}"
+        )
+    print(
+        f"linear probe AUC, yardstick features: {probe_auc(batched(load_yardstick().embed, fake).numpy(), whole):.3f}"
+    )
     clip = SemanticNet("local-dir:pbw/assets/mini/clip", None).eval()
     clip_features = batched(lambda b: clip.model.visual(((b + 1) / 2 - clip.mean) / clip.std), fake).numpy()
     print(f"linear probe AUC, tiny CLIP embedding: {probe_auc(clip_features, whole):.3f}")

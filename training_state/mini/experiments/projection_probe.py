@@ -7,12 +7,13 @@ if not, its capacity is. Run from the repository root:
 
     python training_state/mini/experiments/projection_probe.py [--steps 300]
 """
+
 import argparse
 
 import torch
 import torch.nn.functional as F
-
 from discriminator_probe import load_module
+
 from pbw.data.synthetic import draw_birds
 from pbw.evaluation.segmenter import bird_rate, load_segmenter
 
@@ -44,8 +45,10 @@ def main():
     for plus in (False, True):
         images, mse = project(G, real, plus, a.steps)
         rate = bird_rate(images, seg)
-        print(f"projected into {'W+' if plus else 'W'} ({a.steps} steps, final MSE {mse:.4f}): bird rate "
-              f"{rate['value']:.3f} [{rate['ci95'][0]:.2f}, {rate['ci95'][1]:.2f}], per part {rate['per_part']}")
+        print(
+            f"projected into {'W+' if plus else 'W'} ({a.steps} steps, final MSE {mse:.4f}): bird rate "
+            f"{rate['value']:.3f} [{rate['ci95'][0]:.2f}, {rate['ci95'][1]:.2f}], per part {rate['per_part']}"
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Lightning trainer: a throwaway experiment that, had it worked, would have become
 
     python training_state/mini/experiments/vision_aided_finetune.py --out out/vision_aided --its 3000
 """
+
 import argparse
 import json
 import time
@@ -18,10 +19,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from discriminator_probe import load_module
 from torch import nn
 from torch.utils.data import DataLoader
 
-from discriminator_probe import load_module
 from pbw.data.fresh_birds import EndlessSampler, FreshBirds
 from pbw.evaluation.segmenter import bird_rate, load_segmenter
 from pbw.semantic.clip import SemanticNet
@@ -34,9 +35,17 @@ class CLIPHead(nn.Module):
     def __init__(self, clip: SemanticNet, width: int = 96, levels: int = 3, channels: int = 64):
         super().__init__()
         self.clip = [clip.eval().requires_grad_(False)]  # a list: not a submodule, never trained
-        self.heads = nn.ModuleList(nn.Sequential(
-            nn.Conv2d(width, channels, 1), nn.LeakyReLU(0.2), nn.Conv2d(channels, channels, 3, 2, 1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(channels * 16, 1)) for _ in range(levels))
+        self.heads = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(width, channels, 1),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(channels, channels, 3, 2, 1),
+                nn.LeakyReLU(0.2),
+                nn.Flatten(),
+                nn.Linear(channels * 16, 1),
+            )
+            for _ in range(levels)
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         clip = self.clip[0]
@@ -70,9 +79,14 @@ def main():
     m = load_module()
     G, D, G_ema, hp = m.generator, m.discriminator, m.generator_ema, m.hparams
     head = CLIPHead(SemanticNet("local-dir:pbw/assets/mini/clip", None))
-    opt_g, opt_d, opt_h = adam(G.parameters(), a.lr), adam(D.parameters(), a.lr * 16 / 17), adam(head.parameters(), a.lr)
-    data = DataLoader(FreshBirds(64, seed=4242, length=10**9), batch_size=16, sampler=EndlessSampler(a.its * 16),
-                      num_workers=1)
+    opt_g, opt_d, opt_h = (
+        adam(G.parameters(), a.lr),
+        adam(D.parameters(), a.lr * 16 / 17),
+        adam(head.parameters(), a.lr),
+    )
+    data = DataLoader(
+        FreshBirds(64, seed=4242, length=10**9), batch_size=16, sampler=EndlessSampler(a.its * 16), num_workers=1
+    )
     seg, log, images_seen = load_segmenter(), [], int(m.images_seen)
     codes = torch.randn(256, hp.z_dim, generator=torch.Generator().manual_seed(12345))
 
@@ -111,8 +125,10 @@ def main():
         images_seen += len(real)
         update_ema(G_ema, G, ema_beta(len(real), images_seen, a.ema_kimg, None))
         if it % 100 == 0:
-            print(f"iteration {it} ({time.time() - start:.0f} s): loss_d {loss_d.item():.3f} loss_g {loss_g.item():.3f}",
-                  flush=True)
+            print(
+                f"iteration {it} ({time.time() - start:.0f} s): loss_d {loss_d.item():.3f} loss_g {loss_g.item():.3f}",
+                flush=True,
+            )
         if it % a.eval_every == 0:
             evaluate(it)
 
