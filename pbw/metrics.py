@@ -29,7 +29,7 @@ class RandomConvFeatures(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         widths = [3, 32, 64, num_features]
         self.convs = nn.ModuleList()
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             conv = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) / (c_in * 9) ** 0.5)

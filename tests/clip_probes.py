@@ -22,7 +22,7 @@ def part_color_probe(
     accuracy = {}
     for part in parts:
         picks = similarity(images, [canonical_caption({part: c}, (part,)) for c in names]).argmax(1).tolist()
-        accuracy[part] = float(np.mean([names[k] == truth[part] for k, truth in zip(picks, colors)]))
+        accuracy[part] = float(np.mean([names[k] == truth[part] for k, truth in zip(picks, colors, strict=True)]))
     return accuracy
 
 

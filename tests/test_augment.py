@@ -29,7 +29,7 @@ def test_flips_only_gives_exact_flips():
     x = torch.randn(16, 3, 8, 8)
     # With every other transform at zero strength, each image is itself, x-flipped, or rotated by k*90 degrees.
     y = aug(x)
-    for xi, yi in zip(x, y):
+    for xi, yi in zip(x, y, strict=True):
         candidates = [torch.rot90(v, k, dims=(1, 2)) for v in (xi, xi.flip(-1)) for k in range(4)]
         assert min((yi - c).abs().max().item() for c in candidates) < 1e-4
 

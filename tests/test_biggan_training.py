@@ -47,7 +47,7 @@ def tiny_run(places, tmp_path_factory):
 def test_tiny_run_trains_with_finite_losses_and_computes_metrics(tiny_run):
     out, cli = tiny_run
     version = out / "lightning_logs" / "version_0"
-    rows = list(csv.DictReader(open(version / "metrics.csv")))
+    rows = list(csv.DictReader((version / "metrics.csv").open()))
     keys = ("train/loss_d_real", "train/loss_d_fake", "train/loss_g", "train/ortho_penalty")
     values = {k: [float(r[k]) for r in rows if r.get(k)] for k in keys}
     assert all(len(v) >= 4 and all(math.isfinite(x) for x in v) for v in values.values()), values

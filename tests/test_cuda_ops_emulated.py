@@ -79,7 +79,9 @@ def _first_and_second_order(fn, inputs, dy, weights):
     y = fn(*inputs)
     dy = dy.clone().requires_grad_()
     g1 = torch.autograd.grad(y, inputs, dy, create_graph=True)
-    g2 = torch.autograd.grad(sum((g * w).sum() for g, w in zip(g1, weights)), [*inputs, dy], allow_unused=True)
+    g2 = torch.autograd.grad(
+        sum((g * w).sum() for g, w in zip(g1, weights, strict=True)), [*inputs, dy], allow_unused=True
+    )
     return [y, *g1, *g2]
 
 
@@ -108,7 +110,7 @@ def test_bias_act_kernel_code_matches_reference(emulated, act, dtype, tol):
             [wx.double(), wb.double()],
         )
         assert got[0].is_contiguous(memory_format=layout)
-        for i, (a, w) in enumerate(zip(got, want)):
+        for i, (a, w) in enumerate(zip(got, want, strict=True)):
             if a is None or w is None:  # no second-order path: the other side must be zero too
                 other = w if a is None else a
                 assert other is None or other.abs().max() == 0

@@ -42,7 +42,7 @@ def _grads_to_second_order(fn, inputs, dy, weights):
     y = fn(*inputs)
     dy = dy.clone().requires_grad_()
     g1 = torch.autograd.grad(y, inputs, dy, create_graph=True)
-    loss = sum((g * w).sum() for g, w in zip(g1, weights))
+    loss = sum((g * w).sum() for g, w in zip(g1, weights, strict=True))
     g2 = torch.autograd.grad(loss, [*inputs, dy], allow_unused=True)
     return y, g1, g2
 
@@ -68,9 +68,9 @@ def _compare_fn(fn_cuda, fn_ref, inputs, dtype, layout_check=None, second_order=
         yr = fn_ref(*ref)
         g1r, g2r = torch.autograd.grad(yr, ref, dy.double()), ()
     _close(y, yr, dtype, scale)
-    for a, b in zip(g1, g1r):
+    for a, b in zip(g1, g1r, strict=True):
         _close(a, b, dtype, scale * max(1.0, b.abs().max().item()))
-    for a, b in zip(g2, g2r):
+    for a, b in zip(g2, g2r, strict=True):
         if b is None:
             assert a is None or a.abs().max() == 0
         elif a is None:
@@ -297,5 +297,5 @@ def test_stylegan2_generator_and_discriminator_match_reference():
         finally:
             loader.set_mode(None)
     assert len(results["cuda"]) == len(results["ref"])
-    for a, b in zip(results["cuda"], results["ref"]):
+    for a, b in zip(results["cuda"], results["ref"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * max(1.0, b.abs().max().item()))

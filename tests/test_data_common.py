@@ -134,7 +134,7 @@ def test_image_folder_datamodule_batches_and_split(tmp_path):
         assert batch["image"].shape == (3, 3, 8, 8) and batch["image"].dtype == torch.float32
         assert batch["label"].dtype == torch.int64
         assert batch["image"].min() >= -1 and batch["image"].max() <= 1
-        for img, label in zip(batch["image"], batch["label"]):  # the pixels match the label
+        for img, label in zip(batch["image"], batch["label"], strict=True):  # the pixels match the label
             assert torch.allclose(
                 img.mean((1, 2)), expected_unit(class_color(int(label))), atol=0.05
             ) or torch.allclose(img[0], img[1])  # (grayscale images carry no hue)
@@ -200,7 +200,7 @@ def test_hf_dataset_saved_to_disk(tmp_path):
     batch = next(iter(dm.val_dataloader()))
     assert batch["image"].shape == (6, 3, 8, 8) and batch["label"].tolist() == [0, 0, 1, 1, 2, 2]
     assert batch["caption"] == [f"img {i} caption 0" for i in range(6)]
-    for img, label in zip(batch["image"][1::2], batch["label"][1::2]):  # odd rows are RGB
+    for img, label in zip(batch["image"][1::2], batch["label"][1::2], strict=True):  # odd rows are RGB
         assert torch.allclose(img.mean((1, 2)), expected_unit(class_color(int(label))), atol=0.05)
     train = next(iter(dm.train_dataloader()))
     assert all(c.startswith("img ") for c in train["caption"])

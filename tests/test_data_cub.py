@@ -40,7 +40,7 @@ def test_reads_official_layout_with_captions(tmp_path):
     assert batch["image"].min() >= -1 and batch["image"].max() <= 1
     assert batch["label"].dtype == torch.int64 and len(batch["caption"]) == 3
     val = all_batches(dm.val_dataloader())
-    for label, caption in zip(val["label"].tolist(), val["caption"]):
+    for label, caption in zip(val["label"].tolist(), val["caption"], strict=True):
         image_id = int(re.match(r"bird (\d+) caption 0$", caption).group(1))  # val: the first caption
         assert label == (image_id - 1) // PER_CLASS  # labels 0-based, matching the image
 
@@ -74,7 +74,7 @@ def test_grayscale_cmyk_odd_sizes_and_colours(tmp_path):
     assert val["image"].shape == (8, 3, 16, 16)
     gray = val["image"][0]
     assert torch.allclose(gray[0], gray[1], atol=0.02) and torch.allclose(gray[1], gray[2], atol=0.02)
-    for img, label in list(zip(val["image"], val["label"]))[2:]:  # RGB images: background colour
+    for img, label in list(zip(val["image"], val["label"], strict=True))[2:]:  # RGB images: background colour
         corner = img[:, 0, 0] if img[:, 0, 0].max() < 0.9 else img[:, -1, -1]
         expected = torch.tensor(class_color(int(label)), dtype=torch.float32) / 127.5 - 1
         assert torch.allclose(corner, expected, atol=0.1)
@@ -94,10 +94,10 @@ def test_crop_to_bbox(tmp_path):
     )["image"]
     # Boxes of images 1-4 (see write_tiny_cub): 18x14, 12x20, 16x16, 25x10 (the last one's square
     # crop is clipped to the image height 21): the box covers min/max of the square crop.
-    for f, t, l, box_share in zip(full, tight, loose, [14 / 18, 12 / 20, 1.0, 10 / 21]):
+    for f, t, lo, box_share in zip(full, tight, loose, [14 / 18, 12 / 20, 1.0, 10 / 21], strict=True):
         assert white(t) == pytest.approx(box_share, abs=0.1)
         assert white(t) >= white(f)
-        assert white(t) >= white(l)  # the margin brings background back (unless clipped)
+        assert white(t) >= white(lo)  # the margin brings background back (unless clipped)
     assert white(tight) > white(loose) + 0.1 and white(tight) > white(full) + 0.1
 
 

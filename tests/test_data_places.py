@@ -35,10 +35,10 @@ def test_reads_downloaded_layout(tmp_path):
     assert set(batch) == {"image", "label"}
     assert batch["image"].shape == (4, 3, 16, 16) and batch["image"].dtype == torch.float32
     assert batch["label"].dtype == torch.int64 and batch["image"].abs().max() <= 1
-    val = [b for b in dm.val_dataloader()]
+    val = list(dm.val_dataloader())
     labels = torch.cat([b["label"] for b in val])
     assert labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    for img, label in zip(torch.cat([b["image"] for b in val]), labels):
+    for img, label in zip(torch.cat([b["image"] for b in val]), labels, strict=True):
         assert torch.allclose(img.mean((1, 2)), unit(class_color(int(label))), atol=0.05)
 
 
@@ -70,7 +70,9 @@ def test_class_subset_relabelled(tmp_path):
     assert sorted(dm.train_set.labels.tolist()) == [0, 0, 1, 1, 2, 2]
     assert sorted(dm.val_set.labels.tolist()) == [0, 1, 2]
     for batch in dm.train_dataloader():
-        for img, label in zip(batch["image"], batch["label"]):  # new label k is original class [2, 1, 3][k]
+        for img, label in zip(
+            batch["image"], batch["label"], strict=True
+        ):  # new label k is original class [2, 1, 3][k]
             assert torch.allclose(img.mean((1, 2)), unit(class_color([2, 1, 3][int(label)])), atol=0.05)
 
 

@@ -20,7 +20,7 @@ def find_panel(picture: np.ndarray, native: np.ndarray, k: int) -> tuple[int, in
     """The top-left corner (x, y) where `native` ([H, W, 3] uint8), each pixel a k x k block, lies in `picture`."""
     block = np.kron(native, np.ones((k, k, 1), np.uint8))
     h, w = block.shape[:2]
-    for y, x in zip(*np.nonzero((picture == block[0, 0]).all(-1))):
+    for y, x in zip(*np.nonzero((picture == block[0, 0]).all(-1)), strict=True):
         if np.array_equal(picture[y : y + h, x : x + w], block):
             return int(x), int(y)
     return None

@@ -14,7 +14,7 @@ def test_draw_birds_are_the_written_dataset_birds(tmp_path):
     root = syn.generate(tmp_path, n=3, resolution=32, seed=5, progress=False)
     birds = syn.draw_birds(3, 32, seed=5)
     meta = syn.load_metadata(root)
-    for k, (image_id, entry) in enumerate(meta["images"].items()):
+    for k, entry in enumerate(meta["images"].values()):
         image = np.asarray(Image.open(root / "CUB_200_2011" / "images" / entry["file"]))
         assert (image == birds.images[k]).all()
         assert (syn.load_part_map(root, entry["file"]) == birds.part_maps[k]).all()

@@ -69,11 +69,11 @@ def test_caption_oracle_reads_the_drawn_birds_as_their_captions_say():
     from pbw.evaluation.judges import caption_oracle
 
     birds = draw_birds(48, 64, seed=4345)
-    colors = [{p: COLOR_NAMES[c] for p, c in zip(PARTS, row)} for row in birds.part_colors]
+    colors = [{p: COLOR_NAMES[c] for p, c in zip(PARTS, row, strict=True)} for row in birds.part_colors]
     own = caption_oracle(birds.tensors(), colors)
     assert own["oracle_accuracy"] >= 0.95 and own["caption_part_accuracy"] >= 0.9, own
     others = colors[1:] + colors[:1]  # each image judged against the next bird's caption
-    same_body = np.mean([a["body"] == b["body"] for a, b in zip(colors, others)])
+    same_body = np.mean([a["body"] == b["body"] for a, b in zip(colors, others, strict=True)])
     wrong = caption_oracle(birds.tensors(), others)
     assert wrong["oracle_accuracy"] <= same_body + 0.1 and wrong["caption_part_accuracy"] < 0.6, (wrong, same_body)
     sky = torch.tensor([-0.3, 0.2, 0.8])[None, :, None, None].expand(2, 3, 64, 64)  # no bird: no body, a miss

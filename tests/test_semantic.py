@@ -104,7 +104,7 @@ def test_local_checkpoint_file_loads(tmp_path, clip):
     path = tmp_path / "tiny.pt"
     torch.save(clip.model.state_dict(), path)
     c2 = SemanticNet.from_spec(f"pbw-tiny-clip:{path}")
-    for a, b in zip(clip.model.state_dict().values(), c2.model.state_dict().values()):
+    for a, b in zip(clip.model.state_dict().values(), c2.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     folder = tmp_path / "local"
     folder.mkdir()

@@ -48,7 +48,7 @@ def tiny_run(cub, tmp_path_factory):
 def test_tiny_run_trains_with_finite_losses_and_computes_metrics(tiny_run):
     out, cli = tiny_run
     version = out / "lightning_logs" / "version_0"
-    rows = list(csv.DictReader(open(version / "metrics.csv")))
+    rows = list(csv.DictReader((version / "metrics.csv").open()))
     losses = [float(r[k]) for r in rows for k in ("train/loss_d", "train/loss_g") if r.get(k)]
     assert len(losses) >= 8 and all(math.isfinite(v) for v in losses)
     assert any(r.get("train/r1_penalty") for r in rows) and any(r.get("train/pl_penalty") for r in rows)

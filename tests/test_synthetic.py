@@ -177,7 +177,9 @@ def test_masked_edit_oracle_scores_a_body_redrawn_in_the_asked_color():
     x0, x1 = (torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).float() / 127.5 - 1 for x in (x0, x1))
     masks = torch.from_numpy(np.stack(masks))[:, None].float()
     assert color_oracle(x0, x1, masks, asked)["oracle_accuracy"] == 1.0
-    assert color_oracle(x0, x0, masks, asked)["oracle_accuracy"] == np.mean([a == s for a, s in zip(asked, start)])
+    assert color_oracle(x0, x0, masks, asked)["oracle_accuracy"] == np.mean(
+        [a == s for a, s in zip(asked, start, strict=True)]
+    )
     wrong = ["green" if a != "green" else "white" for a in asked]
     assert color_oracle(x0, x1, masks, wrong)["oracle_accuracy"] == 0.0
 
@@ -235,7 +237,7 @@ def test_load_split_and_probes_with_a_perfect_and_a_blind_model(birds):
     assert len(syn.load_split(birds, "all", limit=5)[0]) == 5
 
     def perfect(imgs, texts):  # reads colors with the pixel oracle; scores the captions that state them
-        truth = [oracle.part_colors(img, syn.load_part_map(birds, f)) for img, f in zip(imgs, files)]
+        truth = [oracle.part_colors(img, syn.load_part_map(birds, f)) for img, f in zip(imgs, files, strict=True)]
         stated = [{syn.canonical_caption(t, parts) for parts in [syn.PARTS] + [(p,) for p in syn.PARTS]} for t in truth]
         return torch.tensor([[float(text in s) for text in texts] for s in stated])
 

@@ -215,7 +215,7 @@ def test_resumed_csv_log_continues_in_the_same_folder(cub, tmp_path):
     cli = train_main(fit_args(cub, tmp_path, "--trainer.max_steps", "12", "--ckpt_path", "last"))
     assert cli.trainer.global_step == 12
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
-    rows = list(csv.DictReader(open(tmp_path / "lightning_logs/version_0/metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "lightning_logs/version_0/metrics.csv").open()))
     train_steps = [int(r["step"]) for r in rows if r["train/loss_d"]]
     assert train_steps == list(range(6))  # each logged once: the first run's steps 2-3 (batches) were replaced
     assert any(r["val/fid"] for r in rows)
@@ -244,7 +244,7 @@ def test_max_time_is_per_session_and_lightnings_csv_log_is_kept_on_resume(cub, t
     )
     assert cli.trainer.global_step == 8  # Lightning's Timer counts the restored 10 h and stops at step 4
     assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]
-    rows = list(csv.DictReader(open(tmp_path / "lightning_logs/version_0/metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "lightning_logs/version_0/metrics.csv").open()))
     assert [int(r["step"]) for r in rows if r["train/loss_d"]] == list(range(4))  # Lightning's deletes steps 0-1
 
 

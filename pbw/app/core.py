@@ -104,7 +104,7 @@ def describe(result: EditResult) -> str:
     """How the history names a result: its start (seed, loaded file) or its edit and words."""
     if result.prompt is None:
         return result.name
-    words = " | ".join(t for t, w in zip(result.prompt["texts"], result.prompt["weights"]) if w > 0)
+    words = " | ".join(t for t, w in zip(result.prompt["texts"], result.prompt["weights"], strict=True) if w > 0)
     return f"{'painted' if result.mask is not None else 'whole image'}: {words}"
 
 

@@ -270,7 +270,7 @@ def drop_bad_images(sets: dict[str, ImageDataset], threads: int = 4) -> dict[str
     for what, ds in sets.items():
         keys = [ds.source.key(i) for i in range(len(ds))]
         todo = [i for i, k in enumerate(keys) if k not in errors]
-        for i, err in zip(todo, find_bad_images(ds, todo, threads, desc=f"checking {what} images")):
+        for i, err in zip(todo, find_bad_images(ds, todo, threads, desc=f"checking {what} images"), strict=True):
             errors[keys[i]] = err
         bad[what] = [i for i, k in enumerate(keys) if errors[k] is not None]
     if not any(bad.values()):

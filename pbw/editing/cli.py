@@ -226,7 +226,7 @@ def run(args, editor: Editor, rows: list[dict], requests: list[EditRequest | Non
         logger=logger,
     )
     out = Path(args.out)
-    for i, res in zip(ready, results):
+    for i, res in zip(ready, results, strict=True):
         if isinstance(res, EditFailure):
             rows[i].update(status="failed", error=res.error)
             continue

@@ -173,7 +173,7 @@ class Editor:
                 return
             out[batch[0]] = EditFailure(requests[batch[0]].name, f"{type(e).__name__}: {e}")
             return
-        for i, r in zip(batch, results):
+        for i, r in zip(batch, results, strict=True):
             out[i] = r
 
     def generator_for(self, request: EditRequest) -> MaskableGenerator:

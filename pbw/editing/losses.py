@@ -36,10 +36,10 @@ def build_lpips(net: str = "alex", backbone_weights: str | None = None) -> nn.Mo
         except Exception as e:
             raise RuntimeError(f"{backbone_weights!r} is not a torchvision {_TV_NAMES[net]} state dict: {e}") from e
         dst, src = list(lp.net.parameters()), list(tv.features.parameters())  # slices = features, in order
-        if len(dst) > len(src) or any(a.shape != b.shape for a, b in zip(dst, src)):
+        if len(dst) > len(src) or any(a.shape != b.shape for a, b in zip(dst, src, strict=True)):
             raise RuntimeError(f"{backbone_weights!r} does not match LPIPS' {_TV_NAMES[net]} backbone")
         with torch.no_grad():
-            for a, b in zip(dst, src):
+            for a, b in zip(dst, src, strict=True):
                 a.copy_(b)
     return lp.eval().requires_grad_(False)
 

@@ -315,7 +315,7 @@ class EditModule(pl.LightningModule):
             return
         with torch.no_grad():
             edited = self.render()
-        caps = [f"{n}: {' | '.join(p.texts)}" for n, p in zip(self.names, self.prompts)]
+        caps = [f"{n}: {' | '.join(p.texts)}" for n, p in zip(self.names, self.prompts, strict=True)]
         log_image("original", list(to01(self.x0)), caption=caps)
         log_image("mask_overlay", list(to01(mask_overlay(self.x0, self.mask))), caption=caps)
         log_image("edited", list(to01(edited)), caption=caps)

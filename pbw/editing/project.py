@@ -303,7 +303,7 @@ def _best_start(
     n_classes = getattr(g, "n_classes", None)
     if not g.is_conditional or n_classes is None:
         best, best_loss = None, float("inf")
-        for i in range(s.class_samples):
+        for _ in range(s.class_samples):
             c = g.sample(1, seed=int(torch.randint(2**31, (1,), generator=gen)))
             with torch.no_grad():
                 loss = _loss(g.decode(g.encode(c), cond=c), target, s, perceptual)
@@ -313,7 +313,7 @@ def _best_start(
     labels = torch.arange(n_classes) if classes is None else torch.as_tensor(classes).flatten()
     seeds = torch.randint(2**31, (len(labels),), generator=gen)
     best, best_loss = None, float("inf")
-    for label, seed in zip(labels.tolist(), seeds.tolist()):
+    for label, seed in zip(labels.tolist(), seeds.tolist(), strict=True):
         c = g.sample(s.class_samples, seed=seed, classes=label)
         with torch.no_grad():
             x = g.decode(g.encode(c), cond=c)
@@ -729,7 +729,7 @@ def measure_mini(
         ok = [painted_color(x0[j], x1[j], mask[0, 0]) == c for j, c in enumerate(asked)]
         new = [
             v
-            for v, req, c in zip(ok, reqs, asked)
+            for v, req, c in zip(ok, reqs, asked, strict=True)
             if body_colors is not None and req.base is not None and body_colors[asked_photo[id(req)]] != c
         ]
         edits[kind] = {

@@ -223,7 +223,9 @@ class EditResult:
 
 def prompt_text(prompt: dict) -> str:
     """A result's prompt as text: '"a red head"::2 | "a crown" | "blurry"::-1' (weights other than 1 shown)."""
-    return " | ".join(f'"{t}"' + ("" if w == 1 else f"::{w:g}") for t, w in zip(prompt["texts"], prompt["weights"]))
+    return " | ".join(
+        f'"{t}"' + ("" if w == 1 else f"::{w:g}") for t, w in zip(prompt["texts"], prompt["weights"], strict=True)
+    )
 
 
 def generator_copy(generator: MaskableGenerator) -> MaskableGenerator:

@@ -141,7 +141,7 @@ def train_loop(
     net.train()
     t0 = time.perf_counter()
     running: dict[str, float] = {}
-    for step, batch in zip(range(steps), batches):
+    for step, batch in zip(range(steps), batches, strict=False):
         loss, logs = loss_fn(net, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -253,7 +253,7 @@ def color_oracle(x0: torch.Tensor, x1: torch.Tensor | None, masks: torch.Tensor,
     edit)."""
     start = [region_color(x0[i], masks[i, 0]) for i in range(len(x0))]
     if x1 is None:
-        region = [s == c for s, c in zip(start, asked)]
+        region = [s == c for s, c in zip(start, asked, strict=True)]
         return {
             "oracle_accuracy": float("nan"),
             "region_accuracy": float(np.mean(region)),
@@ -262,7 +262,7 @@ def color_oracle(x0: torch.Tensor, x1: torch.Tensor | None, masks: torch.Tensor,
     region = [region_color(x1[i], masks[i, 0]) == c for i, c in enumerate(asked)]
     painted = [
         painted_color(x0[i], x1[i], masks[i, 0]) == c or (start[i] == c and kept)
-        for i, (c, kept) in enumerate(zip(asked, region))
+        for i, (c, kept) in enumerate(zip(asked, region, strict=True))
     ]
     oracle = accuracy(painted)
     return {
@@ -284,8 +284,10 @@ def caption_oracle(
 
     maps = segment(images, segmenter or load_segmenter(kind="judge")).numpy()
     found = [read_part_colors(images[i], maps[i]) for i in range(len(images))]
-    body = [f.get(part) == c[part] for f, c in zip(found, part_colors)]
-    parts = [float(np.mean([f.get(p) == color for p, color in c.items()])) for f, c in zip(found, part_colors)]
+    body = [f.get(part) == c[part] for f, c in zip(found, part_colors, strict=True)]
+    parts = [
+        float(np.mean([f.get(p) == color for p, color in c.items()])) for f, c in zip(found, part_colors, strict=True)
+    ]
     oracle, part_acc = accuracy(body), mean_ci(parts)
     return {
         "oracle_accuracy": oracle["value"],

@@ -59,7 +59,7 @@ def color_shares(image: Image.Image | np.ndarray | torch.Tensor, mask) -> dict[s
     pixels = _region_pixels(image, mask)
     nearest = np.linalg.norm(pixels[:, None] - PALETTE_RGB[None], axis=2).argmin(1)
     counts = np.bincount(nearest, minlength=len(COLOR_NAMES)) / len(pixels)
-    return dict(zip(COLOR_NAMES, counts.tolist()))
+    return dict(zip(COLOR_NAMES, counts.tolist(), strict=True))
 
 
 # A real bird's body covers 11-21% (quartiles) of a central half-size box in the 32 px birds.

@@ -54,7 +54,7 @@ def pairwise_preference(
     if tie_tolerance < 0:
         raise ValueError(f"tie_tolerance must be >= 0, got {tie_tolerance}")
     a_wins = b_wins = ties = missing = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         x, y = float(x), float(y)
         if math.isnan(x) or math.isnan(y):
             missing += 1

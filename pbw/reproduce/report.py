@@ -260,7 +260,7 @@ class Gallery:
             "score, eval = the first evaluator's, D = the discriminator's realism, L1 = mean change outside the "
             "mask.</p>",
         ]
-        for key, task in results["tasks"].items():
+        for task in results["tasks"].values():
             parts.append(f"<h2>{e(task['title'])}</h2>")
             for gkey, requests in task["requests"].items():
                 variants = [v for v, im in task["images"].items() if im["generator"] == gkey]

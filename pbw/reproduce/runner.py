@@ -203,7 +203,7 @@ class Runner:
             self.clip_spec, crops=exp.settings.crops, view=exp.view, cache_dir=exp.clip_cache_dir
         )
         self.preservation = PreservationLoss(exp.lpips, exp.lpips_net, exp.lpips_weights)
-        for raw, spec in zip(exp.evaluators, self.evaluator_specs):
+        for raw, spec in zip(exp.evaluators, self.evaluator_specs, strict=True):
             ev = EvaluatorCLIP(spec, view=exp.view, device=self.device, name=raw, cache_dir=exp.clip_cache_dir)
             warning = check_independent(self.clip_spec, spec, self.semantic, ev.net, exp.allow_same_evaluator)
             if warning:
@@ -370,7 +370,7 @@ class Runner:
                 pres = preservation_outside(x0, shown, masks, self.lpips_judge)
                 for k, values in pres.items():
                     row[k] = _mean(values)
-                    for pr, v in zip(batch.per_request, values):
+                    for pr, v in zip(batch.per_request, values, strict=True):
                         pr[k] = v
             elif judge == "color_oracle":
                 asked = [p.item.meta.get("color") for p in batch.planned]
@@ -411,7 +411,7 @@ class Runner:
                 "accuracy_chance": chance,
                 "n": acc["n"],
             }
-            for pr, s, h in zip(batch.per_request, s1, h1):
+            for pr, s, h in zip(batch.per_request, s1, h1, strict=True):
                 pr[f"evaluator:{ev.name}"] = s
                 pr[f"evaluator_hit:{ev.name}"] = h
 

@@ -130,7 +130,10 @@ def caption_items(source: str, split: str, caption_index: int, synthetic_root: P
         if synthetic_root is None:
             raise ExperimentError("captions: synthetic_birds needs real: {kind: synthetic_birds}")
         _, colors, files = load_split(synthetic_root, split)
-        return [PromptItem(canonical_caption(c), meta={"part_colors": c, "image": f}) for c, f in zip(colors, files)]
+        return [
+            PromptItem(canonical_caption(c), meta={"part_colors": c, "image": f})
+            for c, f in zip(colors, files, strict=True)
+        ]
     path = Path(source).expanduser()
     if path.is_file():
         return [PromptItem(ln.strip()) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -168,7 +171,7 @@ def load_prompts(p: Prompts, synthetic_root: Path | None = None, max_prompts: in
         keys = list(p.values)
         items = []
         for combo in itertools.product(*(p.values[k] for k in keys)):
-            fill = dict(zip(keys, combo))
+            fill = dict(zip(keys, combo, strict=True))
             items.append(PromptItem(p.template.format(**fill), meta=dict(fill)))
     elif p.file is not None:
         items = read_prompt_file(p.file)

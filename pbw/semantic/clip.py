@@ -212,7 +212,7 @@ class SemanticNet(nn.Module):
                     )
             tokens = self.tokenizer(missing).to(self.mean.device)
             emb = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-            self._text_cache.update(zip(missing, emb))
+            self._text_cache.update(zip(missing, emb, strict=True))
         return torch.stack([self._text_cache[t].to(self.mean.device) for t in texts])
 
     def targets(self, prompts: list[PromptSet]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,7 +221,7 @@ class SemanticNet(nn.Module):
         emb = [self.encode_texts(s.texts) for s in prompts]
         t = torch.zeros(len(prompts), p, emb[0].shape[-1], device=self.mean.device)
         w = torch.zeros(len(prompts), p, device=self.mean.device)
-        for i, (s, e) in enumerate(zip(prompts, emb)):
+        for i, (s, e) in enumerate(zip(prompts, emb, strict=True)):
             t[i, : len(s.texts)] = e
             w[i, : len(s.texts)] = torch.tensor(s.weights, device=w.device)
         return t, w

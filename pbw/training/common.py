@@ -207,8 +207,8 @@ class GANModule(pl.LightningModule):
         """Resume keeps Adam's moments but takes lr and betas from this run's config: torch's
         `load_state_dict` would restore the checkpoint's, silently ignoring a changed `--model.g_lr`."""
         configured = self.configure_optimizers()
-        for optimizer, saved in zip(configured, checkpoint.get("optimizer_states", [])):
-            for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
+        for optimizer, saved in zip(configured, checkpoint.get("optimizer_states", []), strict=False):
+            for group, saved_group in zip(optimizer.param_groups, saved["param_groups"], strict=True):
                 for key in ("lr", "betas"):
                     if key in saved_group and saved_group[key] != group[key]:
                         rank_zero_info(
@@ -242,9 +242,9 @@ class GANModule(pl.LightningModule):
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
     """ema = beta * ema + (1 - beta) * model for parameters; buffers are copied."""
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
+    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
         p_ema.lerp_(p.detach(), 1 - beta)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
+    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
 
 

@@ -51,7 +51,7 @@ class CLIPHead(nn.Module):
         clip = self.clip[0]
         x = ((images + 1) / 2 - clip.mean) / clip.std
         maps = clip.model.visual.forward_intermediates(x, intermediates_only=True)["image_intermediates"]
-        return sum(head(f) for head, f in zip(self.heads, maps))
+        return sum(head(f) for head, f in zip(self.heads, maps, strict=True))
 
 
 def adam(params, lr: float) -> torch.optim.Adam:
