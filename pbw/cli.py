@@ -14,6 +14,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities import rank_zero_only
 
+from pbw.configs import resolve_config_args
 from pbw.training.common import (
     AtomicCheckpointIO,
     LoggerVersions,
@@ -145,5 +146,9 @@ def checkpoint_folder(default_root_dir: str | None) -> Path:
 
 
 def train_main(args: list[str] | None = None) -> PbwCLI:
-    """`python train.py fit --config configs/stylegan2/cub256.yaml [--data.root DIR] ...`"""
+    """`pbw-train fit --config stylegan2/cub256.yaml [--data.root DIR] ...` (a shipped config's name or a path)."""
+    if args is None:  # LightningCLI reads sys.argv itself (and warns when given both)
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+    else:
+        args = resolve_config_args(args)
     return PbwCLI(args=args)

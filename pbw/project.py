@@ -18,6 +18,7 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser
 from torchvision.utils import save_image
 
+from pbw.configs import resolve_config_args
 from pbw.editing.cli import INPUT_ERRORS, load_maskable
 from pbw.editing.editor import resolve_device
 from pbw.editing.figures import comparison_image
@@ -70,7 +71,7 @@ def save_projection(result: EditResult, generator, out: str | Path) -> dict[str,
 
 def main(argv: list[str] | None = None) -> EditResult:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(resolve_config_args(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.instantiate(args)
         lpips = {"true": True, "false": False}.get(str(args.lpips).lower(), str(args.lpips).lower())

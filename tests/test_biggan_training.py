@@ -14,7 +14,7 @@ from pbw.cli import train_main
 from pbw.training.biggan import BigGANModule, hinge_loss_d, hinge_loss_g, orthogonal_penalty
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs/biggan/tiny.yaml")
+TINY = str(REPO / "pbw/configs/biggan/tiny.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,7 @@ def test_mini_config_trains_and_resumes_through_the_cli(tmp_path):
     args = [
         "fit",
         "--config",
-        "configs/mini/clip.yaml",
+        "pbw/configs/mini/clip.yaml",
         "--data.init_args.val_size",
         "8",
         "--data.init_args.batch_size",

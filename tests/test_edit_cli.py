@@ -109,7 +109,7 @@ def test_config_file_and_resized_mask_note(tmp_path, generator):
 
 def test_shipped_configs_parse():
     for name, cls in (("stylegan2_cub", None), ("biggan_places", 205)):
-        argv = ["--config", f"configs/edit/{name}.yaml", "--prompt", "x"] + (["--class", str(cls)] if cls else [])
+        argv = ["--config", f"pbw/configs/edit/{name}.yaml", "--prompt", "x"] + (["--class", str(cls)] if cls else [])
         p = build_parser()
         a = p.instantiate(p.parse_args(argv))
         s = a.settings
@@ -125,7 +125,7 @@ def test_shipped_configs_parse():
         assert a.clip == "ViT-B-32:openai" and s.optimizer == "cma+adam" and s.space is None and a.class_ == cls
     for name in ("mini", "mini_biggan"):
         p = build_parser()
-        p.instantiate(p.parse_args(["--config", f"configs/edit/{name}.yaml", "--prompt", "x"]))
+        p.instantiate(p.parse_args(["--config", f"pbw/configs/edit/{name}.yaml", "--prompt", "x"]))
 
 
 def test_requests_batch_reports_failures_and_continues(tmp_path, generator):

@@ -77,7 +77,7 @@ def test_mini_trainer_configs_use_the_yardstick(config, tmp_path):
 
     args = [
         "--config",
-        f"configs/mini/{config}.yaml",
+        f"pbw/configs/mini/{config}.yaml",
         "--trainer.logger",
         "false",
         "--trainer.enable_checkpointing",

@@ -55,7 +55,7 @@ def test_quick_edit_with_the_bundle(tmp_path, config, extra):
     rows = main(
         [
             "--config",
-            f"configs/edit/{config}",
+            f"pbw/configs/edit/{config}",
             "--prompt",
             "a bird with a red body",
             "--mask",

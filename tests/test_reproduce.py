@@ -1,4 +1,4 @@
-"""`python -m pbw.reproduce mini` (the alias of the runner on configs/reproduce/mini_quick.yaml) end to end on
+"""`python -m pbw.reproduce mini` (the alias of the runner on pbw/configs/reproduce/mini_quick.yaml) end to end on
 a tiny slice: files, table fields, sane values; the alias's options land on the config's fields."""
 
 import json

@@ -15,7 +15,7 @@ from pbw.training.common import AtomicCheckpointIO
 from pbw.training.stylegan2 import StyleGAN2Module
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs/stylegan2/tiny.yaml")
+TINY = str(REPO / "pbw/configs/stylegan2/tiny.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_wandb_offline_logging_writes_a_local_run_that_resumes(cub, tmp_path, mo
         "--config",
         TINY,
         "--config",
-        str(REPO / "configs/logging/wandb.yaml"),
+        str(REPO / "pbw/configs/logging/wandb.yaml"),
         "--data.root",
         str(cub),
         "--trainer.default_root_dir",

@@ -22,7 +22,7 @@ from pbw.training.common import newest_checkpoint
 from pbw.training.stylegan2 import StyleGAN2Module
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs/stylegan2/tiny.yaml")
+TINY = str(REPO / "pbw/configs/stylegan2/tiny.yaml")
 ITERATIONS = 12  # 24 optimizer steps; a checkpoint every 2 iterations, 3 batches an epoch
 
 

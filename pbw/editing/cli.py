@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from pbw.configs import resolve_config_args
 from pbw.editing.editor import EditFailure, Editor, resolve_device
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.masks import is_part_spec, load_mask
@@ -243,7 +244,7 @@ def run(args, editor: Editor, rows: list[dict], requests: list[EditRequest | Non
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run edit.py; an input error exits with status 2 and one line (unless --debug)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(resolve_config_args(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.instantiate(args)  # settings -> EditSettings, checked
         prepared = prepare(args)

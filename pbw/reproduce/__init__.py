@@ -1,6 +1,6 @@
-"""Reproduce the paper: one experiment runner, experiments as configs (configs/reproduce/*.yaml).
+"""Reproduce the paper: one experiment runner, experiments as configs (reproduce/*.yaml).
 
-``python -m pbw.reproduce run --config configs/reproduce/<experiment>.yaml [--out DIR] [overrides]``
+``python -m pbw.reproduce run --config reproduce/<experiment>.yaml [--out DIR] [overrides]``
 runs an `Experiment` (`experiment.py`: generators, the optimizing CLIP, evaluator CLIPs, real images,
 the base EditSettings and tasks: prompt set, masks, seeds, variants, judges) through the editing core
 (`runner.py`), judges it with `pbw.evaluation`, and writes results.md/json, grids, an HTML gallery and

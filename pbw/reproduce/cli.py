@@ -12,10 +12,11 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from pbw.cli import OneLineParser
+from pbw.configs import resolve_config_args
 from pbw.reproduce.experiment import Experiment, only_variants
 
-USAGE = """python -m pbw.reproduce run --config configs/reproduce/<experiment>.yaml [--out DIR] [overrides]
-python -m pbw.reproduce mini [--quick] [--out DIR] [options]      (= run --config configs/reproduce/mini[_quick].yaml)
+USAGE = """python -m pbw.reproduce run --config reproduce/<experiment>.yaml [--out DIR] [overrides]
+python -m pbw.reproduce mini [--quick] [--out DIR] [options]      (= run --config reproduce/mini[_quick].yaml)
 python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR [--biggan CKPT]
 python -m pbw.reproduce grid [--out docs/mini_edits.png] [--seeds 0-3] [--colors red,blue,yellow]"""
 
@@ -25,7 +26,7 @@ def build_run_parser() -> ArgumentParser:
     --generators.bedroom.path FILE, --tasks.masked_edits.seeds 2, --settings.steps 10) and the run's options."""
     p = ArgumentParser(
         prog="python -m pbw.reproduce run",
-        description="Run an experiment config (configs/reproduce/*.yaml): edit its requests with every "
+        description="Run an experiment config (reproduce/*.yaml): edit its requests with every "
         "variant, judge them, write results.md/json, grids, gallery/index.html.",
     )
     p.add_argument("--config", action=ActionConfigFile, help="the experiment's YAML")
@@ -93,7 +94,7 @@ def mini_parser() -> argparse.ArgumentParser:
         description=mini.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="a handful of short edits (configs/reproduce/mini_quick.yaml)")
+    p.add_argument("--quick", action="store_true", help="a handful of short edits (reproduce/mini_quick.yaml)")
     p.add_argument("--out", default="out/reproduce_mini")
     p.add_argument("--data", default=None, help="synthetic birds root (made in OUT/real_birds when absent)")
     p.add_argument("--generator", default=None, help="StyleGAN2 checkpoint (default: the bundled one)")
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = resolve_config_args(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return

@@ -156,7 +156,7 @@ class RealImages:
 
 @dataclass
 class Experiment:
-    """See the module's docstring and configs/reproduce/*.yaml."""
+    """See the module's docstring and reproduce/*.yaml."""
 
     name: str
     generators: dict[str, GeneratorSpec]

@@ -3,7 +3,7 @@
 Sample seeds (rows) x body colors (columns, after the unedited original) edited by the bundled mini
 StyleGAN2 and BigGAN, one block each: prompt "a bird with a <color> body" inside the body the part
 segmenter finds in each start image (`part:body`), with the settings of the generator's edit config
-(configs/edit/mini.yaml, mini_biggan.yaml: what `edit.py --config` runs) and every edit of a
+(edit/mini.yaml, mini_biggan.yaml: what `edit.py --config` runs) and every edit of a
 generator in one batch. About two minutes on 2 CPU cores for 4 seeds x 3 colors.
 """
 
@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from pbw.configs import config_path
 from pbw.editing.figures import panel_grid, stack
 from pbw.editing.masks import MaskError, load_mask
 from pbw.editing.module import EditRequest
 from pbw.editing.result import to01
 from pbw.semantic import PromptSet
 
-EDIT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "edit"
 EDIT_CONFIGS = {"stylegan2": "mini.yaml", "biggan": "mini_biggan.yaml"}
 TITLES = {"stylegan2": "StyleGAN2", "biggan": "BigGAN"}
 PROMPT = "a bird with a {color} body"
@@ -62,11 +62,7 @@ def edit_args(family: str):
     from pbw.assets import mini_clip_spec, mini_generator_path
     from pbw.editing.cli import build_parser
 
-    config = EDIT_CONFIG_DIR / EDIT_CONFIGS[family]
-    if not config.is_file():
-        raise FileNotFoundError(
-            f"{config} is missing: the grid edits with the miniature's edit configs; run from a checkout of pbw"
-        )
+    config = config_path(f"edit/{EDIT_CONFIGS[family]}")
     parser = build_parser()
     return parser.instantiate(
         parser.parse_args(

@@ -1,6 +1,6 @@
-"""The paper's experiments in miniature, offline: configs/reproduce/mini.yaml (full) and mini_quick.yaml
+"""The paper's experiments in miniature, offline: reproduce/mini.yaml (full) and mini_quick.yaml
 (CI's quick run) of the experiment runner. `python -m pbw.reproduce mini [--quick] [options]` is an
-alias of `python -m pbw.reproduce run --config configs/reproduce/mini[_quick].yaml` that keeps the
+alias of `python -m pbw.reproduce run --config reproduce/mini[_quick].yaml` that keeps the
 options it had before the runner existed; each maps onto a config field (`mini_overrides`).
 
 With the bundled mini StyleGAN2, mini BigGAN and tiny CLIP (`pbw.assets`) on the synthetic birds,
@@ -25,9 +25,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pbw.configs import config_path
 from pbw.evaluation.oracle import CENTRAL_BOX as MASK_BOX  # noqa: F401  (the box ablation's mask)
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
 COLORS = ("red", "blue", "green", "yellow", "purple", "white", "orange", "black")
 PAPER = "paper: cma+adam, w, latent mask"
 REFERENCE = "reference: unedited originals"
@@ -59,14 +59,8 @@ TABLE_COLUMNS = (
 
 
 def mini_config(quick: bool = False) -> Path:
-    """configs/reproduce/mini_quick.yaml or mini.yaml of this checkout."""
-    path = CONFIG_DIR / ("mini_quick.yaml" if quick else "mini.yaml")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: the miniature is a config of the experiment runner; run from a "
-            "checkout of pbw, or `python -m pbw.reproduce run --config <mini.yaml>`"
-        )
-    return path
+    """The shipped reproduce/mini_quick.yaml or reproduce/mini.yaml."""
+    return config_path("reproduce/mini_quick.yaml" if quick else "reproduce/mini.yaml")
 
 
 def mini_overrides(
@@ -118,7 +112,7 @@ def mini_overrides(
 
 
 def run_mini(out: str | Path, quick: bool = False, **options) -> dict:
-    """Run the miniature (configs/reproduce/mini[_quick].yaml) with the `mini` command's options
+    """Run the miniature (reproduce/mini[_quick].yaml) with the `mini` command's options
     (`mini_overrides`); writes results.md/json, grids and the gallery to `out`; returns the results."""
     from pbw.reproduce.cli import run_main
 

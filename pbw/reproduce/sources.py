@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pbw.configs import config_path
 from pbw.editing import EditRequest
 from pbw.editing.masks import PART_PREFIX, MaskError, is_part_spec, load_mask
 from pbw.models.maskable import MaskableGenerator
@@ -75,18 +76,6 @@ class Planned:
 
 
 # ---- prompts -----------------------------------------------------------------------------------------
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def find_file(path: str | Path) -> Path:
-    """A file named in a config: as given (relative to the current folder), else relative to the pbw
-    checkout (so `configs/reproduce/prompts/...` works from anywhere)."""
-    p = Path(path).expanduser()
-    if p.is_file():
-        return p
-    if not p.is_absolute() and (REPO_ROOT / p).is_file():
-        return REPO_ROOT / p
-    raise FileNotFoundError(f"{path} does not exist (looked in the current folder and in {REPO_ROOT})")
 
 
 def read_prompt_file(path: str | Path) -> list[PromptItem]:
@@ -95,7 +84,7 @@ def read_prompt_file(path: str | Path) -> list[PromptItem]:
     one prompt a line (`#` starts a comment)."""
     import yaml
 
-    path = find_file(path)
+    path = config_path(path)  # a file of yours, or a shipped one such as reproduce/prompts/scenes.yaml
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         lines = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
         return [PromptItem(ln) for ln in lines if ln]
