@@ -194,7 +194,7 @@ def test_mini_config_trains_and_resumes_through_the_cli(tmp_path):
     cli = train_main([*args, "--trainer.max_steps", "2"])
     assert isinstance(cli.model, CLIPTrainer) and cli.model.hparams.model_name == "pbw-mini-clip"
     assert cli.trainer.global_step == 2 and np.isfinite(cli.trainer.callback_metrics["train/loss"].item())
-    resumed = train_main([*args, "--trainer.max_steps", "3", "--ckpt_path", "last"])  # scripts/retrain_mini.sh
+    resumed = train_main([*args, "--trainer.max_steps", "3", "--ckpt_path", "last"])  # lab/retrain_mini.sh
     assert resumed.trainer.ckpt_path == str(tmp_path / "checkpoints/last.ckpt") and resumed.trainer.global_step == 3
     saved = json.loads((tmp_path / "clip" / "open_clip_config.json").read_text())
     assert saved["model_cfg"]["vision_cfg"]["image_size"] == 64

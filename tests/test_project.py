@@ -173,7 +173,7 @@ def test_biggan_projection_and_wplus_edit_spaces(tiny, tiny_biggan, clip):
         progress=False,
     )[0]
     assert e.space == "wplus"
-    with pytest.raises(ValueError, match="projects into space w or wplus"):
+    with pytest.raises(ValueError, match="projects photos into space w or wplus"):
         project(photo, tiny, ProjectSettings(space="z"), progress=False, device="cpu")
 
 

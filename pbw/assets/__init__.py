@@ -1,5 +1,5 @@
 """The bundled miniature models (no download): a 64 px StyleGAN2, a 64 px species-conditional BigGAN
-and a tiny CLIP, all trained on the synthetic birds (`pbw.data.synthetic`). `scripts/retrain_mini.sh`
+and a tiny CLIP, all trained on the synthetic birds (`pbw.data.synthetic`). `lab/retrain_mini.sh`
 retrains and re-bundles them.
 
 Also the mini world's judges, trained on real synthetic birds only (no generator involved): the
@@ -28,7 +28,7 @@ JUDGE_FILES = {
 
 def _missing(path: Path) -> FileNotFoundError:
     return FileNotFoundError(
-        f"the bundled mini model {path} is missing; rebuild it with scripts/retrain_mini.sh "
+        f"the bundled mini model {path} is missing; rebuild it with lab/retrain_mini.sh "
         "(or `python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR`)"
     )
 

@@ -54,7 +54,6 @@ from tqdm.auto import tqdm
 
 from pbw.data.common import load_image, pil_to_unit_tensor
 from pbw.editing.result import EditResult
-from pbw.evaluation.stats import mean_interval, wilson_interval
 from pbw.models.maskable import Codes, MaskableGenerator
 
 MIN_SIDE = 16  # smaller photos are refused: nothing to reconstruct
@@ -255,21 +254,15 @@ class _Latent:
         perceptual,
         gen: torch.Generator,
     ):
-        from pbw.models.biggan import BigGANGenerator
-        from pbw.models.stylegan2 import StyleGAN2Generator
-
         self.g, self.space, dev = g, space, target.device
         self.noisy: dict[str, float] = {}  # parameter -> noise scale (its spread)
-        if isinstance(g, StyleGAN2Generator):
-            z = torch.randn(s.w_avg_samples, g.z_dim, generator=gen).to(dev)
-            with torch.no_grad():
-                w = torch.cat([g.encode({"z": c})[:, 0] for c in z.split(1000)])
-            w_avg = w.mean(0, keepdim=True)
-            spread = float(((w - w_avg).square().sum() / len(w)).sqrt())  # NVIDIA's w_std
-            start = w_avg if space == "w" else w_avg[:, None].repeat(1, g.num_ws, 1)
-            self.params = {"w": start.clone()}
-            self.noisy = {"w": spread}
-            self.codes = {"z": torch.zeros(1, g.z_dim, device=dev)}
+        mean = g.mean_latent(s.w_avg_samples, gen)
+        self.from_mean = mean is not None
+        if self.from_mean:  # search the decode latent itself, from the mean (codes stay zero)
+            w_avg, spread = mean
+            self.codes = {k: torch.zeros_like(v) for k, v in g.sample(1, seed=0).items()}
+            self.params = {k: v.clone() for k, v in g.to_space(self.codes, space, w_avg.to(dev)).items()}
+            self.noisy = dict.fromkeys(self.params, spread)
         else:
             codes = _best_start(g, target, s, classes, perceptual, gen)
             self.params = {k: v.clone() for k, v in g.continuous_codes(codes).items() if v.is_floating_point()}
@@ -278,14 +271,11 @@ class _Latent:
                 with torch.no_grad():
                     self.params["w_offset"] = torch.zeros_like(g.encode(codes))
             self.codes = {k: v for k, v in g.continuous_codes(codes).items() if k not in self.params}
-        self.is_stylegan2 = isinstance(g, StyleGAN2Generator)
-        self.is_biggan = isinstance(g, BigGANGenerator)
 
     def decode_latent(self, p: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Codes]:
         """(w, cond) of parameters p."""
-        if self.is_stylegan2:
-            w = p["w"]
-            return (w[:, None].expand(-1, self.g.num_ws, -1) if w.ndim == 2 else w), self.codes
+        if self.from_mean:
+            return self.g.from_space(p, self.space, self.codes)
         codes = {**self.codes, **{k: v for k, v in p.items() if k != "w_offset"}}
         w = self.g.encode(codes)
         return (w + p["w_offset"] if "w_offset" in p else w), codes
@@ -355,23 +345,6 @@ class _Clock:
 
 
 # ---- pivotal tuning -------------------------------------------------------------------------------
-def tuned_parameter_names(g: MaskableGenerator) -> list[str]:
-    """The parameters pivotal tuning changes: those of the decode path h that encode (f) does not use."""
-    from pbw.models.biggan import BigGANGenerator
-    from pbw.models.stylegan2 import StyleGAN2Generator
-
-    if isinstance(g, StyleGAN2Generator):
-        prefixes = ("synthesis.",)
-    elif isinstance(g, BigGANGenerator):
-        prefixes = tuple(f"blocks.{i}." for i in range(1, len(g.blocks))) + ("output_layer.",)
-    else:
-        raise TypeError(
-            f"pivotal tuning knows the decode path of StyleGAN2 and BigGAN generators, not of a "
-            f"{type(g).__name__}; project it with tune_steps=0"
-        )
-    return [n for n, _ in g.named_parameters() if n.startswith(prefixes)]
-
-
 def _pivotal_tuning(
     g: MaskableGenerator,
     w0: torch.Tensor,
@@ -388,7 +361,7 @@ def _pivotal_tuning(
     """Fine-tune h around the pivot (w0, codes); returns the tuned parameters and the steps done."""
     from pbw.editing.result import generator_copy
 
-    names = tuned_parameter_names(g)
+    names = g.decode_parameter_names()
     tuned = generator_copy(g)
     tuned.eval().requires_grad_(False)
     params = dict(tuned.named_parameters())
@@ -555,21 +528,17 @@ def resolved(g: MaskableGenerator, settings: ProjectSettings | None) -> ProjectS
     """`settings` with the generator's defaults filled in (space, tune_lr)."""
     from dataclasses import replace
 
-    from pbw.models.stylegan2 import StyleGAN2Generator
-
     s = settings or ProjectSettings()
-    lr = s.tune_lr if s.tune_lr is not None else (1e-3 if isinstance(g, StyleGAN2Generator) else 3e-4)
+    lr = s.tune_lr if s.tune_lr is not None else g.tuning_lr
     return replace(s, space=_space(g, s.space), tune_lr=lr)
 
 
 def _space(g: MaskableGenerator, space: str | None) -> str:
-    from pbw.models.stylegan2 import StyleGAN2Generator
-
-    allowed = ("w", "wplus") if isinstance(g, StyleGAN2Generator) else ("z", "w")
+    allowed = g.projection_spaces
     if space is None:
         return allowed[0]
     if space not in allowed:
-        raise ValueError(f"a {type(g).__name__} projects into space {' or '.join(allowed)}, not {space!r}")
+        raise ValueError(f"this generator projects photos into space {' or '.join(allowed)}, not {space!r}")
     return space
 
 
@@ -585,214 +554,9 @@ def edit_space(result: EditResult, generator: MaskableGenerator) -> str | None:
     """The latent space edits of a projected photo should optimize (None: the paper's default): StyleGAN2
     edits the projection's `w` or `wplus` (a whole-image edit's default, `z`, would start afresh: a
     projection has no z); BigGAN its block-0 features `w` when the projection optimized them. An edit of
-    a photo passes on the space it edited."""
-    from pbw.models.stylegan2 import StyleGAN2Generator
-
+    a photo passes on the space it edited. The whole-image space (codes through f) would start afresh."""
     settings = result.settings or {}
     space = settings.get("space") if settings.get("kind") == "projection" or result.source == "photo" else None
-    if space is None:
+    if space is None or space == generator.default_spaces["whole"]:
         return None
-    return space if isinstance(generator, StyleGAN2Generator) or space == "w" else None
-
-
-# ---- measurement in the miniature -----------------------------------------------------------------
-MASK_BOX = "0.25,0.25,0.75,0.75"
-COLORS = ("red", "blue", "green", "yellow", "purple", "white", "orange", "black")
-EDIT_SCALE = dict(
-    optimizer="cma+adam", steps=30, generations=5, population=8, crops=4, lr=0.05, sigma0=0.5, lam=5.0, batch_size=16
-)  # the reproduction's "full" scale is 60/10/16/8: ~4x the CPU time
-
-
-def held_out_birds(root: str | Path, n: int, seed: int = 1) -> tuple[torch.Tensor, list[dict[str, str]]]:
-    """`n` drawn synthetic birds at 32 px from the test split of a dataset drawn with `seed` (the bundled
-    mini models were trained on seed 0's birds, so any other seed's are held out): images [n, 3, 32, 32]
-    in [-1, 1] and their part colors."""
-    from pbw.data.synthetic import generate, load_split
-
-    root = Path(root)
-    if not (root / "CUB_200_2011").is_dir():
-        generate(root, n=max(8 * n, 40), resolution=32, seed=seed, progress=False)
-    images, colors, _ = load_split(root, "test", limit=n)
-    if len(images) < n:
-        raise ValueError(f"{root} has {len(images)} test birds, fewer than {n}: delete it to redraw")
-    return images, colors
-
-
-def _changes(x0: torch.Tensor, x1: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
-    """Mean |pixel change| (0..1, channel-averaged) inside and outside the mask (the reproduction's measure)."""
-    d = ((x1.clamp(-1, 1) - x0.clamp(-1, 1)).abs() / 2).mean(1, keepdim=True)
-    inside = resize_mask_like(mask, d) > 0.5
-    return float(d[inside].mean()), float(d[~inside].mean())
-
-
-def resize_mask_like(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    from pbw.models.maskable import resize_mask
-
-    return resize_mask(mask.float(), x.shape[-1]).expand(x.shape[0], 1, -1, -1)
-
-
-def measure_mini(
-    family: str,
-    photos: torch.Tensor,
-    settings: ProjectSettings | None = None,
-    colors_per: int = 2,
-    edit_settings: dict | None = None,
-    semantic=None,
-    progress: bool = True,
-    cache: str | Path | None = None,
-    body_colors: Sequence[str] | None = None,
-) -> dict:
-    """Project `photos` into the bundled mini `family` generator (with pivotal tuning as `settings` say),
-    then paint each projection's body (mask `MASK_BOX`, "a bird with a <color> body", `colors_per` colors
-    per photo, cycling through `COLORS`) and the same on samples (seeds 1000...). Returns per-photo
-    reconstruction metrics (before and after tuning, PSNR / L1 / feature distance = 1 - cosine of the tiny
-    CLIP's image embeddings) and, for photos and samples, the oracle's accuracy (`painted_color`) and the
-    change inside / outside the mask; the edits of photos run twice: from the tuned projections and from the
-    latent-only ones (the same codes with the checkpoint's weights). With `cache`, projections are saved
-    there (cache/<family>/bird<i>) and reused by a later run with the same photos and settings. With the
-    photos' `body_colors`, the photo rows also count only the asks of a color the body does not already have
-    (the oracle cannot see a color painted over itself)."""
-    from dataclasses import replace
-
-    from pbw.assets import mini_clip_spec, mini_generator_path
-    from pbw.checkpoints import load_generator
-    from pbw.editing.editor import Editor
-    from pbw.editing.masks import load_mask
-    from pbw.editing.module import EditRequest, EditSettings
-    from pbw.evaluation.oracle import painted_color
-    from pbw.semantic import PromptSet, SemanticNet
-
-    g = load_generator(mini_generator_path(family))
-    semantic = semantic or SemanticNet.from_spec(mini_clip_spec(), crops=(edit_settings or EDIT_SCALE)["crops"])
-    embed = lambda x: semantic.encode_images(semantic.views(x, None, crops=0))  # noqa: E731
-    rows, projections, recons = [], [], []
-    for i in tqdm(range(len(photos)), desc=f"projecting into the mini {family}", disable=not progress):
-        folder = Path(cache) / family / f"bird{i}" if cache is not None else None
-        r = None
-        if folder is not None and (folder / "latents.pt").is_file():
-            r = EditResult.load(folder, g)
-            wanted = asdict(resolved(g, settings))
-            if not (torch.equal(r.original, photos[i : i + 1]) and {k: r.settings.get(k) for k in wanted} == wanted):
-                r = None  # another photo or other settings: project again
-        if r is None:
-            r = project(photos[i : i + 1], g, settings, device="cpu", progress=False, name=f"bird{i}")
-            if folder is not None:
-                r.save(folder)
-        with torch.no_grad():
-            e_photo = embed(r.original)
-            untuned = g.decode(r.w0, cond=r.codes)
-            tuned = reconstruction(r, g)
-            feat = [float(1 - (embed(x) * e_photo).sum()) for x in (untuned, tuned)]
-        m = r.metrics
-        rows.append(
-            {
-                "psnr_start": m["psnr_start"],
-                "psnr_latent": m.get("psnr_before_tuning", m["psnr"]),
-                "psnr_tuned": m["psnr"],
-                "l1_latent": m.get("l1_before_tuning", m["l1"]),
-                "l1_tuned": m["l1"],
-                "feature_latent": feat[0],
-                "feature_tuned": feat[1],
-                "seconds": m["seconds"],
-                "latent_seconds": m["latent_seconds"],
-            }
-        )
-        projections.append(r)
-        recons.append(torch.cat([untuned, tuned]))
-    mask = load_mask(MASK_BOX, g.resolution)[0]
-    asked = [COLORS[(colors_per * i + k) % len(COLORS)] for i in range(len(photos)) for k in range(colors_per)]
-    prompt = lambda c: PromptSet.parse(f"a bird with a {c} body")  # noqa: E731
-    photo_reqs = [
-        EditRequest(prompt(c), mask=mask, base=projections[j // colors_per], name=f"photo{j // colors_per}_{c}")
-        for j, c in enumerate(asked)
-    ]
-    latent_reqs = [
-        EditRequest(req.prompt, mask=mask, base=replace(req.base, generator_state=None), name=req.name)
-        for req in photo_reqs
-    ]
-    sample_reqs = [
-        EditRequest(
-            prompt(c), codes=g.sample(1, seed=1000 + j // colors_per), mask=mask, name=f"sample{j // colors_per}_{c}"
-        )
-        for j, c in enumerate(asked)
-    ]
-    asked_photo = {id(req): j // colors_per for reqs in (photo_reqs, latent_reqs) for j, req in enumerate(reqs)}
-    editor = Editor(g, semantic, device="cpu")
-    s = EditSettings(**(edit_settings or EDIT_SCALE))
-    edits = {}
-    for kind, reqs in (("photos", photo_reqs), ("photos, latent only", latent_reqs), ("samples", sample_reqs)):
-        t0 = time.perf_counter()
-        results = editor.run(reqs, s, progress=False)
-        x0 = torch.cat([r.original for r in results])
-        x1 = torch.cat([r.edited for r in results])
-        inside, outside = _changes(x0, x1, mask)
-        ok = [painted_color(x0[j], x1[j], mask[0, 0]) == c for j, c in enumerate(asked)]
-        new = [
-            v
-            for v, req, c in zip(ok, reqs, asked, strict=True)
-            if body_colors is not None and req.base is not None and body_colors[asked_photo[id(req)]] != c
-        ]
-        edits[kind] = {
-            "n": len(reqs),
-            "oracle": [float(v) for v in ok],
-            "oracle_new_color": [float(v) for v in new],
-            "change_inside": inside,
-            "change_outside": outside,
-            "seconds": time.perf_counter() - t0,
-            "images": (x0, x1),
-        }
-    return {
-        "family": family,
-        "projection": rows,
-        "edits": edits,
-        "asked": asked,
-        "images": {
-            "photos": photos,
-            "latent": torch.cat([x[:1] for x in recons]),
-            "tuned": torch.cat([x[1:] for x in recons]),
-        },
-        "settings": asdict(settings or ProjectSettings()),
-        "edit_settings": dict(edit_settings or EDIT_SCALE),
-    }
-
-
-def measurement_markdown(results: list[dict]) -> str:
-    """The measurement's tables (markdown): reconstruction (mean +- 95% CI) and edits on photos vs samples."""
-
-    def ci(values, fmt="{:.2f}"):
-        lo, hi = mean_interval(values)
-        return (fmt + " ± " + fmt).format((lo + hi) / 2, (hi - lo) / 2) if len(values) > 1 else fmt.format(values[0])
-
-    def share(values):  # a proportion with its Wilson interval
-        lo, hi = wilson_interval(sum(bool(v) for v in values), len(values))
-        return f"{sum(values) / len(values):.2f} [{lo:.2f}, {hi:.2f}]"
-
-    lines = [
-        "| generator | n | PSNR start (dB) | PSNR latent (dB) | PSNR + tuning (dB) | L1 latent | L1 + tuning "
-        "| feature dist. latent | feature dist. + tuning | s / projection (latent only) |",
-        "|---" * 10 + "|",
-    ]
-    for r in results:
-        p = r["projection"]
-        col = lambda k: [row[k] for row in p]  # noqa: E731
-        lines.append(
-            f"| mini {r['family']} | {len(p)} | {ci(col('psnr_start'))} | {ci(col('psnr_latent'))} | "
-            f"{ci(col('psnr_tuned'))} | {ci(col('l1_latent'), '{:.4f}')} | {ci(col('l1_tuned'), '{:.4f}')} | "
-            f"{ci(col('feature_latent'), '{:.4f}')} | {ci(col('feature_tuned'), '{:.4f}')} | "
-            f"{ci(col('seconds'), '{:.1f}')} ({ci(col('latent_seconds'), '{:.1f}')}) |"
-        )
-    lines += [
-        "",
-        "| generator | edited | n | oracle accuracy [95% CI] | oracle, asked color not the body's (n) | change inside "
-        "| change outside | s / edit |",
-        "|---" * 8 + "|",
-    ]
-    for r in results:
-        for kind, e in r["edits"].items():
-            new = e.get("oracle_new_color") or []
-            lines.append(
-                f"| mini {r['family']} | {kind} | {e['n']} | {share(e['oracle'])} | "
-                f"{share(new) + f' ({len(new)})' if new else '–'} | {e['change_inside']:.4f} | "
-                f"{e['change_outside']:.4f} | {e['seconds'] / e['n']:.1f} |"
-            )
-    return "\n".join(lines) + "\n"
+    return space

@@ -1,7 +1,7 @@
 """A CLIP's zero-shot part-color accuracy on real synthetic birds, seen as the editor shows them.
 
 For `n` held-out birds (world `HELDOUT_SEED` = 7000: the tiny CLIP trains on world 0's birds, written by
-scripts/retrain_mini.sh, and on fresh birds of worlds 1000/1001, so 7000 is unseen) and each part p,
+lab/retrain_mini.sh, and on fresh birds of worlds 1000/1001, so 7000 is unseen) and each part p,
 the CLIP ranks the prompts "a bird with a {color} {word}" (`prompt`), one per color of `COLOR_NAMES`;
 a hit is the bird's true color of p ranking first (strictly above every other color). Three views:
 

@@ -421,6 +421,10 @@ class BigGANGenerator(MaskableGenerator):
         y = codes["class"]
         return self.discriminator.eval()(images, y.argmax(1) if y.is_floating_point() else y).flatten()
 
+    def decode_parameter_names(self) -> list[str]:
+        prefixes = tuple(f"blocks.{i}." for i in range(1, len(self.blocks))) + ("output_layer.",)
+        return [n for n, _ in self.named_parameters() if n.startswith(prefixes)]
+
     def continuous_codes(self, codes: Codes) -> Codes:
         """Codes with integer class labels replaced by one-hot class vectors [B, n_classes] (float)."""
         y = codes["class"]

@@ -93,6 +93,24 @@ class MaskableGenerator(nn.Module, ABC):
             return None
         return self.discriminator.eval()(images).flatten()
 
+    # ---- what photo projection needs (pbw.editing.project) --------------------------------------
+    #: the spaces a photo is projected into, the default first
+    projection_spaces: tuple[str, ...] = ("z", "w")
+    #: pivotal tuning's learning rate (PTI's 3e-4)
+    tuning_lr: float = 3e-4
+
+    def decode_parameter_names(self) -> list[str]:
+        """The parameters of the decode path h that encode (f) does not use: what pivotal tuning changes."""
+        raise NotImplementedError(
+            f"pivotal tuning does not know the decode path of a {type(self).__name__}; project with tune_steps=0"
+        )
+
+    def mean_latent(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, float] | None:
+        """Where a photo's latent search starts when no photo is needed to choose it: the mean decode
+        latent of `n` samples ([1, ...], as `decode` takes it) and the samples' spread (NVIDIA's
+        projector for a mapping network). None: the search starts from the best of sampled codes."""
+        return None
+
     def continuous_codes(self, codes: Codes) -> Codes:
         """`codes` with every discrete code made continuous, for whole-image (text-to-image) editing,
         which optimizes the floating-point codes. BigGAN turns class labels into one-hot class vectors;

@@ -356,6 +356,8 @@ class StyleGAN2Generator(MaskableGenerator):
 
     spaces = ("w", "wplus", "z")
     default_spaces = {"masked": "w", "whole": "z"}
+    projection_spaces = ("w", "wplus")
+    tuning_lr = 1e-3  # PTI's for StyleGAN2
 
     def __init__(
         self,
@@ -406,6 +408,18 @@ class StyleGAN2Generator(MaskableGenerator):
     ) -> torch.Tensor:
         """W+ latents -> image with constant noise (`cond` is not needed: w holds everything)."""
         return self.synthesis(w, ws0=w0, mask=mask, noise_mode="const", demodulation=self.masked_demodulation)
+
+    def decode_parameter_names(self) -> list[str]:
+        return [n for n, _ in self.named_parameters() if n.startswith("synthesis.")]
+
+    @torch.no_grad()
+    def mean_latent(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, float]:
+        device = self.mapping.w_avg.device
+        z = torch.randn(n, self.z_dim, generator=generator).to(device)
+        w = torch.cat([self.encode({"z": c})[:, 0] for c in z.split(1000)])
+        w_avg = w.mean(0, keepdim=True)
+        spread = float(((w - w_avg).square().sum() / len(w)).sqrt())  # NVIDIA's w_std
+        return w_avg[:, None].repeat(1, self.num_ws, 1), spread
 
     def to_space(self, codes: Codes, space: str, w0: torch.Tensor) -> dict[str, torch.Tensor]:
         if space == "wplus":

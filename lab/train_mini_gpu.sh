@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the miniature's 64 px generators (mini/stylegan2_64.yaml and biggan_64.yaml) side by side on
-# one GPU for SECONDS, e.g. inside a device lease, each with WORKERS processes drawing fresh birds.
-#   scripts/train_mini_gpu.sh SECONDS [WORKDIR] [WORKERS]     (default WORKDIR runs/mini, WORKERS 6)
+# one GPU for SECONDS, each with WORKERS processes drawing fresh birds.
+#   lab/train_mini_gpu.sh SECONDS [WORKDIR] [WORKERS]     (default WORKDIR runs/mini, WORKERS 6)
 # Each training writes WORKDIR/<family>_64/ (checkpoints/, CSV logs, sample grids) and WORKDIR/<family>_64.log.
 # Continue either anywhere, the CPU too, with the config's own command and --ckpt_path last:
 #   python train.py fit --config mini/stylegan2_64.yaml --trainer.default_root_dir runs/mini/stylegan2_64 \
@@ -11,7 +11,7 @@
 # StyleGAN2 1655 iterations (5.7 it/s), BigGAN 2000 (6.9 it/s): the tiny models are launch-bound there.
 set -u
 cd "$(dirname "$0")/.."
-SECONDS_=${1:?usage: scripts/train_mini_gpu.sh SECONDS [WORKDIR] [WORKERS]}
+SECONDS_=${1:?usage: lab/train_mini_gpu.sh SECONDS [WORKDIR] [WORKERS]}
 WORK=${2:-runs/mini}
 WORKERS=${3:-6}
 PY=${PYTHON:-python3}

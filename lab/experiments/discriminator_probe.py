@@ -1,12 +1,12 @@
-"""Does the trained discriminator know which samples are whole birds? (2026-12-05, issue 17.)
+"""Does the trained discriminator know which samples are whole birds? (2026-12-05.)
 
-For 2048 samples of the StyleGAN2 state in training_state/mini/stylegan2_64 (EMA generator, z from
+For 2048 samples of the bundled mini StyleGAN2 (EMA generator, z from
 seed 20000, none of the evaluation seeds), the part segmenter says whole bird or not; this prints the
 AUC with which D's logit ranks whole birds above broken ones, D's mean logit on real and fake birds
 (sharp and blurred), and, for comparison, the 5-fold cross-validated AUC of a linear probe on the
 yardstick's and the tiny CLIP's frozen image features. Needs scikit-learn. Run from the repository root:
 
-    python training_state/mini/experiments/discriminator_probe.py
+    python -m lab.experiments.discriminator_probe
 """
 
 import torch
@@ -15,20 +15,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
 from torchvision.transforms.functional import gaussian_blur
 
+from lab.state import load_module
 from pbw.data.synthetic import draw_birds
 from pbw.evaluation.segmenter import is_whole_bird, load_segmenter, segment
 from pbw.evaluation.yardstick import load_yardstick
 from pbw.semantic.clip import SemanticNet
-from pbw.training.stylegan2 import StyleGAN2Module
-
-CKPT = "training_state/mini/stylegan2_64/last.ckpt"
-
-
-def load_module(path: str = CKPT) -> StyleGAN2Module:
-    """The training state with G, D and the EMA G (its FID extractor left out: not needed here)."""
-    return StyleGAN2Module.load_from_checkpoint(
-        path, map_location="cpu", strict=False, feature_extractor=None, num_metric_samples=0
-    ).eval()
 
 
 def batched(fn, x, size=128):

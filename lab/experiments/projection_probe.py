@@ -1,19 +1,19 @@
-"""Can the StyleGAN2 state draw whole birds at all? (2026-12-05, issue 17.)
+"""Can the StyleGAN2 state draw whole birds at all? (2026-12-05.)
 
 Projects 128 real birds (world 300) into the generator's W and W+ (Adam on the latent, pixel MSE, from
 the mean w) and prints the bird rate of the projections beside that of the real birds: if the
 projections are whole birds, the synthesis network can draw them and what it samples is the problem;
 if not, its capacity is. Run from the repository root:
 
-    python training_state/mini/experiments/projection_probe.py [--steps 300]
+    python -m lab.experiments.projection_probe [--steps 300]
 """
 
 import argparse
 
 import torch
 import torch.nn.functional as F
-from discriminator_probe import load_module
 
+from lab.state import load_module
 from pbw.data.synthetic import draw_birds
 from pbw.evaluation.segmenter import bird_rate, load_segmenter
 

@@ -1,4 +1,4 @@
-"""Prototype (2026-12-05, issue 17): fine-tune the StyleGAN2 state with a second discriminator on the
+"""Prototype (2026-12-05): fine-tune the StyleGAN2 state with a second discriminator on the
 frozen tiny CLIP's features (vision-aided GAN, Kumari et al., CVPR 2022), watching the bird rate.
 
 The trained D does not rank whole birds above broken ones (discriminator_probe.py: AUC 0.53), while a
@@ -9,7 +9,7 @@ CLIP's 3 blocks' 8x8 token maps (1x1 conv, 3x3 stride-2 conv, linear; logits sum
 measured on 256 fixed codes (seed 12345) every `--eval_every` iterations. A plain loop, not the
 Lightning trainer: a throwaway experiment that, had it worked, would have become a trainer option.
 
-    python training_state/mini/experiments/vision_aided_finetune.py --out out/vision_aided --its 3000
+    python -m lab.experiments.vision_aided_finetune --out out/vision_aided --its 3000
 """
 
 import argparse
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from discriminator_probe import load_module
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lab.state import load_module
 from pbw.data.fresh_birds import EndlessSampler, FreshBirds
 from pbw.evaluation.segmenter import bird_rate, load_segmenter
 from pbw.semantic.clip import SemanticNet

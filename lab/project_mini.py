@@ -1,16 +1,16 @@
 #!/usr/bin/env python
-"""Measure photo projection in the miniature (issue 19): project held-out drawn synthetic birds into the
+"""Measure photo projection in the miniature: project held-out drawn synthetic birds into the
 bundled mini StyleGAN2 and BigGAN (reconstruction with and without pivotal tuning), then paint their
 bodies with words, and the same on generated samples.
 
-    OMP_NUM_THREADS=1 python scripts/project_mini.py --n 8 --out out/project_mini
+    OMP_NUM_THREADS=1 python -m lab.project_mini --n 8 --out out/project_mini
 
 Writes OUT/results.md (the tables), OUT/results.json, OUT/grid_<family>.png (rows: photo, latent-only
 reconstruction, tuned reconstruction, edited photo (tuned), edited photo (latent only), sample, edited
 sample); OUT/projections caches the projections for a rerun and, with --figure, the
 README's picture (photo | reconstruction | edited: three birds, each asked for a body color it does not
-have, edited at the reproduction's full scale; `--figure-only` makes just that). The functions are `pbw.editing.project.measure_mini`
-and `measurement_markdown`, for the experiment runner.
+have, edited at the reproduction's full scale; `--figure-only` makes just that). The measurement itself is
+`lab.projection.measure_mini`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
-from pbw.editing.project import (
+from lab.projection import (
     EDIT_SCALE,
     MASK_BOX,
     ProjectSettings,

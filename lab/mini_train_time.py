@@ -6,8 +6,8 @@ part of the cost), and prints JSON: seconds per iteration and per kimg, and the 
 `trainer.max_steps` that fit in `--budget-min` minutes with `--reserve` of them left for validation
 and checkpoints. Run it the way the training will run (threads, alone on the machine or not):
 
-    OMP_NUM_THREADS=1 python benchmarks/mini_train_time.py --config mini/stylegan2_64.yaml
-    python benchmarks/mini_train_time.py --config mini/biggan_64.yaml --iterations 12 -- \\
+    OMP_NUM_THREADS=1 python -m lab.mini_train_time --config mini/stylegan2_64.yaml
+    python -m lab.mini_train_time --config mini/biggan_64.yaml --iterations 12 -- \\
         --data.init_args.num_workers 0
 
 Arguments after `--` go to train.py unchanged.
@@ -21,11 +21,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 class IterationTimer(pl.Callback):
