@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -30,13 +29,6 @@ LIGHTNING_CSV_LOGGERS = {
     "lightning.pytorch.loggers.csv_logs.CSVLogger",
 }
 CONTINUED_CSV_LOGGER = "pbw.training.common.ContinuedCSVLogger"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argparse parser whose usage errors are one line on stderr (and exit status 2)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class PbwCLI(LightningCLI):

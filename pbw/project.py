@@ -16,14 +16,12 @@ import sys
 from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
-from torchvision.utils import save_image
 
 from pbw.configs import resolve_config_args
-from pbw.editing.cli import INPUT_ERRORS, load_maskable
 from pbw.editing.editor import resolve_device
-from pbw.editing.figures import comparison_image
-from pbw.editing.project import ProjectSettings, build_perceptual, project, reconstruction
-from pbw.editing.result import EditResult, to01
+from pbw.editing.inputs import INPUT_ERRORS, load_maskable
+from pbw.editing.project import ProjectSettings, build_perceptual, project, save_projection
+from pbw.editing.result import EditResult
 
 
 def build_parser() -> ArgumentParser:
@@ -57,16 +55,6 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--debug", type=bool, default=False, help="show the traceback of an input error")
     p.add_class_arguments(ProjectSettings, "settings", help="the projection (ProjectSettings)")
     return p
-
-
-def save_projection(result: EditResult, generator, out: str | Path) -> dict[str, Path]:
-    """`result.save(out)` plus reconstruction.png and comparison.png = photo | reconstruction."""
-    files = result.save(out)
-    recon = reconstruction(result, generator)
-    files["reconstruction"] = Path(out) / "reconstruction.png"
-    save_image(to01(recon), files["reconstruction"])
-    comparison_image([("photo", to01(result.original)), ("reconstruction", to01(recon))]).save(files["comparison"])
-    return files
 
 
 def main(argv: list[str] | None = None) -> EditResult:

@@ -8,7 +8,7 @@ from jsonargparse import ArgumentParser
 
 from pbw import assets
 from pbw.app.core import APP_PROJECTION, APP_SETTINGS, TIME_LIMIT, Painter
-from pbw.editing.cli import load_maskable
+from pbw.editing.inputs import load_maskable
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditSettings
 from pbw.editing.project import ProjectSettings

@@ -30,6 +30,11 @@ BadImagePolicy = Literal["error", "skip"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
+def to01(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> [0, 1] on the CPU (for saving and display)."""
+    return ((x.detach().float().clamp(-1, 1) + 1) / 2).cpu()
+
+
 class BadImageError(RuntimeError):
     """An image file that cannot be read."""
 

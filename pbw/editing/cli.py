@@ -17,16 +17,16 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from pbw.configs import resolve_config_args
 from pbw.editing.editor import EditFailure, Editor, resolve_device
+from pbw.editing.inputs import INPUT_ERRORS, load_maskable
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.masks import is_part_spec, load_mask
 from pbw.editing.module import EditRequest, EditSettings
 from pbw.editing.project import ProjectSettings
 from pbw.models.maskable import MaskableGenerator
-from pbw.semantic import MissingWeightsError, PromptSet, SemanticNet
+from pbw.semantic import PromptSet, SemanticNet
 
 REQUEST_KEYS = {"prompt", "negative", "mask", "seed", "class", "name", "feather"}
 SUMMARY_METRICS = ("semantic_score", "realism", "preservation_l1", "preservation_lpips", "loss")
-INPUT_ERRORS = (ValueError, TypeError, OSError, MissingWeightsError)  # what a user's input can cause
 
 
 def build_parser() -> ArgumentParser:
@@ -84,16 +84,6 @@ def build_parser() -> ArgumentParser:
     )
     p.add_class_arguments(ProjectSettings, "projection", help="the projection of --image (ProjectSettings)")
     return p
-
-
-def load_maskable(path: str) -> MaskableGenerator:
-    """The maskable generator in checkpoint `path`, or an error naming what was found."""
-    from pbw.checkpoints import load_generator
-
-    g = load_generator(path)
-    if not isinstance(g, MaskableGenerator):
-        raise TypeError(f"{path} holds a {type(g).__name__}, not a generator pbw can edit (a MaskableGenerator)")
-    return g
 
 
 def make_request(g: MaskableGenerator, spec: dict, defaults) -> EditRequest:
@@ -184,9 +174,8 @@ def _photo_requests(args, editor: Editor, requests: list[EditRequest | None]) ->
     """The requests, each starting from the projection of --image (saved in OUT/projection) instead of a seed."""
     from dataclasses import replace
 
-    from pbw.editing.project import edit_space, project
+    from pbw.editing.project import edit_space, project, save_projection
     from pbw.editing.result import EditResult
-    from pbw.project import save_projection
 
     path = Path(args.image)
     if path.is_dir() or path.suffix == ".pt":  # a saved projection

@@ -50,9 +50,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from pbw.data.common import load_image, pil_to_unit_tensor
+from pbw.data.common import load_image, pil_to_unit_tensor, to01
+from pbw.editing.figures import comparison_image
 from pbw.editing.result import EditResult
 from pbw.models.maskable import Codes, MaskableGenerator
 
@@ -560,3 +562,13 @@ def edit_space(result: EditResult, generator: MaskableGenerator) -> str | None:
     if space is None or space == generator.default_spaces["whole"]:
         return None
     return space
+
+
+def save_projection(result: EditResult, generator, out: str | Path) -> dict[str, Path]:
+    """`result.save(out)` plus reconstruction.png and comparison.png = photo | reconstruction."""
+    files = result.save(out)
+    recon = reconstruction(result, generator)
+    files["reconstruction"] = Path(out) / "reconstruction.png"
+    save_image(to01(recon), files["reconstruction"])
+    comparison_image([("photo", to01(result.original)), ("reconstruction", to01(recon))]).save(files["comparison"])
+    return files

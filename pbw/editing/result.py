@@ -26,17 +26,13 @@ import torch
 from PIL import Image
 from torchvision.utils import save_image
 
+from pbw.data.common import to01
 from pbw.editing.figures import comparison_image
 from pbw.editing.masks import mask_overlay
 from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
 
 FORMAT_VERSION = 3
 GENERATOR_FILE = "generator.pt"
-
-
-def to01(x: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] -> [0, 1] on the CPU (for saving and display)."""
-    return ((x.detach().float().clamp(-1, 1) + 1) / 2).cpu()
 
 
 @dataclass

@@ -143,7 +143,7 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     """The command line; a bad input is one line on stderr and exit status 2."""
     from pbw.assets import mini_clip_spec
-    from pbw.cli import OneLineParser
+    from pbw.commandline import OneLineParser
 
     p = OneLineParser(
         prog="python -m pbw.evaluation.clip_parts",

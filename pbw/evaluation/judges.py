@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pbw.editing.result import to01
+from pbw.data.common import IMAGE_EXTENSIONS, to01
 from pbw.evaluation.oracle import painted_color, region_color
 from pbw.evaluation.oracle import part_colors as read_part_colors
 from pbw.evaluation.stats import mean_interval, wilson_interval
@@ -302,20 +302,18 @@ def load_real_images(folder: str | Path, resolution: int, limit: int | None = No
     resized on the shorter side and center-cropped to `resolution`, as uint8 [N, 3, R, R] (0..255)."""
     from PIL import Image
 
-    from pbw.editing.masks import IMAGE_SUFFIXES
-
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(
             f"real-image folder {folder} does not exist: give a folder of the domain's real "
             "images (e.g. LSUN bedroom or Places365 validation images, CUB-200-2011 images/)"
         )
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if limit is not None:
         files = files[:limit]
     if len(files) < 2:
         raise ValueError(
-            f"{folder} holds {len(files)} image(s) ({', '.join(IMAGE_SUFFIXES)}); FID/KID needs at least 2"
+            f"{folder} holds {len(files)} image(s) ({', '.join(IMAGE_EXTENSIONS)}); FID/KID needs at least 2"
         )
     out = []
     for p in files:

@@ -22,7 +22,7 @@ from pbw.reproduce.experiment import (
     Variant,
     validate,
 )
-from pbw.reproduce.mini import BIGGAN_ROW, BOX_ROW, PAPER, TABLE_COLUMNS, TEXT_TO_IMAGE, VARIANTS, run_mini
+from pbw.reproduce.mini import BIGGAN_ROW, BOX_ROW, PAPER, TABLE_COLUMNS, TEXT_TO_IMAGE, VARIANTS
 from pbw.reproduce.report import results_markdown
 from pbw.reproduce.runner import run_experiment
 
@@ -46,6 +46,5 @@ __all__ = [
     "main",
     "results_markdown",
     "run_experiment",
-    "run_mini",
     "validate",
 ]

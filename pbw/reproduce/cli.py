@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from pbw.cli import OneLineParser
+from pbw.commandline import OneLineParser
 from pbw.configs import resolve_config_args
 from pbw.reproduce.experiment import Experiment, only_variants
 
@@ -184,10 +184,11 @@ def _main(argv: list[str] | None = None) -> None:
     if command == "run":
         run_main(rest)
     elif command == "mini":
-        from pbw.reproduce.mini import run_mini
+        from pbw.reproduce.mini import mini_config, mini_overrides
 
         a = vars(mini_parser().parse_args(rest))
-        run_mini(a.pop("out"), a.pop("quick"), **a)
+        out, quick = a.pop("out"), a.pop("quick")
+        run_main(["--config", str(mini_config(quick)), "--out", str(out), *mini_overrides(**a)])
     elif command == "grid":
         grid_main(rest)
     elif command == "bundle":

@@ -109,11 +109,3 @@ def mini_overrides(
     if lr is not None:  # text to image has an lr of its own in the config
         args += [f"--tasks.{T2I_TASK}.settings", json.dumps({"lr": lr})]
     return args
-
-
-def run_mini(out: str | Path, quick: bool = False, **options) -> dict:
-    """Run the miniature (reproduce/mini[_quick].yaml) with the `mini` command's options
-    (`mini_overrides`); writes results.md/json, grids and the gallery to `out`; returns the results."""
-    from pbw.reproduce.cli import run_main
-
-    return run_main(["--config", str(mini_config(quick)), "--out", str(out), *mini_overrides(**options)])

@@ -1,0 +1,19 @@
+"""What the command lines and the app share below them: loading a generator to edit, and the errors a
+user's input can cause (reported as one line, exit status 2)."""
+
+from __future__ import annotations
+
+from pbw.models.maskable import MaskableGenerator
+from pbw.semantic import MissingWeightsError
+
+INPUT_ERRORS = (ValueError, TypeError, OSError, MissingWeightsError)  # what a user's input can cause
+
+
+def load_maskable(path: str) -> MaskableGenerator:
+    """The maskable generator in checkpoint `path`, or an error naming what was found."""
+    from pbw.checkpoints import load_generator
+
+    g = load_generator(path)
+    if not isinstance(g, MaskableGenerator):
+        raise TypeError(f"{path} holds a {type(g).__name__}, not a generator pbw can edit (a MaskableGenerator)")
+    return g
