@@ -144,3 +144,8 @@ def train_main(args: list[str] | None = None) -> PbwCLI:
     else:
         args = resolve_config_args(args)
     return PbwCLI(args=args)
+
+
+def console_main() -> None:
+    """The `pbw-train` console script: `train_main` without its return value (a console script exits with it)."""
+    train_main()

@@ -93,5 +93,10 @@ def main(argv: list[str] | None = None) -> EditResult:
     return result
 
 
+def console_main() -> None:
+    """The `pbw-project` console script: `main` without its return value (a console script exits with it)."""
+    main()
+
+
 if __name__ == "__main__":
     main()

@@ -128,5 +128,10 @@ def main(argv: list[str] | None = None, block: bool = True):
     return page
 
 
+def console_main() -> None:
+    """The `pbw-app` console script: `main` without its return value (a console script exits with it)."""
+    main()
+
+
 if __name__ == "__main__":
     main()

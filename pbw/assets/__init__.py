@@ -83,6 +83,19 @@ def mini_clip_spec() -> str:
     return f"local-dir:{mini_clip_dir()}"
 
 
+def resolve_generator_path(path: str | Path) -> Path:
+    """A generator given by the user: a file, or `bundled:stylegan2` / `bundled:biggan` (the miniature's)."""
+    path = str(path)
+    if path.startswith("bundled:"):
+        return mini_generator_path(path.removeprefix("bundled:"))
+    return Path(path).expanduser()
+
+
+def resolve_clip_spec(spec: str) -> str:
+    """A CLIP spec given by the user: `bundled:clip` is the miniature's tiny CLIP (a local-dir: folder)."""
+    return mini_clip_spec() if spec == "bundled:clip" else spec
+
+
 def _bundle_generator(generator_ckpt: str | Path, target: Path, half: bool) -> None:
     from pbw.checkpoints import load_generator
     from pbw.checkpoints.core import save_pbw_checkpoint

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from pbw.assets import resolve_clip_spec
 from pbw.configs import resolve_config_args
 from pbw.editing.editor import EditFailure, Editor, resolve_device
 from pbw.editing.inputs import INPUT_ERRORS, load_maskable
@@ -33,7 +34,12 @@ def build_parser() -> ArgumentParser:
     """The edit.py argument parser; every option can also come from a YAML `--config`."""
     p = ArgumentParser(prog="edit.py", description="Edit a generated image with words inside a mask (Paint by Word).")
     p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
-    p.add_argument("--generator", type=str, required=True, help="generator checkpoint (pbw or published format)")
+    p.add_argument(
+        "--generator",
+        type=str,
+        required=True,
+        help="generator checkpoint (pbw or published format), or bundled:stylegan2 / bundled:biggan (the miniature's)",
+    )
     p.add_argument(
         "--prompt", type=str | None, default=None, help="text, or weighted terms 'a red head::2 | a crown::1'"
     )
@@ -60,7 +66,7 @@ def build_parser() -> ArgumentParser:
         "--clip",
         type=str,
         default="ViT-B-32:openai",
-        help="NAME[:TAG|:FILE|:random] or hf-hub:ORG/REPO or local-dir:PATH",
+        help="NAME[:TAG|:FILE|:random] or hf-hub:ORG/REPO or local-dir:PATH, or bundled:clip (the miniature's)",
     )
     p.add_argument("--clip_cache_dir", type=str | None, default=None)
     p.add_argument("--view", type=str, default="paste_onto_blank", help="paste_onto_blank | zoom")
@@ -140,7 +146,7 @@ def build_editor(args) -> Editor:
     g = load_maskable(args.generator)
     g.space(args.settings.space, masked=True)  # a space this generator lacks: an input error, now
     semantic = SemanticNet.from_spec(
-        args.clip, crops=args.settings.crops, view=args.view, cache_dir=args.clip_cache_dir
+        resolve_clip_spec(args.clip), crops=args.settings.crops, view=args.view, cache_dir=args.clip_cache_dir
     )
     preservation = PreservationLoss(args.lpips, args.lpips_net, args.lpips_weights)
     info = {
@@ -263,3 +269,8 @@ def _write_summary(out: Path, rows: list[dict], logger) -> None:
         print(f"  {r['index']:>3} {r['status']:<7} {r.get('semantic_score', '')!s:<22} {r['name']} {r['error']}")
     if logger:
         logger.log_table("requests", columns=cols, data=[[r.get(c, "") for c in cols] for r in rows])
+
+
+def console_main() -> None:
+    """The `pbw-edit` console script: `main` without its return value (a console script exits with it)."""
+    main()

@@ -10,10 +10,12 @@ INPUT_ERRORS = (ValueError, TypeError, OSError, MissingWeightsError)  # what a u
 
 
 def load_maskable(path: str) -> MaskableGenerator:
-    """The maskable generator in checkpoint `path`, or an error naming what was found."""
+    """The maskable generator in checkpoint `path` (or `bundled:stylegan2` / `bundled:biggan`, the
+    miniature's), or an error naming what was found."""
+    from pbw.assets import resolve_generator_path
     from pbw.checkpoints import load_generator
 
-    g = load_generator(path)
+    g = load_generator(resolve_generator_path(path))
     if not isinstance(g, MaskableGenerator):
         raise TypeError(f"{path} holds a {type(g).__name__}, not a generator pbw can edit (a MaskableGenerator)")
     return g

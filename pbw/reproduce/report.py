@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from pbw.editing.figures import panel_grid
 from pbw.editing.masks import mask_overlay
 from pbw.editing.result import to01
 from pbw.evaluation.oracle import PAINTED_MIN_SHARE
@@ -67,14 +68,25 @@ def slug(name: str) -> str:
     return out.strip("_") or "x"
 
 
+GRID_PER_ROW = 8  # requests side by side in a variant's grid
+GRID_PANEL_SIDE = 96  # px a panel at least (the miniature's 64 px images upscaled)
+
+
 def save_grid(path: Path, x0: torch.Tensor, x1: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-    """Rows: originals, (the mask, shown by dimming outside it), edited."""
+    """The requests in blocks of `GRID_PER_ROW`, each block labelled rows: originals, (the mask, shown by
+    dimming outside it), edited; columns numbered by request."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [to01(x0)]
-    if mask is not None:
-        rows.append(to01(x0) * (0.35 + 0.65 * mask))
-    rows.append(to01(x1))
-    save_image(torch.cat(rows), path, nrow=len(x0), padding=1)
+    x0, x1 = to01(x0), to01(x1)
+    shown = [("original", x0)] + ([("mask", x0 * (0.35 + 0.65 * mask.cpu()))] if mask is not None else [])
+    shown.append(("edited", x1))
+    rows, labels = [], []
+    for start in range(0, len(x0), GRID_PER_ROW):
+        end = min(start + GRID_PER_ROW, len(x0))
+        for name, images in shown:
+            rows.append(list(images[start:end]))
+            labels.append(f"{start + 1}-{end} {name}" if name == "original" else name)
+    picture = panel_grid(rows, [], labels, min_side=GRID_PANEL_SIDE)
+    picture.save(path)
 
 
 # ---- results.md -----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pbw.assets import resolve_clip_spec, resolve_generator_path
 from pbw.editing import Editor, EditResult
 from pbw.editing.editor import resolve_device
 from pbw.editing.losses import PreservationLoss
@@ -43,24 +44,6 @@ from pbw.semantic import SemanticNet
 
 NAN = float("nan")
 GRID_COLUMNS = 64  # requests shown in a variant's grid (grids/); the gallery shows them all
-
-
-def resolve_generator_path(path: str) -> Path:
-    """A generator spec's file: `bundled:<family>` is the miniature's bundled model."""
-    if path.startswith("bundled:"):
-        from pbw.assets import mini_generator_path
-
-        return mini_generator_path(path.removeprefix("bundled:"))
-    return Path(path).expanduser()
-
-
-def resolve_clip_spec(spec: str) -> str:
-    """A CLIP spec: `bundled:clip` is the miniature's tiny CLIP (a local-dir: folder)."""
-    if spec == "bundled:clip":
-        from pbw.assets import mini_clip_spec
-
-        return mini_clip_spec()
-    return spec
 
 
 def _mean(values) -> float:
