@@ -805,7 +805,7 @@ def test_cli_convert_and_info_round_trip(tmp_path, capsys, nvidia_modules):
     assert cli_main(["info", str(out)]) == 0
     assert "pbw checkpoint" in capsys.readouterr().out
     (tmp_path / "junk.bin").write_bytes(b"\x00junk")
-    assert cli_main(["info", str(tmp_path / "junk.bin")]) == 1
+    assert cli_main(["info", str(tmp_path / "junk.bin")]) == 2
     assert "unknown checkpoint format" in capsys.readouterr().err
 
 

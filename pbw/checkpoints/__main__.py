@@ -7,6 +7,7 @@ import sys
 
 from pbw.checkpoints.core import CheckpointError, build_discriminator, build_generator, save_pbw_checkpoint
 from pbw.checkpoints.loader import read_checkpoint
+from pbw.commandline import OneLineParser
 
 
 def describe(path: str) -> str:
@@ -34,8 +35,8 @@ def describe(path: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pbw.checkpoints", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="pbw-checkpoints", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print the detected format, architecture and resolution")
     info.add_argument("file")
@@ -43,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("input")
     convert.add_argument("output")
     convert.add_argument("--discriminator", metavar="FILE", help="a separate discriminator file (BigGAN D.pth)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: 0 on success; an unreadable or unsupported file is one line and status 2."""
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "info":
             print(describe(args.file))
@@ -56,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"({', '.join(nets)})"
             )
     except (CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(f"pbw-checkpoints: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -175,6 +175,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+def bundle_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="pbw-reproduce bundle",
+        description="write pbw/assets/mini from a trained StyleGAN2, CLIP folder (and BigGAN)",
+    )
+    p.add_argument("generator_ckpt")
+    p.add_argument("clip_dir")
+    p.add_argument("--biggan", default=None, help="a trained mini BigGAN checkpoint to bundle too")
+    return p
+
+
 def _main(argv: list[str] | None = None) -> None:
     argv = resolve_config_args(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -194,14 +205,7 @@ def _main(argv: list[str] | None = None) -> None:
     elif command == "bundle":
         from pbw.assets import bundle_mini
 
-        p = argparse.ArgumentParser(
-            prog="python -m pbw.reproduce bundle",
-            description="write pbw/assets/mini from a trained StyleGAN2, CLIP folder (and BigGAN)",
-        )
-        p.add_argument("generator_ckpt")
-        p.add_argument("clip_dir")
-        p.add_argument("--biggan", default=None, help="a trained mini BigGAN checkpoint to bundle too")
-        a = p.parse_args(rest)
+        a = bundle_parser().parse_args(rest)
         for name, size in bundle_mini(a.generator_ckpt, a.clip_dir, biggan_ckpt=a.biggan).items():
             print(f"{name}: {size / 2**20:.2f} MiB")
     else:
