@@ -1,4 +1,4 @@
-"""Editing your own photo (issue 19): projection into the bundled mini generators, pivotal tuning, the
+"""Editing your own photo: projection into the bundled mini generators, pivotal tuning, the
 projection as an edit's base, its saved form, the two command lines and bad images."""
 
 import io

@@ -107,7 +107,7 @@ class ContinuedCSVLogger(CSVLogger):
 class SessionTimer(Timer):
     """Lightning's Timer (what `trainer.max_time` makes), except that the limit holds for each run of the
     command: a run resumed with `--ckpt_path last` gets the whole `max_time` again. Lightning's own
-    restores the time spent before the checkpoint, so a resumed run whose earlier sessions had used up
+    restores the time spent before the checkpoint, so a resumed run whose earlier runs had used up
     `max_time` stopped at once, without training a step."""
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
