@@ -29,7 +29,7 @@ def test_flips_only_gives_exact_flips():
     x = torch.randn(16, 3, 8, 8)
     # With every other transform at zero strength, each image is itself, x-flipped, or rotated by k*90 degrees.
     y = aug(x)
-    for xi, yi in zip(x, y):
+    for xi, yi in zip(x, y, strict=True):
         candidates = [torch.rot90(v, k, dims=(1, 2)) for v in (xi, xi.flip(-1)) for k in range(4)]
         assert min((yi - c).abs().max().item() for c in candidates) < 1e-4
 
@@ -44,9 +44,9 @@ def test_color_transforms_keep_gray_axis_for_hue_rotation():
 def test_controller_moves_p_toward_the_target():
     controller = AdaController(target=0.6, interval=4, speed_kimg=1)
     p = torch.tensor(0.5)
-    assert controller.adjust(p, sign_sum=16, count=16, batch_size=8) == 1.0
+    assert controller.adjust(p, sign_sum=torch.tensor(16.0), count=torch.tensor(16), batch_size=8) == 1.0
     assert torch.isclose(p, torch.tensor(0.532))  # overfitting (r_t > target): p grows by 8*4/1000
-    controller.adjust(p, sign_sum=-16, count=16, batch_size=8)
+    controller.adjust(p, sign_sum=torch.tensor(-16.0), count=torch.tensor(16), batch_size=8)
     assert torch.isclose(p, torch.tensor(0.5))
 
 

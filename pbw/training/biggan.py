@@ -198,7 +198,7 @@ class BigGANModule(GANModule):
             return
         bufs = [b for name, b in self.generator.named_buffers() if name.endswith(("stored_mean", "stored_var"))]
         flat = self.trainer.strategy.reduce(torch.cat([b.flatten() for b in bufs]), reduce_op="mean")
-        for b, v in zip(bufs, flat.split([b.numel() for b in bufs])):
+        for b, v in zip(bufs, flat.split([b.numel() for b in bufs]), strict=True):
             b.copy_(v.view_as(b))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -218,9 +218,8 @@ class BigGANModule(GANModule):
 
         with torch.no_grad():
             self._average_generator_statistics()
-        self.images_seen += len(images) * self.trainer.world_size
-        self.iteration += 1
-        update_ema(self.generator_ema, self.generator, 0.0 if int(self.iteration) <= hp.ema_start else hp.ema_decay)
+        self.count_iteration(len(images) * self.trainer.world_size)
+        update_ema(self.generator_ema, self.generator, 0.0 if self._iterations <= hp.ema_start else hp.ema_decay)
         self.log_training(logs)
 
     # ----------------------------------------------------------------------------------- validation
@@ -229,7 +228,9 @@ class BigGANModule(GANModule):
         return self.generator_ema(z, batch["label"])  # the real batch's classes
 
     def sample_grid(self) -> tuple[torch.Tensor, int]:
-        images = torch.cat([self.generator_ema(z, y) for z, y in zip(self.grid_z.split(16), self.grid_class.split(16))])
+        images = torch.cat(
+            [self.generator_ema(z, y) for z, y in zip(self.grid_z.split(16), self.grid_class.split(16), strict=True)]
+        )
         return images, self.hparams.grid_columns  # one row per class
 
 
