@@ -111,17 +111,19 @@ class GenerationMetrics(nn.Module):
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, real: bool) -> None:
-        """Add a batch of images in [-1, 1] to the real or generated set."""
+        """Add a batch of images in [-1, 1] to the real or generated set. Features are computed in float32
+        under autocast too: FID's mean and covariance are differences of large sums, which bf16 would blur."""
         x = self._to_unit(images)
-        for metric in (self.fid, self.kid):
-            if metric is not None:
-                metric.update(x, real=real)
+        with torch.autocast(x.device.type, enabled=False):
+            for metric in (self.fid, self.kid):
+                if metric is not None:
+                    metric.update(x, real=real)
+            if not real and self.inception is not None:
+                self.inception.update(x)
         if real:
             self.num_real += len(x)
         else:
             self.num_fake += len(x)
-            if self.inception is not None:
-                self.inception.update(x)
 
     def counts(self) -> tuple[int, int]:
         """(real, generated) images added since the last reset, summed over all ranks (a collective

@@ -85,3 +85,17 @@ def test_bf16_iteration_gradients_are_close_to_fp32(gradients):
         g32 = torch.cat([g.flatten() for k, g in fp32.items() if k.startswith(net)])
         g16 = torch.cat([g.float().flatten() for k, g in bf16.items() if k.startswith(net)])
         assert (g16 - g32).norm() / g32.norm() < 0.1, net
+
+
+def test_metric_features_stay_float32_under_autocast():
+    from pbw.metrics import GenerationMetrics, RandomConvFeatures
+
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    values = []
+    for autocast in (False, True):
+        metrics = GenerationMetrics(RandomConvFeatures(num_features=8), kid=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            metrics.update(images[:3], real=True)
+            metrics.update(images[3:], real=False)
+        values.append(metrics.compute()["fid"])
+    assert values[0] == values[1]
