@@ -6,22 +6,22 @@ candidate-by-candidate loop, in the same run.
     python benchmarks/edit.py --device cpu --generations 2 --adam_steps 2 --json bench.json
     python benchmarks/edit.py --requests 8          # also a batch of 8 requests (one Editor batch)
 
-A full edit is timed end to end when `--full` is given (default on GPU); otherwise it is estimated
-as generations x (seconds per batched generation) + steps x (seconds per Adam step), measured here.
+Order: one full paper-setting edit, then the batch of requests (its population split in chunks under
+`--max_images_per_forward`), each with its peak GPU memory; then the per-generation and per-step
+timings. A full edit is timed end to end when `--full` is given (default on GPU); otherwise it is
+estimated as generations x (seconds per batched generation) + steps x (seconds per Adam step). With
+`--json`, the file is rewritten after every measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pbw.editing import Editor, EditProgress, EditRequest, EditSettings, PreservationLoss, load_mask  # noqa: E402
 from pbw.models.stylegan2 import StyleGAN2Generator  # noqa: E402
@@ -66,7 +66,14 @@ def main(argv=None):
         default=None,
         help="also time one full paper-setting edit (default: on GPU only)",
     )
-    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument(
+        "--max_images_per_forward",
+        type=int,
+        default=200,
+        help="memory cap of the batch of requests: its CMA-ES population is evaluated in chunks of at most "
+        "this many images (8 requests x 50 candidates of 256 px in one pass would need about 65-70 GiB)",
+    )
+    p.add_argument("--json", default=None, help="written after every measurement")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     clip = a.clip if ":" in a.clip else f"{a.clip}:random"
@@ -92,10 +99,10 @@ def main(argv=None):
         editor.run(requests, settings(**kw), [clock], progress=False)
         return clock
 
-    def timed_edit(requests) -> float:
+    def timed_edit(requests, **kw) -> float:
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         t0 = time.perf_counter()
-        editor.run(requests, settings(generations=a.paper_generations, steps=a.paper_steps), progress=False)
+        editor.run(requests, settings(generations=a.paper_generations, steps=a.paper_steps, **kw), progress=False)
         sync()
         return time.perf_counter() - t0
 
@@ -110,34 +117,56 @@ def main(argv=None):
         "generations": a.paper_generations,
         "steps": a.paper_steps,
         "space": g.space(settings().space, masked=True),
+        "max_images_per_forward": a.max_images_per_forward,
+        "complete": False,
     }
+
+    def record(**values) -> None:  # the JSON after every measurement: a killed run keeps what it measured
+        res.update(values)
+        for k, v in values.items():
+            print(f"{k:>28}: {v:.3f}" if isinstance(v, float) else f"{k:>28}: {v}", flush=True)
+        if a.json:
+            Path(a.json).write_text(json.dumps(res, indent=2))
+
+    def peak_gib() -> float | None:
+        return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+    def reset_peak() -> None:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
     timed(generations=1, steps=0)  # warm-up
+    full = device.type == "cuda" if a.full is None else a.full
+    n = len(reqs)
+    # The batch's population is split so that one forward pass holds at most max_images_per_forward images.
+    chunk = max(1, min(a.population, a.max_images_per_forward // n))
+    if full:  # the key figures first: one paper-setting edit, then a batch of n
+        reset_peak()
+        record(s_per_edit_measured=timed_edit(req), peak_gpu_memory_gib_single=peak_gib())
+        if n > 1:
+            reset_peak()
+            seconds = timed_edit(reqs, population_chunk=chunk)
+            record(
+                **{
+                    f"batch{n}_s_per_edit_measured": seconds,
+                    f"batch{n}_s_per_request": seconds / n,
+                    f"batch{n}_population_chunk": chunk,
+                    f"peak_gpu_memory_gib_batch{n}": peak_gib(),
+                }
+            )
     batched = timed(generations=a.generations, steps=0).seconds_per("CMA-ES")
     loop = timed(generations=a.generations, steps=0, population_chunk=1).seconds_per("CMA-ES")
-    res["s_per_generation_batched"], res["s_per_generation_loop"] = batched, loop
-    res["batched_speedup"] = loop / batched
-    res["s_per_adam_step"] = timed(optimizer="adam", steps=a.adam_steps).seconds_per("Adam")
-    res["s_per_edit_estimated"] = (
-        a.paper_generations * res["s_per_generation_batched"] + a.paper_steps * res["s_per_adam_step"]
+    record(s_per_generation_batched=batched, s_per_generation_loop=loop, batched_speedup=loop / batched)
+    adam = timed(optimizer="adam", steps=a.adam_steps).seconds_per("Adam")
+    record(
+        s_per_adam_step=adam,
+        s_per_edit_estimated=a.paper_generations * batched + a.paper_steps * adam,
+        s_per_edit_loop_estimated=a.paper_generations * loop + a.paper_steps * adam,
     )
-    res["s_per_edit_loop_estimated"] = (
-        a.paper_generations * res["s_per_generation_loop"] + a.paper_steps * res["s_per_adam_step"]
-    )
-    full = device.type == "cuda" if a.full is None else a.full
-    if full:
-        res["s_per_edit_measured"] = timed_edit(req)
-    if len(reqs) > 1:  # all requests in one batch: their candidates share each forward pass
-        n = len(reqs)
-        res[f"batch{n}_s_per_generation"] = timed(reqs, generations=a.generations, steps=0).seconds_per("CMA-ES")
-        if full:
-            res[f"batch{n}_s_per_edit_measured"] = timed_edit(reqs)
-            res[f"batch{n}_s_per_request"] = res[f"batch{n}_s_per_edit_measured"] / n
-    if device.type == "cuda":
-        res["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    for k, v in res.items():
-        print(f"{k:>28}: {v:.3f}" if isinstance(v, float) else f"{k:>28}: {v}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2))
+    if n > 1:  # all requests in one batch: their candidates share each forward pass
+        gen = timed(reqs, generations=a.generations, steps=0, population_chunk=chunk).seconds_per("CMA-ES")
+        record(**{f"batch{n}_s_per_generation": gen})
+    record(complete=True)
     return res
 
 

@@ -1,47 +1,40 @@
-"""One prepared GPU check: every GPU-only part of pbw in one command, under 8 minutes on one H100/H200.
+"""One GPU check: every GPU-only part of pbw in one command, under 8 minutes on one H100/H200, the key
+figures first (a check cut short still yields them).
 
 Steps (each in its own process, with its own timeout; a failing step is recorded and the next runs):
   env             GPU, driver, torch/CUDA/cuDNN/nvcc versions, open_clip and wandb
   build           the fused CUDA ops' JIT build (python -m cuda_ops.build); later steps reuse it
+  train_step      benchmarks/train_step.py --lightning: the 256 px StyleGAN2 training iteration of
+                  stylegan2/cub256.yaml (config-f, batch 64, bf16-mixed), fused vs reference
+                  kernels, with ADA's p started at 0.2 (R1 goes through the augmentation) and the lazy R1
+                  and path-length steps inside the timed window: s/kimg, peak memory, host syncs per step
+  train_step_auto the same with NVIDIA's `--cfg=auto` networks at 256 px (half width, batch 16), the
+                  setting of their expected 21.6-24.2 s/kimg on one V100: the like-for-like comparison
+  edit            benchmarks/edit.py: a paper-setting edit (256 px StyleGAN2 and ViT-B-32, random
+                  weights; 20 x 50 CMA-ES + 100 Adam, 32 crops), then a batch of 8 requests (population
+                  split so that one pass holds at most 200 images), peak memory; its JSON is rewritten
+                  after every measurement
   gpu_tests       the `gpu`-marked tests: kernels vs reference (fwd, bwd, double bwd, fp32/fp16/bf16,
                   contiguous/channels_last, the 256 px shapes)
-  ops             benchmarks/ops.py: each op of a 256 px config-f G and D, fused vs reference vs the
-                  compiled reference (compiled at 256 px only, to fit the time), time and peak memory
-  train_step      benchmarks/train_step.py --lightning: the 256 px StyleGAN2 training iteration
-                  (configs/stylegan2/cub256.yaml: batch 64 per GPU, bf16-mixed, lazy R1/PL, ADA, EMA),
-                  fused vs reference kernels, as s/kimg (NVIDIA: about 21.6-24.2 s/kimg on one V100)
-  edit            benchmarks/edit.py: a paper-setting edit (256 px StyleGAN2 and ViT-B-32, random
-                  weights; 20 x 50 CMA-ES + 100 Adam, 32 crops), batched vs candidate by candidate,
-                  and a batch of 8 requests
+  ops             benchmarks/ops.py in bf16 (as training runs): each op of a 256 px config-f G and D,
+                  fused vs `auto` vs reference, time and peak memory
   ddp             a 2-GPU DDP smoke test of the trainer (NCCL; ranks must end equal); skipped with
                   fewer than 2 GPUs
-  ops_train_step  benchmarks/ops.py's whole 256 px G+D step (with R1), fused vs reference vs
-                  torch.compile'd reference (last: its compile is the slowest part)
+  compiled        benchmarks/ops.py's whole 256 px G+D step (with R1), fused vs reference vs
+                  torch.compile'd reference (last: compiling is the slowest part)
 It writes one JSON report (rewritten after every step, so a killed run still leaves one) and a log
 with every step's output beside it, and prints a short table.
 
-Prepare here (a machine with pip and its package index; the device has no internet):
-
-    python benchmarks/gpu_check.py --prepare
-
-downloads open_clip_torch, jsonargparse[signatures] and wandb (the versions installed here) and the dependencies the device
-lacks as Python 3.12 manylinux x86-64 wheels into .whl/ (ignored by git), checks the 64 MiB that a
-device call may carry, and prints the device command. On the device (the `run` tool):
-
-    carry:     [".whl"]
-    command:   {DEVICE_COMMAND}
-    timeout_s: {TIMEOUT_S}
+    bash scripts/gpu_check.sh --out gpu_check.json            # on the GPU machine
+    bash scripts/gpu_check.sh --steps build,train_step        # some steps only (keep build first)
+    bash scripts/gpu_check.sh --dry-run --out /tmp/check.json # toy sizes on the CPU (CI)
 
 The check caps itself at {BUDGET_S} s (--budget; each step also has its own timeout, and later steps
-keep a reserve); the report comes back as $OUT/gpu_check.json and $OUT/gpu_check.log. A session has
-15 minutes of device time in all, so there is no time for a second full run: to rerun some steps,
-add `--steps build,train_step` (names above; keep `build` first: it builds the kernels once for
-all later steps, and is a cache hit on a machine still warm) and a smaller timeout_s.
-
-Without CUDA, `--dry-run` walks the same steps at toy sizes on the CPU (32 px narrow StyleGAN2, the
-tiny CLIP, a few generations/steps; no torch.compile); steps that need a GPU say why they skipped:
-
-    python benchmarks/gpu_check.py --dry-run --out /tmp/gpu_check.json
+keep a reserve). A GPU machine without internet lacks open_clip and wandb: `bash scripts/gpu_check.sh
+--prepare` (benchmarks/offline_wheels.py), run where pip works, downloads them as wheels into .whl/
+and prints how to install them there. Without CUDA, `--dry-run` walks the same steps at toy sizes on
+the CPU (32 px narrow StyleGAN2, the tiny CLIP, a few generations/steps; no torch.compile); steps
+that need a GPU say why they skipped.
 """
 
 from __future__ import annotations
@@ -64,240 +57,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WHEEL_DIR = ".whl"
-CARRY_LIMIT_MIB = 64
 BUDGET_S = 470  # the whole check, JIT build included: < 8 minutes
-TIMEOUT_S = 570  # the device call: the budget + wheel install + start-up, < the 10-minute cap
-INSTALL = (
-    "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade "
-    f"--target /tmp/site {WHEEL_DIR}/*.whl || echo 'gpu_check: the wheel install failed; checking without it';"
-    " export PYTHONPATH=/tmp/site;"
-)  # a failed install must not cost the report: env/edit then say what is missing
-DEVICE_COMMAND = f"{INSTALL} PYTHONUNBUFFERED=1 bash scripts/gpu_check.sh --out $OUT/gpu_check.json"
-NVIDIA_V100_S_PER_KIMG = "21.6-24.2"  # stylegan2-ada-pytorch's expected training time, 256 px, one V100
-
-# Python packages on the device image (.library/device/KINDS.md, nvidia-h200, read 2026-11-17): not carried.
-DEVICE_PACKAGES = set(
-    [
-        "absl-py",
-        "accelerate",
-        "aiofiles",
-        "aiohappyeyeballs",
-        "aiohttp",
-        "aiosignal",
-        "annotated-doc",
-        "anyio",
-        "attrs",
-        "botorch",
-        "build",
-        "certifi",
-        "charset-normalizer",
-        "chex",
-        "click",
-        "cloudpickle",
-        "cmake",
-        "colorama",
-        "contourpy",
-        "coverage",
-        "cuda-bindings",
-        "cuda-core",
-        "cuda-pathfinder",
-        "cuda-toolkit",
-        "cupy-cuda13x",
-        "cycler",
-        "cython",
-        "diffrax",
-        "e3nn",
-        "einops",
-        "equinox",
-        "etils",
-        "execnet",
-        "filelock",
-        "flatbuffers",
-        "flax",
-        "fonttools",
-        "formulaic",
-        "frozenlist",
-        "fsspec",
-        "gpytorch",
-        "grpcio",
-        "h11",
-        "h5py",
-        "hf-xet",
-        "httpcore",
-        "httpx",
-        "huggingface-hub",
-        "humanize",
-        "hypothesis",
-        "idna",
-        "imageio",
-        "iniconfig",
-        "interface-meta",
-        "jax",
-        "jax-cuda13-pjrt",
-        "jax-cuda13-plugin",
-        "jaxlib",
-        "jaxtyping",
-        "jinja2",
-        "joblib",
-        "kiwisolver",
-        "lazy-loader",
-        "lightning",
-        "lightning-utilities",
-        "linear-operator",
-        "lineax",
-        "llvmlite",
-        "lxml",
-        "markdown",
-        "markdown-it-py",
-        "markupsafe",
-        "matplotlib",
-        "mdurl",
-        "meson",
-        "ml-dtypes",
-        "mpi4py",
-        "mpmath",
-        "msgpack",
-        "multidict",
-        "multipledispatch",
-        "mypy-extensions",
-        "nanobind",
-        "narwhals",
-        "networkx",
-        "ninja",
-        "numba",
-        "numba-cuda",
-        "numpy",
-        "numpyro",
-        "nvidia-cublas",
-        "nvidia-cuda-cupti",
-        "nvidia-cuda-nvrtc",
-        "nvidia-cuda-runtime",
-        "nvidia-cudnn-cu13",
-        "nvidia-cufft",
-        "nvidia-cufile",
-        "nvidia-curand",
-        "nvidia-cusolver",
-        "nvidia-cusparse",
-        "nvidia-cusparselt-cu13",
-        "nvidia-ml-py",
-        "nvidia-nccl-cu13",
-        "nvidia-nvjitlink",
-        "nvidia-nvshmem-cu13",
-        "nvidia-nvtx",
-        "onnx",
-        "onnx-ir",
-        "onnxruntime",
-        "onnxscript",
-        "opencv-python-headless",
-        "optax",
-        "opt-einsum",
-        "opt-einsum-fx",
-        "optimistix",
-        "orbax-checkpoint",
-        "packaging",
-        "pandas",
-        "pathspec",
-        "patsy",
-        "peft",
-        "pillow",
-        "pip",
-        "pluggy",
-        "portalocker",
-        "prometheus-client",
-        "propcache",
-        "protobuf",
-        "psutil",
-        "pyarrow",
-        "pybind11",
-        "py-cpuinfo",
-        "pyre-extensions",
-        "pygments",
-        "pyparsing",
-        "pyproject-hooks",
-        "pytest",
-        "pytest-benchmark",
-        "pytest-cov",
-        "pytest-mock",
-        "pytest-timeout",
-        "pytest-xdist",
-        "python-dateutil",
-        "pytorch-lightning",
-        "pyyaml",
-        "regex",
-        "requests",
-        "rich",
-        "sacrebleu",
-        "safetensors",
-        "scikit-build-core",
-        "scikit-image",
-        "scikit-learn",
-        "scipy",
-        "seaborn",
-        "sentencepiece",
-        "sentence-transformers",
-        "setuptools",
-        "shellingham",
-        "simplejson",
-        "six",
-        "sortedcontainers",
-        "statsmodels",
-        "sympy",
-        "tabulate",
-        "tensorboard",
-        "tensorboard-data-server",
-        "tensorstore",
-        "threadpoolctl",
-        "tifffile",
-        "tiktoken",
-        "timm",
-        "tokenizers",
-        "toolz",
-        "torch",
-        "torchaudio",
-        "torchdiffeq",
-        "torch-geometric",
-        "torchmetrics",
-        "torchvision",
-        "tqdm",
-        "transformers",
-        "treescope",
-        "triton",
-        "typer",
-        "typing-extensions",
-        "typing-inspect",
-        "urllib3",
-        "uvloop",
-        "wadler-lindig",
-        "werkzeug",
-        "wheel",
-        "wrapt",
-        "xarray",
-        "xxhash",
-        "yarl",
-        "zipp",
-    ]
-)
-PLATFORMS = [
-    "manylinux_2_28_x86_64",
-    "manylinux_2_27_x86_64",
-    "manylinux_2_24_x86_64",
-    "manylinux_2_17_x86_64",
-    "manylinux2014_x86_64",
-    "manylinux_2_5_x86_64",
-    "manylinux1_x86_64",
-]
-DEVICE_MARKERS = {
-    "python_version": "3.12",
-    "python_full_version": "3.12.3",
-    "sys_platform": "linux",
-    "platform_system": "Linux",
-    "platform_machine": "x86_64",
-    "os_name": "posix",
-    "implementation_name": "cpython",
-    "platform_python_implementation": "CPython",
-    "extra": "",
-}
+NVIDIA_V100_S_PER_KIMG = "21.6-24.2"  # stylegan2-ada-pytorch's expected training time, --cfg=auto, 256 px, one V100
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -392,7 +153,7 @@ def cmd_ops(ctx: Context):
             "0",
             "--no-compile",
         ]
-    return base + ["--iters", "10", "--warmup", "3", "--compile-res", "256"]
+    return base + ["--iters", "10", "--warmup", "3", "--dtype", "bfloat16", "--no-compile"]
 
 
 def cmd_ops_train_step(ctx: Context):
@@ -421,14 +182,18 @@ def cmd_ops_train_step(ctx: Context):
 TOY_SG2 = ["--resolution", "32", "--channel-base", "256", "--channel-max", "16"]
 
 
-def cmd_train_step(ctx: Context):
+def cmd_train_step(ctx: Context, network: str = "config", result: str = "train_step.json"):
     base = [
         ctx.py,
         "benchmarks/train_step.py",
         "--lightning",
-        "configs/stylegan2/cub256.yaml",
+        "stylegan2/cub256.yaml",
+        "--network",
+        network,
+        "--augment-p",
+        "0.2",
         "--json",
-        ctx.path("train_step.json"),
+        ctx.path(result),
     ]
     if ctx.dry_run:
         return (
@@ -437,6 +202,10 @@ def cmd_train_step(ctx: Context):
             + ["--batch", "2", "--steps", "2", "--warmup", "1", "--accelerator", "cpu", "--cuda-ops", "auto"]
         )
     return base + ["--cuda-ops", "ref" if ctx.build_failed else "cuda,ref", "--steps", "16", "--warmup", "4"]
+
+
+def cmd_train_step_auto(ctx: Context):
+    return cmd_train_step(ctx, "nvidia-auto", "train_step_auto.json")
 
 
 def cmd_edit(ctx: Context):
@@ -477,13 +246,11 @@ def cmd_ddp(ctx: Context):
         ctx.py,
         "benchmarks/train_step.py",
         "--lightning",
-        "configs/stylegan2/cub256.yaml",
+        "stylegan2/cub256.yaml",
         "--json",
         ctx.path("ddp.json"),
         "--devices",
         "2",
-        "--strategy",
-        "ddp_find_unused_parameters_true",
         "--cuda-ops",
         "auto",
     ]
@@ -588,11 +355,22 @@ def sum_ops_train_step(ctx, path: Path):
 def sum_train_step(ctx, path: Path):
     rep = _json(path)
     by_mode = {r["cuda_ops"]: r for r in rep["results"]}
-    result = {**rep, "nvidia_v100_s_per_kimg": NVIDIA_V100_S_PER_KIMG}
-    text = ", ".join(f"{m} {r['s_per_kimg']} s/kimg" if "error" not in r else f"{m} FAILED" for m, r in by_mode.items())
+    auto = rep.get("network") == "nvidia-auto"
+    label = "NVIDIA --cfg=auto networks" if auto else "config-f"
+    result = {**rep, "label": label} | ({"nvidia_v100_s_per_kimg": NVIDIA_V100_S_PER_KIMG} if auto else {})
+
+    def one(m, r):
+        if "error" in r:
+            return f"{m} FAILED"
+        extra = [f"{r['peak_gpu_memory_gib']} GiB"] if "peak_gpu_memory_gib" in r else []
+        extra += [f"{r['host_syncs_per_step']} syncs/step"] if "host_syncs_per_step" in r else []
+        return f"{m} {r['s_per_kimg']} s/kimg" + (f" ({', '.join(extra)})" if extra else "")
+
+    text = f"{label}: " + ", ".join(one(m, r) for m, r in by_mode.items())
     if "fused_speedup" in rep:
         text += f"; fused {rep['fused_speedup']}x"
-    text += f" (batch {rep['batch_per_device']}, {rep['precision']}; V100: {NVIDIA_V100_S_PER_KIMG})"
+    text += f" (batch {rep['batch_per_device']}, {rep['precision']}"
+    text += f"; NVIDIA on one V100: {NVIDIA_V100_S_PER_KIMG} s/kimg)" if auto else ")"
     bad = [
         f"{m}: {r['error'][:150]}" if "error" in r else f"{m}: non-finite weights"
         for m, r in by_mode.items()
@@ -604,15 +382,21 @@ def sum_train_step(ctx, path: Path):
 
 
 def sum_edit(ctx, path: Path):
-    rep = _json(path)
-    keys = [k for k in rep if k.startswith("batch") and k.endswith("_s_per_request")]
-    text = (
-        f"{rep.get('s_per_edit_measured', rep['s_per_edit_estimated']):.2f} s/edit, batched CMA-ES "
-        f"{rep['batched_speedup']:.1f}x vs one by one"
-    )
-    if keys:
-        text += f", {keys[0].split('_')[0]}: {rep[keys[0]]:.2f} s/request"
-    return "ok", text, rep
+    rep = _json(path)  # possibly partial: the benchmark writes it after every measurement
+    parts = []
+    single = rep.get("s_per_edit_measured", rep.get("s_per_edit_estimated"))
+    if single is not None:
+        parts.append(f"{single:.2f} s/edit" + ("" if "s_per_edit_measured" in rep else " (estimated)"))
+    for k in rep:
+        if k.startswith("batch") and k.endswith("_s_per_edit_measured"):
+            n = k.split("_")[0]
+            parts.append(f"{n}: {rep[k]:.2f} s ({rep[f'{n}_s_per_request']:.2f} s/request)")
+    peaks = [f"{rep[k]:.1f}" for k in rep if k.startswith("peak_gpu_memory_gib") and rep[k] is not None]
+    if peaks:
+        parts.append(f"peak {'/'.join(peaks)} GiB")
+    if "batched_speedup" in rep:
+        parts.append(f"batched CMA-ES {rep['batched_speedup']:.1f}x vs one by one")
+    return ("ok" if rep.get("complete") else "failed"), ", ".join(parts) or "nothing measured", rep
 
 
 def sum_ddp(ctx, path: Path):
@@ -623,25 +407,34 @@ def sum_ddp(ctx, path: Path):
     return ("ok" if ok else "failed"), text, rep
 
 
-STEPS = [
+STEPS = [  # the key figures first: a check cut short still yields them
     Step("build", "JIT build of the fused CUDA ops", 210, 90, cmd_build, sum_build),
     Step(
-        "gpu_tests", "gpu-marked tests (kernels vs reference)", 150, 60, cmd_gpu_tests, sum_gpu_tests, "gpu_tests.xml"
-    ),
-    Step("ops", "benchmarks/ops.py: each op, fused vs ref vs compiled", 120, 40, cmd_ops, sum_ops, "ops.json"),
-    Step(
         "train_step",
-        "256 px StyleGAN2 iteration (bf16-mixed, lazy reg.), s/kimg",
+        "256 px StyleGAN2 iteration, config-f (bf16-mixed, R1 through ADA, PL), s/kimg",
         120,
         60,
         cmd_train_step,
         sum_train_step,
         "train_step.json",
     ),
-    Step("edit", "paper-setting edit: batched vs one by one, batch of 8", 150, 60, cmd_edit, sum_edit, "edit.json"),
+    Step(
+        "train_step_auto",
+        "the same with NVIDIA's --cfg=auto networks (their s/kimg setting)",
+        90,
+        45,
+        cmd_train_step_auto,
+        sum_train_step,
+        "train_step_auto.json",
+    ),
+    Step("edit", "paper-setting edit, then a batch of 8 requests", 150, 60, cmd_edit, sum_edit, "edit.json"),
+    Step(
+        "gpu_tests", "gpu-marked tests (kernels vs reference)", 150, 60, cmd_gpu_tests, sum_gpu_tests, "gpu_tests.xml"
+    ),
+    Step("ops", "benchmarks/ops.py in bf16: each op, fused vs auto vs ref", 90, 30, cmd_ops, sum_ops, "ops.json"),
     Step("ddp", "2-GPU DDP smoke test", 120, 60, cmd_ddp, sum_ddp, "ddp.json"),
     Step(
-        "ops_train_step",
+        "compiled",
         "benchmarks/ops.py: whole G+D step, fused vs ref vs compiled",
         180,
         60,
@@ -796,7 +589,7 @@ def findings(steps: list[dict]) -> list[str]:
         r = s.get("result") or {}
         if s["name"] == "ops" and r.get("ops_slower_than_ref"):
             out.append(f"fused ops slower than the reference: {r['ops_slower_than_ref']}")
-        if s["name"] == "train_step" and r.get("fused_speedup") is not None and r["fused_speedup"] < 1.3:
+        if s["name"].startswith("train_step") and r.get("fused_speedup") is not None and r["fused_speedup"] < 1.3:
             out.append(f"the training iteration gains only {r['fused_speedup']}x from the fused ops (< 1.3x)")
     return out
 
@@ -939,159 +732,16 @@ def run_check(args) -> dict:
     return report.data
 
 
-# ------------------------------------------------------------------------------------- prepare
-def _pip_download(specs: list[str], dest: Path) -> None:
-    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "-q",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--python-version",
-        "3.12",
-        "--implementation",
-        "cp",
-        *platforms,
-        "-d",
-        str(dest),
-        *specs,
-    ]
-    subprocess.run(cmd, check=True)
-
-
-def _wheel_name_version(path: Path) -> tuple[str, str]:
-    from packaging.utils import canonicalize_name, parse_wheel_filename
-
-    name, version, *_ = parse_wheel_filename(path.name)
-    return canonicalize_name(name), str(version)
-
-
-def _requirements(path: Path) -> list:
-    import zipfile
-
-    from packaging.requirements import Requirement
-
-    with zipfile.ZipFile(path) as z:
-        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-        lines = z.read(meta).decode().splitlines()
-    reqs = []
-    for line in lines:
-        if line.startswith("Requires-Dist:"):
-            req = Requirement(line.split(":", 1)[1].strip())
-            if req.marker is None or req.marker.evaluate(DEVICE_MARKERS):
-                reqs.append(req)
-    return reqs
-
-
-def download_closure(roots: list[str], dest: Path, have: dict[str, str]) -> list[Path]:
-    """Download `roots` and, level by level, every requirement the device lacks; returns new wheels."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    new, todo = [], list(roots)
-    while todo:
-        before = set(dest.glob("*.whl"))
-        _pip_download(todo, dest)
-        added = sorted(set(dest.glob("*.whl")) - before)
-        for wheel in added:
-            name, version = _wheel_name_version(wheel)
-            have[name] = version
-        new += added
-        todo = []
-        for wheel in added:
-            for req in _requirements(wheel):
-                name = canonicalize_name(req.name)
-                if (
-                    name in DEVICE_PACKAGES
-                    or name in have
-                    or any(canonicalize_name(Requirement(t).name) == name for t in todo)
-                ):
-                    continue
-                todo.append(f"{req.name}{req.specifier}")
-    return new
-
-
-def travelling_bytes(wheel_dir: Path) -> tuple[int, int]:
-    """(bytes of the working tree that a device call sends: tracked + untracked-not-ignored, wheel bytes)."""
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    tree = sum((ROOT / f).stat().st_size for f in files if f and (ROOT / f).is_file())
-    wheels = sum(p.stat().st_size for p in wheel_dir.glob("*.whl"))
-    return tree, wheels
-
-
-def prepare(args) -> int:
-    import importlib.metadata as md
-
-    dest = ROOT / WHEEL_DIR
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir()
-
-    def pinned(dist):
-        try:
-            return f"{dist}=={md.version(dist)}"
-        except md.PackageNotFoundError:
-            return dist
-
-    have: dict[str, str] = {}
-    print(f"downloading {pinned('open_clip_torch')} and what the device lacks of its dependencies into {dest}")
-    clip_wheels = download_closure([pinned("open_clip_torch")], dest, have)
-    print(f"downloading {pinned('jsonargparse')} with its [signatures] extras (train.py's command line)")
-    download_closure([pinned(d) for d in ("jsonargparse", "docstring_parser", "typeshed_client")], dest, have)
-    wandb_wheels: list[Path] = []
-    if not args.no_wandb:
-        print(f"downloading {pinned('wandb')} and its missing dependencies")
-        wandb_wheels = download_closure([pinned("wandb")], dest, have)
-    tree, wheels = travelling_bytes(dest)
-    limit = CARRY_LIMIT_MIB * 2**20
-    if tree + wheels > limit and wandb_wheels:
-        print(
-            f"the working tree ({tree / 2**20:.1f} MiB) and all wheels ({wheels / 2**20:.1f} MiB) exceed the "
-            f"{CARRY_LIMIT_MIB} MiB a device call carries: leaving wandb out (nothing in the check needs it)"
-        )
-        for w in wandb_wheels:
-            w.unlink()
-        wandb_wheels = []
-        tree, wheels = travelling_bytes(dest)
-    print(f"\n{'wheel':70s} {'MiB':>7s}")
-    for w in sorted(dest.glob("*.whl")):
-        print(f"{w.name:70s} {w.stat().st_size / 2**20:7.2f}")
-    total = tree + wheels
-    print(f"{'working tree (tracked + untracked, not ignored)':70s} {tree / 2**20:7.2f}")
-    print(f"{'total a device call carries':70s} {total / 2**20:7.2f}  (limit {CARRY_LIMIT_MIB} MiB)")
-    if total > limit:
-        print("TOO LARGE for one device call: remove untracked files or wheels", file=sys.stderr)
-        return 1
-    print(f"""
-On the device (the `run` tool), from the repository root:
-  carry:     ["{WHEEL_DIR}"]
-  command:   {DEVICE_COMMAND}
-  timeout_s: {TIMEOUT_S}
-The check caps itself at {BUDGET_S} s; $OUT/gpu_check.json and $OUT/gpu_check.log come back.""")
-    return 0
-
-
 # ---------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    doc = __doc__.format(DEVICE_COMMAND=DEVICE_COMMAND, TIMEOUT_S=TIMEOUT_S, BUDGET_S=BUDGET_S)
+    doc = __doc__.format(BUDGET_S=BUDGET_S)
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prepare", action="store_true", help="download the wheels to carry (here, not on the device)")
-    p.add_argument("--no-wandb", action="store_true", help="--prepare: leave wandb out")
     p.add_argument("--dry-run", action="store_true", help="toy sizes on the CPU (CI)")
     p.add_argument(
         "--out",
         default=None,
         help="the JSON report; the log goes beside it, .log (default: "
-        "$OUT/gpu_check.json where OUT is set, else WORKDIR/gpu_check.json)",
+        "$OUT/gpu_check.json where the environment sets OUT, else WORKDIR/gpu_check.json)",
     )
     p.add_argument("--workdir", default=None, help="scratch folder (default: /tmp/pbw_gpu_check)")
     p.add_argument(
@@ -1102,8 +752,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--ddp-cpu", action="store_true", help="--dry-run: run the DDP step on 2 CPU processes")
     args = p.parse_args(argv)
-    if args.prepare:
-        return prepare(args)
     args.workdir = args.workdir or "/tmp/pbw_gpu_check"
     args.out = args.out or str(Path(os.environ.get("OUT") or args.workdir) / "gpu_check.json")
     args.budget = args.budget or (300 if args.dry_run else BUDGET_S)

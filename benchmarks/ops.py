@@ -24,11 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from cuda_ops import bias_act, loader, setup_filter, upfirdn2d, upsample2d  # noqa: E402
 
-IMPLS = ("cuda", "ref", "ref_compiled")
+IMPLS = ("cuda", "auto", "ref", "ref_compiled")
 
 
 def op_cases(resolution: int, batch: int, channel_base: int, channel_max: int) -> list[dict]:
@@ -110,8 +108,11 @@ def measure(step: Callable[[], None], device: torch.device, iters: int, warmup: 
 
 
 def _ratios(entry: dict) -> dict:
-    """ref / cuda and ref_compiled / cuda for time and memory (>1 means the fused kernel wins)."""
+    """ref / cuda and ref_compiled / cuda for time and memory (>1 means the fused kernel wins), and ref / auto
+    (what `auto`'s dispatch gains over the reference: it must not fall below 1 beyond the timing noise)."""
     out = {}
+    if entry.get("auto") and entry.get("ref"):
+        out["ref/auto time"] = round(entry["ref"]["time_ms"] / entry["auto"]["time_ms"], 3)
     base = entry.get("cuda")
     for other in ("ref", "ref_compiled"):
         o = entry.get(other)
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
         and loader.get_mode() != "ref"
         and loader.load_extension() is not None
     )
-    impls = (["cuda"] if cuda_ok else []) + ["ref"] + ([] if args.no_compile else ["ref_compiled"])
+    impls = (["cuda", "auto"] if cuda_ok else []) + ["ref"] + ([] if args.no_compile else ["ref_compiled"])
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
@@ -298,11 +299,11 @@ def _print_table(report: dict) -> None:
     rows = list(report["ops"])
     if report["train_step"] and "skipped" not in report["train_step"]:
         rows.append({"name": "G+D training step", **report["train_step"]})
-    print(f"{'op':34s} {'cuda':>20s} {'ref':>20s} {'ref_compiled':>20s}  ratios")
+    print(f"{'op':34s} {'cuda':>20s} {'auto':>20s} {'ref':>20s} {'ref_compiled':>20s}  ratios")
     for r in rows:
         ratios = ", ".join(f"{k}={v}" for k, v in r.get("ratios", {}).items())
         print(
-            f"{r['name']:34s} {_fmt(r.get('cuda')):>20s} {_fmt(r.get('ref')):>20s} "
+            f"{r['name']:34s} {_fmt(r.get('cuda')):>20s} {_fmt(r.get('auto')):>20s} {_fmt(r.get('ref')):>20s} "
             f"{_fmt(r.get('ref_compiled')):>20s}  {ratios}"
         )
     speedups = [r["ratios"]["ref/cuda time"] for r in report["ops"] if "ref/cuda time" in r.get("ratios", {})]

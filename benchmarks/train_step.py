@@ -14,10 +14,14 @@ Lightning Trainer (lazy R1/path-length regularizers on their intervals, ADA, EMA
 precision, e.g. bf16-mixed) on random "real" images at the config's resolution and batch per device,
 per `--cuda-ops` mode (fused kernels vs reference), reported as seconds per iteration and per kimg.
 `--steps` should be a multiple of the R1 interval (16) so the timed iterations hold their share of
-regularization. With `--devices 2 --strategy ddp_find_unused_parameters_true` it is a DDP smoke test
-that also checks that every rank ends with the same weights.
+regularization. `--augment-p 0.2` starts ADA above 0, so that R1 goes through the augmentation in the
+timed window. `--network nvidia-auto` times the network NVIDIA's expected training times were measured
+with (stylegan2-ada-pytorch `--cfg=auto` at 256 px on one GPU: half width, 2 mapping layers, batch 16)
+instead of the config's own (config-f). On CUDA, the host syncs inside each timed `training_step` are
+counted with `torch.cuda.set_sync_debug_mode`. With `--devices 2` it is a DDP smoke test that also
+checks that every rank ends with the same weights.
 
-    python benchmarks/train_step.py --lightning configs/stylegan2/cub256.yaml --cuda-ops cuda,ref --steps 16
+    python benchmarks/train_step.py --lightning stylegan2/cub256.yaml --cuda-ops cuda,ref --steps 16
 """
 
 from __future__ import annotations
@@ -26,11 +30,20 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pbw.configs import config_path
+
+# stylegan2-ada-pytorch's `--cfg=auto` at 256 px on one GPU, the setting of its expected training times
+# (21.6-24.2 s/kimg on one V100): fmaps 0.5 (channel_base 16384), 2 mapping layers, batch 16, minibatch-std
+# groups of 4, gamma = 0.0002 * 256^2 / 16, EMA 16 * 10 / 32 kimg.
+NVIDIA_AUTO_256 = dict(
+    channel_base=16384, channel_max=512, mapping_layers=2, mbstd_group_size=4, r1_gamma=0.8192, ema_kimg=5.0
+)
+NVIDIA_AUTO_BATCH = 16
 
 
 def build_stylegan2(args, device, real):
@@ -173,11 +186,14 @@ def _lightning_run(args, cfg: dict, mode: str) -> dict:
     from pbw.training.stylegan2 import StyleGAN2Module
 
     init = {k: v for k, v in cfg["model"]["init_args"].items() if k != "feature_extractor"}
-    for key in ("resolution", "channel_base", "channel_max"):
+    batch = args.batch or cfg["data"]["init_args"]["batch_size"]
+    if args.network == "nvidia-auto":
+        init |= NVIDIA_AUTO_256
+        batch = args.batch or NVIDIA_AUTO_BATCH
+    for key in ("resolution", "channel_base", "channel_max", "augment_p"):
         if getattr(args, key) is not None:
             init[key] = getattr(args, key)
     init["num_metric_samples"] = 0
-    batch = args.batch or cfg["data"]["init_args"]["batch_size"]
     loader.set_mode(mode)
     pl.seed_everything(0, verbose=False)
     module = StyleGAN2Module(**init)
@@ -190,6 +206,24 @@ def _lightning_run(args, cfg: dict, mode: str) -> dict:
         def _sync(self, trainer):
             if trainer.strategy.root_device.type == "cuda":
                 torch.cuda.synchronize(trainer.strategy.root_device)
+
+        syncs: list[int] = []
+
+        def on_train_start(self, trainer, pl_module):
+            if trainer.strategy.root_device.type == "cuda":  # count the host syncs inside the step
+                step, counts = pl_module.training_step, self.syncs
+
+                def counted(*a, **k):
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        torch.cuda.set_sync_debug_mode("warn")
+                        try:
+                            return step(*a, **k)
+                        finally:
+                            torch.cuda.set_sync_debug_mode(0)
+                            counts.append(sum("synchroniz" in str(w.message) for w in caught))
+
+                pl_module.training_step = counted
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if batch_idx == args.warmup:
@@ -242,8 +276,11 @@ def _lightning_run(args, cfg: dict, mode: str) -> dict:
     }
     if device.type == "cuda":
         out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        timed = timer.syncs[args.warmup :]
+        out["host_syncs_per_step"] = round(sum(timed) / max(len(timed), 1), 2)
     return out | {
         "_meta": {
+            "network": args.network,
             "resolution": init["resolution"],
             "batch_per_device": batch,
             "precision": trainer.precision,
@@ -257,13 +294,11 @@ def _lightning_run(args, cfg: dict, mode: str) -> dict:
 
 
 def lightning_main(args) -> dict:
-    import warnings
-
     import yaml
 
     for message in (".*module\\(s\\) in eval mode.*", ".*no `val_dataloader`.*"):
         warnings.filterwarnings("ignore", message=message)
-    cfg = yaml.safe_load(Path(args.lightning).read_text())
+    cfg = yaml.safe_load(config_path(args.lightning).read_text())
     modes = args.cuda_ops.split(",")
     results = []
     meta = None
@@ -318,9 +353,16 @@ def main(argv=None) -> dict:
         "--lightning",
         metavar="CONFIG",
         default=None,
-        help="a StyleGAN2 training YAML (e.g. configs/stylegan2/cub256.yaml)",
+        help="a StyleGAN2 training YAML (e.g. stylegan2/cub256.yaml)",
     )
     lit.add_argument("--cuda-ops", default="auto", help="cuda_ops modes to time, e.g. cuda,ref (fused vs reference)")
+    lit.add_argument(
+        "--network",
+        choices=["config", "nvidia-auto"],
+        default="config",
+        help="the config's networks, or those of NVIDIA's --cfg=auto at 256 px (their s/kimg figures)",
+    )
+    lit.add_argument("--augment-p", type=float, default=None, help="ADA's starting p (default: the config's)")
     lit.add_argument("--precision", default=None, help="Lightning precision (default: the config's)")
     lit.add_argument("--accelerator", default="auto")
     lit.add_argument("--devices", default="1")

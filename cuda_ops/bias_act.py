@@ -133,6 +133,21 @@ class _BiasActGradCuda(torch.autograd.Function):
         return d_dy, d_ref, d_b, None, None, None, None, None, None
 
 
+# Where `auto` leaves the fused kernel for the reference. Measured with benchmarks/ops.py on one H200 (fp32,
+# batch 8, 256 px config-f): the toRGB calls (linear, gain 1, no clamp, where the reference is a single
+# elementwise add) ran at 0.46-0.88x of the reference at every size (384 to 1.6M elements), while no lrelu call
+# (65,536 elements and up) lost. So a plain bias add always takes the reference, and anything smaller than the
+# smallest size measured not to lose does too. Both must be re-measured with `python benchmarks/ops.py` on the
+# GPU at hand (its `auto` column must never be slower than `ref`).
+KERNEL_MIN_NUMEL = 65_536
+
+
+def kernel_pays_off(x: torch.Tensor, act: str, gain: float, clamp: float | None) -> bool:
+    """Whether `auto` runs the fused kernel for this call (see KERNEL_MIN_NUMEL)."""
+    plain_bias_add = act == "linear" and gain == 1 and (clamp is None or clamp < 0)
+    return not plain_bias_add and x.numel() >= KERNEL_MIN_NUMEL
+
+
 def _bias_act_cuda(x, b, dim, act, alpha, gain, clamp):
     if not (x.is_contiguous() or (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last))):
         x = x.contiguous()  # the kernel walks x in memory order: it must be dense
@@ -157,11 +172,15 @@ def bias_act(
 
     `gain=None` uses the activation's variance-preserving default (sqrt(2) for relu/lrelu/swish).
     Differentiable twice with the fused CUDA kernel, to any order with the reference.
-    `impl` ('auto', 'ref', 'cuda') overrides the `PBW_CUDA_OPS` mode for this call.
+    `impl` ('auto', 'ref', 'cuda') overrides the `PBW_CUDA_OPS` mode for this call; `auto` runs the kernel
+    only where it is faster than the reference (`kernel_pays_off`), `cuda` always.
     """
     dim = dim % x.ndim if x.ndim else dim
     if act in _ACT_IDS and loader.use_kernel(x, impl):
         _, alpha, gain = _resolve(act, alpha, gain)
+        mode = loader.get_mode() if impl is None else impl.strip().lower()
+        if mode == "auto" and not kernel_pays_off(x, act, gain, clamp):
+            return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
         if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
             raise ValueError(f"bias of shape {tuple(b.shape)} does not match x.shape[{dim}]={x.shape[dim]}")
         return _bias_act_cuda(x, b, dim, act, alpha, gain, clamp)

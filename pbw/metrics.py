@@ -9,6 +9,7 @@ that use the same extractor, not with published numbers).
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -59,6 +60,14 @@ class GenerationMetrics(nn.Module):
 
     `feature_extractor=None` uses torchmetrics' Inception (2048-d pool features, logits for IS).
     KID's subset size shrinks to the number of samples available when that is smaller.
+
+    Under torch.distributed, each rank adds its own images and `compute` (called on every rank) gathers
+    the features of all ranks (torchmetrics' state sync) and returns the same values on every rank: those
+    of one process given all the images. KID's and IS's random subsets are drawn from a fixed seed, so
+    every rank draws the same ones. FID and KID (whose subsets span every sample unless there are more
+    than `kid_subset_size`) do not depend on the order of the samples; IS's split into groups does, and
+    torchmetrics gathers the ranks' features batch by batch, so IS under DDP equals that of one process
+    given the same images in that order.
     """
 
     def __init__(
@@ -102,34 +111,54 @@ class GenerationMetrics(nn.Module):
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, real: bool) -> None:
-        """Add a batch of images in [-1, 1] to the real or generated set."""
+        """Add a batch of images in [-1, 1] to the real or generated set. Features are computed in float32
+        under autocast too: FID's mean and covariance are differences of large sums, which bf16 would blur."""
         x = self._to_unit(images)
-        for metric in (self.fid, self.kid):
-            if metric is not None:
-                metric.update(x, real=real)
+        with torch.autocast(x.device.type, enabled=False):
+            for metric in (self.fid, self.kid):
+                if metric is not None:
+                    metric.update(x, real=real)
+            if not real and self.inception is not None:
+                self.inception.update(x)
         if real:
             self.num_real += len(x)
         else:
             self.num_fake += len(x)
-            if self.inception is not None:
-                self.inception.update(x)
 
-    def compute(self) -> dict[str, float]:
-        """The metrics over everything added since the last reset."""
-        if self.num_fake < 2 or (self.num_real < 2 and (self.fid is not None or self.kid is not None)):
+    def counts(self) -> tuple[int, int]:
+        """(real, generated) images added since the last reset, summed over all ranks (a collective
+        under torch.distributed: call it on every rank)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.num_real, self.num_fake
+        device = next(m.device for m in (self.fid, self.kid, self.inception) if m is not None)
+        counts = torch.tensor([self.num_real, self.num_fake], device=device)
+        dist.all_reduce(counts)
+        return int(counts[0]), int(counts[1])
+
+    def compute(self, seed: int = 0) -> dict[str, float]:
+        """The metrics over everything added since the last reset (on all ranks; call it on every rank)."""
+        num_real, num_fake = self.counts()
+        if num_fake < 2 or (num_real < 2 and (self.fid is not None or self.kid is not None)):
             raise ValueError(
-                f"metrics need at least 2 real and 2 generated images, got {self.num_real} real "
-                f"and {self.num_fake} generated; validate on more batches"
+                f"metrics need at least 2 real and 2 generated images, got {num_real} real "
+                f"and {num_fake} generated; validate on more batches"
             )
         out = {}
-        if self.fid is not None:
-            out["fid"] = float(self.fid.compute())
-        if self.kid is not None:
-            self.kid.subset_size = min(self.kid_subset_size, self.num_real, self.num_fake)
-            out["kid"] = float(self.kid.compute()[0])
-        if self.inception is not None:
-            out["is"] = float(self.inception.compute()[0])
+        with torch.random.fork_rng(devices=[]):  # KID and IS draw subsets with torch.randperm on the CPU
+            if self.fid is not None:
+                out["fid"] = float(self.fid.compute())
+            if self.kid is not None:
+                self.kid.subset_size = min(self.kid_subset_size, num_real, num_fake)
+                out["kid"] = float(self._seeded(self.kid, seed)[0])
+            if self.inception is not None:
+                out["is"] = float(self._seeded(self.inception, seed)[0])
         return out
+
+    @staticmethod
+    def _seeded(metric, seed: int):
+        """`metric.compute()` with its random subsets drawn from `seed`."""
+        torch.default_generator.manual_seed(seed)
+        return metric.compute()
 
     def reset(self) -> None:
         for metric in (self.fid, self.kid, self.inception):

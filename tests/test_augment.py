@@ -44,9 +44,9 @@ def test_color_transforms_keep_gray_axis_for_hue_rotation():
 def test_controller_moves_p_toward_the_target():
     controller = AdaController(target=0.6, interval=4, speed_kimg=1)
     p = torch.tensor(0.5)
-    assert controller.adjust(p, sign_sum=16, count=16, batch_size=8) == 1.0
+    assert controller.adjust(p, sign_sum=torch.tensor(16.0), count=torch.tensor(16), batch_size=8) == 1.0
     assert torch.isclose(p, torch.tensor(0.532))  # overfitting (r_t > target): p grows by 8*4/1000
-    controller.adjust(p, sign_sum=-16, count=16, batch_size=8)
+    controller.adjust(p, sign_sum=torch.tensor(-16.0), count=torch.tensor(16), batch_size=8)
     assert torch.isclose(p, torch.tensor(0.5))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures_data import write_tiny_places
-from training_probes import run_two_rank_ddp
+from training_probes import assert_metrics_equal_one_process, run_two_rank_ddp
 
 from pbw.cli import train_main
 from pbw.training.biggan import BigGANModule, hinge_loss_d, hinge_loss_g, orthogonal_penalty
@@ -181,7 +181,12 @@ def test_orthogonal_penalty_matches_the_authors_update():
     assert orthogonal_penalty([q]) < 1e-10
 
 
-def test_two_process_ddp_ends_with_equal_weights(places, tmp_path):
-    rank0 = run_two_rank_ddp(run_args(places, tmp_path, "--trainer.max_steps", "6"), tmp_path)
+def test_two_process_ddp_with_validation_ends_with_equal_weights_and_one_process_metrics(places, tmp_path):
+    """The config's own strategy, validation on: finishes (no rank waits alone in a collective), ranks end
+    equal, and FID/KID/IS are those of one process given both ranks' images."""
+    rank0 = run_two_rank_ddp(run_args(places, tmp_path, "--trainer.max_steps", "6"), tmp_path, validate=True)
+    assert_metrics_equal_one_process(tmp_path / "probe", inception_score=True)
+    rows = list(csv.DictReader((tmp_path / "lightning_logs/version_0/metrics.csv").read_text().splitlines()))
+    assert [r for r in rows if r.get("val/fid")] and list((tmp_path / "lightning_logs/version_0/samples").glob("*.png"))
     assert int(rank0["images_seen"]) == 2 * 2 * 4  # 2 iterations x 2 ranks x batch 4
     assert int(rank0["iteration"]) == 2

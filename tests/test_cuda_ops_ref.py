@@ -8,8 +8,8 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 
-from cuda_ops import ACTIVATIONS, bias_act, downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
-from cuda_ops.bias_act import bias_act_ref
+from cuda_ops import ACTIVATIONS, bias_act, downsample2d, filter2d, loader, setup_filter, upfirdn2d, upsample2d
+from cuda_ops.bias_act import KERNEL_MIN_NUMEL, bias_act_ref
 from cuda_ops.upfirdn2d import _correlation_kernel, _grad_padding, upfirdn2d_ref
 
 NAIVE_ACT = {
@@ -165,3 +165,26 @@ def test_upfirdn2d_gradient_is_the_swapped_upfirdn2d(up, down, pad, f):
     got = upfirdn2d_ref(dy, k.flip([0, 1]), up=down, down=up, padding=gpad, flip_filter=True)
     assert got.shape == x.shape
     torch.testing.assert_close(got, want)
+
+
+def test_auto_runs_the_fused_bias_act_only_where_it_beats_the_reference(monkeypatch):
+    """`auto` leaves plain bias adds and tensors below KERNEL_MIN_NUMEL to the reference; `cuda` always fuses."""
+    calls = []
+
+    class Kernels:  # stands in for the built extension: records the calls, computes what the kernel would
+        @staticmethod
+        def bias_act(x, b, dy, grad, dim, act_id, alpha, gain, clamp):
+            calls.append(x.numel())
+            return bias_act_ref(x, b, dim=dim, act="lrelu", alpha=alpha, gain=gain)
+
+    monkeypatch.setattr(loader, "_module", Kernels)
+    monkeypatch.setattr(loader, "_tried", True)
+    monkeypatch.setattr(loader, "KERNEL_DEVICE_TYPES", ("cpu",))
+    n = KERNEL_MIN_NUMEL
+    small, large = torch.randn(1, 4, n // 8 - 1, 2), torch.randn(1, 4, n // 8, 2)
+    bias_act(small, torch.zeros(4), act="lrelu", impl="auto")
+    bias_act(large, torch.zeros(4), act="linear", impl="auto")  # toRGB: the reference is one add
+    assert calls == []
+    bias_act(large, torch.zeros(4), act="lrelu", impl="auto")
+    bias_act(small, torch.zeros(4), act="lrelu", impl="cuda")
+    assert calls == [n, n - 8]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures_data import write_tiny_cub
-from training_probes import run_two_rank_ddp
+from training_probes import assert_metrics_equal_one_process, run_two_rank_ddp
 
 from pbw.cli import train_main
 from pbw.training.common import AtomicCheckpointIO
@@ -155,6 +155,21 @@ def test_wandb_offline_logging_writes_a_local_run_that_resumes(cub, tmp_path, mo
     resumed = train_main([*args, "--trainer.max_steps", "4", "--ckpt_path", "last"])
     assert resumed.trainer.global_step == 4 and resumed.trainer.logger.version == run_id  # the same W&B run
     assert all(run.name.endswith(run_id) for run in (tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_two_process_ddp_with_validation_ends_with_equal_weights_and_one_process_fid(cub, tmp_path):
+    """The config's own strategy, validation on: finishes (no rank waits alone in a collective), ranks end
+    equal, and FID/KID are those of one process given both ranks' images."""
+    rank0 = run_two_rank_ddp(
+        run_args(cub, tmp_path, "--trainer.max_steps", "4", "--trainer.val_check_interval", "2"),
+        tmp_path,
+        validate=True,
+    )
+    assert int(rank0["images_seen"]) == 2 * 2 * 4  # 2 iterations x 2 ranks x batch 4
+    values = assert_metrics_equal_one_process(tmp_path / "probe")
+    rows = list(csv.DictReader((tmp_path / "lightning_logs/version_0/metrics.csv").read_text().splitlines()))
+    assert [float(r["val/fid"]) for r in rows if r.get("val/fid")] == pytest.approx([values["fid"]], rel=1e-5)
+    assert list((tmp_path / "lightning_logs/version_0/samples").glob("*.png"))
 
 
 def test_two_process_ddp_resumes_and_ends_with_equal_weights(cub, tmp_path):

@@ -3,7 +3,9 @@
 import hashlib
 import io
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,26 +25,55 @@ class SaveRankWeights(pl.Callback):
         torch.save(state, out / f"rank{trainer.global_rank}.pt")
 
 
-def run_two_rank_ddp(fit_args: list[str], tmp_path: Path) -> dict[str, torch.Tensor]:
-    """Run `train.py` on 2 CPU processes (gloo), assert both ranks end with identical state, return rank 0's."""
+class SaveMetricInputs(pl.Callback):
+    """Each rank saves, at every metrics computation, the batches of images it gave the metrics and the
+    values that came back, to $PBW_PROBE_DIR/metrics_rank{R}_{N}.pt."""
+
+    def setup(self, trainer, pl_module, stage):
+        out, rank, metrics = Path(os.environ["PBW_PROBE_DIR"]), trainer.global_rank, pl_module.metrics
+        out.mkdir(parents=True, exist_ok=True)
+        inputs, update, compute, calls = {True: [], False: []}, metrics.update, metrics.compute, []
+
+        def recording_update(images, real):
+            inputs[real].append(images.detach().float().cpu())
+            update(images, real)
+
+        def recording_compute(*args, **kwargs):
+            values = compute(*args, **kwargs)
+            record = {"real": list(inputs[True]), "fake": list(inputs[False]), "values": values}
+            torch.save(record, out / f"metrics_rank{rank}_{len(calls)}.pt")
+            calls.append(values)
+            inputs[True].clear(), inputs[False].clear()
+            return values
+
+        metrics.update, metrics.compute = recording_update, recording_compute
+
+
+def run_two_rank_ddp(fit_args: list[str], tmp_path: Path, validate: bool = False) -> dict[str, torch.Tensor]:
+    """Run `train.py` on 2 CPU processes (gloo) with the config's own strategy, assert both ranks end with
+    identical state, return rank 0's. Validation is off unless `validate` (then `SaveMetricInputs` records)."""
     repo = Path(__file__).resolve().parents[1]
     env = dict(
         os.environ, PBW_PROBE_DIR=str(tmp_path / "probe"), PYTHONPATH=f"{repo}:{repo / 'tests'}", WANDB_MODE="disabled"
     )
-    cmd = [
-        sys.executable,
-        str(repo / "train.py"),
-        *fit_args,
-        "--trainer.devices",
-        "2",
-        "--trainer.strategy",
-        "ddp_find_unused_parameters_true",
-        "--trainer.limit_val_batches",
-        "0",
-        "--trainer.callbacks+=training_probes.SaveRankWeights",
-    ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+    probes = ["--trainer.callbacks+=training_probes.SaveRankWeights"]
+    if validate:
+        probes += ["--trainer.callbacks+=training_probes.SaveMetricInputs", "--trainer.num_sanity_val_steps", "0"]
+    else:
+        probes += ["--trainer.limit_val_batches", "0"]
+    cmd = [sys.executable, str(repo / "train.py"), *fit_args, "--trainer.devices", "2", *probes]
+    # Its own process group: a collective called on one rank only hangs both ranks, and a timeout must
+    # end the rank that Lightning launched too, not only the one started here.
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True
+    )
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        raise AssertionError(f"2-process training did not finish in 240 s (a hang?): {stderr[-2000:]}") from None
+    assert proc.returncode == 0, stderr[-3000:]
     rank0 = torch.load(tmp_path / "probe/rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "probe/rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()
@@ -116,3 +147,27 @@ def training_state(module) -> dict[str, torch.Tensor]:
         "generator": torch.cat([p.detach().flatten() for p in module.generator.parameters()]),
         "discriminator": torch.cat([p.detach().flatten() for p in module.discriminator.parameters()]),
     }
+
+
+def assert_metrics_equal_one_process(probe: Path, **metric_kwargs) -> dict[str, float]:
+    """The last metrics computation of a 2-rank run (`SaveMetricInputs`) gave the same values on both ranks,
+    and FID and KID equal those that one process computes from all the images both ranks fed in (IS
+    depends on the order of the gathered features, see `GenerationMetrics`); returns the one-process values."""
+    from pbw.metrics import GenerationMetrics, RandomConvFeatures
+
+    last = max(int(p.stem.rsplit("_", 1)[1]) for p in probe.glob("metrics_rank0_*.pt"))
+    ranks = [torch.load(probe / f"metrics_rank{r}_{last}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["values"] == ranks[1]["values"]
+    assert all(len(r["real"]) > 0 for r in ranks)  # both ranks contributed
+    one = GenerationMetrics(RandomConvFeatures(num_features=16), **metric_kwargs)
+    for r in ranks:  # in the batches each rank had: a feature's rounding depends on the batch it was in
+        for real, fake in zip(r["real"], r["fake"], strict=True):
+            one.update(real, real=True)
+            one.update(fake, real=False)
+    expected = one.compute()
+    assert expected.keys() == ranks[0]["values"].keys()
+    for key, value in expected.items():
+        if key == "is":
+            continue
+        assert math.isclose(ranks[0]["values"][key], value, rel_tol=1e-5, abs_tol=1e-7), (key, ranks[0]["values"])
+    return expected

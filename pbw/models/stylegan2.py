@@ -104,10 +104,10 @@ class MappingNetwork(nn.Module):
         """W+ latents [B, num_ws, w_dim]. `truncation_psi` < 1 pulls w toward the tracked mean."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must have shape [B, {self.z_dim}], got {tuple(z.shape)}")
-        x = normalize_2nd_moment(z.float())
-        for i in range(self.num_layers):
-            x = getattr(self, f"fc{i}")(x)
-        x = x.float()  # w stays float32 under autocast
+        with torch.autocast(z.device.type, enabled=False):  # float32 under autocast (see ARCHITECTURE.md)
+            x = normalize_2nd_moment(z.float())
+            for i in range(self.num_layers):
+                x = getattr(self, f"fc{i}")(x)
         if update_w_avg:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         x = x.unsqueeze(1).repeat(1, self.num_ws, 1)
@@ -193,8 +193,9 @@ class ModulatedConv(nn.Module):
 
     def _demod(self, styles: torch.Tensor) -> torch.Tensor:
         """Per-sample, per-output-channel 1 / ||w * s||: [B, out_channels]."""
-        w2 = self.weight.float().square().sum(dim=[2, 3])  # [out, in]
-        return (styles.float().square() @ w2.t() + 1e-8).rsqrt()
+        with torch.autocast(styles.device.type, enabled=False):  # float32 under autocast
+            w2 = self.weight.float().square().sum(dim=[2, 3])  # [out, in]
+            return (styles.float().square() @ w2.t() + 1e-8).rsqrt()
 
     def forward(
         self,
@@ -205,11 +206,14 @@ class ModulatedConv(nn.Module):
         noise_mode: str = "random",
         demodulation: str = "blend",
     ) -> torch.Tensor:
-        styles = self.affine(w) * self.style_gain
+        fp32 = torch.autocast(x.device.type, enabled=False)  # styles and demodulation stay float32 under autocast
+        with fp32:
+            styles = self.affine(w.float()) * self.style_gain
         if mask is None:
             x = x * styles.to(x.dtype)[:, :, None, None]
         else:
-            styles0 = self.affine(w0) * self.style_gain
+            with fp32:
+                styles0 = self.affine(w0.float()) * self.style_gain
             m_in = mask_at(mask, x.shape[-1]).to(x.dtype)
             x = x * blend(styles[:, :, None, None], styles0[:, :, None, None], m_in).to(x.dtype)
         x = self._conv(x)

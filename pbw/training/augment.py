@@ -153,15 +153,15 @@ class AdaptiveAugment(nn.Module):
         flip = torch.randint(0, 2, (n,), device=device) * self._coin(n, device) * float(self.lumaflip)
         c = (torch.eye(4, device=device) - 2 * vv * flip[:, None, None]) @ c
         theta = (torch.rand(n, device=device) * 2 - 1) * math.pi * self.hue_max * self._coin(n, device)
-        c = self._rotate_about_luma(theta, v[:3]) @ c
+        c = self._rotate_about_luma(theta) @ c
         s = 2 ** (torch.randn(n, device=device) * self.saturation_std * self._coin(n, device))
         return (vv + (torch.eye(4, device=device) - vv) * s[:, None, None]) @ c
 
     @staticmethod
-    def _rotate_about_luma(theta: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
-        """[B, 4, 4] rotations by theta around the gray axis (Rodrigues' formula)."""
-        x, y, z = axis
-        k = torch.tensor([[0, -z, y], [z, 0, -x], [-y, x, 0]], device=theta.device)
+    def _rotate_about_luma(theta: torch.Tensor) -> torch.Tensor:
+        """[B, 4, 4] rotations by theta around the gray axis (1, 1, 1) / sqrt(3) (Rodrigues' formula)."""
+        a = 1 / math.sqrt(3)
+        k = torch.tensor([[0, -a, a], [a, 0, -a], [-a, a, 0]], device=theta.device)  # the axis' cross product
         eye = torch.eye(3, device=theta.device)
         r = eye + torch.sin(theta)[:, None, None] * k + (1 - torch.cos(theta))[:, None, None] * (k @ k)
         m = torch.eye(4, device=theta.device).repeat(len(theta), 1, 1)
@@ -169,16 +169,20 @@ class AdaptiveAugment(nn.Module):
         return m
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if float(self.p) <= 0:
-            return images
+        """Augmented images, in float32 (the transform matrices, the sampling grid and the sampling run in
+        float32 under autocast: in bfloat16 a 256 px grid would be off by up to a pixel). Reading p would
+        wait for the GPU, so the transforms are drawn whatever p is, and images come back as they are
+        when p is 0."""
         n, c, h, w = images.shape
         device = images.device
-        geo = self._geometric(n, (h, w), device)
-        grid = F.affine_grid(geo[:, :2, :].to(images.dtype), [n, c, h, w], align_corners=False)
-        x = grid_sample_twice_differentiable(images, grid)
-        color = self._color(n, device).to(x.dtype)
-        x = color[:, :3, :3] @ x.reshape(n, c, h * w) + color[:, :3, 3:]
-        return x.reshape(n, c, h, w)
+        with torch.autocast(device.type, enabled=False):
+            x = images.float()
+            geo = self._geometric(n, (h, w), device)
+            grid = F.affine_grid(geo[:, :2, :], [n, c, h, w], align_corners=False)
+            x = grid_sample_twice_differentiable(x, grid)
+            color = self._color(n, device)
+            x = (color[:, :3, :3] @ x.reshape(n, c, h * w) + color[:, :3, 3:]).reshape(n, c, h, w)
+            return torch.where(self.p > 0, x, images.float())
 
 
 class AdaController:
@@ -191,9 +195,10 @@ class AdaController:
     def __init__(self, target: float = 0.6, interval: int = 4, speed_kimg: float = 500):
         self.target, self.interval, self.speed_kimg = target, interval, speed_kimg
 
-    def adjust(self, p: torch.Tensor, sign_sum: float, count: int, batch_size: int) -> float:
-        """Update p in place from the summed signs of `count` real logits; returns r_t."""
-        r_t = sign_sum / max(count, 1)
-        step = math.copysign(batch_size * self.interval / (self.speed_kimg * 1000), r_t - self.target)
-        p.copy_((p + step).clamp(0, 1))
+    def adjust(self, p: torch.Tensor, sign_sum: torch.Tensor, count: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Update p in place from the summed signs of `count` real logits; returns r_t. Tensors in and out,
+        on p's device: nothing waits for the GPU."""
+        r_t = sign_sum.float() / count.float().clamp(min=1)
+        step = torch.full_like(r_t, batch_size * self.interval / (self.speed_kimg * 1000))
+        p.copy_((p + torch.copysign(step, r_t - self.target)).clamp(0, 1))
         return r_t

@@ -218,9 +218,8 @@ class BigGANModule(GANModule):
 
         with torch.no_grad():
             self._average_generator_statistics()
-        self.images_seen += len(images) * self.trainer.world_size
-        self.iteration += 1
-        update_ema(self.generator_ema, self.generator, 0.0 if int(self.iteration) <= hp.ema_start else hp.ema_decay)
+        self.count_iteration(len(images) * self.trainer.world_size)
+        update_ema(self.generator_ema, self.generator, 0.0 if self._iterations <= hp.ema_start else hp.ema_decay)
         self.log_training(logs)
 
     # ----------------------------------------------------------------------------------- validation

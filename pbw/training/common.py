@@ -4,6 +4,7 @@ continued logs), the pbw checkpoint entry, EMA, sample grids."""
 from __future__ import annotations
 
 import csv
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
@@ -166,6 +168,12 @@ class GANModule(pl.LightningModule):
     and implement `fakes_like(batch)` (EMA images matching a real batch) and `sample_grid()`.
     This base adds the image/iteration counters, the pbw checkpoint entry and the resume check,
     per-rank noise, training logs, FID/KID(/IS) at validation and the sample grid.
+
+    Several devices: each iteration trains D, then G, so each backward leaves the other network's
+    parameters without gradients, which plain DDP refuses. Under a DDP strategy that does not say
+    otherwise, `setup` turns on DDP's `find_unused_parameters` (what `--trainer.strategy
+    ddp_find_unused_parameters_true` does), so `--trainer.devices N` works with the configs as shipped.
+    Validation gathers the metric features of every rank and computes FID/KID/IS once on all of them.
     """
 
     family: str = ""
@@ -184,9 +192,27 @@ class GANModule(pl.LightningModule):
         """The fixed-code sample grid logged each validation: (images, images per row)."""
         raise NotImplementedError
 
+    def setup(self, stage: str) -> None:
+        # Runs before the strategy wraps the module in DistributedDataParallel (which reads these kwargs).
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy) and "find_unused_parameters" not in strategy._ddp_kwargs:
+            strategy._ddp_kwargs["find_unused_parameters"] = True
+
     def on_fit_start(self) -> None:
         if self.trainer.world_size > 1:  # every rank was seeded alike: give each its own noise
             torch.manual_seed(torch.initial_seed() + self.global_rank)
+
+    def on_train_start(self) -> None:
+        # Python copies of the counters (read once, after a resume restored them): a training step that
+        # read the buffers would wait for the GPU.
+        self._iterations, self._images = int(self.iteration), int(self.images_seen)
+
+    def count_iteration(self, images: int) -> None:
+        """One iteration of `images` images (all ranks together) is done: advance the counters."""
+        self.iteration += 1
+        self.images_seen += images
+        self._iterations += 1
+        self._images += images
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["pbw"] = pbw_checkpoint_entry(self.family, self.generator_kwargs, self.discriminator_kwargs)
@@ -224,15 +250,18 @@ class GANModule(pl.LightningModule):
         self.log_dict({"loss_d": logs["loss_d"], "loss_g": logs["loss_g"]}, prog_bar=True, logger=False)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if self.metrics is None or self.metrics.num_real >= self.hparams.num_metric_samples:
+        per_rank = math.ceil(self.hparams.num_metric_samples / self.trainer.world_size)
+        if self.metrics is None or self.metrics.num_real >= per_rank:
             return
         self.metrics.update(batch["image"], real=True)
         self.metrics.update(self.fakes_like(batch), real=False)
 
     def on_validation_epoch_end(self) -> None:
-        if self.metrics is not None and self.metrics.num_real > 1:
+        # Every rank takes part: the metrics gather their features across ranks, and every rank needs
+        # the values (a checkpoint callback monitoring val/fid runs on all of them).
+        if self.metrics is not None and self.metrics.counts()[0] > 1:
             values = self.metrics.compute()
-            self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=True)
+            self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True)  # equal on every rank
             self.metrics.reset()
         with torch.no_grad():
             images, nrow = self.sample_grid()
@@ -259,13 +288,13 @@ def ema_beta(batch_size: int, images_seen: int, ema_kimg: float, ema_rampup: flo
 def log_image_grid(module: pl.LightningModule, key: str, images: torch.Tensor, nrow: int) -> Path | None:
     """Save a grid of images in [-1, 1] as PNG under the run's log folder and send it to the loggers.
 
-    Returns the PNG path (None on non-zero ranks).
+    Returns the PNG path (None on non-zero ranks). Call it on every rank: `trainer.log_dir` broadcasts.
     """
     trainer = module.trainer
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective: before the rank check
     if not trainer.is_global_zero:
         return None
     grid = torchvision.utils.make_grid(((images.detach().float().cpu() + 1) / 2).clamp(0, 1), nrow=nrow, padding=2)
-    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
     path = log_dir / "samples" / f"{key.replace('/', '_')}_{trainer.global_step:08d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     torchvision.utils.save_image(grid, path)

@@ -92,7 +92,6 @@ class StyleGAN2Module(GANModule):
             "grid_z", torch.randn(grid_size * grid_size, z_dim, generator=torch.Generator().manual_seed(seed))
         )
         self.metrics = GenerationMetrics(feature_extractor) if num_metric_samples > 0 else None
-        self._ada_signs = torch.zeros(2)  # running (sum of sign(D(real)), count) between ADA adjustments
 
     # ----------------------------------------------------------------------------------------- setup
     def configure_optimizers(self):
@@ -108,6 +107,12 @@ class StyleGAN2Module(GANModule):
         ]
 
     # ------------------------------------------------------------------------------------- training
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        # Running (sum of sign(D(real)), count) between ADA adjustments, on the device. Not a buffer: DDP
+        # would overwrite each rank's with rank 0's at every step.
+        self._ada_signs = torch.zeros(2, device=self.device)
+
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         return self.augment_pipe(images) if self.augment_pipe is not None else images
 
@@ -137,7 +142,8 @@ class StyleGAN2Module(GANModule):
             r1 = grad.float().square().sum(dim=[1, 2, 3]).mean()
             loss = loss + r1 * (self.hparams.r1_gamma / 2) * self.hparams.r1_interval
             out["r1_penalty"] = r1.detach()
-        self._ada_signs += torch.stack([logits_real.detach().sign().sum().cpu(), torch.tensor(len(real))])
+        self._ada_signs[0] += logits_real.detach().sign().sum()
+        self._ada_signs[1] += len(real)
         return out | {"_loss": loss}
 
     def _generator_step(self, batch_size: int, do_pl: bool) -> dict[str, torch.Tensor]:
@@ -169,7 +175,7 @@ class StyleGAN2Module(GANModule):
         real = batch["image"]
         batch_size = len(real)
         opt_g, opt_d = self.optimizers()
-        step = int(self.iteration)
+        step = self._iterations
 
         d_out = self._discriminator_step(real, do_r1=hp.r1_gamma > 0 and step % hp.r1_interval == 0)
         self._step_optimizer(opt_d, d_out.pop("_loss"), self.discriminator)
@@ -183,19 +189,12 @@ class StyleGAN2Module(GANModule):
         if self.trainer.world_size > 1:  # running statistics are computed per rank: average them
             for stat in (self.generator.mapping.w_avg, self.pl_mean):
                 stat.copy_(self.trainer.strategy.reduce(stat, reduce_op="mean"))
-        self.images_seen += global_batch
-        self.iteration += 1
-        update_ema(
-            self.generator_ema,
-            self.generator,
-            ema_beta(global_batch, int(self.images_seen), hp.ema_kimg, hp.ema_rampup),
-        )
+        self.count_iteration(global_batch)
+        update_ema(self.generator_ema, self.generator, ema_beta(global_batch, self._images, hp.ema_kimg, hp.ema_rampup))
         logs = d_out | g_out
         if self.ada is not None and (step + 1) % self.ada.interval == 0:
-            signs = self.trainer.strategy.reduce(self._ada_signs.to(self.device), reduce_op="sum")
-            logs["ada_rt"] = torch.tensor(
-                self.ada.adjust(self.augment_pipe.p, float(signs[0]), int(signs[1]), global_batch)
-            )
+            signs = self.trainer.strategy.reduce(self._ada_signs.clone(), reduce_op="sum")
+            logs["ada_rt"] = self.ada.adjust(self.augment_pipe.p, signs[0], signs[1], global_batch)
             self._ada_signs.zero_()
         if self.augment_pipe is not None:
             logs["ada_p"] = self.augment_pipe.p.clone()
