@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pbw.editing import EditRequest
+from pbw.editing.editor import one_line
 from pbw.editing.masks import PART_PREFIX, MaskError, is_part_spec, load_mask
 from pbw.models.maskable import MaskableGenerator
 from pbw.reproduce.experiment import ExperimentError, Masks, Prompts, Task
@@ -45,7 +46,8 @@ class PromptItem:
 @dataclass
 class Planned:
     """A request of a task on one generator, and what the report says about it. `row_masks`: the mask
-    and its notes for each row (variant name) with masks of its own."""
+    and its notes for each row (variant name) with masks of its own. `error`: why the request could not
+    be made (e.g. an unreadable mask file); every row lists it as failed."""
 
     request: EditRequest
     item: PromptItem
@@ -53,6 +55,7 @@ class Planned:
     cls: int | None
     index: int
     row_masks: dict[str, tuple[torch.Tensor, list[str]]] = field(default_factory=dict)
+    error: str | None = None
 
     def request_for(self, row: str) -> EditRequest:
         """The request as row `row` edits it: with the row's own mask, if it has one."""
@@ -130,7 +133,10 @@ def caption_items(source: str, split: str, caption_index: int, synthetic_root: P
         if synthetic_root is None:
             raise ExperimentError("captions: synthetic_birds needs real: {kind: synthetic_birds}")
         _, colors, files = load_split(synthetic_root, split)
-        return [PromptItem(canonical_caption(c), meta={"part_colors": c, "image": f}) for c, f in zip(colors, files)]
+        return [
+            PromptItem(canonical_caption(c), meta={"part_colors": c, "image": f})
+            for c, f in zip(colors, files, strict=True)
+        ]
     path = Path(source).expanduser()
     if path.is_file():
         return [PromptItem(ln.strip()) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -168,7 +174,7 @@ def load_prompts(p: Prompts, synthetic_root: Path | None = None, max_prompts: in
         keys = list(p.values)
         items = []
         for combo in itertools.product(*(p.values[k] for k in keys)):
-            fill = dict(zip(keys, combo))
+            fill = dict(zip(keys, combo, strict=True))
             items.append(PromptItem(p.template.format(**fill), meta=dict(fill)))
     elif p.file is not None:
         items = read_prompt_file(p.file)
@@ -286,11 +292,13 @@ def plan_requests(
     class_ids: list[int | None],
     max_seeds: int | None = None,
     row_masks: dict[str, Masks] | None = None,
+    keep_going: bool = False,
 ) -> tuple[list[Planned], list[str]]:
     """The requests of `task` on generator `g` (see `Task`), and notes (requests left out, and why).
     `max_seeds` cuts a product's seeds (a zip's one seed per prompt is cut by the prompts). `row_masks`:
     the own masks of rows (variant name -> `Masks`) on `g`, made per request too; a request that the
-    task's or any row's masks leave out is left out of every row."""
+    task's or any row's masks leave out is left out of every row. With `keep_going`, a request whose
+    mask cannot be made (e.g. an unreadable file) is planned with its `error` instead of raising."""
     if task.pairing == "zip":
         n = len(items) if task.seeds is None else min(task.seeds, len(items))  # (max_prompts cuts these)
         combos = [(task.first_seed + i, class_ids[0], items[i]) for i in range(n)]
@@ -309,12 +317,21 @@ def plan_requests(
         name = f"{index:03d}_seed{seed}" + (f"_class{cls}" if cls is not None else "")
         start_image = functools.cache(functools.partial(_decode, g, codes))
         masks, missing = {}, None
-        for key, m in mask_sets.items():
-            mask, mask_notes = request_mask(m, item, seed, cls, index, g.resolution, start_image, segmenters.get(key))
-            if mask is None:
-                missing = mask_notes[0] + ("" if key is None else f" (the masks of row {key!r})")
-                break
-            masks[key] = (mask, mask_notes)
+        try:
+            for key, m in mask_sets.items():
+                mask, mask_notes = request_mask(
+                    m, item, seed, cls, index, g.resolution, start_image, segmenters.get(key)
+                )
+                if mask is None:
+                    missing = mask_notes[0] + ("" if key is None else f" (the masks of row {key!r})")
+                    break
+                masks[key] = (mask, mask_notes)
+        except Exception as e:
+            if not keep_going:
+                raise
+            req = EditRequest(item.prompt_set(), codes, None, name)
+            planned.append(Planned(req, item, seed, cls, index, error=f"its mask: {one_line(e)}"))
+            continue
         if missing is not None:
             notes.append(f"request {name} ({item.text!r}) left out: {missing}")
             continue
