@@ -140,9 +140,22 @@ def test_requests_batch_reports_failures_and_continues(tmp_path, generator):
     ]
     reqs.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
     out = tmp_path / "batch"
-    rows = main(
-        ["--generator", "tiny.ckpt", "--requests", str(reqs), "--out", str(out), "--settings.batch_size", "2", *FAST]
-    )
+    with pytest.raises(SystemExit) as e:  # some requests failed: exit status 3
+        main(
+            [
+                "--generator",
+                "tiny.ckpt",
+                "--requests",
+                str(reqs),
+                "--out",
+                str(out),
+                "--settings.batch_size",
+                "2",
+                *FAST,
+            ]
+        )
+    assert e.value.code == 3
+    rows = json.loads((out / "summary.json").read_text())
     status = [r["status"] for r in rows]
     assert status == ["ok", "failed", "failed", "ok", "ok", "failed"]
     assert "empty" in rows[1]["error"] and "not JSON" in rows[2]["error"] and "promt" in rows[5]["error"]

@@ -441,6 +441,11 @@ class Runner:
         batch.per_request = [
             {"semantic_score": m.get("semantic_score", NAN), "realism": m.get("realism", NAN)} for m in metrics
         ]
+        if saved is not None:  # what the edit itself noted (e.g. split after running out of memory)
+            for pr, req, (r, _) in zip(batch.per_request, requests, saved, strict=True):
+                extra = [n for n in r.notes if n not in req.notes]
+                if extra:
+                    pr["notes"] = "; ".join(extra)
         if x1 is None:
             r0 = _realism(g, x0, requests)
             for i, pr in enumerate(batch.per_request):
