@@ -208,28 +208,31 @@ class Editor:
                 self._run_batch(half, settings, run, notes)
             return
         requests = [run.requests[i] for i in batch]
+        results, error = None, ""
+        chunk = settings.population_chunk or settings.population
         try:
-            results: list[EditResult | EditFailure] = self._edit(
-                requests, settings, run.callbacks, run.progress, run.logger
-            )
+            results = self._edit(requests, settings, run.callbacks, run.progress, run.logger)
         except Exception as e:
             oom = is_out_of_memory(e)
-            if oom and self.device.type == "cuda":
+            split = len(batch) > 1 and (oom or run.keep_going)
+            smaller_chunks = oom and chunk > 1 and settings.optimizer == "cma+adam" and settings.generations > 0
+            if not (split or smaller_chunks or run.keep_going):
+                raise
+            error = one_line(e)
+        if results is None:  # retried outside the except block, so the failed attempt's memory is free
+            if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            if len(batch) > 1 and (oom or run.keep_going):
+            if split:
                 why = f"out of memory in a batch of {len(batch)}: edited in smaller batches" if oom else None
                 for half in _halves(batch):
                     self._run_batch(half, settings, run, notes + ([why] if why else []))
                 return
-            chunk = settings.population_chunk or settings.population
-            if oom and chunk > 1 and settings.optimizer == "cma+adam" and settings.generations > 0:
+            if smaller_chunks:
                 half = (chunk + 1) // 2
                 why = f"out of memory: the CMA-ES population evaluated in chunks of {half}"
                 self._run_batch(batch, replace(settings, population_chunk=half), run, notes + [why])
                 return
-            if not run.keep_going:
-                raise
-            results = [EditFailure(requests[0].name, one_line(e))]
+            results = [EditFailure(requests[0].name, error)]
         for r in results:
             if isinstance(r, EditResult):
                 r.notes.extend(notes)
