@@ -261,14 +261,15 @@ def run(args, editor: Editor, rows: list[dict], requests: list[EditRequest | Non
     ready = [i for i, r in enumerate(requests) if r is not None]
     folders = [out / f"{i:03d}_{_safe(requests[i].name)}" for i in ready]
     done = set(saved_requests(folders))
-    count = [len(done)]
+    count = len(done)
 
-    def save(indices: list[int], results: list) -> None:
+    def save(indices: list[int], results: list) -> None:  # as each group of requests finishes
+        nonlocal count
         unit = [folders[j].name for j in indices]
         for j, res in zip(indices, results, strict=True):
             save_request(folders[j], res, unit)
-        count[0] += len(indices)
-        print(f"{count[0]} of {len(ready)} done, {len(done)} resumed", flush=True)
+        count += len(indices)
+        print(f"{count} of {len(ready)} done, {len(done)} resumed", flush=True)
 
     print(f"{len(ready)} request(s) to edit, {len(done)} resumed", flush=True)
     editor.run(

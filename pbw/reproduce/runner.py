@@ -343,21 +343,21 @@ class Runner:
         ok = [i for i, p in enumerate(planned) if p.error is None]
         saved = saved_requests(folders)
         done = {j for j, i in enumerate(ok) if i in saved}
-        count, failed = [len(done)], [0]
-        clock = [time.time()]
+        count, failed, clock = len(done), 0, time.time()
         where = f"[{key}] {variant.name}"
         self.log(f"{where}: {len(ok)} request(s) on {variant.generator or task.generator}, {len(done)} resumed")
 
-        def save(indices: list[int], results: list) -> None:
+        def save(indices: list[int], results: list) -> None:  # as each group of requests finishes
+            nonlocal count, failed, clock
             now = time.time()
-            seconds, clock[0] = (now - clock[0]) / len(indices), now
+            seconds, clock = (now - clock) / len(indices), now
             unit = [folders[ok[j]].name for j in indices]
             for j, r in zip(indices, results, strict=True):
                 save_request(folders[ok[j]], r, unit, seconds=seconds)
-            count[0] += len(indices)
-            failed[0] += sum(isinstance(r, EditFailure) for r in results)
-            more = f", {failed[0]} failed" if failed[0] else ""
-            self.log(f"{where}: {count[0]} of {len(ok)} done, {len(done)} resumed{more}")
+            count += len(indices)
+            failed += sum(isinstance(r, EditFailure) for r in results)
+            more = f", {failed} failed" if failed else ""
+            self.log(f"{where}: {count} of {len(ok)} done, {len(done)} resumed{more}")
 
         if len(done) < len(ok):
             settings = replace(self.exp.settings, **{**task.settings, **variant.settings})
