@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pbw.editing.editor import EditFailure
@@ -38,16 +38,23 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_request(folder: Path, result: EditResult | EditFailure, unit: Sequence[str], **record) -> None:
-    """Save one finished request into `folder` atomically: its result's files (or nothing but the error
-    for a failure) and record.json with `unit` (the folder names, siblings of `folder`, of the requests
-    edited with it), the error (failures) and `record`'s other entries."""
+def save_request(
+    folder: Path,
+    result: EditResult | EditFailure,
+    unit: Sequence[str],
+    write: Callable[[EditResult, Path], object] | None = None,
+    **record,
+) -> None:
+    """Save one finished request into `folder` atomically: its result's files (`write(result, folder)`,
+    default `EditResult.save`; nothing but the error for a failure) and record.json with `unit` (the
+    folder names, siblings of `folder`, of the requests edited with it), the error (failures) and
+    `record`'s other entries."""
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     if isinstance(result, EditResult):
-        result.save(tmp)
+        (write or EditResult.save)(result, tmp)
         record["error"] = None
     else:
         tmp.mkdir(parents=True)
