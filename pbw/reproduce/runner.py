@@ -292,22 +292,21 @@ class Runner:
                 self._edit_row(key, task, variant, editor, planned)
             rows.append((variant, gkey, editor, planned))
         # ... then the judges, on the requests that every row of a generator finished
-        stored = {v.name: self._stored(key, v, planned) for v, _, _, planned in rows}
+        errors = {v.name: self._errors(key, v, planned) for v, _, _, planned in rows}
         for variant, _, _, planned in rows:
-            for p, got in zip(planned, stored[variant.name], strict=True):
-                if isinstance(got, str):
-                    out["failed"].append({"row": variant.name, "request": p.request.name, "error": got})
+            for p, error in zip(planned, errors[variant.name], strict=True):
+                if error is not None:
+                    out["failed"].append({"row": variant.name, "request": p.request.name, "error": error})
         batches: dict[str, tuple[str, _Batch]] = {}
         for variant, gkey, editor, planned in rows:
             same = [v.name for v, g, _, _ in rows if g == gkey]
-            common = [i for i in range(len(planned)) if all(not isinstance(stored[n][i], str) for n in same)]
+            common = [i for i in range(len(planned)) if all(errors[n][i] is None for n in same)]
             if not out["requests"][gkey]:
                 out["requests"][gkey] = [planned[i].describe() for i in common]
             kept = [planned[i] for i in common]
-            saved = [stored[variant.name][i] for i in common] if variant.edit else None
-            failed = sum(isinstance(got, str) for got in stored[variant.name])
+            saved = self._load(key, variant, kept) if variant.edit else None
             row, batch = self._variant_row(task, variant, editor, kept, saved, masked)
-            row["failed"] = failed
+            row["failed"] = sum(e is not None for e in errors[variant.name])
             out["rows"][variant.name] = row
             out["per_request"][variant.name] = batch.per_request
             batches[variant.name] = (gkey, batch)
@@ -370,26 +369,21 @@ class Runner:
                 on_batch_end=save,
             )
 
-    def _stored(
-        self, key: str, variant: Variant, planned: list[Planned]
-    ) -> list[tuple[EditResult, float] | str | None]:
-        """Per request of a row: its saved result and edit seconds (None for a row that does not edit), or
-        its error."""
-        out: list[tuple[EditResult, float] | str | None] = []
+    def _errors(self, key: str, variant: Variant, planned: list[Planned]) -> list[str | None]:
+        """Per request of a row: why it failed, or None (edited and saved, or a row that does not edit)."""
+        out: list[str | None] = []
         for p, folder in zip(planned, self._folders(key, variant, planned), strict=True):
-            if p.error is not None:
+            if p.error is not None or not variant.edit:
                 out.append(p.error)
-            elif not variant.edit:
-                out.append(None)
             else:
                 record = read_record(folder)
-                if record is None:
-                    out.append("not edited")
-                elif record.get("error"):
-                    out.append(record["error"])
-                else:
-                    out.append((EditResult.load(folder), float(record.get("seconds", NAN))))
+                out.append("not edited" if record is None else record.get("error"))
         return out
+
+    def _load(self, key: str, variant: Variant, planned: list[Planned]) -> list[tuple[EditResult, float]]:
+        """A row's saved results of `planned` and the seconds each took to edit."""
+        folders = self._folders(key, variant, planned)
+        return [(EditResult.load(f), float(read_record(f).get("seconds", NAN))) for f in folders]
 
     def _variant_row(
         self,
@@ -408,7 +402,7 @@ class Runner:
         requests = [p.request_for(variant.name) for p in planned]
         res = g.resolution
         if not planned:
-            return {"kind": "no edit" if saved is None else out_kind(masked), "n": 0}, _Batch(None, None, None, [], [])
+            return {"kind": "no edit" if saved is None else _kind(masked), "n": 0}, _Batch(None, None, None, [], [])
         if saved is not None:
             results = [r for r, _ in saved]
             settings = replace(self.exp.settings, **{**task.settings, **variant.settings})
@@ -420,7 +414,7 @@ class Runner:
             )
             edit_seconds = float(sum(t for _, t in saved))
             row = {
-                "kind": out_kind(masked),
+                "kind": _kind(masked),
                 "n": len(requests),
                 "space": g.space(settings.space, masked),
                 "semantic_score": float(np.mean([m["semantic_score"] for m in metrics])),
@@ -583,7 +577,8 @@ class Runner:
         return prefs
 
 
-def out_kind(masked: bool) -> str:
+def _kind(masked: bool) -> str:
+    """A task's or row's kind of edit."""
     return "masked edit" if masked else "text to image"
 
 
