@@ -10,12 +10,13 @@ metrics.json) plus reconstruction.png (the generator's image of the codes) and c
 unknown generator) is one line on stderr and exit status 2.
 
 PHOTO may be a folder: every image in it is projected into DIR/<name>/, each saved as it finishes, so
-rerunning the same command resumes; a photo that fails is recorded in DIR/summary.json, the others go
+rerunning the same command resumes (a photo replaced since is projected again); a photo that fails is recorded in DIR/summary.json, the others go
 on, and the command exits with status 3 (`--fail_fast true`: it stops at the first).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import asdict
@@ -29,7 +30,14 @@ from pbw.editing.editor import EditFailure, one_line, resolve_device
 from pbw.editing.figures import comparison_image
 from pbw.editing.project import ProjectSettings, build_perceptual, project, reconstruction
 from pbw.editing.result import EditResult, to01
-from pbw.editing.resume import claim, read_record, save_request, saved_requests, write_text_atomic
+from pbw.editing.resume import (
+    claim,
+    read_record,
+    request_folders,
+    save_request,
+    saved_requests,
+    write_text_atomic,
+)
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SUMMARY = "summary.json"
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> EditResult | list[dict]:
         lpips = {"true": True, "false": False}.get(str(args.lpips).lower(), str(args.lpips).lower())
         if Path(args.photo).is_dir():
             photos = photo_files(args.photo)
-            claim(Path(args.out), _run_config(args, photos), args.restart, [SUMMARY, *(p.stem for p in photos)])
+            claim(Path(args.out), _run_config(args, photos), args.restart, [SUMMARY, *request_folders(args.out)])
         perceptual, loss_note = build_perceptual(lpips, args.lpips_net, args.lpips_weights)
         g = load_maskable(args.generator)
         device = resolve_device(args.device)
@@ -141,12 +149,17 @@ def _run_config(args, photos: list[Path]) -> dict:
     return {**config, "settings": asdict(args.settings), "photos": [p.name for p in photos]}
 
 
+def _digest(photo: Path) -> str:
+    return hashlib.sha1(photo.read_bytes()).hexdigest()
+
+
 def _project_folder(args, photos: list[Path], g, perceptual, loss_note: str, device) -> list[dict]:
     """Project every photo of a folder into OUT/<name>/ (resuming those saved before); returns the rows of
     OUT/summary.json and exits with status 3 when some failed."""
     out = Path(args.out)
     folders = [out / p.stem for p in photos]
-    done = saved_requests(folders)
+    digests = [_digest(p) for p in photos]  # a photo replaced since it was saved is projected again
+    done = {i for i, record in saved_requests(folders).items() if record.get("photo_sha1") == digests[i]}
     print(f"{len(photos)} photo(s) to project, {len(done)} resumed", flush=True)
     count = len(done)
     for i, (photo, folder) in enumerate(zip(photos, folders, strict=True)):
@@ -169,7 +182,7 @@ def _project_folder(args, photos: list[Path], g, perceptual, loss_note: str, dev
             if args.fail_fast:
                 raise
             result = EditFailure(photo.stem, one_line(e))
-        save_request(folder, result, [folder.name], write=lambda r, d: save_projection(r, g, d))
+        save_request(folder, result, [folder.name], write=lambda r, d: save_projection(r, g, d), photo_sha1=digests[i])
         count += 1
         print(f"{count} of {len(photos)} done, {len(done)} resumed", flush=True)
     rows = []

@@ -170,6 +170,27 @@ def test_requests_batch_reports_failures_and_continues(tmp_path, generator):
     assert table[4]["preservation_l1"] == ""  # whole image: nothing to preserve
 
 
+def test_requests_rerun_resumes_refuses_other_settings_and_restarts(tmp_path, generator, capsys):
+    reqs = tmp_path / "r.jsonl"
+    reqs.write_text(
+        "".join(json.dumps({"prompt": "a red head", "mask": "0,0,16,16", "seed": i}) + "\n" for i in range(3))
+    )
+    argv = ["--generator", "tiny.ckpt", "--requests", str(reqs), "--out", str(tmp_path / "o"), *FAST]
+    first = main([*argv, "--settings.batch_size", "2"])
+    saved = {p: p.stat().st_mtime_ns for p in (tmp_path / "o").rglob("record.json")}
+    assert len(saved) == 3
+    capsys.readouterr()
+    again = main([*argv, "--settings.batch_size", "2", "--progress", "true"])  # how it reports may change
+    out = capsys.readouterr().out
+    assert "3 request(s) to edit, 3 resumed" in out and " done," not in out  # nothing edited again
+    assert {p: p.stat().st_mtime_ns for p in saved} == saved and again == first
+    err = _input_error(capsys, [*argv, "--settings.batch_size", "4"])
+    assert "settings.batch_size: 2 before, 4 now" in err and "--restart" in err
+    main([*argv, "--settings.batch_size", "4", "--restart", "true"])
+    assert "3 request(s) to edit, 0 resumed" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns != t for p, t in saved.items())
+
+
 def _input_error(capsys, argv) -> str:
     """Run edit.py expecting an input error: exit status 2 and one line on stderr; returns it."""
     capsys.readouterr()

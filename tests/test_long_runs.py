@@ -223,7 +223,7 @@ else:
 
 def _saved(out: Path) -> set[Path]:
     """The request folders saved so far (a folder appears whole, with its record, or not at all)."""
-    return {p.parent.relative_to(out) for p in out.rglob("record.json")}
+    return {p.parent.relative_to(out) for p in out.rglob("record.json") if not p.parent.name.startswith(".")}
 
 
 def _forked(argv: list[str], log: Path) -> multiprocessing.Process:

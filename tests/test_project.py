@@ -315,7 +315,7 @@ def test_a_folder_of_photos_is_resumed_and_a_bad_photo_recorded(tmp_path, tiny_c
     assert [r["status"] for r in rows] == ["ok", "failed", "ok"] and "cannot read image" in rows[1]["error"]
     assert rows[0]["psnr"] > 10 and (tmp_path / "p" / "b2" / "reconstruction.png").is_file()
     loaded = EditResult.load(tmp_path / "p" / "b0", tiny)
-    # rerun: the two saved photos are not projected again; the fixed photo is
+    # rerun: the two saved photos are not projected again; the replaced photo is
     bird, _ = drawn_bird(1)
     Image.fromarray(((bird[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(photos / "b1.png")
     projected, project = [], pbw.project.project

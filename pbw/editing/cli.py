@@ -25,7 +25,7 @@ from pbw.editing.masks import is_part_spec, load_mask
 from pbw.editing.module import EditRequest, EditSettings
 from pbw.editing.project import ProjectSettings
 from pbw.editing.result import EditResult
-from pbw.editing.resume import claim, read_record, save_request, saved_requests
+from pbw.editing.resume import claim, read_record, request_folders, save_request, saved_requests
 from pbw.models.maskable import MaskableGenerator
 from pbw.semantic import MissingWeightsError, PromptSet, SemanticNet
 
@@ -192,7 +192,7 @@ def prepare(args) -> tuple[Editor, list[dict], list[EditRequest | None], object]
     if args.prompt is None and args.requests is None:
         raise ValueError("give --prompt (with --mask for a masked edit) or --requests FILE.jsonl")
     if args.requests:
-        claim(Path(args.out), _run_config(args), args.restart, RESULT_FILES)
+        claim(Path(args.out), _run_config(args), args.restart, [*RESULT_FILES, *request_folders(args.out)])
     editor = build_editor(args)
     rows, requests = _read_requests(args, editor.generator)
     if args.requests and args.fail_fast:

@@ -50,9 +50,9 @@ def save_request(
     folder names, siblings of `folder`, of the requests edited with it), the error (failures) and
     `record`'s other entries."""
     folder = Path(folder)
+    for stale in folder.parent.glob(f".{folder.name}.tmp*"):  # left by a run that was stopped while saving
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     if isinstance(result, EditResult):
         (write or EditResult.save)(result, tmp)
         record["error"] = None
@@ -63,6 +63,12 @@ def save_request(
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
+
+
+def request_folders(out: Path) -> list[str]:
+    """The names of the saved requests' folders directly in `out` (for a restart to delete)."""
+    out = Path(out)
+    return sorted(p.name for p in out.iterdir() if (p / RECORD).is_file()) if out.is_dir() else []
 
 
 def read_record(folder: Path) -> dict | None:
