@@ -140,9 +140,22 @@ def test_requests_batch_reports_failures_and_continues(tmp_path, generator):
     ]
     reqs.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
     out = tmp_path / "batch"
-    rows = main(
-        ["--generator", "tiny.ckpt", "--requests", str(reqs), "--out", str(out), "--settings.batch_size", "2", *FAST]
-    )
+    with pytest.raises(SystemExit) as e:  # some requests failed: exit status 3
+        main(
+            [
+                "--generator",
+                "tiny.ckpt",
+                "--requests",
+                str(reqs),
+                "--out",
+                str(out),
+                "--settings.batch_size",
+                "2",
+                *FAST,
+            ]
+        )
+    assert e.value.code == 3
+    rows = json.loads((out / "summary.json").read_text())
     status = [r["status"] for r in rows]
     assert status == ["ok", "failed", "failed", "ok", "ok", "failed"]
     assert "empty" in rows[1]["error"] and "not JSON" in rows[2]["error"] and "promt" in rows[5]["error"]
@@ -155,6 +168,27 @@ def test_requests_batch_reports_failures_and_continues(tmp_path, generator):
         table = list(csv.DictReader(f))
     assert [t["status"] for t in table] == status and float(table[0]["semantic_score"]) <= 1
     assert table[4]["preservation_l1"] == ""  # whole image: nothing to preserve
+
+
+def test_requests_rerun_resumes_refuses_other_settings_and_restarts(tmp_path, generator, capsys):
+    reqs = tmp_path / "r.jsonl"
+    reqs.write_text(
+        "".join(json.dumps({"prompt": "a red head", "mask": "0,0,16,16", "seed": i}) + "\n" for i in range(3))
+    )
+    argv = ["--generator", "tiny.ckpt", "--requests", str(reqs), "--out", str(tmp_path / "o"), *FAST]
+    first = main([*argv, "--settings.batch_size", "2"])
+    saved = {p: p.stat().st_mtime_ns for p in (tmp_path / "o").rglob("record.json")}
+    assert len(saved) == 3
+    capsys.readouterr()
+    again = main([*argv, "--settings.batch_size", "2", "--progress", "true"])  # how it reports may change
+    out = capsys.readouterr().out
+    assert "3 request(s) to edit, 3 resumed" in out and " done," not in out  # nothing edited again
+    assert {p: p.stat().st_mtime_ns for p in saved} == saved and again == first
+    err = _input_error(capsys, [*argv, "--settings.batch_size", "4"])
+    assert "settings.batch_size: 2 before, 4 now" in err and "--restart" in err
+    main([*argv, "--settings.batch_size", "4", "--restart", "true"])
+    assert "3 request(s) to edit, 0 resumed" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns != t for p, t in saved.items())
 
 
 def _input_error(capsys, argv) -> str:

@@ -297,6 +297,40 @@ def test_project_command_writes_the_projection(tmp_path, tiny_checkpoint, tiny, 
         assert err.startswith("python -m pbw.project: error:") and match in err and "\n" not in err
 
 
+def test_a_folder_of_photos_is_resumed_and_a_bad_photo_recorded(tmp_path, tiny_checkpoint, tiny, capsys, monkeypatch):
+    import pbw.project
+    from pbw.project import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        bird, _ = drawn_bird(i)
+        Image.fromarray(((bird[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(photos / f"b{i}.png")
+    (photos / "b1.png").write_bytes(b"no image")  # one photo is unreadable
+    argv = [str(photos), "--generator", "tiny.ckpt", "--out", str(tmp_path / "p"), *QUICK_ARGS]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 3  # finished, but one photo failed
+    rows = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"] and "cannot read image" in rows[1]["error"]
+    assert rows[0]["psnr"] > 10 and (tmp_path / "p" / "b2" / "reconstruction.png").is_file()
+    loaded = EditResult.load(tmp_path / "p" / "b0", tiny)
+    # rerun: the two saved photos are not projected again; the replaced photo is
+    bird, _ = drawn_bird(1)
+    Image.fromarray(((bird[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()).save(photos / "b1.png")
+    projected, project = [], pbw.project.project
+    monkeypatch.setattr(
+        pbw.project, "project", lambda photo, *a, **k: projected.append(photo.name) or project(photo, *a, **k)
+    )
+    capsys.readouterr()
+    assert [r["status"] for r in main(argv)] == ["ok", "ok", "ok"] and projected == ["b1.png"]
+    assert "3 photo(s) to project, 2 resumed" in capsys.readouterr().out
+    assert torch.equal(EditResult.load(tmp_path / "p" / "b0", tiny).w0, loaded.w0)
+    with pytest.raises(SystemExit) as e:  # another configuration into the same folder: refused
+        main([*argv, "--settings.steps", "13"])
+    assert e.value.code == 2 and "settings.steps: 12 before, 13 now" in capsys.readouterr().err
+
+
 def test_edit_py_image_projects_then_edits(tmp_path, tiny_checkpoint, tiny, capsys):
     from pbw.editing.cli import main
 

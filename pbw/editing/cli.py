@@ -3,6 +3,9 @@
 Every option can come from a YAML `--config`; the optimization settings are `EditSettings`
 (`--settings.steps 100`, or a `settings:` mapping in the YAML). A mistake in the input (a bad mask,
 no prompt, a missing file) is one line on stderr and exit status 2 (`--debug` shows the traceback).
+
+With `--requests`, each request is saved as it finishes and a rerun of the same command resumes; a
+request that fails is recorded in summary.csv/json and the others go on (exit status 3 when some failed).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
@@ -17,17 +21,23 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from pbw.assets import resolve_clip_spec
 from pbw.configs import resolve_config_args
-from pbw.editing.editor import EditFailure, Editor, resolve_device
+from pbw.editing.editor import Editor, resolve_device
 from pbw.editing.inputs import INPUT_ERRORS, load_maskable
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.masks import is_part_spec, load_mask
 from pbw.editing.module import EditRequest, EditSettings
 from pbw.editing.project import ProjectSettings
+from pbw.editing.result import EditResult
+from pbw.editing.resume import claim, read_record, request_folders, save_request, saved_requests
 from pbw.models.maskable import MaskableGenerator
 from pbw.semantic import PromptSet, SemanticNet
 
 REQUEST_KEYS = {"prompt", "negative", "mask", "seed", "class", "name", "feather"}
 SUMMARY_METRICS = ("semantic_score", "realism", "preservation_l1", "preservation_lpips", "loss")
+FAILED_STATUS = 3  # the exit status of a --requests run in which some requests failed
+# options that do not change what a --requests run computes (a rerun may change them and still resume)
+NOT_RUN_CONFIG = {"config", "out", "progress", "debug", "wandb_project", "wandb_name", "restart", "fail_fast"}
+RESULT_FILES = ("summary.csv", "summary.json", "projection")  # with the request folders: what --restart deletes
 
 
 def build_parser() -> ArgumentParser:
@@ -60,7 +70,21 @@ def build_parser() -> ArgumentParser:
         "--requests",
         type=str | None,
         default=None,
-        help="JSONL file, one request per line with keys " + ", ".join(sorted(REQUEST_KEYS)),
+        help="JSONL file, one request per line with keys "
+        + ", ".join(sorted(REQUEST_KEYS))
+        + "; each is saved as it finishes, and rerunning the same command resumes",
+    )
+    p.add_argument(
+        "--restart",
+        type=bool,
+        default=False,
+        help="--requests: start over, deleting what a previous run saved in --out (a rerun without it resumes)",
+    )
+    p.add_argument(
+        "--fail_fast",
+        type=bool,
+        default=False,
+        help="--requests: stop at the first request that fails (default: record it, go on, exit with status 3)",
     )
     p.add_argument(
         "--clip",
@@ -164,8 +188,14 @@ def prepare(args) -> tuple[Editor, list[dict], list[EditRequest | None], object]
     """The input phase: models, requests and logger from `args`. Errors here are the user's input's."""
     if args.prompt is None and args.requests is None:
         raise ValueError("give --prompt (with --mask for a masked edit) or --requests FILE.jsonl")
+    if args.requests:
+        claim(Path(args.out), _run_config(args), args.restart, [*RESULT_FILES, *request_folders(args.out)])
     editor = build_editor(args)
     rows, requests = _read_requests(args, editor.generator)
+    if args.requests and args.fail_fast:
+        bad = next((r for r in rows if r["status"] == "failed"), None)
+        if bad is not None:
+            raise ValueError(f"request {bad['index']}: {bad['error']}")
     if args.image:
         requests = _photo_requests(args, editor, requests)
     logger = False
@@ -184,8 +214,12 @@ def _photo_requests(args, editor: Editor, requests: list[EditRequest | None]) ->
     from pbw.editing.result import EditResult
 
     path = Path(args.image)
+    saved = Path(args.out) / "projection"
     if path.is_dir() or path.suffix == ".pt":  # a saved projection
         photo = EditResult.load(path, editor.generator)
+    elif args.requests and (saved / "latents.pt").is_file():  # this run's, made before it was stopped
+        photo = EditResult.load(saved, editor.generator)
+        print(f"resumed the projection of {path}: {saved}")
     else:
         lpips = editor.preservation.lpips
         photo = project(
@@ -212,27 +246,46 @@ def _photo_requests(args, editor: Editor, requests: list[EditRequest | None]) ->
 
 
 def run(args, editor: Editor, rows: list[dict], requests: list[EditRequest | None], logger) -> list[dict]:
-    """Edit the usable requests, save each result; returns the summary rows."""
+    """Edit the usable requests, save each result as it finishes; returns the summary rows. With
+    --requests, requests a previous run saved in --out are not edited again."""
+    out = Path(args.out)
+    if not args.requests:
+        res = editor.run(requests, args.settings, progress=args.progress, logger=logger)[0]
+        res.save(out)
+        rows[0].update(folder=str(out), **{k: res.metrics.get(k, "") for k in SUMMARY_METRICS})
+        print(f"edited: {out / 'comparison.png'} (original | mask | edited)")
+        return rows
     ready = [i for i, r in enumerate(requests) if r is not None]
-    results = editor.run(
+    folders = [out / f"{i:03d}_{_safe(requests[i].name)}" for i in ready]
+    done = set(saved_requests(folders))
+    count = len(done)
+
+    def save(indices: list[int], results: list) -> None:  # as each group of requests finishes
+        nonlocal count
+        unit = [folders[j].name for j in indices]
+        for j, res in zip(indices, results, strict=True):
+            save_request(folders[j], res, unit)
+        count += len(indices)
+        print(f"{count} of {len(ready)} done, {len(done)} resumed", flush=True)
+
+    print(f"{len(ready)} request(s) to edit, {len(done)} resumed", flush=True)
+    editor.run(
         [requests[i] for i in ready],
         args.settings,
-        keep_going=bool(args.requests),
+        keep_going=not args.fail_fast,
         progress=args.progress,
         logger=logger,
+        done=done,
+        on_batch_end=save,
     )
-    out = Path(args.out)
-    for i, res in zip(ready, results, strict=True):
-        if isinstance(res, EditFailure):
-            rows[i].update(status="failed", error=res.error)
+    for i, folder in zip(ready, folders, strict=True):
+        record = read_record(folder) or {"error": "not edited"}
+        if record["error"]:
+            rows[i].update(status="failed", error=record["error"])
             continue
-        folder = out / f"{i:03d}_{_safe(res.name)}" if args.requests else out
-        res.save(folder)
-        rows[i].update(folder=str(folder), **{k: res.metrics.get(k, "") for k in SUMMARY_METRICS})
-    if args.requests:
-        _write_summary(out, rows, logger)
-    else:
-        print(f"edited: {out / 'comparison.png'} (original | mask | edited)")
+        metrics = EditResult.load(folder).metrics
+        rows[i].update(folder=str(folder), **{k: metrics.get(k, "") for k in SUMMARY_METRICS})
+    _write_summary(out, rows, logger)
     return rows
 
 
@@ -248,7 +301,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raise
         print(f"edit.py: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    return run(args, *prepared)
+    rows = run(args, *prepared)
+    if any(r["status"] == "failed" for r in rows):
+        raise SystemExit(FAILED_STATUS)
+    return rows
+
+
+def _run_config(args) -> dict:
+    """What a --requests run computes from: its options (but where it writes and how it reports) and the
+    requests file's lines; a rerun into the same --out must match it to resume."""
+    config = {
+        k: asdict(v) if is_dataclass(v) else v
+        for k, v in sorted(vars(args).items())
+        if k not in NOT_RUN_CONFIG and not k.startswith("__")
+    }
+    config["requests_lines"] = [ln for ln in Path(args.requests).read_text().splitlines() if ln.strip()]
+    return json.loads(json.dumps(config, default=str))
 
 
 def _safe(name: str) -> str:

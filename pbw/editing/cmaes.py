@@ -6,7 +6,8 @@ BigGAN block-0 feature map: C x 8 x 8, e.g. 65536 dims), so a full covariance (n
 eigendecompositions) is out of reach, while a diagonal covariance is O(n) and stays on the GPU.
 This class runs B independent problems (the B edit requests) at once: one `ask` gives a
 [B, popsize, D] population that the caller evaluates as one batch. `active` restricts each
-problem to its own subset of dimensions (e.g. the latent positions inside its mask).
+problem to its own subset of dimensions (e.g. the latent positions inside its mask). With one
+random generator per problem, each problem's samples do not depend on the others in the batch.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 class SepCMAES:
     """Minimize B functions of D variables with a diagonal-covariance CMA-ES.
 
-    mean: [B, D] start points; sigma0: initial step size; active: [B, D] bool (dims to search)."""
+    mean: [B, D] start points; sigma0: initial step size; active: [B, D] bool (dims to search);
+    generator: one for all problems, or a list of B (problem i samples from the i-th alone)."""
 
     def __init__(
         self,
@@ -27,7 +29,7 @@ class SepCMAES:
         sigma0: float = 0.5,
         popsize: int = 50,
         active: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
     ):
         if popsize < 2:
             raise ValueError(f"CMA-ES needs a population of at least 2, got {popsize}")
@@ -64,10 +66,11 @@ class SepCMAES:
     def ask(self) -> torch.Tensor:
         """The next population [B, popsize, D]."""
         b, d = self.mean.shape
-        self._z = (
-            torch.randn(b, self.lam, d, generator=self.generator, device=self.mean.device, dtype=self.mean.dtype)
-            * self.act[:, None]
-        )
+        per_problem = isinstance(self.generator, list)
+        gens = self.generator if per_problem else [self.generator]
+        shape = (1 if per_problem else b, self.lam, d)
+        z = torch.cat([torch.randn(shape, generator=g, device=self.mean.device, dtype=self.mean.dtype) for g in gens])
+        self._z = z * self.act[:, None]
         self._y = self._z * self.diag.sqrt()[:, None]
         return self.mean[:, None] + self.sigma[:, :, None] * self._y
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import pytorch_lightning as pl
 import torch
@@ -92,6 +92,36 @@ class Cancel(StopEdit):
 
 
 @dataclass
+class _BatchRun:
+    """What every batch of one `Editor.run` shares."""
+
+    requests: Sequence[EditRequest]
+    callbacks: Sequence[pl.Callback]
+    keep_going: bool
+    progress: bool
+    logger: object
+    done: set[int]
+    on_batch_end: Callable | None
+    out: list
+
+
+def _halves(batch: list[int]) -> tuple[list[int], list[int]]:
+    mid = (len(batch) + 1) // 2
+    return batch[:mid], batch[mid:]
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether `e` is the device running out of memory."""
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def one_line(e: BaseException) -> str:
+    """An error as one line: its type and its message's first line."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+@dataclass
 class EditFailure:
     """A request that could not be edited (only returned by `Editor.run(keep_going=True)`)."""
 
@@ -144,37 +174,72 @@ class Editor:
         keep_going: bool = False,
         progress: bool = True,
         logger=False,
-    ) -> list[EditResult | EditFailure]:
+        done: Collection[int] = (),
+        on_batch_end: Callable[[list[int], list[EditResult | EditFailure]], None] | None = None,
+    ) -> list[EditResult | EditFailure | None]:
         """Edit every request (in batches of `settings.batch_size`, masked and whole-image requests
         apart, and requests whose base carries tuned generator weights, e.g. a photo projected with
         pivotal tuning, apart by those weights, which edit them); returns one result per request, in
-        order. With `keep_going`, a request that fails becomes an `EditFailure` (a failing batch is
-        retried request by request) instead of raising."""
+        order.
+
+        A batch that runs out of memory is split in halves (down to one request, then its CMA-ES
+        population is evaluated in halving chunks); the results' notes say so. With `keep_going`, a
+        batch that fails otherwise is split in halves too until the failing request is alone, which
+        becomes an `EditFailure` instead of raising. `done`: indices of requests edited before (None in
+        the returned list); the rest of their batch is edited in the halves a split would make, so each
+        request is edited in the same company as in one uninterrupted run. `on_batch_end(indices,
+        results)` is called as each group of requests finishes (e.g. to save them)."""
         settings = settings or EditSettings()
         out: list[EditResult | EditFailure | None] = [None] * len(requests)
+        run = _BatchRun(requests, callbacks, keep_going, progress, logger, set(done), on_batch_end, out)
         for masked in (True, False):
             todo = [i for i, r in enumerate(requests) if (r.mask is not None) == masked]
             for key in dict.fromkeys(id(_tuned_state(requests[i])) for i in todo):
                 group = [i for i in todo if id(_tuned_state(requests[i])) == key]
                 for j in range(0, len(group), settings.batch_size):
-                    batch = group[j : j + settings.batch_size]
-                    self._run_batch(batch, requests, settings, callbacks, keep_going, progress, logger, out)
+                    self._run_batch(group[j : j + settings.batch_size], settings, run, [])
         return out
 
-    def _run_batch(self, batch, requests, settings, callbacks, keep_going, progress, logger, out) -> None:
-        try:
-            results = self._edit([requests[i] for i in batch], settings, callbacks, progress, logger)
-        except Exception as e:
-            if not keep_going:
-                raise
-            if len(batch) > 1:  # find the request that fails; the others still run
-                for i in batch:
-                    self._run_batch([i], requests, settings, callbacks, keep_going, progress, logger, out)
-                return
-            out[batch[0]] = EditFailure(requests[batch[0]].name, f"{type(e).__name__}: {e}")
+    def _run_batch(self, batch: list[int], settings: EditSettings, run: _BatchRun, notes: list[str]) -> None:
+        if all(i in run.done for i in batch):
             return
+        if any(i in run.done for i in batch):  # the rest, in the halves a split would make
+            for half in _halves(batch):
+                self._run_batch(half, settings, run, notes)
+            return
+        requests = [run.requests[i] for i in batch]
+        results, error = None, ""
+        chunk = settings.population_chunk or settings.population
+        try:
+            results = self._edit(requests, settings, run.callbacks, run.progress, run.logger)
+        except Exception as e:
+            oom = is_out_of_memory(e)
+            split = len(batch) > 1 and (oom or run.keep_going)
+            smaller_chunks = oom and chunk > 1 and settings.optimizer == "cma+adam" and settings.generations > 0
+            if not (split or smaller_chunks or run.keep_going):
+                raise
+            error = one_line(e)
+        if results is None:  # retried outside the except block, so the failed attempt's memory is free
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if split:
+                why = f"out of memory in a batch of {len(batch)}: edited in smaller batches" if oom else None
+                for half in _halves(batch):
+                    self._run_batch(half, settings, run, notes + ([why] if why else []))
+                return
+            if smaller_chunks:
+                half = (chunk + 1) // 2
+                why = f"out of memory: the CMA-ES population evaluated in chunks of {half}"
+                self._run_batch(batch, replace(settings, population_chunk=half), run, notes + [why])
+                return
+            results = [EditFailure(requests[0].name, error)]
+        for r in results:
+            if isinstance(r, EditResult):
+                r.notes.extend(notes)
         for i, r in zip(batch, results, strict=True):
-            out[i] = r
+            run.out[i] = r
+        if run.on_batch_end is not None:
+            run.on_batch_end(list(batch), results)
 
     def generator_for(self, request: EditRequest) -> MaskableGenerator:
         """The generator that edits `request`: this Editor's, or a copy with its base's tuned weights."""

@@ -156,7 +156,9 @@ class EditModule(pl.LightningModule):
         self.latents = nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in start.items()})
         self.history: list[list[dict[str, float]]] = [[] for _ in requests]
         self.stopped: str | None = None  # why a callback stopped the edit early
-        self._crop_gen = torch.Generator().manual_seed(self.settings.seed)  # reproducible Adam-phase crops
+        # each request's own random streams (CMA-ES samples, crops), seeded alike: a request edits the
+        # same in any batch, alone or with others
+        self._crop_gens = self._generators("cpu")  # the Adam phase's crops
 
     # ---- rendering --------------------------------------------------------------------------
     @property
@@ -214,6 +216,17 @@ class EditModule(pl.LightningModule):
         """The generator's discriminator score per image, for the current codes."""
         return self.generator.realism(x, self.decode_latents()[1])
 
+    def _generators(self, device) -> list[torch.Generator]:
+        """One random generator per request, each seeded with `settings.seed`."""
+        return [torch.Generator(device=device).manual_seed(self.settings.seed) for _ in self.prompts]
+
+    def _crop_uniforms(self, gens: list[torch.Generator], device) -> torch.Tensor | None:
+        """Uniforms [B, K, 3] fixing each request's K random crops, drawn from its own generator."""
+        k = self.settings.crops
+        if k == 0:
+            return None
+        return torch.cat([torch.rand(1, k, 3, generator=g, device=g.device) for g in gens]).to(device)
+
     # ---- CMA-ES -----------------------------------------------------------------------------
     def _active(self) -> torch.Tensor:
         """[B, D] dims the CMA-ES searches: spatial latents only where the mask is on."""
@@ -243,13 +256,13 @@ class EditModule(pl.LightningModule):
         s = self.settings
         b = len(self.prompts)
         flat0 = torch.cat([v.detach().flatten(1) for v in self.latents.values()], 1)
-        gen = torch.Generator(device=flat0.device).manual_seed(s.seed)
-        es = SepCMAES(flat0, s.sigma0, s.population, self._active(), gen)
+        gens = self._generators(flat0.device)
+        es = SepCMAES(flat0, s.sigma0, s.population, self._active(), gens)
         chunk = s.population_chunk or s.population
         k = max(s.crops, 1)
         for g in tqdm(range(s.generations), desc="CMA-ES", disable=not progress, leave=False):
             pop = es.ask()  # [B, P, D]
-            u = torch.rand(b, 1, k, 3, generator=gen, device=flat0.device)
+            u = torch.cat([torch.rand(1, 1, k, 3, generator=gen, device=flat0.device) for gen in gens])
             fit = []
             for j in range(0, s.population, chunk):
                 c = pop[:, j : j + chunk]
@@ -299,7 +312,7 @@ class EditModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x = self.render()
-        terms = self.objective(x, generator=self._crop_gen)
+        terms = self.objective(x, u=self._crop_uniforms(self._crop_gens, x.device))
         r = self.realism(x.detach())
         per_request = {k: v.detach() for k, v in terms.items()}
         if r is not None:
@@ -326,7 +339,7 @@ class EditModule(pl.LightningModule):
         """Per request: loss terms, `semantic_score` (CLIP cosine of the whole masked view with the
         prompts), `realism` (when a discriminator exists), preservation L1/LPIPS."""
         x = self.render()
-        terms = self.objective(x)
+        terms = self.objective(x, u=self._crop_uniforms(self._generators("cpu"), x.device))
         view = self.objective(x, crops=0)
         r = self.realism(x)
         out = []

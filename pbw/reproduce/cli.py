@@ -15,6 +15,7 @@ from pbw.commandline import OneLineParser
 from pbw.configs import resolve_config_args
 from pbw.reproduce.experiment import Experiment, only_variants
 
+FAILED_STATUS = 3  # the exit status of a run in which some requests failed
 USAGE = """python -m pbw.reproduce run --config reproduce/<experiment>.yaml [--out DIR] [overrides]
 python -m pbw.reproduce mini [--quick] [--out DIR] [options]      (= run --config reproduce/mini[_quick].yaml)
 python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR [--biggan CKPT]
@@ -46,6 +47,18 @@ def build_run_parser() -> ArgumentParser:
         help="at most this many seeds per task with pairing product (smoke runs)",
     )
     p.add_argument("--progress", type=bool, default=False, help="show the edits' progress bars")
+    p.add_argument(
+        "--restart",
+        type=bool,
+        default=False,
+        help="start over: delete the requests and results saved in --out (a rerun without it resumes)",
+    )
+    p.add_argument(
+        "--fail_fast",
+        type=bool,
+        default=False,
+        help="stop at the first request that fails (default: record it, go on, exit with status 3)",
+    )
     p.add_argument(
         "--variants",
         type=str | None,
@@ -79,10 +92,20 @@ def run_main(argv: list[str]) -> dict:
     out = cfg.out or f"out/reproduce/{exp.name}"
     project = cfg.wandb_project or ("pbw-reproduce" if cfg.wandb else None)
     results = run_experiment(
-        exp, out, wandb_project=project, progress=cfg.progress, max_prompts=cfg.max_prompts, max_seeds=cfg.max_seeds
+        exp,
+        out,
+        wandb_project=project,
+        progress=cfg.progress,
+        max_prompts=cfg.max_prompts,
+        max_seeds=cfg.max_seeds,
+        keep_going=not cfg.fail_fast,
+        restart=cfg.restart,
     )
     print(results_markdown(results))
     print(f"wrote {out}/results.md, results.json, gallery/index.html")
+    if results["failed"]:
+        print(f"{results['failed']} request(s) failed: listed in {out}/results.md", file=sys.stderr)
+        raise SystemExit(FAILED_STATUS)
     return results
 
 
@@ -116,6 +139,8 @@ def mini_parser() -> argparse.ArgumentParser:
         help="the first sample seed (masked edits; text to image starts 1000 later; default 1000, "
         "others give held-out seeds)",
     )
+    p.add_argument("--restart", action="store_true", help="start over instead of resuming the run in --out")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first request that fails")
     p.add_argument(
         "--first-caption",
         type=int,
@@ -155,17 +180,27 @@ def grid_main(argv: list[str]) -> None:
 
 def _input_errors() -> tuple[type, ...]:
     from pbw.editing.masks import MaskError
+    from pbw.editing.resume import ConfigChangedError
     from pbw.evaluation.judges import SameEvaluatorError
     from pbw.reproduce.experiment import ExperimentError
     from pbw.reproduce.grid import GridError
     from pbw.semantic import MissingWeightsError
 
-    return ExperimentError, SameEvaluatorError, MaskError, MissingWeightsError, FileNotFoundError, GridError
+    return (
+        ExperimentError,
+        SameEvaluatorError,
+        MaskError,
+        MissingWeightsError,
+        FileNotFoundError,
+        GridError,
+        ConfigChangedError,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """The command line. A mistake in the input (a config error, a missing file, an evaluator that is the
-    optimizing CLIP) is one line on stderr and exit status 2 (PBW_DEBUG=1 shows the traceback)."""
+    optimizing CLIP, a rerun into a folder of another configuration) is one line on stderr and exit
+    status 2 (PBW_DEBUG=1 shows the traceback); a run in which some requests failed exits with status 3."""
     try:
         _main(argv)
     except _input_errors() as e:

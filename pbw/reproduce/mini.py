@@ -77,6 +77,8 @@ def mini_overrides(
     lr=None,
     first_seed=None,
     first_caption=None,
+    restart=False,
+    fail_fast=False,
 ) -> list[str]:
     """The runner's command-line overrides for the options `mini` had before the runner."""
     args: list[str] = []
@@ -108,4 +110,8 @@ def mini_overrides(
             args += [f"--settings.{name}", str(value)]
     if lr is not None:  # text to image has an lr of its own in the config
         args += [f"--tasks.{T2I_TASK}.settings", json.dumps({"lr": lr})]
+    if restart:
+        args += ["--restart", "true"]
+    if fail_fast:
+        args += ["--fail_fast", "true"]
     return args

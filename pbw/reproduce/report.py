@@ -19,6 +19,7 @@ from pbw.evaluation.oracle import PAINTED_MIN_SHARE
 # Columns of a task's table, in this order when the rows have them.
 COLUMNS = (
     "n",
+    "failed",
     "oracle_accuracy",
     "region_accuracy",
     "caption_part_accuracy",
@@ -127,7 +128,7 @@ def task_markdown(key: str, task: dict) -> list[str]:
         ]
     if not rows:
         return lines + ["(no rows)", ""]
-    cols = [c for c in COLUMNS if any(c in r for r in rows.values())]
+    cols = [c for c in COLUMNS if any(c in r for r in rows.values()) and (c != "failed" or task.get("failed"))]
     evaluators = list(dict.fromkeys(n for r in rows.values() for n in r.get("evaluators", {})))
     before = list(dict.fromkeys(k for r in rows.values() for k in r.get("before", {}) if not k.endswith("ci95")))
     head = (
@@ -186,6 +187,14 @@ def task_markdown(key: str, task: dict) -> list[str]:
             )
     for note in task.get("notes", []):
         lines.append(f"- {note}")
+    if task.get("failed"):
+        lines += [
+            "",
+            f"Failed requests ({len(task['failed'])}; n counts the requests every row of a generator "
+            "finished, and the judges and preferences use those):",
+            "",
+        ]
+        lines += [f"- {f['row']}: {f['request']}: {f['error']}" for f in task["failed"]]
     return lines + [""]
 
 

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from pbw.assets import resolve_clip_spec, resolve_generator_path
-from pbw.editing import Editor, EditResult
+from pbw.editing import EditFailure, Editor, EditResult
 from pbw.editing.editor import resolve_device
 from pbw.editing.losses import PreservationLoss
+from pbw.editing.resume import claim, read_record, save_request, saved_requests, write_text_atomic
 from pbw.evaluation.judges import (
     EvaluatorCLIP,
     accuracy,
@@ -44,6 +45,7 @@ from pbw.semantic import SemanticNet
 
 NAN = float("nan")
 GRID_COLUMNS = 64  # requests shown in a variant's grid (grids/); the gallery shows them all
+SAVED = ("requests", "results.json", "results.md", "grids", "gallery")  # what --restart deletes
 
 
 def _mean(values) -> float:
@@ -74,10 +76,13 @@ class Runner:
         max_prompts: int | None = None,
         max_seeds: int | None = None,
         log: Callable[[str], None] = print,
+        keep_going: bool = True,
+        restart: bool = False,
     ):
         validate(exp)
         self.exp, self.out = exp, Path(out)
         self.progress, self.max_prompts, self.max_seeds, self.log = progress, max_prompts, max_seeds, log
+        self.keep_going, self.restart = keep_going, restart
         self.notes: list[str] = []
         self.clip_spec = resolve_clip_spec(exp.clip)
         self.evaluator_specs = [resolve_clip_spec(s) for s in exp.evaluators]
@@ -103,7 +108,7 @@ class Runner:
         self.device = resolve_device(exp.device)
         self.editors: dict[tuple, Editor] = {}
         self.plans: dict[tuple[str, str], tuple[list[Planned], list[str]]] = {}
-        self.originals: dict[tuple, torch.Tensor] = {}
+        self.originals: dict[tuple, dict[str, torch.Tensor]] = {}  # start images by editor and request name
         self.real_cache: dict[int, torch.Tensor] = {}
         self.synthetic_root: Path | None = None
         self.evaluators: list[EvaluatorCLIP] = []
@@ -171,6 +176,8 @@ class Runner:
         exp = self.exp
         torch.set_grad_enabled(True)
         self.out.mkdir(parents=True, exist_ok=True)
+        config = {**_jsonable(asdict(exp)), "max_prompts": self.max_prompts, "max_seeds": self.max_seeds}
+        claim(self.out, json.loads(json.dumps(config)), self.restart, SAVED)
         t_start = time.time()
         caption_need = max(
             [
@@ -214,8 +221,9 @@ class Runner:
         for key, task in exp.tasks.items():
             results["tasks"][key] = self._run_task(key, task, items[key], gallery)
         results["seconds_total"] = time.time() - t_start
-        (self.out / "results.json").write_text(json.dumps(results, indent=2))
-        (self.out / "results.md").write_text(report.results_markdown(results))
+        results["failed"] = sum(len(t["failed"]) for t in results["tasks"].values())
+        write_text_atomic(self.out / "results.json", json.dumps(results, indent=2))
+        write_text_atomic(self.out / "results.md", report.results_markdown(results))
         gallery.write(results)
         if wandb_project:
             report.log_wandb(results, self.out, wandb_project)
@@ -230,7 +238,9 @@ class Runner:
                 for v in task.variants
                 if v.masks is not None and (v.generator or task.generator) == gkey
             }
-            self.plans[(key, gkey)] = plan_requests(task, items, g, class_ids, self.max_seeds, row_masks)
+            self.plans[(key, gkey)] = plan_requests(
+                task, items, g, class_ids, self.max_seeds, row_masks, keep_going=self.keep_going
+            )
         return self.plans[(key, gkey)]
 
     def _run_task(self, key: str, task: Task, items: list[PromptItem], gallery: report.Gallery) -> dict:
@@ -246,9 +256,11 @@ class Runner:
             "per_request": {},
             "images": {},
             "preferences": [],
+            "failed": [],
             "notes": [],
         }
-        batches: dict[str, tuple[str, _Batch]] = {}
+        # first every row's edits (each saved as it finishes; a rerun skips the saved ones) ...
+        rows: list[tuple[Variant, str, Editor, list[Planned]]] = []
         for variant in task.variants:
             gkey = variant.generator or task.generator
             if self.paths[gkey] is None:
@@ -257,15 +269,34 @@ class Runner:
             editor = self.editor(gkey, variant.generator_overrides)
             planned, notes = self._plan(key, task, items, gkey, editor.generator)
             if gkey not in out["requests"]:
-                out["requests"][gkey] = [p.describe() for p in planned]
+                out["requests"][gkey] = []
                 out["notes"].extend(notes)
-            self.log(f"[{key}] {variant.name}: {len(planned)} request(s) on {gkey}")
-            row, batch = self._variant_row(task, variant, editor, planned, masked)
+            if variant.edit:
+                self._edit_row(key, task, variant, editor, planned)
+            rows.append((variant, gkey, editor, planned))
+        # ... then the judges, on the requests that every row of a generator finished
+        errors = {v.name: self._errors(key, v, planned) for v, _, _, planned in rows}
+        for variant, _, _, planned in rows:
+            for p, error in zip(planned, errors[variant.name], strict=True):
+                if error is not None:
+                    out["failed"].append({"row": variant.name, "request": p.request.name, "error": error})
+        batches: dict[str, tuple[str, _Batch]] = {}
+        for variant, gkey, editor, planned in rows:
+            same = [v.name for v, g, _, _ in rows if g == gkey]
+            common = [i for i in range(len(planned)) if all(errors[n][i] is None for n in same)]
+            if not out["requests"][gkey]:
+                out["requests"][gkey] = [planned[i].describe() for i in common]
+            kept = [planned[i] for i in common]
+            saved = self._load(key, variant, kept) if variant.edit else None
+            row, batch = self._variant_row(task, variant, editor, kept, saved, masked)
+            row["failed"] = sum(e is not None for e in errors[variant.name])
             out["rows"][variant.name] = row
             out["per_request"][variant.name] = batch.per_request
             batches[variant.name] = (gkey, batch)
-            out["images"][variant.name] = gallery.add(
-                key, gkey, variant.name, batch.planned, batch.x0, batch.x1, batch.masks if masked else None
+            out["images"][variant.name] = (
+                gallery.add(key, gkey, variant.name, kept, batch.x0, batch.x1, batch.masks if masked else None)
+                if kept
+                else {"generator": gkey, "original": [], "mask": None, "edited": None}
             )
             if batch.x1 is not None:  # the first GRID_COLUMNS requests
                 k = GRID_COLUMNS
@@ -283,34 +314,98 @@ class Runner:
             )
         return out
 
+    def _folders(self, key: str, variant: Variant, planned: list[Planned]) -> list[Path]:
+        """Where a row's requests are saved: OUT/requests/<task>/<row>/<request>."""
+        row = self.out / "requests" / report.slug(key) / report.slug(variant.name)
+        return [row / p.request.name for p in planned]
+
+    def _edit_row(self, key: str, task: Task, variant: Variant, editor: Editor, planned: list[Planned]) -> None:
+        """Edit a row's requests that are not saved yet, saving each group as it finishes."""
+        folders = self._folders(key, variant, planned)
+        ok = [i for i, p in enumerate(planned) if p.error is None]
+        saved = saved_requests(folders)
+        done = {j for j, i in enumerate(ok) if i in saved}
+        count, failed, clock = len(done), 0, time.time()
+        where = f"[{key}] {variant.name}"
+        self.log(f"{where}: {len(ok)} request(s) on {variant.generator or task.generator}, {len(done)} resumed")
+
+        def save(indices: list[int], results: list) -> None:  # as each group of requests finishes
+            nonlocal count, failed, clock
+            now = time.time()
+            seconds, clock = (now - clock) / len(indices), now
+            unit = [folders[ok[j]].name for j in indices]
+            for j, r in zip(indices, results, strict=True):
+                save_request(folders[ok[j]], r, unit, seconds=seconds)
+            count += len(indices)
+            failed += sum(isinstance(r, EditFailure) for r in results)
+            more = f", {failed} failed" if failed else ""
+            self.log(f"{where}: {count} of {len(ok)} done, {len(done)} resumed{more}")
+
+        if len(done) < len(ok):
+            settings = replace(self.exp.settings, **{**task.settings, **variant.settings})
+            editor.run(
+                [planned[i].request_for(variant.name) for i in ok],
+                settings,
+                keep_going=self.keep_going,
+                progress=self.progress,
+                done=done,
+                on_batch_end=save,
+            )
+
+    def _errors(self, key: str, variant: Variant, planned: list[Planned]) -> list[str | None]:
+        """Per request of a row: why it failed, or None (edited and saved, or a row that does not edit)."""
+        out: list[str | None] = []
+        for p, folder in zip(planned, self._folders(key, variant, planned), strict=True):
+            if p.error is not None or not variant.edit:
+                out.append(p.error)
+            else:
+                record = read_record(folder)
+                out.append("not edited" if record is None else record.get("error"))
+        return out
+
+    def _load(self, key: str, variant: Variant, planned: list[Planned]) -> list[tuple[EditResult, float]]:
+        """A row's saved results of `planned` and the seconds each took to edit."""
+        folders = self._folders(key, variant, planned)
+        return [(EditResult.load(f), float(read_record(f).get("seconds", NAN))) for f in folders]
+
     def _variant_row(
-        self, task: Task, variant: Variant, editor: Editor, planned: list[Planned], masked: bool
+        self,
+        task: Task,
+        variant: Variant,
+        editor: Editor,
+        planned: list[Planned],
+        saved: list[tuple[EditResult, float]] | None,
+        masked: bool,
     ) -> tuple[dict, _Batch]:
+        """A row's scores and judges on `planned` (the requests every row of its generator finished), from
+        its `saved` results (None: a reference row of unedited start images)."""
         t0 = time.time()
         g = editor.generator
         ekey = next(k for k, e in self.editors.items() if e is editor)
         requests = [p.request_for(variant.name) for p in planned]
-        if variant.edit:
+        res = g.resolution
+        if not planned:
+            return {"kind": "no edit" if saved is None else _kind(masked), "n": 0}, _Batch(None, None, None, [], [])
+        if saved is not None:
+            results = [r for r, _ in saved]
             settings = replace(self.exp.settings, **{**task.settings, **variant.settings})
-            results: list[EditResult] = editor.run(requests, settings, progress=self.progress)
-            res = g.resolution
             masks = torch.cat([r.mask if r.mask is not None else torch.ones(1, 1, res, res) for r in results])
             x0, x1 = torch.cat([r.original for r in results]), torch.cat([r.edited for r in results])
             metrics = [r.metrics for r in results]
-            self.originals[ekey] = x0
-            edit_seconds = time.time() - t0
+            self.originals.setdefault(ekey, {}).update(
+                {p.request.name: r.original for p, r in zip(planned, results, strict=True)}
+            )
+            edit_seconds = float(sum(t for _, t in saved))
             row = {
-                "kind": "masked edit" if masked else "text to image",
+                "kind": _kind(masked),
                 "n": len(requests),
                 "space": g.space(settings.space, masked),
                 "semantic_score": float(np.mean([m["semantic_score"] for m in metrics])),
                 "realism": float(np.mean([m.get("realism", NAN) for m in metrics])),
             }
         else:
-            x0 = self.originals.get(ekey)
-            if x0 is None:
-                x0 = torch.cat([editor.start(r.codes).original for r in requests])
-            res = g.resolution
+            known = self.originals.get(ekey, {})
+            x0 = torch.cat([known[r.name] if r.name in known else editor.start(r.codes).original for r in requests])
             masks = torch.cat([r.mask if r.mask is not None else torch.ones(1, 1, res, res) for r in requests])
             x1, metrics, edit_seconds = None, [{} for _ in requests], 0.0
             row = {
@@ -323,6 +418,11 @@ class Runner:
         batch.per_request = [
             {"semantic_score": m.get("semantic_score", NAN), "realism": m.get("realism", NAN)} for m in metrics
         ]
+        if saved is not None:  # what the edit itself noted (e.g. split after running out of memory)
+            for pr, req, (r, _) in zip(batch.per_request, requests, saved, strict=True):
+                extra = [n for n in r.notes if n not in req.notes]
+                if extra:
+                    pr["notes"] = "; ".join(extra)
         if x1 is None:
             r0 = _realism(g, x0, requests)
             for i, pr in enumerate(batch.per_request):
@@ -330,7 +430,7 @@ class Runner:
         self._judge(task, row, batch, g, masked)
         if x1 is not None and not masked:  # the start images of a generation, for comparison
             row.setdefault("before", {})["realism"] = _realism_mean(g, x0, requests)
-        row["seconds"] = time.time() - t0 if variant.edit else 0.0
+        row["seconds"] = edit_seconds + time.time() - t0 if variant.edit else 0.0
         if variant.edit:
             row["seconds_per_edit"] = edit_seconds / max(len(requests), 1)
         self._by_category(row, batch)
@@ -460,6 +560,11 @@ class Runner:
         return prefs
 
 
+def _kind(masked: bool) -> str:
+    """A task's or row's kind of edit."""
+    return "masked edit" if masked else "text to image"
+
+
 def _realism(g: MaskableGenerator, images: torch.Tensor, requests) -> list[float]:
     codes = {k: torch.cat([r.codes[k] for r in requests]) for k in requests[0].codes}
     with torch.no_grad():
@@ -492,9 +597,16 @@ def run_experiment(
     max_prompts: int | None = None,
     max_seeds: int | None = None,
     log: Callable[[str], None] = print,
+    keep_going: bool = True,
+    restart: bool = False,
 ) -> dict:
     """Run `exp`, writing results.json, results.md, grids/, gallery/index.html (and W&B tables with
     `wandb_project`) to `out`; returns the results. `max_prompts`/`max_seeds` cut every task down
     (smoke runs). Config errors and an evaluator identical to the optimizing CLIP are refused before
-    any model is loaded."""
-    return Runner(exp, out, progress, max_prompts, max_seeds, log).run(wandb_project)
+    any model is loaded.
+
+    Each finished request is saved under OUT/requests as it finishes; rerun with the same `out` to
+    resume (a folder of another configuration is refused unless `restart`, which starts over). A request
+    that fails is recorded (`results["failed"]` counts them; each task lists them) and the others go
+    on; `keep_going=False` raises at the first failure instead."""
+    return Runner(exp, out, progress, max_prompts, max_seeds, log, keep_going, restart).run(wandb_project)

@@ -19,6 +19,7 @@ import torch
 
 from pbw.configs import config_path
 from pbw.editing import EditRequest
+from pbw.editing.editor import one_line
 from pbw.editing.masks import PART_PREFIX, MaskError, is_part_spec, load_mask
 from pbw.models.maskable import MaskableGenerator
 from pbw.reproduce.experiment import ExperimentError, Masks, Prompts, Task
@@ -46,7 +47,8 @@ class PromptItem:
 @dataclass
 class Planned:
     """A request of a task on one generator, and what the report says about it. `row_masks`: the mask
-    and its notes for each row (variant name) with masks of its own."""
+    and its notes for each row (variant name) with masks of its own. `error`: why the request could not
+    be made (e.g. an unreadable mask file); every row lists it as failed."""
 
     request: EditRequest
     item: PromptItem
@@ -54,6 +56,7 @@ class Planned:
     cls: int | None
     index: int
     row_masks: dict[str, tuple[torch.Tensor, list[str]]] = field(default_factory=dict)
+    error: str | None = None
 
     def request_for(self, row: str) -> EditRequest:
         """The request as row `row` edits it: with the row's own mask, if it has one."""
@@ -278,11 +281,13 @@ def plan_requests(
     class_ids: list[int | None],
     max_seeds: int | None = None,
     row_masks: dict[str, Masks] | None = None,
+    keep_going: bool = False,
 ) -> tuple[list[Planned], list[str]]:
     """The requests of `task` on generator `g` (see `Task`), and notes (requests left out, and why).
     `max_seeds` cuts a product's seeds (a zip's one seed per prompt is cut by the prompts). `row_masks`:
     the own masks of rows (variant name -> `Masks`) on `g`, made per request too; a request that the
-    task's or any row's masks leave out is left out of every row."""
+    task's or any row's masks leave out is left out of every row. With `keep_going`, a request whose
+    mask cannot be made (e.g. an unreadable file) is planned with its `error` instead of raising."""
     if task.pairing == "zip":
         n = len(items) if task.seeds is None else min(task.seeds, len(items))  # (max_prompts cuts these)
         combos = [(task.first_seed + i, class_ids[0], items[i]) for i in range(n)]
@@ -301,12 +306,21 @@ def plan_requests(
         name = f"{index:03d}_seed{seed}" + (f"_class{cls}" if cls is not None else "")
         start_image = functools.cache(functools.partial(_decode, g, codes))
         masks, missing = {}, None
-        for key, m in mask_sets.items():
-            mask, mask_notes = request_mask(m, item, seed, cls, index, g.resolution, start_image, segmenters.get(key))
-            if mask is None:
-                missing = mask_notes[0] + ("" if key is None else f" (the masks of row {key!r})")
-                break
-            masks[key] = (mask, mask_notes)
+        try:
+            for key, m in mask_sets.items():
+                mask, mask_notes = request_mask(
+                    m, item, seed, cls, index, g.resolution, start_image, segmenters.get(key)
+                )
+                if mask is None:
+                    missing = mask_notes[0] + ("" if key is None else f" (the masks of row {key!r})")
+                    break
+                masks[key] = (mask, mask_notes)
+        except Exception as e:
+            if not keep_going:
+                raise
+            req = EditRequest(item.prompt_set(), codes, None, name)
+            planned.append(Planned(req, item, seed, cls, index, error=f"its mask: {one_line(e)}"))
+            continue
         if missing is not None:
             notes.append(f"request {name} ({item.text!r}) left out: {missing}")
             continue
