@@ -321,7 +321,7 @@ def test_edit_requests_killed_three_times_end_as_an_uninterrupted_run(tmp_path):
     )
     argv = [
         "--config",
-        str(ROOT / "configs" / "edit" / "mini.yaml"),
+        str(ROOT / "pbw" / "configs" / "edit" / "mini.yaml"),
         "--requests",
         str(requests),
         "--progress",

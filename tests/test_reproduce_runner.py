@@ -24,7 +24,7 @@ from pbw.reproduce import ExperimentError, Masks, Prompts, Task, Variant, load_e
 from pbw.reproduce.sources import PromptItem, plan_requests
 from pbw.semantic import SemanticNet, register_model_configs
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "reproduce"
+CONFIGS = Path(__file__).resolve().parents[1] / "pbw" / "configs" / "reproduce"
 PAPER_CONFIGS = ("cub_text_to_image", "bedroom", "places")
 SCENES = ["mountain", "lake/natural", "beach", "field/wild", "church/outdoor", "castle", "tower", "skyscraper"]
 CLIP, EVALUATOR = "pbw-tiny-clip:random", "pbw-mini-clip:random"  # two different random tiny CLIPs
