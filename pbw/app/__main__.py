@@ -98,10 +98,8 @@ def resolve_parts(parts: bool | None, generator: str) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None, block: bool = True):
-    """Parse arguments, load the models, serve the page; returns the Gradio app when not `block`ing."""
-    from pbw.app.ui import build_page
-
+def build_painter(argv: list[str] | None = None) -> tuple[Painter, object]:
+    """The page's `Painter` from command-line arguments (the page's defaults for none), and the arguments."""
     parser = build_parser()
     args = parser.instantiate(parser.parse_args(argv))
     generator_path, clip = resolve_models(args.generator, args.clip)
@@ -116,6 +114,14 @@ def main(argv: list[str] | None = None, block: bool = True):
         projection=args.projection,
         parts=resolve_parts(args.parts, generator_path),
     )
+    return painter, args
+
+
+def main(argv: list[str] | None = None, block: bool = True):
+    """Parse arguments, load the models, serve the page; returns the Gradio app when not `block`ing."""
+    from pbw.app.ui import build_page
+
+    painter, args = build_painter(argv)
     page = build_page(painter)
     page.launch(
         server_name=args.host,
