@@ -297,6 +297,51 @@ def test_select_part_paints_the_segmenters_mask(tmp_path):
     assert "pick a starting image" in h.select_part([], None, "body")[1]
 
 
+def test_the_page_reports_in_plain_words(painter):
+    """The words' score before and after (a warning when it barely moved), realism as a percentile of the
+    generator's unedited samples, no figure that is off; the bin of the canvas keeps the image."""
+    from pbw.app.core import BARELY_MOVED, format_metrics, score_report
+    from pbw.app.ui import DISPLAY, Handlers
+
+    took = {"semantic_score_start": 0.21, "semantic_score": 0.70, "preservation_l1": 0.01, "preservation_lpips": 0.0}
+    text, barely = score_report(took)
+    assert not barely and "0.21 before, 0.70 after (+0.49)" in text
+    text, barely = score_report({**took, "semantic_score": 0.21 + BARELY_MOVED / 2})
+    assert barely and "barely moved" in text and "larger step size" in text
+    shown = format_metrics(took, realism_percentile=37.4)
+    assert "more real-looking than 37% of this generator's unedited samples" in shown and "LPIPS" not in shown
+    assert "LPIPS" in format_metrics(took, lpips=True)
+    # the percentile: the share of unedited samples (seeds of their own) its discriminator scores lower
+    assert painter.realism_percentile(float("inf")) == 100 and painter.realism_percentile(-float("inf")) == 0
+    g = painter.generator
+    codes = g.sample(400, seed=12345)
+    scores = g.realism(g.decode(g.encode(codes), cond=codes), codes)
+    assert 35 < painter.realism_percentile(float(scores.median())) < 65  # a typical sample is near the middle
+
+    h, start = Handlers(painter), painter.samples("4")
+    cleared = h.canvas(start)  # after the editor's bin: the image, no strokes
+    assert cleared["layers"] == [] and cleared["background"].size == (DISPLAY, DISPLAY)
+    assert np.array_equal(np.asarray(cleared["background"]), np.asarray(h.view(start)[1]["background"]))
+    assert h.canvas([]) is None
+
+
+def test_the_step_size_is_the_generators_own(tmp_path):
+    """The page starts from the bundled generator's measured step size (masked 0.8, whole image 0.05), unless
+    the command line gives one; an edit records the step size it used."""
+    from pbw.app.ui import Handlers
+
+    g = load_generator(assets.mini_generator_path())
+    p = Painter(g, SemanticNet("pbw-tiny-clip", None), device="cpu", settings=SETTINGS, out_dir=tmp_path)
+    assert p.settings.lr is None and p.step_size(False) == 0.8 and p.step_size(True) == 0.05
+    assert Handlers(p).step_size(True) == 0.05
+    mask = brush_mask([stroke(96, 288, 96, 288)], 64)
+    assert p.edit(p.samples("3")[0], mask, "a red bird", **FAST).settings["lr"] == 0.8
+    own = Painter(g, SemanticNet("pbw-tiny-clip", None), device="cpu", settings=replace(SETTINGS, lr=0.3))
+    assert own.step_size(False) == own.step_size(True) == 0.3
+    parser = app_main.build_parser()
+    assert parser.instantiate(parser.parse_args(["--settings.lr", "0.3"])).settings.lr == 0.3
+
+
 def test_select_part_is_refused_where_no_segmenter_applies(painter):
     from pbw.app.ui import Handlers
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 
 from pbw import assets
-from pbw.app.core import APP_PROJECTION, APP_SETTINGS, TIME_LIMIT, Painter
+from pbw.app.core import APP_PROJECTION, APP_SETTINGS, BARELY_MOVED, TIME_LIMIT, Painter
 from pbw.editing.cli import load_maskable
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditSettings
@@ -45,6 +45,13 @@ def build_parser() -> ArgumentParser:
         default=TIME_LIMIT,
         help="seconds after which an edit stops and shows what it reached",
     )
+    p.add_argument(
+        "--barely_moved",
+        type=float,
+        default=BARELY_MOVED,
+        help="the page warns that an edit did not take when the words' CLIP score rose by less than this "
+        "(chosen for the bundled tiny CLIP; cosines of other CLIPs move less: set it for yours)",
+    )
     p.add_argument("--out", type=str | None, default=None, help="folder for downloadable results (default: a temp dir)")
     p.add_argument(
         "--parts",
@@ -57,8 +64,8 @@ def build_parser() -> ArgumentParser:
         EditSettings,
         "settings",
         default=APP_SETTINGS,
-        help="the edits' settings (EditSettings); the page sets optimizer, steps, generations, "
-        "lam and seed per edit, starting from these",
+        help="the edits' settings (EditSettings; lr null: the generator's own step size); the page sets "
+        "optimizer, step size, steps, generations, lam and seed per edit, starting from these",
     )
     p.add_class_arguments(
         ProjectSettings,
@@ -113,6 +120,7 @@ def build_painter(argv: list[str] | None = None) -> tuple[Painter, object]:
         out_dir=args.out,
         projection=args.projection,
         parts=resolve_parts(args.parts, generator_path),
+        barely_moved=args.barely_moved,
     )
     return painter, args
 

@@ -72,7 +72,7 @@ class Handlers:
             editor,
             to_pil(before, DISPLAY),
             to_pil(cur.edited, DISPLAY),
-            format_metrics(cur.metrics, realism, lpips),
+            format_metrics(cur.metrics, realism, lpips, self.painter.barely_moved),
             message,
             self.painter.files(cur),
         )
@@ -178,7 +178,7 @@ class Handlers:
             log.error("edit failed:\n%s", traceback.format_exc())
             return _keep(_message(f"the edit failed: {e}", "error"))
         notes = "".join(f" **Note:** {n}." for n in nxt.notes)
-        if score_report(nxt.metrics)[1]:
+        if score_report(nxt.metrics, self.painter.barely_moved)[1]:
             notes += " **The words' score barely moved: the edit probably did not take** (see below)."
         return self.view(history + [nxt], f"Done: {describe(nxt)} (step {len(history)} of the history).{notes}")
 
