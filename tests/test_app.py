@@ -30,7 +30,6 @@ from pbw.checkpoints import load_generator
 from pbw.checkpoints.core import ImportedNetworks, save_pbw_checkpoint
 from pbw.data.synthetic import draw_birds
 from pbw.editing.project import ProjectSettings
-from pbw.editing.result import EditResult
 from pbw.evaluation.segmenter import part_mask
 from pbw.models.biggan import BigGANGenerator
 from pbw.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
@@ -460,44 +459,18 @@ def _wait_until_serving(url: str, timeout: float = ACTION_S) -> None:
         time.sleep(0.2)
 
 
+MINI_RES = 64  # the bundled mini StyleGAN2's images
+HELD_OUT_SEED = 7100  # a sample seed no setting of the page was chosen on (they were chosen on seeds 1000-1015)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """The page exactly as `python -m pbw.app` serves it (the bundled miniature, the page's defaults), on the CPU."""
     from pbw.app.__main__ import main
 
     d = tmp_path_factory.mktemp("app_browser")
     port = _free_port()
-    # a large learning rate, so that an edit of a random network plainly changes the canvas
-    page = main(
-        [
-            "--generator",
-            str(tiny_checkpoint(d / "tiny.ckpt")),
-            "--clip",
-            "pbw-tiny-clip:random",
-            "--settings.crops",
-            "2",
-            "--settings.population",
-            "4",
-            "--settings.lr",
-            "2",
-            "--device",
-            "cpu",
-            "--time_limit",
-            "60",
-            "--projection.steps",
-            "12",
-            "--projection.tune_steps",
-            "6",
-            "--projection.w_avg_samples",
-            "200",
-            "--parts",
-            "true",
-            "--port",
-            str(port),
-            "--out",
-            str(d / "out"),
-        ],
-        block=False,
-    )
+    page = main(["--device", "cpu", "--port", str(port), "--out", str(d / "out")], block=False)
     url = f"http://127.0.0.1:{port}/"
     _wait_until_serving(url)
     yield url, d / "out"
@@ -508,17 +481,37 @@ def _png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), np.float32) / 255
 
 
-def _canvas(page) -> tuple[np.ndarray, dict]:
-    """The image on the editor's canvas, sampled at the centre of each of its RES x RES cells, and
+def _tensor(path: Path) -> torch.Tensor:
+    return torch.from_numpy(_png(path)).permute(2, 0, 1) * 2 - 1
+
+
+def _took(folder: Path, color: str) -> bool:
+    """The pixel oracle on an edit the page saved: did it paint `color` into its mask?"""
+    from pbw.evaluation.judges import color_oracle
+
+    mask = torch.from_numpy(_png(folder / "mask.png")[..., 0] > 0.5).float()[None, None]
+    before, after = _tensor(folder / "original.png")[None], _tensor(folder / "edited.png")[None]
+    return color_oracle(before, after, mask, [color])["oracle_accuracy"] == 1.0
+
+
+def _longest_run(on: np.ndarray) -> tuple[int, int]:
+    """Start and length of the longest run of True in a 1-D bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], on.astype(int), [0]])))
+    starts, ends = edges[::2], edges[1::2]
+    k = int(np.argmax(ends - starts))
+    return int(starts[k]), int(ends[k] - starts[k])
+
+
+def _canvas(page, res: int = MINI_RES) -> tuple[np.ndarray, dict]:
+    """The image on the editor's canvas, sampled at the centre of each of its res x res cells, and
     where it lies on the page (x, y, width, height)."""
     canvas = page.locator("#editor canvas").first
     shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"), np.float32) / 255
     box = canvas.bounding_box()  # after the screenshot, which scrolls the canvas into view
     filled = np.abs(shot - 1).max(-1) > 0.03  # not the white canvas (the toolbar covers little of the image)
     rows, cols = filled.sum(1), filled.sum(0)
-    ys, xs = np.flatnonzero(rows > rows.max() / 2), np.flatnonzero(cols > cols.max() / 2)
-    y0, x0, h, w = ys[0], xs[0], ys[-1] + 1 - ys[0], xs[-1] + 1 - xs[0]
-    centre = (np.arange(RES) + 0.5) / RES
+    (y0, h), (x0, w) = _longest_run(rows > rows.max() / 2), _longest_run(cols > cols.max() / 2)  # not the toolbar
+    centre = (np.arange(res) + 0.5) / res
     cells = shot[(y0 + centre * h).astype(int)][:, (x0 + centre * w).astype(int)]
     scale = box["width"] / shot.shape[1]
     return cells, {"x": box["x"] + x0 * scale, "y": box["y"] + y0 * scale, "width": w * scale, "height": h * scale}
@@ -531,7 +524,7 @@ def _wait_for_canvas(page, image: Path, not_image: Path | None = None, timeout: 
     changed = np.abs(want - _png(not_image)).mean(-1) > 0.1 if not_image else None
     deadline = time.monotonic() + timeout
     while True:
-        cells, box = _canvas(page)
+        cells, box = _canvas(page, want.shape[0])
         diff = np.abs(cells - want).mean(-1)
         ok = np.median(diff) < 0.05 and page.locator("#editor .progress-text").count() == 0
         if changed is not None:
@@ -540,14 +533,7 @@ def _wait_for_canvas(page, image: Path, not_image: Path | None = None, timeout: 
         if ok:
             return box
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"the canvas does not show {image}: median difference {np.median(diff):.3f}"
-                + (
-                    f", {diff[changed].mean():.3f} vs {before[changed].mean():.3f} to {not_image} where they differ"
-                    if changed is not None
-                    else ""
-                )
-            )
+            raise AssertionError(f"the canvas does not show {image}: median difference {np.median(diff):.3f}")
         time.sleep(0.5)
 
 
@@ -564,16 +550,16 @@ def _stroke(page, box: dict, y: float, x0: float, x1: float, tool: str = "Brush"
 
 
 def _wait_for_brush(page, cells: np.ndarray, timeout: float = ACTION_S) -> dict:
-    """Wait until the canvas shows the brush colour on the `cells` (bool [RES, RES]) and not elsewhere;
+    """Wait until the canvas shows the brush colour on the `cells` (bool [res, res]) and not elsewhere;
     returns where the image lies on the page."""
     from pbw.app.ui import BRUSH
 
     brush = np.array(BRUSH, np.float32) / 255
     deadline = time.monotonic() + timeout
     while True:
-        shown, box = _canvas(page)
+        shown, box = _canvas(page, cells.shape[0])
         near = np.abs(shown - brush).max(-1) < 0.1
-        if near[cells].all() and near[~cells].mean() < 0.02:
+        if near[cells].mean() > 0.98 and near[~cells].mean() < 0.02:
             return box
         if time.monotonic() > deadline:
             raise AssertionError(
@@ -584,21 +570,34 @@ def _wait_for_brush(page, cells: np.ndarray, timeout: float = ACTION_S) -> dict:
 
 
 def _paint(page, words: str, step: int) -> float:
-    """Type the words, press Paint, wait for the edit; returns its time in seconds."""
+    """Type the words, press Paint; while the edit waits or runs, Paint is off and the progress shows on the
+    status box or the result; returns the edit's time in seconds."""
     page.fill("#prompt textarea", words)
     start = time.monotonic()
     page.click("#paint")
+    page.wait_for_function("document.querySelector('#paint').disabled")
+    page.wait_for_function(
+        "document.querySelector('#status .progress-text, #result .progress-text, #status .eta-bar, "
+        "#result .eta-bar') !== null || document.querySelector('#status').innerText.includes('Done')"
+    )
     page.wait_for_function(
         f"document.querySelector('#status').innerText.includes('Done: painted: {words} (step {step} ')",
         timeout=EDIT_S * 1000,
     )
-    return time.monotonic() - start
+    took = time.monotonic() - start
+    page.wait_for_function("!document.querySelector('#paint').disabled")
+    return took
 
 
 @needs_chromium
-def test_paint_a_stroke_in_the_browser(server, tmp_path):
-    """Paint a stroke, then a second one on the result: the canvas shows each edited image, and each
-    edit's mask is only its own stroke."""
+@pytest.mark.slow
+def test_first_edits_in_the_browser_take(server, tmp_path):
+    """As a newcomer: with the page's defaults, on a seed no setting was chosen on, "Select part: body" and
+    "a bird with a red body" paint the body red (the pixel oracle); the bin clears strokes and keeps the
+    image; brushed strokes over the body with "a bird with a blue body" paint it blue; a photo of a drawn
+    bird, projected, gets a red body. Uploads that fail name the file by its own name."""
+    from pbw.evaluation.segmenter import part_mask
+
     url, out = server
     sync_api = pytest.importorskip("playwright.sync_api", reason="the python 'playwright' package is not installed")
     shot = Path(os.environ.get("PBW_APP_SCREENSHOT", tmp_path / "app_after_edit.png"))
@@ -617,87 +616,70 @@ def test_paint_a_stroke_in_the_browser(server, tmp_path):
         page = ctx.new_page()
         try:
             page.goto(url, wait_until="domcontentloaded")
-            page.fill("#seeds textarea", "0-5")
+            assert float(page.locator("#lr input").input_value()) == 0.8  # the generator's own step size
+            page.fill("#seeds textarea", f"{HELD_OUT_SEED}-{HELD_OUT_SEED + 2}")
             page.click("#sample")
-            page.get_by_label("Thumbnail 3 of 6").click()
-            page.wait_for_function(f"{status}('Started from seed 2')")
-
-            # Paint with no stroke: a message, nothing runs
-            page.click("#paint")
+            page.get_by_label("Thumbnail 1 of 3").click()
+            page.wait_for_function(f"{status}('Started from seed {HELD_OUT_SEED}')")
+            page.click("#paint")  # no stroke yet: a message, nothing runs
             page.wait_for_function(f"{status}('paint a stroke')")
             assert page.locator("#result img").count() == 0
 
-            # a stroke across the upper middle; the canvas then shows the edited image
-            page.fill("#steps input[type=number]", "2")
-            page.press("#steps input[type=number]", "Enter")
-            _, box = _canvas(page)
-            _stroke(page, box, 0.35, 0.25, 0.65)
-            first = _paint(page, "a red head", 1)
+            # Select part: body, then Paint with the page's defaults: the body turns red
+            page.click("#select_part")  # the part menu starts at body
+            page.wait_for_function(f"{status}('Selected the body')")
+            first = _paint(page, "a bird with a red body", 1)
+            assert _took(out / "edit_0001", "red"), "the page's defaults did not paint the body red"
             metrics = page.locator("#metrics").inner_text()
-            for figure in ("semantic score", "realism", "preservation: L1"):
-                assert figure in metrics
-            assert page.locator("#original img").count() == 1 and page.locator("#result img").count() == 1
+            for figure in ("before", "after", "Realism", "Outside the painted region"):
+                assert figure in metrics, (figure, metrics)
+            assert "barely moved" not in metrics
             page.locator("#files a[href$='latents.pt']").wait_for()
-            assert page.locator("#files a[href$='edited.png']").count() == 1
             box = _wait_for_canvas(page, out / "edit_0001" / "edited.png", out / "edit_0001" / "original.png")
 
-            # a second stroke and words on the result: the canvas shows the new result
-            _stroke(page, box, 0.8, 0.2, 0.8)
-            second = _paint(page, "a blue wing", 2)
+            # a stroke, then the bin: the strokes go, the image stays
+            _stroke(page, box, 0.1, 0.1, 0.4)
+            page.locator("#editor").get_by_role("button", name="Clear canvas").click()
+            box = _wait_for_canvas(page, out / "edit_0001" / "edited.png")
+
+            # brushed strokes over the body with "a bird with a blue body"
+            red = _tensor(out / "edit_0001" / "edited.png")
+            body = part_mask(red, "body").bool().numpy()
+            rows, cols = np.flatnonzero(body.any(1)), np.flatnonzero(body.any(0))
+            for fy in (0.3, 0.5, 0.7):
+                y = (rows[0] + fy * (rows[-1] + 1 - rows[0])) / MINI_RES
+                _stroke(page, box, y, cols[0] / MINI_RES, (cols[-1] + 1) / MINI_RES)
+            second = _paint(page, "a bird with a blue body", 2)
+            assert _took(out / "edit_0002", "blue"), "brushed strokes did not paint the body blue"
+            mask = _png(out / "edit_0002" / "mask.png")[..., 0] > 0.5
+            assert mask[body].mean() > 0.6 and mask[:4].max() == 0  # the strokes over the body, not the cleared one
             _wait_for_canvas(page, out / "edit_0002" / "edited.png", out / "edit_0001" / "edited.png")
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            masks = [_png(out / f"edit_000{i}" / "mask.png")[..., 0] for i in (1, 2)]
-            assert masks[0][9:14].max() > 0 and masks[0][24:].max() == 0  # each edit's mask: its own stroke
-            assert masks[1][24:].max() > 0 and masks[1][:20].max() == 0
-            assert len(EditResult.load(out / "edit_0002").layers) == 2
-            print(f"edits in the browser: {first:.1f} s, {second:.1f} s")
 
-            # undo goes back to the first result, on the canvas too
-            page.click("#undo")
-            page.wait_for_function(f"{status}('Undone')")
-            _wait_for_canvas(page, out / "edit_0001" / "edited.png", out / "edit_0002" / "edited.png")
-
-            # uploads: a file that is not a latent gets a message; the saved latents come back
+            # uploads: a file that is not a latent, named by its own name; the saved latents come back
             bad = tmp_path / "notes.pt"
             bad.write_text("not a latent")
             page.set_input_files("#upload input[type=file]", str(bad))
-            page.wait_for_function(f"{status}('not a saved edit')")
+            page.wait_for_function(f"{status}('notes.pt is not a saved edit')")
+            assert "/tmp" not in page.locator("#status").inner_text()
             page.locator("#upload").get_by_role("button", name="Clear").click()
             page.set_input_files("#upload input[type=file]", str(out / "edit_0002" / "latents.pt"))
             page.wait_for_function(f"{status}('2 painted layer')")
 
-            # a photo of a synthetic bird: projected (the canvas shows the photo); its body selected (on the
-            # canvas in the brush colour), a stroke added, a band of the body erased; then painted: the mask is
-            # what the canvas shows, and outside it the photo stays
-            bird = draw_birds(1, RES, seed=3).images[0]
+            # a photo of a drawn bird: projected, its body selected and painted red
+            bird = draw_birds(1, MINI_RES, seed=7101).images[0]
             Image.fromarray(bird).save(tmp_path / "photo.png")
-            body = part_mask(torch.from_numpy(bird).permute(2, 0, 1).float() / 127.5 - 1, "body").bool().numpy()
             page.set_input_files("#photo input[type=file]", str(tmp_path / "photo.png"))
             page.wait_for_function(f"{status}('Projected photo.png')", timeout=EDIT_S * 1000)
-            assert page.locator("#result img").count() == 1  # the reconstruction beside the photo
             _wait_for_canvas(page, tmp_path / "photo.png")
-            page.click("#select_part")  # the part menu starts at body
+            page.click("#select_part")
             page.wait_for_function(f"{status}('Selected the body')")
-            box = _wait_for_brush(page, body)
-            _stroke(page, box, 0.1, 0.05, 0.3)
-            rows = np.flatnonzero(body.any(1))
-            band = int(rows.mean())  # a row across the body's middle, erased from its left to its right
-            cols = np.flatnonzero(body[band])
-            _stroke(page, box, (band + 0.5) / RES, (cols[0] - 1) / RES, (cols[-1] + 2) / RES, tool="Erase", moves=12)
-            _paint(page, "a red head", 1)
-            _wait_for_canvas(page, out / "edit_0003" / "edited.png", tmp_path / "photo.png")
-            mask = _png(out / "edit_0003" / "mask.png")[..., 0]
-            far = body.copy()
-            far[max(band - 3, 0) : band + 4] = False  # the body away from the erased band (the eraser's 32 px
-            assert far.any()  # radius is 2.7 cells of the 384 px canvas)
-            assert mask[band, cols].max() == 0 and mask[far].min() == 1  # the selected body, less the erased band
-            assert mask[:6, :10].max() > 0 and mask[~body].mean() < 0.2  # and the stroke
-            keep = mask == 0
-            assert keep.mean() > 0.5 and np.array_equal(
-                _png(out / "edit_0003" / "edited.png")[keep], _png(tmp_path / "photo.png")[keep]
-            )
+            third = _paint(page, "a bird with a red body", 1)
+            assert _took(out / "edit_0003", "red"), "the projected photo's body did not turn red"
+            keep = _png(out / "edit_0003" / "mask.png")[..., 0] == 0
+            assert np.array_equal(_png(out / "edit_0003" / "edited.png")[keep], _png(tmp_path / "photo.png")[keep])
+            print(f"edits in the browser: {first:.1f} s, {second:.1f} s, {third:.1f} s")
         except Exception:
             page.screenshot(path=str(tmp_path / "app_failure.png"), full_page=True)
             print(f"page at the failure ({tmp_path / 'app_failure.png'}): {page.locator('#status').inner_text()!r}")

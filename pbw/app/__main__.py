@@ -127,7 +127,7 @@ def build_painter(argv: list[str] | None = None) -> tuple[Painter, object]:
 
 def main(argv: list[str] | None = None, block: bool = True):
     """Parse arguments, load the models, serve the page; returns the Gradio app when not `block`ing."""
-    from pbw.app.ui import build_page
+    from pbw.app.ui import CSS, build_page
 
     painter, args = build_painter(argv)
     page = build_page(painter)
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None, block: bool = True):
         allowed_paths=[str(painter.out_dir)],
         inbrowser=False,
         show_error=True,
+        css=CSS,
     )
     return page
 

@@ -206,7 +206,7 @@ class Handlers:
 def build_page(painter: Painter) -> gr.Blocks:
     """The Blocks page; requests are queued and run one at a time (each within the Painter's time limit)."""
     h, settings, conditional = Handlers(painter), painter.settings, painter.generator.is_conditional
-    with gr.Blocks(title="pbw: paint by word", css=CSS) as page:
+    with gr.Blocks(title="pbw: paint by word") as page:
         gr.Markdown(
             f"# Paint by Word\nPick a starting image, brush the region to change, type the words, press "
             f"**Paint**. Generator: {painter.resolution} px"
