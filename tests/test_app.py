@@ -1,13 +1,13 @@
 """The app on a tiny StyleGAN2 (bird parts: the bundled mini one) and a tiny random CLIP: the handlers
-with synthetic brush layers, then
-the real page end to end in headless Debian Chromium, driven by Playwright (no browser download).
+with synthetic brush layers; then the real page as `python -m pbw.app` serves it (the bundled miniature,
+the page's defaults) end to end in headless Debian Chromium, driven by Playwright (no browser download),
+where the pixel oracle judges each edit; then 4 users at once through gradio_client.
 
-The browser test loads the page, samples, picks an image, paints a stroke on the canvas, types
-words, presses Paint, checks that the edited image and the metrics appear and that the canvas shows
-the edited image, then paints a second stroke with other words on that result; then it uploads a
-photo of a synthetic bird, waits for its projection, selects its body, brushes a stroke, erases a band
-of the body and paints it. Its screenshot after
-the second edit goes to $PBW_APP_SCREENSHOT when set (else into the test's temp folder)."""
+The browser test, as a newcomer: samples a seed no setting was chosen on, selects the body, paints "a
+bird with a red body" (red, says the oracle), clears a stroke with the canvas's bin (the image stays),
+brushes strokes over the body and paints it blue, uploads a file that is not a latent (named by its own
+name), uploads a photo of a drawn bird, selects its body and paints it red. Its screenshot after the
+second edit goes to $PBW_APP_SCREENSHOT when set (else into the test's temp folder)."""
 
 import io
 import os
@@ -29,7 +29,9 @@ from pbw.app import APP_PROJECTION, APP_SETTINGS, AppInputError, Painter, brush_
 from pbw.checkpoints import load_generator
 from pbw.checkpoints.core import ImportedNetworks, save_pbw_checkpoint
 from pbw.data.synthetic import draw_birds
+from pbw.editing.editor import Editor
 from pbw.editing.project import ProjectSettings
+from pbw.editing.result import EditResult
 from pbw.evaluation.segmenter import part_mask
 from pbw.models.biggan import BigGANGenerator
 from pbw.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
@@ -686,3 +688,98 @@ def test_first_edits_in_the_browser_take(server, tmp_path):
             raise
         finally:
             ctx.close()
+
+
+# ---- several users at once ------------------------------------------------------------------
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the server's memory from /proc")
+def test_four_users_at_once(tmp_path):
+    """4 clients (gradio_client) x 3 successive edits each, all at once, on the page served as
+    `python -m pbw.app` (bundled miniature, short edits): all finish, each client gets its own results
+    (its start, its words, its history), waiting clients are told their queue position, and the
+    server's resident memory after the last edit is within 10% of after the first."""
+    import subprocess
+    import sys
+    import threading
+
+    from gradio_client import Client, handle_file
+    from gradio_client.utils import Status
+
+    g = load_generator(assets.mini_generator_path())
+    editor = Editor(g, SemanticNet("pbw-tiny-clip", None), device="cpu")
+    users = {f"user{k}": (7200 + k, color) for k, color in enumerate(("red", "blue", "green", "yellow"))}
+    layer = np.zeros((MINI_RES, MINI_RES, 4), np.uint8)
+    layer[24:44, 16:48] = (*(26, 255, 77), 255)  # a brushed box over the middle of the image
+    Image.fromarray(layer, "RGBA").save(tmp_path / "stroke.png")
+    for name, (seed, _) in users.items():
+        start = editor.start(g.sample(1, seed=seed), f"seed {seed}")
+        start.save(tmp_path / name)
+        Image.fromarray(((start.edited[0] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).save(
+            tmp_path / name / "start.png"
+        )
+
+    port, out = _free_port(), tmp_path / "out"
+    argv = ["-m", "pbw.app", "--device", "cpu", "--port", str(port), "--out", str(out), "--settings.steps", "8"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_until_serving(url, timeout=120)
+        lock, rss, ranks, results, errors = threading.Lock(), [], {}, {}, []
+
+        def user(name: str) -> None:
+            seed, color = users[name]
+            try:
+                client = Client(url, verbose=False)
+                client.predict(handle_file(str(tmp_path / name / "latents.pt")), api_name="/load_latents")
+                canvas = {
+                    "background": handle_file(str(tmp_path / name / "start.png")),
+                    "layers": [handle_file(str(tmp_path / "stroke.png"))],
+                    "composite": None,
+                }
+                for step in (1, 2, 3):
+                    words = f"a bird with a {color} body, take {step}"
+                    job = client.submit(canvas, words, "", "adam", 8, 0, 5.0, None, False, 0, api_name="/paint")
+                    while not job.done():
+                        s = job.status()
+                        if s.code == Status.IN_QUEUE and s.rank is not None:
+                            with lock:
+                                ranks.setdefault(name, set()).add((s.rank, s.queue_size))
+                        time.sleep(0.05)
+                    outputs = job.result()
+                    with lock:
+                        rss.append(_rss_mib(server.pid))
+                        results.setdefault(name, []).append((words, outputs))
+            except Exception as e:  # reported below, with the user's name
+                errors.append(f"{name}: {type(e).__name__}: {e}")
+
+        threads = [threading.Thread(target=user, args=(n,)) for n in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+        assert not errors, errors
+        assert sorted(len(r) for r in results.values()) == [3, 3, 3, 3]  # every edit of every user finished
+        for name, edits in results.items():
+            seed, _ = users[name]
+            want = g.sample(1, seed=seed)["z"]
+            for step, (words, outputs) in enumerate(edits, 1):
+                status, files = outputs[-2], outputs[-1]
+                assert f"Done: painted: {words} (step {step} of the history)" in status, (name, status)
+                saved = EditResult.load(files[1], g)  # the downloaded latents.pt
+                assert torch.equal(saved.codes["z"], want) and saved.prompt["texts"] == [words]  # its own
+                assert len(saved.layers) == step  # its own history
+        waited = {r for seen in ranks.values() for r in seen}
+        assert any(rank >= 1 and size >= 2 for rank, size in waited), ranks  # queue positions reported
+        assert abs(rss[-1] - rss[0]) <= 0.1 * rss[0], rss  # the server's memory stays put
+        print(f"server RSS after each edit (MiB): {[round(r) for r in rss]}; queue positions seen: {sorted(waited)}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -299,7 +299,7 @@ def build_page(painter: Painter) -> gr.Blocks:
         on_status = dict(show_progress_on=[status, result])
         sample_btn.click(h.show_samples, [seeds, class_label], [gallery, samples, status])
         gallery.select(h.pick, [samples], outs, **on_status)
-        latents_file.upload(h.upload, [latents_file], outs, **on_status)
+        latents_file.upload(h.upload, [latents_file], outs, api_name="load_latents", **on_status)
         photo_file.upload(h.upload_photo, [photo_file], outs, concurrency_limit=1, concurrency_id="device", **on_status)
         whole.change(h.step_size, [whole], [lr], queue=False)
         editor.clear(h.canvas, [history], [editor], queue=False)  # the bin clears strokes, the image stays
