@@ -314,10 +314,9 @@ def test_the_page_reports_in_plain_words(painter):
     assert "LPIPS" in format_metrics(took, lpips=True)
     # the percentile: the share of unedited samples (seeds of their own) its discriminator scores lower
     assert painter.realism_percentile(float("inf")) == 100 and painter.realism_percentile(-float("inf")) == 0
-    g = painter.generator
-    codes = g.sample(400, seed=12345)
-    scores = g.realism(g.decode(g.encode(codes), cond=codes), codes)
-    assert 35 < painter.realism_percentile(float(scores.median())) < 65  # a typical sample is near the middle
+    g = painter.generator  # samples of other seeds, scored one at a time like an edit (D has minibatch statistics)
+    scores = [float(g.realism(g.decode(g.encode(c := g.sample(1, seed=s)), cond=c), c)) for s in range(1000, 1099)]
+    assert 30 < painter.realism_percentile(float(np.median(scores))) < 70  # a typical sample is near the middle
 
     h, start = Handlers(painter), painter.samples("4")
     cleared = h.canvas(start)  # after the editor's bin: the image, no strokes
