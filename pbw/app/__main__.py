@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
@@ -13,6 +14,17 @@ from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditSettings
 from pbw.editing.project import ProjectSettings
 from pbw.semantic import SemanticNet
+
+
+class UsageError(SystemExit):
+    """A mistake on the command line: its message on stderr, exit status 2."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def build_parser() -> ArgumentParser:
@@ -82,12 +94,12 @@ def resolve_models(generator: str | None, clip: str | None) -> tuple[str, str]:
         try:
             return str(assets.mini_generator_path()), assets.mini_clip_spec()
         except FileNotFoundError as err:
-            raise SystemExit(
+            raise UsageError(
                 f"python -m pbw.app: {err}; or pass your own: --generator CKPT --clip SPEC "
                 f"(e.g. --clip ViT-B-32:/path/to/weights.pt)"
             ) from err
     if generator is None or clip is None:
-        raise SystemExit("python -m pbw.app: give both --generator and --clip, or neither (the bundled mini ones)")
+        raise UsageError("python -m pbw.app: give both --generator and --clip, or neither (the bundled mini ones)")
     return generator, clip
 
 
@@ -100,7 +112,7 @@ def resolve_parts(parts: bool | None, generator: str) -> bool:
         assets.mini_segmenter_path("masks")
     except FileNotFoundError as err:
         if parts:
-            raise SystemExit(f"python -m pbw.app --parts true: {err}") from err
+            raise UsageError(f"python -m pbw.app --parts true: {err}") from err
         return False
     return True
 
@@ -144,4 +156,8 @@ def main(argv: list[str] | None = None, block: bool = True):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        raise
