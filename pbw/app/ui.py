@@ -301,10 +301,13 @@ def build_page(painter: Painter) -> gr.Blocks:
         gallery.select(h.pick, [samples], outs, **on_status)
         latents_file.upload(h.upload, [latents_file], outs, api_name="load_latents", **on_status)
         photo_file.upload(h.upload_photo, [photo_file], outs, concurrency_limit=1, concurrency_id="device", **on_status)
-        whole.change(h.step_size, [whole], [lr], queue=False)
-        editor.clear(h.canvas, [history], [editor], queue=False)  # the bin clears strokes, the image stays
+        whole.change(h.step_size, [whole], [lr], queue=False, api_visibility="private")
+        # the bin clears the strokes, the image stays
+        editor.clear(h.canvas, [history], [editor], queue=False, api_visibility="private")
         # Paint is off while this visitor's edit waits in the queue or runs
-        paint_btn.click(lambda: gr.Button(interactive=False), None, [paint_btn], queue=False).then(
+        paint_btn.click(
+            lambda: gr.Button(interactive=False), None, [paint_btn], queue=False, api_visibility="private"
+        ).then(
             h.paint,
             [history, editor, prompt, negative, optimizer, steps, generations, lam, lr, whole, seed],
             outs,
@@ -312,7 +315,7 @@ def build_page(painter: Painter) -> gr.Blocks:
             concurrency_id="device",
             api_name="paint",
             **on_status,
-        ).then(lambda: gr.Button(interactive=True), None, [paint_btn], queue=False)
+        ).then(lambda: gr.Button(interactive=True), None, [paint_btn], queue=False, api_visibility="private")
         undo_btn.click(h.undo, [history], outs, **on_status)
         part_btn.click(h.select_part, [history, editor, part], [editor, status], **on_status)
     page.queue(default_concurrency_limit=1, max_size=32)
