@@ -82,7 +82,9 @@ def _edit_settings(value: Any, path: Path) -> dict[str, dict[str, Any]]:
     """A pbw checkpoint's recommended edit settings: {"masked" | "whole": {EditSettings field: value}}."""
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(k in ("masked", "whole") and isinstance(v, dict) for k, v in value.items()):
+    if not isinstance(value, dict) or not all(
+        k in ("masked", "whole") and isinstance(v, dict) for k, v in value.items()
+    ):
         raise CheckpointError(
             f"{PBW_FORMAT} {path}: 'edit_settings' must map 'masked' and/or 'whole' to settings, got {value!r}"
         )
