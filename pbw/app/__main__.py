@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
 from pbw import assets
-from pbw.app.core import APP_PROJECTION, APP_SETTINGS, TIME_LIMIT, Painter
+from pbw.app.core import APP_PROJECTION, APP_SETTINGS, BARELY_MOVED, TIME_LIMIT, Painter
 from pbw.editing.inputs import load_maskable
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditSettings
 from pbw.editing.project import ProjectSettings
 from pbw.semantic import SemanticNet
+
+
+class UsageError(SystemExit):
+    """A mistake on the command line: its message on stderr, exit status 2."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def build_parser() -> ArgumentParser:
@@ -45,6 +57,13 @@ def build_parser() -> ArgumentParser:
         default=TIME_LIMIT,
         help="seconds after which an edit stops and shows what it reached",
     )
+    p.add_argument(
+        "--barely_moved",
+        type=float,
+        default=BARELY_MOVED,
+        help="the page warns that an edit did not take when the words' CLIP score rose by less than this "
+        "(chosen for the bundled tiny CLIP; cosines of other CLIPs move less: set it for yours)",
+    )
     p.add_argument("--out", type=str | None, default=None, help="folder for downloadable results (default: a temp dir)")
     p.add_argument(
         "--parts",
@@ -57,8 +76,8 @@ def build_parser() -> ArgumentParser:
         EditSettings,
         "settings",
         default=APP_SETTINGS,
-        help="the edits' settings (EditSettings); the page sets optimizer, steps, generations, "
-        "lam and seed per edit, starting from these",
+        help="the edits' settings (EditSettings; lr null: the generator's own step size); the page sets "
+        "optimizer, step size, steps, generations, lam and seed per edit, starting from these",
     )
     p.add_class_arguments(
         ProjectSettings,
@@ -75,12 +94,12 @@ def resolve_models(generator: str | None, clip: str | None) -> tuple[str, str]:
         try:
             return str(assets.mini_generator_path()), assets.mini_clip_spec()
         except FileNotFoundError as err:
-            raise SystemExit(
+            raise UsageError(
                 f"python -m pbw.app: {err}; or pass your own: --generator CKPT --clip SPEC "
                 f"(e.g. --clip ViT-B-32:/path/to/weights.pt)"
             ) from err
     if generator is None or clip is None:
-        raise SystemExit("python -m pbw.app: give both --generator and --clip, or neither (the bundled mini ones)")
+        raise UsageError("python -m pbw.app: give both --generator and --clip, or neither (the bundled mini ones)")
     return generator, clip
 
 
@@ -93,15 +112,13 @@ def resolve_parts(parts: bool | None, generator: str) -> bool:
         assets.mini_segmenter_path("masks")
     except FileNotFoundError as err:
         if parts:
-            raise SystemExit(f"python -m pbw.app --parts true: {err}") from err
+            raise UsageError(f"python -m pbw.app --parts true: {err}") from err
         return False
     return True
 
 
-def main(argv: list[str] | None = None, block: bool = True):
-    """Parse arguments, load the models, serve the page; returns the Gradio app when not `block`ing."""
-    from pbw.app.ui import build_page
-
+def build_painter(argv: list[str] | None = None) -> tuple[Painter, object]:
+    """The page's `Painter` from command-line arguments (the page's defaults for none), and the arguments."""
     parser = build_parser()
     args = parser.instantiate(parser.parse_args(argv))
     generator_path, clip = resolve_models(args.generator, args.clip)
@@ -115,7 +132,16 @@ def main(argv: list[str] | None = None, block: bool = True):
         out_dir=args.out,
         projection=args.projection,
         parts=resolve_parts(args.parts, generator_path),
+        barely_moved=args.barely_moved,
     )
+    return painter, args
+
+
+def main(argv: list[str] | None = None, block: bool = True):
+    """Parse arguments, load the models, serve the page; returns the Gradio app when not `block`ing."""
+    from pbw.app.ui import CSS, build_page
+
+    painter, args = build_painter(argv)
     page = build_page(painter)
     page.launch(
         server_name=args.host,
@@ -124,6 +150,7 @@ def main(argv: list[str] | None = None, block: bool = True):
         allowed_paths=[str(painter.out_dir)],
         inbrowser=False,
         show_error=True,
+        css=CSS,
     )
     return page
 
@@ -134,4 +161,8 @@ def console_main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        raise

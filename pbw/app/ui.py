@@ -11,7 +11,17 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page: no calls home
 import gradio as gr  # noqa: E402
 
-from pbw.app.core import AppInputError, Painter, brush_mask, describe, format_metrics, paint_mask, to_pil  # noqa: E402
+from pbw.app.core import (  # noqa: E402
+    PHOTO_TYPES,
+    AppInputError,
+    Painter,
+    brush_mask,
+    describe,
+    format_metrics,
+    paint_mask,
+    score_report,
+    to_pil,
+)
 from pbw.data.synthetic import PARTS  # noqa: E402
 from pbw.editing.masks import mask_overlay  # noqa: E402
 from pbw.editing.module import OPTIMIZERS  # noqa: E402
@@ -22,6 +32,10 @@ log = logging.getLogger(__name__)
 DISPLAY = 384  # canvas side in pixels; strokes are area-averaged down to the generator's resolution
 BRUSH = (26, 255, 77)  # the brush colour (RGB), also of a selected part
 TINT = tuple(c / 255 for c in BRUSH)  # the painted region's tint in the before image
+CSS = """
+#status { font-size: 1.1em; padding: 0.6em 0.9em; border: 2px solid var(--color-accent); border-radius: 8px;
+          min-height: 3em; }
+"""
 
 
 def _message(text: str, kind: str = "info") -> str:
@@ -51,15 +65,26 @@ class Handlers:
         before = history[-2].edited
         if cur.mask is not None:  # a masked edit: tint the painted region
             before = mask_overlay(before, cur.mask, color=TINT)
+        realism = self.painter.realism_percentile(cur.metrics["realism"]) if "realism" in cur.metrics else None
+        lpips = self.painter.editor.preservation.lpips is not None
         return (
             history,
             editor,
             to_pil(before, DISPLAY),
             to_pil(cur.edited, DISPLAY),
-            format_metrics(cur.metrics),
+            format_metrics(cur.metrics, realism, lpips, self.painter.barely_moved),
             message,
             self.painter.files(cur),
         )
+
+    def canvas(self, history: list[EditResult]):
+        """The canvas of the current image with no strokes (after the editor's clear button wiped it)."""
+        if not history:
+            return None
+        return {"background": to_pil(history[-1].edited, DISPLAY), "layers": [], "composite": None}
+
+    def step_size(self, whole_image: bool) -> float:
+        return self.painter.step_size(bool(whole_image))
 
     def show_samples(self, seeds: str, class_label: float | None):
         try:
@@ -80,12 +105,14 @@ class Handlers:
             result = self.painter.load(path)
         except AppInputError as e:
             return _keep(_message(str(e), "input"))
-        except Exception as e:  # e.g. an old file whose painted layers do not fit this generator
+        except Exception:  # e.g. an old file whose painted layers do not fit this generator
             log.error("loading %s failed:\n%s", path, traceback.format_exc())
-            return _keep(_message(f"could not load {Path(path).name}: {type(e).__name__}: {e}", "error"))
+            return _keep(
+                _message(f"could not load {Path(path).name}; upload a latents.pt this page or edit.py saved", "error")
+            )
         return self.view([result], f"Loaded {Path(path).name}; {len(result.layers)} painted layer(s) replayed.")
 
-    def upload_photo(self, path: str | None, progress=gr.Progress()):
+    def upload_photo(self, path: str | None, progress=gr.Progress()):  # noqa: B008 (gradio injects it)
         if path is None:
             return _keep("")
         try:
@@ -93,14 +120,17 @@ class Handlers:
             start = self.painter.project(path, on_progress=lambda phase, i, n: progress((i, n), desc=phase))
         except AppInputError as e:
             return _keep(_message(str(e), "input"))
-        except Exception as e:  # a failed projection is shown on the page; the server goes on
+        except Exception:  # a failed projection is shown on the page; the server goes on
             log.error("projecting %s failed:\n%s", path, traceback.format_exc())
-            return _keep(_message(f"could not project {Path(path).name}: {type(e).__name__}: {e}", "error"))
-        notes = "; ".join(start.notes)
+            return _keep(
+                _message(f"could not project {Path(path).name} (the server log says why); try a {PHOTO_TYPES} photo")
+            )
+        m = start.metrics
+        notes = "".join(f" {n[0].upper()}{n[1:]}." for n in start.notes if not n.startswith("projected into"))
         return self.view(
             [start],
-            f"Projected {Path(path).name} (before: the photo, after: its reconstruction): "
-            f"{notes}. Paint a region and press Paint.",
+            f"Projected {Path(path).name} in {m['seconds']:.0f} s (before: the photo, after: its reconstruction, "
+            f"which matches it to {m['psnr']:.1f} dB PSNR; higher = closer).{notes} Paint a region and press Paint.",
         )
 
     def paint(
@@ -113,9 +143,10 @@ class Handlers:
         steps: float,
         generations: float,
         lam: float,
+        lr: float,
         whole_image: bool,
         seed: float,
-        progress=gr.Progress(),
+        progress=gr.Progress(),  # noqa: B008 (gradio injects it)
     ):
         if not history:
             return _keep(_message("pick a starting image first (sample seeds, or upload saved latents)", "input"))
@@ -137,6 +168,7 @@ class Handlers:
                 steps=int(steps),
                 generations=int(generations),
                 lam=float(lam),
+                lr=float(lr) if lr else None,
                 seed=int(seed),
                 on_progress=lambda phase, i, n: progress((i, n), desc=phase),
             )
@@ -144,8 +176,10 @@ class Handlers:
             return _keep(_message(str(e), "input"))
         except Exception as e:  # a failed request is shown on the page; the server goes on
             log.error("edit failed:\n%s", traceback.format_exc())
-            return _keep(_message(f"the edit failed: {type(e).__name__}: {e}", "error"))
+            return _keep(_message(f"the edit failed: {e}", "error"))
         notes = "".join(f" **Note:** {n}." for n in nxt.notes)
+        if score_report(nxt.metrics, self.painter.barely_moved)[1]:
+            notes += " **The words' score barely moved: the edit probably did not take** (see below)."
         return self.view(history + [nxt], f"Done: {describe(nxt)} (step {len(history)} of the history).{notes}")
 
     def select_part(self, history: list[EditResult], editor: dict | None, part: str):
@@ -156,7 +190,7 @@ class Handlers:
             return gr.skip(), _message(str(e), "input")
         except Exception as e:  # e.g. missing segmenter weights: shown on the page; the server goes on
             log.error("selecting the %s failed:\n%s", part, traceback.format_exc())
-            return gr.skip(), _message(f"selecting the {part} failed: {type(e).__name__}: {e}", "error")
+            return gr.skip(), _message(f"selecting the {part} failed: {e}", "error")
         layers = paint_mask((editor or {}).get("layers"), mask, DISPLAY, BRUSH)
         canvas = {"background": to_pil(history[-1].edited, DISPLAY), "layers": layers, "composite": None}
         return canvas, (
@@ -180,7 +214,7 @@ def build_page(painter: Painter) -> gr.Blocks:
         )
         history, samples = gr.State([]), gr.State([])
         with gr.Row():
-            with gr.Column(scale=1):
+            with gr.Column(scale=1, min_width=330):
                 seeds = gr.Textbox("0-7", label="seeds", elem_id="seeds")
                 n_classes = getattr(painter.generator, "n_classes", None)
                 class_label = gr.Number(
@@ -198,14 +232,14 @@ def build_page(painter: Painter) -> gr.Blocks:
                     label="or upload saved latents (latents.pt)", file_types=[".pt"], type="filepath", elem_id="upload"
                 )
                 photo_file = gr.File(
-                    label="or upload a photo (projected into the generator, then painted)",
+                    label=f"or upload a photo ({PHOTO_TYPES}; projected into the generator, then painted)",
                     file_types=["image"],
                     type="filepath",
                     elem_id="photo",
                 )
             with gr.Column(scale=2):
                 editor = gr.ImageEditor(
-                    label="paint the region to change",
+                    label="paint the region to change (the bin clears your strokes)",
                     type="numpy",
                     image_mode="RGBA",
                     sources=(),
@@ -215,13 +249,13 @@ def build_page(painter: Painter) -> gr.Blocks:
                     fixed_canvas=True,
                     height=DISPLAY + 120,
                     elem_id="editor",
-                    brush=gr.Brush(default_size=32, colors=["#%02x%02x%02x" % BRUSH], color_mode="fixed"),
+                    brush=gr.Brush(default_size=32, colors=["#{:02x}{:02x}{:02x}".format(*BRUSH)], color_mode="fixed"),
                     eraser=gr.Eraser(default_size=32),
                 )
                 with gr.Row(visible=painter.parts):  # where the mini part segmenter applies
                     part = gr.Dropdown(list(PARTS), value=PARTS[0], label="bird part", elem_id="part")
                     part_btn = gr.Button("Select part", elem_id="select_part")
-                prompt = gr.Textbox(label="words", placeholder="a red head", elem_id="prompt")
+                prompt = gr.Textbox(label="words", placeholder="a bird with a red body", elem_id="prompt")
                 negative = gr.Textbox(label="negative words (optional)", placeholder="blurry", elem_id="negative")
                 with gr.Row():
                     optimizer = gr.Radio(
@@ -231,17 +265,24 @@ def build_page(painter: Painter) -> gr.Blocks:
                         False, label="whole image (no mask: a new image from the words)", elem_id="whole"
                     )
                 with gr.Row():
+                    lr = gr.Number(
+                        painter.step_size(False),
+                        label="step size (Adam's learning rate; this generator's own)",
+                        minimum=0,
+                        elem_id="lr",
+                    )
                     steps = gr.Slider(0, 300, value=settings.steps, step=1, label="Adam steps", elem_id="steps")
                     generations = gr.Slider(
                         0, 50, value=settings.generations, step=1, label="CMA-ES generations", elem_id="generations"
                     )
+                with gr.Row():
                     lam = gr.Slider(0, 50, value=settings.lam, step=0.5, label="preservation weight", elem_id="lam")
                     seed = gr.Number(settings.seed, label="edit seed", precision=0, elem_id="edit_seed")
                 with gr.Row():
                     paint_btn = gr.Button("Paint", variant="primary", elem_id="paint")
                     undo_btn = gr.Button("Undo", elem_id="undo")
-                status = gr.Markdown("Sample some seeds to begin.", elem_id="status")
             with gr.Column(scale=2):
+                status = gr.Markdown("Sample some seeds to begin.", elem_id="status")
                 original = gr.Image(
                     label="before (painted region tinted)", type="pil", interactive=False, elem_id="original"
                 )
@@ -254,20 +295,27 @@ def build_page(painter: Painter) -> gr.Blocks:
                     elem_id="files",
                 )
         outs = [history, editor, original, result, metrics, status, files]
-        # progress shows on the status line only: an overlay on the editor could stay over the new canvas
-        on_status = dict(show_progress_on=[status])
+        # progress and the queue position show on the status box and the result, never over the canvas
+        on_status = dict(show_progress_on=[status, result])
         sample_btn.click(h.show_samples, [seeds, class_label], [gallery, samples, status])
         gallery.select(h.pick, [samples], outs, **on_status)
-        latents_file.upload(h.upload, [latents_file], outs, **on_status)
+        latents_file.upload(h.upload, [latents_file], outs, api_name="load_latents", **on_status)
         photo_file.upload(h.upload_photo, [photo_file], outs, concurrency_limit=1, concurrency_id="device", **on_status)
+        whole.change(h.step_size, [whole], [lr], queue=False, api_visibility="private")
+        # the bin clears the strokes, the image stays
+        editor.clear(h.canvas, [history], [editor], queue=False, api_visibility="private")
+        # Paint is off while this visitor's edit waits in the queue or runs
         paint_btn.click(
+            lambda: gr.Button(interactive=False), None, [paint_btn], queue=False, api_visibility="private"
+        ).then(
             h.paint,
-            [history, editor, prompt, negative, optimizer, steps, generations, lam, whole, seed],
+            [history, editor, prompt, negative, optimizer, steps, generations, lam, lr, whole, seed],
             outs,
             concurrency_limit=1,
             concurrency_id="device",
+            api_name="paint",
             **on_status,
-        )
+        ).then(lambda: gr.Button(interactive=True), None, [paint_btn], queue=False, api_visibility="private")
         undo_btn.click(h.undo, [history], outs, **on_status)
         part_btn.click(h.select_part, [history, editor, part], [editor, status], **on_status)
     page.queue(default_concurrency_limit=1, max_size=32)

@@ -42,6 +42,8 @@ class ImportedNetworks:
     discriminator_kwargs: dict[str, Any] | None = None
     discriminator: dict[str, torch.Tensor] | None = None
     notes: list[str] = field(default_factory=list)
+    #: the edit settings the generator recommends per kind of edit (`MaskableGenerator.edit_settings`)
+    edit_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def resolution(self) -> int:
@@ -186,6 +188,8 @@ def save_pbw_checkpoint(imported: ImportedNetworks, path: str | Path, source: st
     }
     if source is not None:
         meta["source"] = source
+    if imported.edit_settings:
+        meta["edit_settings"] = imported.edit_settings
     discriminator = build_discriminator(imported)
     if discriminator is not None:
         state_dict.update({f"discriminator.{k}": v for k, v in discriminator.state_dict().items()})

@@ -74,7 +74,21 @@ def read_pbw(ckpt: dict[str, Any], path: Path) -> ImportedNetworks:
         generators,
         dict(meta.get("discriminator") or {}) if discriminator is not None else None,
         discriminator,
+        edit_settings=_edit_settings(meta.get("edit_settings"), path),
     )
+
+
+def _edit_settings(value: Any, path: Path) -> dict[str, dict[str, Any]]:
+    """A pbw checkpoint's recommended edit settings: {"masked" | "whole": {EditSettings field: value}}."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        k in ("masked", "whole") and isinstance(v, dict) for k, v in value.items()
+    ):
+        raise CheckpointError(
+            f"{PBW_FORMAT} {path}: 'edit_settings' must map 'masked' and/or 'whole' to settings, got {value!r}"
+        )
+    return {k: dict(v) for k, v in value.items()}
 
 
 def _read_torch_object(obj: Any, path: Path) -> ImportedNetworks:
@@ -143,6 +157,7 @@ def load_generator(
     """
     imported = read_checkpoint(path, discriminator_file)
     generator = build_generator(imported, ema=ema, **overrides)
+    generator.edit_settings = imported.edit_settings
     discriminator = build_discriminator(imported)
     if discriminator is not None:
         generator.discriminator = discriminator

@@ -7,14 +7,17 @@ are Lightning callbacks that also see the CMA-ES phase (`EditCallback.on_cma_gen
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditModule, EditRequest, EditSettings
@@ -127,6 +130,38 @@ class EditFailure:
 
     name: str
     error: str
+
+
+class AdamProgressBar(TQDMProgressBar):
+    """Lightning's console bar for the edit's Adam steps, named so (not "Epoch 0") and without run numbers."""
+
+    @property
+    def train_description(self) -> str:
+        return "Adam"
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        self.train_progress_bar.reset(total=max(trainer.max_steps, 1))
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        return {k: v for k, v in super().get_metrics(trainer, pl_module).items() if k != "v_num"}
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's tips, device lines, stop notices and deprecations kept off the console while an edit
+    runs (its warnings, which may need the user, still show)."""
+    lightning = logging.getLogger("pytorch_lightning")
+    level = lightning.level
+    lightning.setLevel(max(level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Lightning's own deprecations included
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # G and CLIP stay frozen
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            yield
+    finally:
+        lightning.setLevel(level)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -256,15 +291,13 @@ class Editor:
         module = EditModule(self.generator_for(requests[0]), self.semantic, requests, settings, self.preservation).to(
             self.device
         )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # G and CLIP stay frozen
-            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        with quiet_lightning():
             trainer = pl.Trainer(
                 max_steps=max(settings.steps, 1),
                 accelerator="gpu" if self.device.type == "cuda" else "cpu",
                 devices=1,
                 logger=logger,
-                callbacks=list(callbacks),
+                callbacks=list(callbacks) + ([AdamProgressBar()] if progress else []),
                 enable_checkpointing=False,
                 enable_model_summary=False,
                 num_sanity_val_steps=0,

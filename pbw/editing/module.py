@@ -5,7 +5,7 @@ The editing core (`pbw.editing.editor.Editor`) builds it; clients never do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import pytorch_lightning as pl
 import torch
@@ -22,6 +22,7 @@ from pbw.semantic import PromptSet, SemanticNet
 
 OPTIMIZERS = ("cma+adam", "adam")
 MASK_MODES = ("latent", "image")
+PAPER_LR = 0.01  # the paper's Adam step size (256 px generators)
 
 
 @dataclass
@@ -30,7 +31,9 @@ class EditSettings:
     experiment runner all take this one declaration.
 
     optimizer: `cma+adam` (CMA-ES, then Adam from its best candidate) or `adam` alone.
-    steps, lr: Adam steps (one-cycle schedule peaking at lr).
+    steps, lr: Adam steps (one-cycle schedule peaking at lr). lr None: the step size the generator
+    recommends for the edit's kind (`MaskableGenerator.edit_settings`, from its checkpoint), else the
+    paper's 0.01.
     population, generations, sigma0: CMA-ES candidates per generation, generations, initial step size.
     lam: weight of the preservation loss (pixels outside the mask).
     crops: random crops per image CLIP sees (paper: 32).
@@ -45,7 +48,7 @@ class EditSettings:
 
     optimizer: str = "cma+adam"
     steps: int = 100
-    lr: float = 0.01
+    lr: float | None = None
     population: int = 50
     generations: int = 20
     sigma0: float = 0.5
@@ -67,7 +70,7 @@ class EditSettings:
             for k, ok in (
                 ("steps", self.steps >= 0),
                 ("generations", self.generations >= 0),
-                ("lr", self.lr > 0),
+                ("lr", self.lr is None or self.lr > 0),
                 ("sigma0", self.sigma0 > 0),
                 ("population", self.population >= 2),
                 ("crops", self.crops >= 0),
@@ -80,6 +83,16 @@ class EditSettings:
                 f"bad edit settings {', '.join(bad)}: need steps, generations, crops >= 0, lr, sigma0 > 0, "
                 "population >= 2, batch_size >= 1"
             )
+
+    def for_generator(self, generator: MaskableGenerator, masked: bool) -> EditSettings:
+        """These settings with those left None taken from what `generator` recommends for a masked or
+        whole-image edit (`MaskableGenerator.edit_settings`), and an lr still None the paper's."""
+        recommended = generator.edit_settings.get("masked" if masked else "whole", {})
+        unknown = sorted(set(recommended) - {f.name for f in fields(self)})
+        if unknown:
+            raise ValueError(f"the generator recommends unknown edit settings {unknown}; see EditSettings")
+        out = replace(self, **{k: v for k, v in recommended.items() if getattr(self, k) is None})
+        return out if out.lr is not None else replace(out, lr=PAPER_LR)
 
 
 @dataclass
@@ -119,13 +132,13 @@ class EditModule(pl.LightningModule):
             raise ValueError("no edit requests")
         if len({r.mask is None for r in requests}) != 1:
             raise ValueError("a batch must be all masked or all whole-image requests")
-        self.settings = settings or EditSettings()
+        self.masked = requests[0].mask is not None
+        self.settings = (settings or EditSettings()).for_generator(generator, self.masked)
         self.generator = generator.eval().requires_grad_(False)
         self.semantic = semantic.eval().requires_grad_(False)
         self.preservation = (preservation or PreservationLoss(lpips=False)).eval()
         self.prompts = [r.prompt for r in requests]
         self.names = [r.name for r in requests]
-        self.masked = requests[0].mask is not None
         self.space = generator.space(self.settings.space, self.masked)
         dev = next(generator.parameters()).device
         _check_tuned_weights(generator, requests)
@@ -337,15 +350,18 @@ class EditModule(pl.LightningModule):
     @torch.no_grad()
     def final_metrics(self) -> list[dict[str, float]]:
         """Per request: loss terms, `semantic_score` (CLIP cosine of the whole masked view with the
-        prompts), `realism` (when a discriminator exists), preservation L1/LPIPS."""
+        prompts) and `semantic_score_start` (the same of the unedited image), `realism` (when a
+        discriminator exists), preservation L1/LPIPS."""
         x = self.render()
         terms = self.objective(x, u=self._crop_uniforms(self._generators("cpu"), x.device))
         view = self.objective(x, crops=0)
+        start = self.objective(self.x0, crops=0)["semantic_score"]
         r = self.realism(x)
         out = []
         for i in range(len(self.prompts)):
             m = {k: float(v[i]) for k, v in terms.items() if k != "semantic_score"}
             m["semantic_score"] = float(view["semantic_score"][i])
+            m["semantic_score_start"] = float(start[i])
             if r is not None:
                 m["realism"] = float(r[i])
             out.append(m)

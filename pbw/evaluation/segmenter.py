@@ -54,6 +54,7 @@ from pbw.evaluation.birdnets import (
     to_work,
     train_loop,
 )
+from pbw.evaluation.oracle import nearest_color
 
 LABELS: tuple[str, ...] = ("background", *PARTS)  # label v of a part map names LABELS[v]
 TRAIN_SEED, HELDOUT_SEED = 200, 201
@@ -162,10 +163,35 @@ def parse_parts(spec: str | Sequence[str]) -> list[str]:
 
 def part_mask(image: torch.Tensor, parts: str | Sequence[str], net: SegmenterNet | None = None) -> torch.Tensor:
     """A float [H,W] mask (1 = the parts) of one image ([3,H,W] or [1,3,H,W] in [-1, 1]): where the
-    segmenter (default: the bundled "masks" one) finds the named parts ("body", "body+wing", a list)."""
-    labels = [PART_LABELS[p] for p in parse_parts(parts)]
-    lm = segment(image if image.ndim == 4 else image[None], net or load_segmenter(kind="masks"))[0]
-    return torch.isin(lm, torch.tensor(labels)).float()
+    segmenter (default: the bundled "masks" one) finds the named parts ("body", "body+wing", a list),
+    with the background they enclose (specks the segmenter missed). The body includes a wing of the
+    body's own color (`wing_is_body_colored`): a person sees one body there."""
+    image = image if image.ndim == 4 else image[None]
+    lm = segment(image, net or load_segmenter(kind="masks"))[0]
+    names = parse_parts(parts)
+    mask = torch.isin(lm, torch.tensor([PART_LABELS[p] for p in names]))
+    if "body" in names and wing_is_body_colored(lm, image[0]):
+        mask |= lm == PART_LABELS["wing"]
+    return (mask | (fill_holes(mask) & (lm == 0))).float()
+
+
+def wing_is_body_colored(label_map: torch.Tensor, image: torch.Tensor) -> bool:
+    """Whether the wing of `label_map` ([H,W]) has the body's color in `image` ([3,H,W] in [-1, 1]): the
+    median colors of both regions snap to the same palette color. The segmenter learned that a wing lies
+    over the middle of the body and marks one there even where a generated bird shows none, so without
+    it the body would be a ring around a middle of its own color."""
+    body, wing = label_map == PART_LABELS["body"], label_map == PART_LABELS["wing"]
+    if not (body.any() and wing.any()):
+        return False
+    rgb = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0)
+    return nearest_color(rgb[body].median(0).values.numpy())[0] == nearest_color(rgb[wing].median(0).values.numpy())[0]
+
+
+def fill_holes(mask: torch.Tensor) -> torch.Tensor:
+    """A bool [H,W] mask with its holes (regions not reachable from the border outside it) filled."""
+    outside = Image.fromarray(np.pad(mask.numpy(), 1).astype(np.uint8)).copy()  # a copy: writable
+    ImageDraw.floodfill(outside, (0, 0), 2)  # 4-connected from the padded border
+    return torch.from_numpy(np.asarray(outside)[1:-1, 1:-1] != 2)
 
 
 # ------------------------------------------------------------------------------------------ bird rate

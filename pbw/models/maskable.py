@@ -61,6 +61,9 @@ class MaskableGenerator(nn.Module, ABC):
     default_spaces: dict[str, str] = {"masked": "w", "whole": "z"}
     #: whether `sample` draws a class and `realism` needs it
     is_conditional: bool = False
+    #: the edit settings this generator recommends (its checkpoint's, e.g. the step size its measurements
+    #: chose), per kind of edit: {"masked": {"lr": 0.8}, "whole": {"lr": 0.05}}; fill `EditSettings` left None
+    edit_settings: dict[str, dict[str, Any]] = {}
 
     def space(self, name: str | None, masked: bool) -> str:
         """`name`, checked against this generator's spaces, or the paper's default when None."""

@@ -129,8 +129,8 @@ def mini_parser() -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=None,
-        help="Adam's peak learning rate, both tasks (default: the config's, "
-        "0.8 for masked edits, 0.05 for text to image); the BigGAN masked row keeps its own 0.4",
+        help="Adam's peak learning rate, every row of both tasks (default: each generator's own: "
+        "StyleGAN2 0.8 for masked edits, BigGAN 0.4, both 0.05 for text to image)",
     )
     p.add_argument(
         "--first-seed",

@@ -108,7 +108,7 @@ def mini_overrides(
     for name, value in (("steps", steps), ("generations", generations), ("population", population), ("lr", lr)):
         if value is not None:
             args += [f"--settings.{name}", str(value)]
-    if lr is not None:  # text to image has an lr of its own in the config
+    if lr is not None:  # and the text-to-image task's own settings
         args += [f"--tasks.{T2I_TASK}.settings", json.dumps({"lr": lr})]
     if restart:
         args += ["--restart", "true"]

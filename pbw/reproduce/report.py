@@ -208,7 +208,7 @@ def results_markdown(results: dict) -> str:
         f"Optimizing CLIP: `{results['clip']}`; evaluators: "
         + (", ".join(f"`{e}`" for e in results["evaluators"]) or "none")
         + f". Settings: optimizer {s['optimizer']}, {s['generations']} CMA-ES generations x {s['population']}, "
-        f"{s['steps']} Adam steps at lr {s['lr']}, {s['crops']} crops, lambda {s['lam']}, mask {s['mask_mode']}. "
+        f"{s['steps']} Adam steps at lr {s['lr'] if s['lr'] is not None else 'of each generator'}, {s['crops']} crops, lambda {s['lam']}, mask {s['mask_mode']}. "
         f"Device: {results['device']}.",
         "",
     ]
