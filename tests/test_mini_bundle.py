@@ -55,7 +55,7 @@ def test_quick_edit_with_the_bundle(tmp_path, config, extra):
     rows = main(
         [
             "--config",
-            f"pbw/configs/edit/{config}",
+            f"edit/{config}",  # a shipped config, by name
             "--prompt",
             "a bird with a red body",
             "--mask",
@@ -77,5 +77,5 @@ def test_quick_edit_with_the_bundle(tmp_path, config, extra):
     comparison = Image.open(out / "comparison.png")
     assert comparison.size[0] > 3 * 256 and comparison.size[1] > 256
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["settings"]["clip"].startswith("local-dir:") and metrics["settings"]["lpips"] is False
+    assert metrics["settings"]["clip"] == "bundled:clip" and metrics["settings"]["lpips"] is False
     assert {"semantic_score", "realism", "preservation_l1"} <= set(metrics["metrics"])
