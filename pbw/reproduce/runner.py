@@ -20,10 +20,12 @@ from pbw.evaluation.judges import (
     EvaluatorCLIP,
     accuracy,
     caption_oracle,
+    caption_part_shares,
     change_inside_outside,
     check_independent,
     color_oracle,
     fid_kid,
+    found_part_colors,
     load_real_images,
     preservation_outside,
 )
@@ -382,6 +384,9 @@ class Runner:
                 if None in colors:
                     raise ExperimentError("judge caption_oracle needs captions: synthetic_birds")
                 row.update(caption_oracle(shown, colors))
+                shares = caption_part_shares(found_part_colors(shown), colors)
+                for pr, share in zip(batch.per_request, shares, strict=True):
+                    pr["oracle"] = share
                 if x1 is not None:
                     before = caption_oracle(x0, colors)
                     row.setdefault("before", {}).update(
@@ -444,8 +449,9 @@ class Runner:
             row["by_category"][cat] = entry
 
     def _preferences(self, task: Task, batches: dict[str, tuple[str, _Batch]]) -> list[dict]:
-        """Two-alternative preferences between variants on the same requests: by the first evaluator's
-        score (accuracy) and by the discriminator (realism)."""
+        """Two-alternative preferences between variants on the same requests: by the pixel oracle (text to
+        image: the share of the caption's part colors right), the first evaluator's score (accuracy) and
+        the discriminator (realism)."""
         edited = [v.name for v in task.variants if v.edit and v.name in batches]
         if task.preferences is not None:
             pairs = [tuple(p) for p in task.preferences if p[0] in batches and p[1] in batches]
@@ -453,6 +459,8 @@ class Runner:
             pairs = [(edited[0], b) for b in edited[1:] if batches[b][0] == batches[edited[0]][0]] if edited else []
         prefs = []
         criteria = [("realism", "realism", "discriminator score")]
+        if "caption_oracle" in task.judges:
+            criteria.insert(0, ("oracle", "oracle", "pixel oracle: share of the caption's part colors right"))
         if self.evaluators and "evaluator" in task.judges:
             ev = self.evaluators[0].name
             criteria.insert(0, ("accuracy", f"evaluator:{ev}", f"evaluator CLIP {ev} score"))
