@@ -253,7 +253,7 @@ class Runner:
         return self.plans[(key, gkey)]
 
     def _run_task(self, key: str, task: Task, items: list[PromptItem], gallery: report.Gallery) -> dict:
-        masked = task.masks is not None
+        masked = task.masks is not None or task.regions is not None
         out = {
             "title": task.title or key,
             "kind": "masked edit" if masked else "text to image",
@@ -311,10 +311,15 @@ class Runner:
         requests = [p.request_for(variant.name) for p in planned]
         if variant.edit:
             settings = replace(self.exp.settings, **{**task.settings, **variant.settings})
-            results: list[EditResult] = editor.run(requests, settings, progress=self.progress)
+            if task.regions and variant.regions == "merged":  # the task's prompt over the union of the masks
+                requests = [
+                    replace(r, regions=[], prompt=p.item.prompt_set(), mask=r.union_mask)
+                    for r, p in zip(requests, planned, strict=True)
+                ]
+            results, x0 = self._edit(editor, requests, settings, task.regions and variant.regions == "sequential")
             res = g.resolution
             masks = torch.cat([r.mask if r.mask is not None else torch.ones(1, 1, res, res) for r in results])
-            x0, x1 = torch.cat([r.original for r in results]), torch.cat([r.edited for r in results])
+            x1 = torch.cat([r.edited for r in results])
             metrics = [r.metrics for r in results]
             self.originals[ekey] = x0
             edit_seconds = time.time() - t0
@@ -330,7 +335,7 @@ class Runner:
             if x0 is None:
                 x0 = torch.cat([editor.start(r.codes).original for r in requests])
             res = g.resolution
-            masks = torch.cat([r.mask if r.mask is not None else torch.ones(1, 1, res, res) for r in requests])
+            masks = torch.cat([r.union_mask if r.masked else torch.ones(1, 1, res, res) for r in requests])
             x1, metrics, edit_seconds = None, [{} for _ in requests], 0.0
             row = {
                 "kind": "no edit",
@@ -354,6 +359,28 @@ class Runner:
             row["seconds_per_edit"] = edit_seconds / max(len(requests), 1)
         self._by_category(row, batch)
         return row, batch
+
+    def _edit(
+        self, editor: Editor, requests: list, settings, sequential: bool
+    ) -> tuple[list[EditResult], torch.Tensor]:
+        """The results of `requests` and their start images. `sequential`: each request's regions edited
+        one after another, each from the last one's result (a result's mask: the union of the regions')."""
+        if not sequential:
+            results = editor.run(requests, settings, progress=self.progress)
+            return results, torch.cat([r.original for r in results])
+        results, x0 = None, None
+        for k in range(len(requests[0].regions)):  # each region in turn, from the last result
+            steps = [
+                replace(r, regions=[], prompt=r.regions[k].prompt, mask=r.regions[k].mask)
+                if k == 0
+                else replace(r, regions=[], prompt=r.regions[k].prompt, mask=r.regions[k].mask, codes=None, base=b)
+                for r, b in zip(requests, results or requests, strict=True)
+            ]
+            results = editor.run(steps, settings, progress=self.progress)
+            x0 = torch.cat([r.original for r in results]) if x0 is None else x0
+        for r, req in zip(results, requests, strict=True):
+            r.mask = req.union_mask
+        return results, x0
 
     def _judge(self, task: Task, row: dict, batch: _Batch, g: MaskableGenerator, masked: bool) -> None:
         x0, x1, masks = batch.x0, batch.x1, batch.masks
@@ -379,6 +406,8 @@ class Runner:
                 if None in asked:
                     raise ExperimentError("judge color_oracle needs prompts from a template with a {color} value")
                 row.update(color_oracle(x0, x1, masks, asked))
+            elif judge == "part_oracle":
+                self._part_oracle(task, row, batch)
             elif judge == "caption_oracle":
                 colors = [p.item.meta.get("part_colors") for p in batch.planned]
                 if None in colors:
@@ -396,6 +425,29 @@ class Runner:
                     )
             elif judge == "evaluator":
                 self._evaluate(row, batch, masked)
+
+    def _part_oracle(self, task: Task, row: dict, batch: _Batch) -> None:
+        """Each region's asked color against the color the oracle reads where the part segmenter finds
+        the region's part in the result (a part not found is a miss): `both_parts_accuracy` (every
+        region right; named so for two), `part{k}_accuracy`; "before" = the start images."""
+        parts = [(r.masks.part, r.color) for r in task.regions]
+        for key, images in (("", batch.x1), ("before", batch.x0)):
+            if images is None:
+                continue
+            found = found_part_colors(images)
+            hits = [
+                [f.get(part) == p.item.meta[color] for part, color in parts]
+                for f, p in zip(found, batch.planned, strict=True)
+            ]
+            out = {"both_parts_accuracy": [all(h) for h in hits]}
+            out.update({f"part{k + 1}_accuracy": [h[k] for h in hits] for k in range(len(parts))})
+            dest = row if not key else row.setdefault("before", {})
+            for name, values in out.items():
+                acc = accuracy(values)
+                dest[name], dest[f"{name}_ci95"] = acc["value"], acc["ci95"]
+            if not key:
+                for pr, h in zip(batch.per_request, hits, strict=True):
+                    pr["parts_right"] = float(sum(h))
 
     def _evaluate(self, row: dict, batch: _Batch, masked: bool) -> None:
         catalog, cands = evaluator_candidates(batch.planned)
@@ -461,6 +513,8 @@ class Runner:
         criteria = [("realism", "realism", "discriminator score")]
         if "caption_oracle" in task.judges:
             criteria.insert(0, ("oracle", "oracle", "pixel oracle: share of the caption's part colors right"))
+        if "part_oracle" in task.judges:
+            criteria.insert(0, ("oracle", "parts_right", "pixel oracle: regions whose part has the asked color"))
         if self.evaluators and "evaluator" in task.judges:
             ev = self.evaluators[0].name
             criteria.insert(0, ("accuracy", f"evaluator:{ev}", f"evaluator CLIP {ev} score"))
