@@ -214,3 +214,50 @@ def test_result_of_regions_saves_as_format_4_and_replays(sg2, clip, tmp_path):
     assert [r["prompt"] for r in back.regions] == [r["prompt"] for r in res.regions]
     torch.testing.assert_close(render_layers(sg2, back.codes, back.w0, back.layers), res.edited, atol=1e-5, rtol=0)
     assert json.loads((tmp_path / "metrics.json").read_text())["regions"][1]["texts"] == ["a blue bird"]
+
+
+# ---- the clients -----------------------------------------------------------------------------------
+TINY = ["--settings.population", "4", "--settings.generations", "1", "--settings.steps", "1", "--progress", "false"]
+
+
+@pytest.mark.slow
+def test_edit_py_regions_on_the_command_line_and_in_a_requests_file(tmp_path, capsys):
+    base = ["--config", "configs/edit/mini.yaml", "--seed", "3", *TINY]
+    edit_main([*base, "--region", "a bird with a red body", "part:body", "--region", "a bird with blue wings",
+               "part:wing", "--out", str(tmp_path / "one")])  # fmt: skip
+    res = EditResult.load(tmp_path / "one")
+    assert [r["prompt"]["texts"] for r in res.regions] == [["a bird with a red body"], ["a bird with blue wings"]]
+    body, wing = (r["mask"] for r in res.regions)
+    assert body.sum() > 0 and wing.sum() > 0 and float((body * wing).sum()) < float(body.sum())
+    reqs = tmp_path / "r.jsonl"
+    two = [{"prompt": "a bird with a red body", "mask": "part:body"}, {"prompt": "blue wings", "mask": "part:wing"}]
+    reqs.write_text(
+        "\n".join(
+            json.dumps(line)
+            for line in (
+                {"name": "two", "regions": two},
+                {"name": "one", "prompt": "a bird with a red body", "mask": "part:body"},
+                {"name": "both", "prompt": "x", "regions": two},
+                {"name": "bad", "regions": [{"prompt": "x"}]},
+            )
+        )
+    )
+    rows = edit_main([*base, "--requests", str(reqs), "--out", str(tmp_path / "many")])
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed", "failed"]
+    assert rows[0]["prompt"] == "a bird with a red body / blue wings"
+    assert "not both" in rows[2]["error"] and "regions must be a list" in rows[3]["error"]
+    assert len(EditResult.load(rows[0]["folder"]).regions) == 2 and EditResult.load(rows[1]["folder"]).regions == []
+    with pytest.raises(SystemExit) as e:
+        edit_main([*base, "--prompt", "x", "--region", "y", "part:body", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "not both" in capsys.readouterr().err
+
+
+def test_an_experiment_with_regions_is_checked():
+    from pbw.reproduce.cli import load_experiment
+    from pbw.reproduce.experiment import ExperimentError, validate
+
+    exp = load_experiment("configs/reproduce/mini.yaml", ["--variants", "regions:"])
+    assert [v.regions for v in exp.tasks["two_regions"].variants] == ["joint", "sequential", "merged"]
+    validate(exp)
+    with pytest.raises(ExperimentError, match="need task regions"):
+        validate(load_experiment("configs/reproduce/mini.yaml", ["--tasks.masked_edits.judges", "[part_oracle]"]))
