@@ -261,3 +261,18 @@ def test_an_experiment_with_regions_is_checked():
     validate(exp)
     with pytest.raises(ExperimentError, match="need task regions"):
         validate(load_experiment("configs/reproduce/mini.yaml", ["--tasks.masked_edits.judges", "[part_oracle]"]))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--blocks", "regions,nope"], "unknown blocks ['nope']"),
+        (["--blocks", "regions", "--pairs", "red"], "body/wings"),
+    ],
+)
+def test_grid_regions_block_input_errors(capsys, args, message):
+    from pbw.reproduce.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["grid", *args, "--out", "unused.png"])
+    assert e.value.code == 2 and message in capsys.readouterr().err
