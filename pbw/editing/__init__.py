@@ -5,7 +5,8 @@ from pbw.editing.cmaes import SepCMAES
 from pbw.editing.editor import Cancel, EditCallback, EditFailure, Editor, EditProgress, StopEdit, TimeLimit
 from pbw.editing.losses import PreservationLoss, build_lpips
 from pbw.editing.masks import MaskError, load_mask, mask_overlay
-from pbw.editing.module import MASK_MODES, OPTIMIZERS, EditModule, EditRequest, EditSettings
+from pbw.editing.module import MASK_MODES, OPTIMIZERS, EditModule, EditSettings
+from pbw.editing.request import EditRequest, Region
 from pbw.editing.result import EditResult, Layer
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Layer",
     "MaskError",
     "PreservationLoss",
+    "Region",
     "SepCMAES",
     "StopEdit",
     "TimeLimit",

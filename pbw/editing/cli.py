@@ -25,14 +25,16 @@ from pbw.editing.editor import Editor, resolve_device
 from pbw.editing.inputs import INPUT_ERRORS, load_maskable
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.masks import is_part_spec, load_mask
-from pbw.editing.module import EditRequest, EditSettings
+from pbw.editing.module import EditSettings
 from pbw.editing.project import ProjectSettings
+from pbw.editing.request import EditRequest, Region
 from pbw.editing.result import EditResult
 from pbw.editing.resume import claim, read_record, request_folders, save_request, saved_requests
 from pbw.models.maskable import MaskableGenerator
 from pbw.semantic import PromptSet, SemanticNet
 
-REQUEST_KEYS = {"prompt", "negative", "mask", "seed", "class", "name", "feather"}
+REQUEST_KEYS = {"prompt", "negative", "mask", "regions", "seed", "class", "name", "feather"}
+REGION_KEYS = {"prompt", "mask", "negative"}
 SUMMARY_METRICS = ("semantic_score", "realism", "preservation_l1", "preservation_lpips", "loss")
 FAILED_STATUS = 3  # the exit status of a --requests run in which some requests failed
 # options that do not change what a --requests run computes (a rerun may change them and still resume)
@@ -62,6 +64,16 @@ def build_parser() -> ArgumentParser:
         "'part:body' (body, head, wing, tail, beak; 'part:body+wing'; found in the start image "
         "by the mini part segmenter); none: whole image",
     )
+    p.add_argument(
+        "--region",
+        nargs=2,
+        action="append",
+        default=None,
+        metavar=("PROMPT", "MASK"),
+        help="one region of an edit of several, each with its own words and mask (as --prompt and --mask); "
+        "repeat it: --region 'a red head' part:head --region 'blue wings' part:wing. Where masks overlap, "
+        "the later region wins",
+    )
     p.add_argument("--feather", type=float, default=0.0, help="soften the mask edge by this many pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting image")
     p.add_argument("--class", dest="class_", type=int | None, default=None, help="class label (BigGAN)")
@@ -70,9 +82,9 @@ def build_parser() -> ArgumentParser:
         "--requests",
         type=str | None,
         default=None,
-        help="JSONL file, one request per line with keys "
-        + ", ".join(sorted(REQUEST_KEYS))
-        + "; each is saved as it finishes, and rerunning the same command resumes",
+        help="JSONL file, one request per line with keys " + ", ".join(sorted(REQUEST_KEYS)) + " (regions: a list "
+        'of {"prompt", "mask", "negative"}, instead of prompt and mask); each is saved as it finishes, and '
+        "rerunning the same command resumes",
     )
     p.add_argument(
         "--restart",
@@ -121,21 +133,58 @@ def make_request(g: MaskableGenerator, spec: dict, defaults) -> EditRequest:
     unknown = set(spec) - REQUEST_KEYS
     if unknown:
         raise ValueError(f"unknown request keys {sorted(unknown)}; allowed: {sorted(REQUEST_KEYS)}")
-    prompt = spec.get("prompt", defaults.prompt)
-    if not prompt:
-        raise ValueError("no prompt: give --prompt or a 'prompt' in the request")
     cls = spec.get("class", defaults.class_)
     codes = g.sample(1, seed=int(spec.get("seed", defaults.seed)), **({"classes": cls} if cls is not None else {}))
+    feather = float(spec.get("feather", defaults.feather))
+    negative = spec.get("negative", defaults.negative)
+    regions = _region_specs(spec, defaults)
+    if regions:
+        parts = [_region(g, codes, r, negative, feather, i) for i, r in enumerate(regions)]
+        notes = [n for _, ns in parts for n in ns]
+        return EditRequest(codes=codes, name=str(spec.get("name", "")), notes=notes, regions=[r for r, _ in parts])
+    prompt = spec.get("prompt", defaults.prompt)
+    if not prompt:
+        raise ValueError("no prompt: give --prompt (or --region PROMPT MASK) or a 'prompt' in the request")
     mask_spec, notes, mask = spec.get("mask", defaults.mask), [], None
     if mask_spec is not None:
-        image = None
-        if is_part_spec(mask_spec):  # a part mask is found in the start image
-            with torch.no_grad():
-                image = g.decode(g.encode(codes), cond=codes)
-        mask, notes = load_mask(mask_spec, g.resolution, float(spec.get("feather", defaults.feather)), image=image)
-    return EditRequest(
-        PromptSet.parse(prompt, spec.get("negative", defaults.negative)), codes, mask, str(spec.get("name", "")), notes
-    )
+        mask, notes = _mask(g, codes, mask_spec, feather)
+    return EditRequest(PromptSet.parse(prompt, negative), codes, mask, str(spec.get("name", "")), notes)
+
+
+def _region_specs(spec: dict, defaults) -> list[dict]:
+    """A request's regions as {"prompt", "mask"[, "negative"]} (the request's own, else --region's)."""
+    if "regions" in spec:
+        regions = spec["regions"]
+        if {"prompt", "mask"} & set(spec):
+            raise ValueError("a request has 'prompt' and 'mask', or 'regions', not both")
+        ok = isinstance(regions, list) and regions and all(isinstance(r, dict) for r in regions)
+        if not ok or any(set(r) - REGION_KEYS or not {"prompt", "mask"} <= set(r) for r in regions):
+            raise ValueError(
+                'regions must be a list of {"prompt": ..., "mask": ...} (optionally "negative"), '
+                f"got {json.dumps(regions)[:200]}"
+            )
+        return regions
+    if "prompt" in spec or "mask" in spec or not defaults.region:
+        return []
+    if defaults.prompt is not None or defaults.mask is not None:
+        raise ValueError("give --prompt and --mask (one region) or --region PROMPT MASK (repeatable), not both")
+    return [{"prompt": p, "mask": m} for p, m in defaults.region]
+
+
+def _region(g: MaskableGenerator, codes, spec: dict, negative, feather: float, index: int) -> tuple[Region, list[str]]:
+    if not spec["prompt"]:
+        raise ValueError(f"region {index + 1} has no prompt")
+    mask, notes = _mask(g, codes, spec["mask"], feather)
+    words = PromptSet.parse(spec["prompt"], spec.get("negative", negative))
+    return Region(words, mask), [f"region {index + 1}: {n}" for n in notes]
+
+
+def _mask(g: MaskableGenerator, codes, spec: str, feather: float) -> tuple[torch.Tensor, list[str]]:
+    image = None
+    if is_part_spec(spec):  # a part mask is found in the start image
+        with torch.no_grad():
+            image = g.decode(g.encode(codes), cond=codes)
+    return load_mask(spec, g.resolution, feather, image=image)
 
 
 def _read_requests(args, g) -> tuple[list[dict], list[EditRequest | None]]:
@@ -155,7 +204,7 @@ def _read_requests(args, g) -> tuple[list[dict], list[EditRequest | None]]:
                 raise ValueError(f"line {idx + 1} of {args.requests} is not JSON: {e}") from None
             req = make_request(g, spec, args)
             req.name = req.name or f"{idx:03d}"
-            row.update(name=req.name, prompt=" | ".join(req.prompt.texts))
+            row.update(name=req.name, prompt=" / ".join(" | ".join(r.prompt.texts) for r in req.all_regions))
         except INPUT_ERRORS as e:
             req = None
             row.update(status="failed", error=f"{type(e).__name__}: {e}")
@@ -186,8 +235,10 @@ def build_editor(args) -> Editor:
 
 def prepare(args) -> tuple[Editor, list[dict], list[EditRequest | None], object]:
     """The input phase: models, requests and logger from `args`. Errors here are the user's input's."""
-    if args.prompt is None and args.requests is None:
-        raise ValueError("give --prompt (with --mask for a masked edit) or --requests FILE.jsonl")
+    if args.prompt is None and args.requests is None and not args.region:
+        raise ValueError(
+            "give --prompt (with --mask for a masked edit), --region PROMPT MASK (repeatable) or --requests FILE.jsonl"
+        )
     if args.requests:
         claim(Path(args.out), _run_config(args), args.restart, [*RESULT_FILES, *request_folders(args.out)])
     editor = build_editor(args)
@@ -238,10 +289,7 @@ def _photo_requests(args, editor: Editor, requests: list[EditRequest | None]) ->
     if args.settings.space is None:
         args.settings = replace(args.settings, space=edit_space(photo, editor.generator))
     return [
-        None
-        if r is None
-        else EditRequest(r.prompt, mask=r.mask, name=r.name, notes=list(photo.notes) + r.notes, base=photo)
-        for r in requests
+        None if r is None else replace(r, codes=None, base=photo, notes=list(photo.notes) + r.notes) for r in requests
     ]
 
 

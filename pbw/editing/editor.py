@@ -213,7 +213,7 @@ class Editor:
         on_batch_end: Callable[[list[int], list[EditResult | EditFailure]], None] | None = None,
     ) -> list[EditResult | EditFailure | None]:
         """Edit every request (in batches of `settings.batch_size`, masked and whole-image requests
-        apart, and requests whose base carries tuned generator weights, e.g. a photo projected with
+        apart, requests with different numbers of regions apart, and requests whose base carries tuned generator weights, e.g. a photo projected with
         pivotal tuning, apart by those weights, which edit them); returns one result per request, in
         order.
 
@@ -227,8 +227,9 @@ class Editor:
         settings = settings or EditSettings()
         out: list[EditResult | EditFailure | None] = [None] * len(requests)
         run = _BatchRun(requests, callbacks, keep_going, progress, logger, set(done), on_batch_end, out)
-        for masked in (True, False):
-            todo = [i for i, r in enumerate(requests) if (r.mask is not None) == masked]
+        shapes = sorted({(r.masked, len(r.all_regions)) for r in requests}, reverse=True)  # masked first
+        for shape in shapes:
+            todo = [i for i, r in enumerate(requests) if (r.masked, len(r.all_regions)) == shape]
             for key in dict.fromkeys(id(_tuned_state(requests[i])) for i in todo):
                 group = [i for i in todo if id(_tuned_state(requests[i])) == key]
                 for j in range(0, len(group), settings.batch_size):
@@ -315,13 +316,15 @@ class Editor:
         layered = module.masked and module.settings.mask_mode == "latent"
         settings = {**asdict(module.settings), "space": module.space, **self.info}
         results = []
+        k = module.regions
         for i, req in enumerate(requests):
-            one = lambda d: {k: v[i : i + 1].detach().cpu() for k, v in d.items()}  # noqa: E731
-            latents = one(module.latents)
-            mask = module.mask[i : i + 1].cpu() if module.masked else None
+            one = lambda d, n=1, i=i: {key: v[i * n : (i + 1) * n].detach().cpu() for key, v in d.items()}  # noqa: E731
+            latents = one(module.latents, k)  # [K, ...]: one latent per region
+            mask = module.union[i : i + 1].cpu() if module.masked else None
             if layered:  # this edit is a layer over its start
                 codes, w0 = one(module.codes), module.w0[i : i + 1].cpu()
-                layers = (req.base.layers if req.base else []) + [Layer(module.space, latents, mask)]
+                region_masks = module.mask[i : i + 1].cpu()  # [1, K, R, R]
+                layers = (req.base.layers if req.base else []) + [Layer(module.space, latents, region_masks)]
                 source = req.base.source if req.base else "sample"
             else:  # the whole latent changed: the edited image is a new start
                 codes, w0, layers, source = one(cond), w_edit[i : i + 1].cpu(), [], "sample"
@@ -333,7 +336,13 @@ class Editor:
                     original=module.x0[i : i + 1].cpu(),
                     edited=edited[i : i + 1],
                     name=req.name,
-                    prompt={"texts": req.prompt.texts, "weights": req.prompt.weights},
+                    prompt=_prompt_dict(*(g.prompt for g in req.all_regions)),
+                    regions=[
+                        {"prompt": _prompt_dict(g.prompt), "mask": module.mask[i : i + 1, j : j + 1].cpu()}
+                        for j, g in enumerate(req.all_regions)
+                    ]
+                    if k > 1
+                    else [],
                     space=module.space,
                     latents=latents,
                     mask=mask,
@@ -347,6 +356,11 @@ class Editor:
                 )
             )
         return results
+
+
+def _prompt_dict(*prompts) -> dict:
+    """A result's prompt: the words of its region(s), all together."""
+    return {"texts": [t for p in prompts for t in p.texts], "weights": [w for p in prompts for w in p.weights]}
 
 
 def _tuned_state(request: EditRequest) -> dict | None:

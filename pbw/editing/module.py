@@ -5,7 +5,7 @@ The editing core (`pbw.editing.editor.Editor`) builds it; clients never do.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import pytorch_lightning as pl
 import torch
@@ -16,9 +16,12 @@ from tqdm.auto import tqdm
 from pbw.editing.cmaes import SepCMAES
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.masks import mask_overlay
-from pbw.editing.result import EditResult, to01
+from pbw.editing.request import EditRequest, Region
+from pbw.editing.result import to01
 from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
-from pbw.semantic import PromptSet, SemanticNet
+from pbw.semantic import SemanticNet
+
+__all__ = ["MASK_MODES", "OPTIMIZERS", "EditModule", "EditRequest", "EditSettings", "Region"]
 
 OPTIMIZERS = ("cma+adam", "adam")
 MASK_MODES = ("latent", "image")
@@ -95,29 +98,14 @@ class EditSettings:
         return out if out.lr is not None else replace(out, lr=PAPER_LR)
 
 
-@dataclass
-class EditRequest:
-    """One edit: where it starts, the prompts, and a [1, 1, R, R] mask (None: the whole image).
-
-    It starts from `codes` (batch of 1, from `generator.sample`) or from `base`, a previous
-    `EditResult` (or a projected photo), whose image it keeps outside the mask."""
-
-    prompt: PromptSet
-    codes: Codes | None = None
-    mask: torch.Tensor | None = None
-    name: str = ""
-    notes: list[str] = field(default_factory=list)
-    base: EditResult | None = None
-
-    def __post_init__(self):
-        if (self.codes is None) == (self.base is None):
-            raise ValueError("an edit request starts from codes or from a base result: give exactly one")
-
-
 class EditModule(pl.LightningModule):
     """Parameters: the edit latents (in one latent space) of a batch of requests, all masked or all
-    whole-image. A masked request's latent acts inside its mask (`mask_mode="latent"`), its start
-    latent w0 outside; a request with a base image keeps that image's pixels outside the mask."""
+    whole-image, all with the same number K of regions. A masked request's latent acts inside its mask
+    (`mask_mode="latent"`), its start latent w0 outside; a request with a base image keeps that image's
+    pixels outside the mask. With K regions each has its own latent (K latents a request, [B * K, ...],
+    request-major), acting inside its own mask (the later region wins where masks overlap); the
+    semantic loss is the sum of each region's CLIP loss on its own masked view with its own words, and
+    the preservation loss acts outside the union of the masks."""
 
     def __init__(
         self,
@@ -130,16 +118,21 @@ class EditModule(pl.LightningModule):
         super().__init__()
         if not requests:
             raise ValueError("no edit requests")
-        if len({r.mask is None for r in requests}) != 1:
+        if len({r.masked for r in requests}) != 1:
             raise ValueError("a batch must be all masked or all whole-image requests")
-        self.masked = requests[0].mask is not None
+        if len({len(r.all_regions) for r in requests}) != 1:
+            raise ValueError("a batch must hold requests with the same number of regions")
+        self.masked = requests[0].masked
         self.settings = (settings or EditSettings()).for_generator(generator, self.masked)
         self.generator = generator.eval().requires_grad_(False)
         self.semantic = semantic.eval().requires_grad_(False)
         self.preservation = (preservation or PreservationLoss(lpips=False)).eval()
-        self.prompts = [r.prompt for r in requests]
+        self.regions = len(requests[0].all_regions)
+        self.prompts = [g.prompt for r in requests for g in r.all_regions]  # request-major, one per region
         self.names = [r.name for r in requests]
         self.space = generator.space(self.settings.space, self.masked)
+        if self.regions > 1:
+            _check_regions(generator, self.space, self.settings)
         dev = next(generator.parameters()).device
         _check_tuned_weights(generator, requests)
         starts = [_start(generator, r, dev) for r in requests]
@@ -149,12 +142,15 @@ class EditModule(pl.LightningModule):
             self.register_buffer(f"code_{k}", v)
         self.register_buffer("w0", torch.cat([w for _, w, _ in starts]))
         res = generator.resolution
-        mask = (
-            torch.cat([resize_mask(r.mask.to(dev).float(), res) for r in requests])
+        mask = (  # [B, K, R, R]: one channel per region
+            torch.cat(
+                [torch.cat([resize_mask(g.mask.to(dev).float(), res) for g in r.all_regions], 1) for r in requests]
+            )
             if self.masked
             else torch.ones(len(requests), 1, res, res, device=dev)
         )
         self.register_buffer("mask", mask)
+        self.register_buffer("union", mask.amax(1, keepdim=True))  # where any region acts
         with torch.no_grad():
             x0 = generator.decode(self.w0, cond=codes)  # as one batch, like every later render
         for i, (_, _, image) in enumerate(starts):
@@ -166,7 +162,9 @@ class EditModule(pl.LightningModule):
             "keep", torch.tensor([float(x is not None) for *_, x in starts], device=dev).view(-1, 1, 1, 1)
         )
         start = generator.to_space(codes, self.space, self.w0)
-        self.latents = nn.ParameterDict({k: nn.Parameter(v.detach().clone()) for k, v in start.items()})
+        self.latents = nn.ParameterDict(  # [B * K, ...]: every region starts from its request's start
+            {k: nn.Parameter(v.detach().repeat_interleave(self.regions, 0).clone()) for k, v in start.items()}
+        )
         self.history: list[list[dict[str, float]]] = [[] for _ in requests]
         self.stopped: str | None = None  # why a callback stopped the edit early
         # each request's own random streams (CMA-ES samples, crops), seeded alike: a request edits the
@@ -180,11 +178,17 @@ class EditModule(pl.LightningModule):
 
     def decode_latents(
         self, latents: dict[str, torch.Tensor] | None = None, rep: int = 1
-    ) -> tuple[torch.Tensor, Codes]:
-        """The decode latent w and conditioning codes of edit latents (default: the current ones)."""
+    ) -> tuple[torch.Tensor | list[torch.Tensor], Codes]:
+        """The decode latent w and conditioning codes of edit latents (default: the current ones); with
+        K regions, w is a list of K decode latents (one per region) and the codes are the first region's."""
         lat = dict(self.latents) if latents is None else latents
-        codes = {k: v.repeat_interleave(rep, 0) for k, v in self.codes.items()}
-        return self.generator.from_space(lat, self.space, codes)
+        k = self.regions
+        codes = {n: v.repeat_interleave(rep * k, 0) for n, v in self.codes.items()}
+        w, cond = self.generator.from_space(lat, self.space, codes)
+        if k == 1:
+            return w, cond
+        w = w.view(-1, k, *w.shape[1:])
+        return list(w.unbind(1)), {n: v[::k] for n, v in cond.items()}
 
     def render(self, latents: dict[str, torch.Tensor] | None = None, rep: int = 1) -> torch.Tensor:
         """Images from edit latents (default: the current ones); `rep` candidates per request."""
@@ -193,8 +197,9 @@ class EditModule(pl.LightningModule):
             return self.generator.decode(w, cond=cond)
         mask = self.mask.repeat_interleave(rep, 0)
         x = self.generator.decode(w, self.w0.repeat_interleave(rep, 0), mask, cond=cond)
-        if bool(self.keep.any()):  # a base image: its pixels outside the mask, the edit inside
-            keep = self.keep.repeat_interleave(rep, 0) * (1 - resize_mask(mask, x.shape[-1]))
+        if bool(self.keep.any()):  # a base image: its pixels outside the mask(s), the edit inside
+            union = self.union.repeat_interleave(rep, 0)
+            keep = self.keep.repeat_interleave(rep, 0) * (1 - resize_mask(union, x.shape[-1]))
             x = x * (1 - keep) + self.x0.repeat_interleave(rep, 0) * keep
         return x
 
@@ -206,18 +211,25 @@ class EditModule(pl.LightningModule):
         crops: int | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per-image loss terms of images x ([B * rep, ...], request-major)."""
-        t, wt = self.semantic.targets(self.prompts)
-        t, wt = t.repeat_interleave(rep, 0), wt.repeat_interleave(rep, 0)
+        """Per-image loss terms of images x ([B * rep, ...], request-major). With K regions, each image
+        is seen K times, through each region's mask with its words (the same crops): `semantic` is the
+        sum of the regions' losses, `semantic_score` their mean score, `semantic_score:k` region k's."""
+        k = self.regions
+        t, wt = self.semantic.targets(self.prompts)  # [B * K, ...]
+        t, wt = (v.unflatten(0, (-1, k)).repeat_interleave(rep, 0).flatten(0, 1) for v in (t, wt))
         mask = self.mask.repeat_interleave(rep, 0)
         crops = self.settings.crops if crops is None else crops
-        cos = self.semantic.similarity(x, mask if self.masked else None, (t, wt), crops=crops, u=u, generator=generator)
-        out = {
-            "semantic": self.semantic.loss_from_cos(cos, wt),
-            "semantic_score": self.semantic.score_from_cos(cos, wt),
-        }
+        views = x.repeat_interleave(k, 0) if k > 1 else x
+        u = u.repeat_interleave(k, 0) if u is not None and k > 1 else u
+        view_mask = mask.flatten(0, 1).unsqueeze(1) if self.masked else None
+        cos = self.semantic.similarity(views, view_mask, (t, wt), crops=crops, u=u, generator=generator)
+        loss = self.semantic.loss_from_cos(cos, wt).view(-1, k)
+        score = self.semantic.score_from_cos(cos, wt).view(-1, k)
+        out = {"semantic": loss.sum(1), "semantic_score": score.mean(1)}
+        if k > 1:
+            out.update({f"semantic_score:{i + 1}": score[:, i] for i in range(k)})
         if self.masked:
-            l1, lp = self.preservation(x, self.x0.repeat_interleave(rep, 0), mask)
+            l1, lp = self.preservation(x, self.x0.repeat_interleave(rep, 0), self.union.repeat_interleave(rep, 0))
             out.update(preservation_l1=l1, preservation_lpips=lp)
             out["loss"] = out["semantic"] + self.settings.lam * (l1 + lp)
         else:
@@ -231,7 +243,7 @@ class EditModule(pl.LightningModule):
 
     def _generators(self, device) -> list[torch.Generator]:
         """One random generator per request, each seeded with `settings.seed`."""
-        return [torch.Generator(device=device).manual_seed(self.settings.seed) for _ in self.prompts]
+        return [torch.Generator(device=device).manual_seed(self.settings.seed) for _ in self.names]
 
     def _crop_uniforms(self, gens: list[torch.Generator], device) -> torch.Tensor | None:
         """Uniforms [B, K, 3] fixing each request's K random crops, drawn from its own generator."""
@@ -242,20 +254,26 @@ class EditModule(pl.LightningModule):
 
     # ---- CMA-ES -----------------------------------------------------------------------------
     def _active(self) -> torch.Tensor:
-        """[B, D] dims the CMA-ES searches: spatial latents only where the mask is on."""
-        parts = []
+        """[B, D] dims the CMA-ES searches (all K regions' latents of a request): spatial latents only
+        where their region's mask is on."""
+        b, parts = len(self.names), []
         for v in self.latents.values():
             if self.masked and self.settings.mask_mode == "latent" and v.ndim == 4:
-                on = resize_mask(self.mask, v.shape[-1]) > 0
-                parts.append(on.expand(-1, v.shape[1], -1, -1).flatten(1))
+                on = resize_mask(self.mask, v.shape[-1]) > 0  # [B, K, h, w]
+                parts.append(on.unsqueeze(2).expand(-1, -1, v.shape[1], -1, -1).flatten(1))
             else:
-                parts.append(torch.ones_like(v, dtype=torch.bool).flatten(1))
+                parts.append(torch.ones_like(v, dtype=torch.bool).reshape(b, -1))
         return torch.cat(parts, 1)
 
+    def _flat(self) -> torch.Tensor:
+        """[B, D]: each request's latents (all its regions') as one vector."""
+        return torch.cat([v.detach().reshape(len(self.names), -1) for v in self.latents.values()], 1)
+
     def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """[N, D] vectors (as `_flat`) -> latents [N * K, ...]."""
         out, i = {}, 0
         for k, v in self.latents.items():
-            n = v[0].numel()
+            n = v[0].numel() * self.regions
             out[k] = flat[:, i : i + n].reshape(-1, *v.shape[1:])
             i += n
         return out
@@ -264,11 +282,13 @@ class EditModule(pl.LightningModule):
     def run_cma(self, progress: bool = True) -> torch.Tensor:
         """The paper's CMA-ES phase: `generations` of `population` candidates per request, each
         generation evaluated as one batch through G and CLIP (all candidates of a request see the
-        same random crops). Sets the latents to each request's best candidate; returns its loss [B].
-        Under a Trainer, callbacks see each generation (`on_cma_generation_end`) and may stop it."""
+        same random crops). A candidate holds all K regions' latents of its request (the search space is
+        K times larger, the population stays `population`: each candidate is one image, seen K times by
+        CLIP). Sets the latents to each request's best candidate; returns its loss [B]. Under a Trainer,
+        callbacks see each generation (`on_cma_generation_end`) and may stop it."""
         s = self.settings
-        b = len(self.prompts)
-        flat0 = torch.cat([v.detach().flatten(1) for v in self.latents.values()], 1)
+        b = len(self.names)
+        flat0 = self._flat()
         gens = self._generators(flat0.device)
         es = SepCMAES(flat0, s.sigma0, s.population, self._active(), gens)
         chunk = s.population_chunk or s.population
@@ -330,7 +350,7 @@ class EditModule(pl.LightningModule):
         per_request = {k: v.detach() for k, v in terms.items()}
         if r is not None:
             per_request["realism"] = r
-        self.log_dict({k: v.mean() for k, v in per_request.items()}, on_step=True, batch_size=len(self.prompts))
+        self.log_dict({k: v.mean() for k, v in per_request.items()}, on_step=True, batch_size=len(self.names))
         for i, h in enumerate(self.history):
             h.append({k: float(v[i]) for k, v in per_request.items()})
         return terms["loss"].sum()
@@ -341,9 +361,13 @@ class EditModule(pl.LightningModule):
             return
         with torch.no_grad():
             edited = self.render()
-        caps = [f"{n}: {' | '.join(p.texts)}" for n, p in zip(self.names, self.prompts, strict=True)]
+        k = self.regions
+        caps = [
+            f"{n}: {' / '.join(' | '.join(p.texts) for p in self.prompts[i * k : (i + 1) * k])}"
+            for i, n in enumerate(self.names)
+        ]
         log_image("original", list(to01(self.x0)), caption=caps)
-        log_image("mask_overlay", list(to01(mask_overlay(self.x0, self.mask))), caption=caps)
+        log_image("mask_overlay", list(to01(mask_overlay(self.x0, self.union))), caption=caps)
         log_image("edited", list(to01(edited)), caption=caps)
 
     # ---- results ----------------------------------------------------------------------------
@@ -358,14 +382,28 @@ class EditModule(pl.LightningModule):
         start = self.objective(self.x0, crops=0)["semantic_score"]
         r = self.realism(x)
         out = []
-        for i in range(len(self.prompts)):
-            m = {k: float(v[i]) for k, v in terms.items() if k != "semantic_score"}
-            m["semantic_score"] = float(view["semantic_score"][i])
+        for i in range(len(self.names)):
+            m = {k: float(v[i]) for k, v in terms.items() if not k.startswith("semantic_score")}
+            m.update({k: float(v[i]) for k, v in view.items() if k.startswith("semantic_score")})
             m["semantic_score_start"] = float(start[i])
             if r is not None:
                 m["realism"] = float(r[i])
             out.append(m)
         return out
+
+
+def _check_regions(generator: MaskableGenerator, space: str, settings: EditSettings) -> None:
+    """Refuse what several regions cannot do, naming the way out."""
+    if settings.mask_mode != "latent":
+        raise ValueError(
+            "several regions need mask_mode 'latent' (each region's latent acts inside its own mask); "
+            "mask_mode 'image' changes the whole latent, so the regions could not keep apart"
+        )
+    if generator.is_conditional and space != "w":
+        raise ValueError(
+            f"several regions in a {type(generator).__name__}'s space {space!r} would each bring their own "
+            "conditioning codes; edit them in space 'w'"
+        )
 
 
 def _check_tuned_weights(generator: MaskableGenerator, requests: list[EditRequest]) -> None:

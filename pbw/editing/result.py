@@ -3,6 +3,10 @@
 `EditResult.save` is the only writer of `latents.pt` and `EditResult.load` its only reader. The file
 is a `torch.save` dict read with `weights_only=True`:
 
+- format 4: format 3 and `regions`, a list of {"prompt": {"texts", "weights"}, "mask": [1, 1, R, R]},
+  one per region of an edit of several regions; such an edit's layer holds K latents ([K, ...]) and a
+  K-channel mask ([1, K, R, R]). Written only for results with such a layer, so that a pbw reading only
+  format 3 refuses them; every other result is written as before;
 - format 3: format 2 and `generator_file`, the name of a file next to latents.pt (`generator.pt`:
   a `torch.save`d dict of parameter name -> tensor) holding the generator weights a photo was
   projected with (pivotal tuning; `EditResult.generator_state`). Written only for results that carry
@@ -31,17 +35,22 @@ from pbw.editing.figures import comparison_image
 from pbw.editing.masks import mask_overlay
 from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 GENERATOR_FILE = "generator.pt"
 
 
 @dataclass
 class Layer:
-    """One masked edit painted over an image: latents in `space` acting inside `mask` ([1, 1, R, R])."""
+    """One masked edit painted over an image: latents in `space` acting inside `mask` ([1, 1, R, R]).
+    An edit of K regions: K latents ([K, ...]) and a K-channel mask ([1, K, R, R]), one each."""
 
     space: str
     latents: dict[str, torch.Tensor]
     mask: torch.Tensor
+
+    @property
+    def regions(self) -> int:
+        return self.mask.shape[1]
 
 
 @dataclass
@@ -55,7 +64,9 @@ class EditResult:
     (None: whole image or no edit). `source` is "sample" (decode(w0) with the layers) or "photo"
     (a projected photo, whose pixels are kept outside every mask). `generator_state`: the generator
     weights that differ from the checkpoint's (a photo projected with pivotal tuning, and every edit
-    of it), or None; `tuned_generator` applies them."""
+    of it), or None; `tuned_generator` applies them. An edit of several regions: `regions` holds each
+    region's prompt ({"texts", "weights"}) and mask ([1, 1, R, R]), in order; `prompt` is all their
+    words together and `mask` the union of their masks (empty `regions`: a one-region edit)."""
 
     codes: Codes
     w0: torch.Tensor
@@ -73,6 +84,7 @@ class EditResult:
     history: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     generator_state: dict[str, torch.Tensor] | None = None
+    regions: list[dict] = field(default_factory=list)
 
     # ---- continuing from a result ---------------------------------------------------------------
     def as_base(self) -> tuple[Codes, torch.Tensor, torch.Tensor | None]:
@@ -94,7 +106,13 @@ class EditResult:
             overlay = mask_overlay(self.original, resize_mask(self.mask.float(), self.original.shape[-1]))
             panels.append(("mask", to01(overlay)))
         panels.append(("edited", to01(self.edited)))
-        return comparison_image(panels, caption=f"edited: {prompt_text(self.prompt)}" if self.prompt else None)
+        if self.regions:
+            caption = "edited: " + "; ".join(
+                f"{prompt_text(r['prompt'])} in region {i + 1}" for i, r in enumerate(self.regions)
+            )
+        else:
+            caption = f"edited: {prompt_text(self.prompt)}" if self.prompt else None
+        return comparison_image(panels, caption=caption)
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write original.png, edited.png, mask.png (edits with a mask; these three at the native size),
@@ -121,6 +139,7 @@ class EditResult:
                     "notes": self.notes,
                     "settings": self.settings,
                     "history": self.history,
+                    **({"regions": [r["prompt"] for r in self.regions]} if self.regions else {}),
                 },
                 indent=2,
             )
@@ -132,10 +151,14 @@ class EditResult:
             files["generator"] = folder / GENERATOR_FILE
             torch.save(cpu(self.generator_state), files["generator"])
             tuned = {"generator_file": GENERATOR_FILE}
+        regions = {}
+        if self.regions or any(ly.regions > 1 for ly in self.layers):
+            regions = {"regions": [{"prompt": r["prompt"], "mask": r["mask"].cpu()} for r in self.regions]}
         torch.save(
             {
-                "format_version": 3 if tuned else 2,
+                "format_version": 4 if regions else 3 if tuned else 2,
                 **tuned,
+                **regions,
                 "name": self.name,
                 "prompt": self.prompt,
                 "codes": cpu(self.codes),
@@ -214,6 +237,7 @@ class EditResult:
             settings=data.get("settings", {}),
             notes=data.get("notes", []),
             generator_state=state,
+            regions=data.get("regions", []),
         )
 
 
@@ -285,18 +309,24 @@ def render_layers(
 ) -> torch.Tensor:
     """The image of `w0` (or the kept `base` pixels) with `layers` painted over it in order, exactly as
     the edits rendered them: each layer decodes its latent inside its mask (w0 outside), and from the
-    second layer on (or over a kept base) is pasted over the image so far through its mask."""
+    second layer on (or over a kept base) is pasted over the image so far through its mask (a layer of
+    several regions: through the union of its masks)."""
     dev = w0.device
     codes = {k: v.to(dev) for k, v in codes.items()}
     x = generator.decode(w0, cond=codes) if base is None else base.to(dev)
     for i, layer in enumerate(layers):
-        w, cond = generator.from_space({k: v.to(dev) for k, v in layer.latents.items()}, layer.space, codes)
+        k = layer.regions
+        rep = {n: v.repeat_interleave(k, 0) for n, v in codes.items()}
+        w, cond = generator.from_space({n: v.to(dev) for n, v in layer.latents.items()}, layer.space, rep)
+        if k > 1:  # one decode latent per region
+            w, cond = list(w.unbind(0)), codes
+            w = [v.unsqueeze(0) for v in w]
         mask = layer.mask.to(dev)
         xl = generator.decode(w, w0, mask, cond=cond)
         if i == 0 and base is None:
             x = xl
         else:
-            m = resize_mask(mask, xl.shape[-1])
+            m = resize_mask(mask.amax(1, keepdim=True), xl.shape[-1])
             x = xl * m + x * (1 - m)
     return x
 

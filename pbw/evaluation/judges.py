@@ -280,21 +280,31 @@ def caption_oracle(
     the part segmenter (default: the bundled judge, which sees no bird in a colored blob) finds that
     part: `oracle_accuracy` = the `part` color is the caption's; `caption_part_accuracy` = the share of
     the caption's parts that have the caption's color. A part not found is a miss."""
-    from pbw.evaluation.segmenter import load_segmenter, segment
-
-    maps = segment(images, segmenter or load_segmenter(kind="judge")).numpy()
-    found = [read_part_colors(images[i], maps[i]) for i in range(len(images))]
+    found = found_part_colors(images, segmenter)
     body = [f.get(part) == c[part] for f, c in zip(found, part_colors, strict=True)]
-    parts = [
-        float(np.mean([f.get(p) == color for p, color in c.items()])) for f, c in zip(found, part_colors, strict=True)
-    ]
-    oracle, part_acc = accuracy(body), mean_ci(parts)
+    oracle, part_acc = accuracy(body), mean_ci(caption_part_shares(found, part_colors))
     return {
         "oracle_accuracy": oracle["value"],
         "oracle_ci95": oracle["ci95"],
         "caption_part_accuracy": part_acc["value"],
         "caption_part_accuracy_ci95": part_acc["ci95"],
     }
+
+
+def found_part_colors(images: torch.Tensor, segmenter: nn.Module | None = None) -> list[dict[str, str]]:
+    """Per image, the oracle's color of every part where the part segmenter (default: the bundled judge)
+    finds it."""
+    from pbw.evaluation.segmenter import load_segmenter, segment
+
+    maps = segment(images, segmenter or load_segmenter(kind="judge")).numpy()
+    return [read_part_colors(images[i], maps[i]) for i in range(len(images))]
+
+
+def caption_part_shares(found: Sequence[dict[str, str]], part_colors: Sequence[dict[str, str]]) -> list[float]:
+    """Per image, the share of the caption's parts found with the caption's color (`found_part_colors`)."""
+    return [
+        float(np.mean([f.get(p) == color for p, color in c.items()])) for f, c in zip(found, part_colors, strict=True)
+    ]
 
 
 def load_real_images(folder: str | Path, resolution: int, limit: int | None = None) -> torch.Tensor:

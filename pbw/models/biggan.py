@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
+from pbw.models.maskable import Codes, MaskableGenerator, paint_regions, resize_mask
 
 # Channel multipliers of the published architectures (per block, in units of `ch`).
 G_CHANNELS: dict[int, list[int]] = {
@@ -444,7 +444,8 @@ class BigGANGenerator(MaskableGenerator):
         mask: torch.Tensor | None = None,
         cond: Codes | None = None,
     ) -> torch.Tensor:
-        """Images from first-block features `w`, blended with `w0` outside `mask` at w's resolution.
+        """Images from first-block features `w`, blended with `w0` outside `mask` at w's resolution
+        (several regions: K feature maps and a K-channel mask, `paint_regions`).
 
         `cond` (required) is the codes dict `w` was encoded from: its class and later z chunks
         condition the remaining blocks.
@@ -457,8 +458,8 @@ class BigGANGenerator(MaskableGenerator):
         if mask is not None:
             if w0 is None:
                 raise ValueError("decode got a mask but no w0: pass the frozen latent to keep outside the mask")
-            m = resize_mask(mask.to(w.dtype), w.shape[-1])
-            w = w * m + w0 * (1 - m)
+            m = resize_mask(mask.to(w0.dtype), w0.shape[-1])
+            w = paint_regions(w, w0, m)
         _, ys = self.conditioning(cond["z"], cond["class"])
         return self._rest(w, ys)
 

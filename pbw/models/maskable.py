@@ -50,6 +50,9 @@ class MaskableGenerator(nn.Module, ABC):
         1 = edit) and the frozen `w0`, `w` acts inside the mask and `w0` outside. A mask of all
         zeros reproduces decode(w0) exactly; a mask of all ones equals decode(w).
 
+        Several regions: `w` a sequence of K latents and `mask` [B, K, H, W], one channel each. They
+        are painted over w0 in order (`paint_regions`): where masks overlap, the later region wins.
+
         `cond` is the codes dict `w` was encoded from. Generators whose later layers are
         conditioned on more than w need it (BigGAN: the class and the later z chunks); the others
         ignore it. Editing code should always pass it."""
@@ -119,6 +122,21 @@ class MaskableGenerator(nn.Module, ABC):
         which optimizes the floating-point codes. BigGAN turns class labels into one-hot class vectors;
         by default codes are returned unchanged (discrete ones then stay fixed)."""
         return codes
+
+
+def paint_regions(regions: torch.Tensor | list[torch.Tensor], base: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`regions` painted over `base` in order through the channels of `mask` ([B, K, ...] in [0, 1]):
+    out = r_k * m_k + (region k-1's result) * (1 - m_k). Where masks overlap the later region wins; with
+    one region this is r * m + base * (1 - m). `regions`: K tensors shaped like `base`, or one tensor
+    (K = 1)."""
+    regions = [regions] if torch.is_tensor(regions) else list(regions)
+    if len(regions) != mask.shape[1]:
+        raise ValueError(f"{len(regions)} region latent(s) but a mask of {mask.shape[1]} channel(s): give one each")
+    out = base
+    for k, r in enumerate(regions):
+        m = mask[:, k : k + 1]
+        out = r * m + out * (1 - m)
+    return out
 
 
 def resize_mask(mask: torch.Tensor, size: int) -> torch.Tensor:

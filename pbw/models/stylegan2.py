@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cuda_ops import ACTIVATIONS, bias_act, setup_filter, upfirdn2d, upsample2d
-from pbw.models.maskable import Codes, MaskableGenerator, resize_mask
+from pbw.models.maskable import Codes, MaskableGenerator, paint_regions, resize_mask
 
 RESAMPLE_FILTER = (1, 3, 3, 1)
 
@@ -130,14 +130,12 @@ def _blur_mask(mask: torch.Tensor, passes: int) -> torch.Tensor:
 
 
 def mask_at(mask: torch.Tensor, size: int) -> torch.Tensor:
-    """The edit mask as seen by a layer of resolution `size`: resized, and blurred from 64 px up."""
+    """The edit mask (one channel per region) as seen by a layer of resolution `size`: resized, and
+    blurred from 64 px up."""
     m = resize_mask(mask, size)
-    return _blur_mask(m, passes=size // 64) if size >= 64 else m
-
-
-def blend(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """a inside the mask, b outside; exact at mask values 0 and 1."""
-    return a * mask + b * (1 - mask)
+    if size < 64:
+        return m
+    return _blur_mask(m.flatten(0, 1).unsqueeze(1), passes=size // 64).view_as(m)
 
 
 class ModulatedConv(nn.Module):
@@ -148,7 +146,9 @@ class ModulatedConv(nn.Module):
     style vary over space: with a mask, s = s(w) * m + s(w0) * (1 - m). Demodulation (per output
     channel, from the style) is blended the same way at the output resolution (`demodulation="blend"`,
     so that an all-one mask equals decode(w) exactly), or taken from the frozen style s(w0) everywhere
-    (`"frozen"`, as the paper's official code does).
+    (`"frozen"`, as the paper's official code does). Several regions (w [B, K, w_dim], a K-channel
+    mask): each region's style is painted over s(w0) in order (`paint_regions`), and so is its
+    demodulation.
     """
 
     def __init__(
@@ -207,15 +207,20 @@ class ModulatedConv(nn.Module):
         demodulation: str = "blend",
     ) -> torch.Tensor:
         fp32 = torch.autocast(x.device.type, enabled=False)  # styles and demodulation stay float32 under autocast
+        regions = w.ndim == 3  # [B, K, w_dim]: one latent per mask channel
         with fp32:
-            styles = self.affine(w.float()) * self.style_gain
+            styles = self.affine((w.flatten(0, 1) if regions else w).float()) * self.style_gain
+
+        def per_region(v):  # [B(*K), C] -> [B, C, 1, 1], or K of them
+            return list(v.view(w.shape[0], w.shape[1], -1, 1, 1).unbind(1)) if regions else v[:, :, None, None]
+
         if mask is None:
             x = x * styles.to(x.dtype)[:, :, None, None]
         else:
             with fp32:
                 styles0 = self.affine(w0.float()) * self.style_gain
             m_in = mask_at(mask, x.shape[-1]).to(x.dtype)
-            x = x * blend(styles[:, :, None, None], styles0[:, :, None, None], m_in).to(x.dtype)
+            x = x * paint_regions(per_region(styles), styles0[:, :, None, None], m_in).to(x.dtype)
         x = self._conv(x)
         if self.demodulate:
             if mask is None:
@@ -223,10 +228,8 @@ class ModulatedConv(nn.Module):
             elif demodulation == "frozen":
                 d = self._demod(styles0)[:, :, None, None]
             else:
-                d = blend(
-                    self._demod(styles)[:, :, None, None],
-                    self._demod(styles0)[:, :, None, None],
-                    mask_at(mask, x.shape[-1]),
+                d = paint_regions(
+                    per_region(self._demod(styles)), self._demod(styles0)[:, :, None, None], mask_at(mask, x.shape[-1])
                 )
             x = x * d.to(x.dtype)
         if self.use_noise and noise_mode != "none":
@@ -274,10 +277,10 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
 
     def forward(self, x, img, ws, ws0=None, mask=None, noise_mode="random", demodulation="blend"):
-        """ws: [B, num_conv + 1, w_dim] (the last one is ToRGB's)."""
+        """ws: [B, num_conv + 1, w_dim] (the last one is ToRGB's), or [B, K, num_conv + 1, w_dim]."""
 
-        def layer_args(i):
-            return ws[:, i], (None if ws0 is None else ws0[:, i])
+        def layer_args(i):  # ws: [B, layers, w_dim], or [B, K, layers, w_dim] for K regions
+            return ws[..., i, :], (None if ws0 is None else ws0[:, i])
 
         kw = dict(mask=mask, noise_mode=noise_mode, demodulation=demodulation)
         if self.in_channels == 0:
@@ -329,20 +332,26 @@ class SynthesisNetwork(nn.Module):
         noise_mode: str = "random",
         demodulation: str = "blend",
     ) -> torch.Tensor:
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws:
-            raise ValueError(f"ws must have shape [B, {self.num_ws}, w_dim], got {tuple(ws.shape)}")
+        regions = ws.ndim == 4  # [B, K, num_ws, w_dim]: K regions, one per mask channel
+        if ws.ndim not in (3, 4) or ws.shape[-2] != self.num_ws:
+            raise ValueError(f"ws must have shape [B, {self.num_ws}, w_dim] (or [B, K, ...]), got {tuple(ws.shape)}")
+        k = ws.shape[1] if regions else 1
+        if regions and mask is None:
+            raise ValueError("K region latents need a K-channel mask")
         if mask is not None:
             if ws0 is None:
                 raise ValueError("a mask needs the frozen latent w0 to use outside it")
-            if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, ws.shape[0]):
-                raise ValueError(f"mask must have shape [B or 1, 1, H, W], got {tuple(mask.shape)}")
+            if mask.ndim != 4 or mask.shape[1] != k or mask.shape[0] not in (1, ws.shape[0]):
+                raise ValueError(f"mask must have shape [B or 1, {k}, H, W], got {tuple(mask.shape)}")
             mask = mask.to(device=ws.device, dtype=torch.float32).expand(ws.shape[0], -1, -1, -1)
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             span = slice(w_idx, w_idx + block.num_conv + 1)
-            x, img = block(x, img, ws[:, span], None if ws0 is None else ws0[:, span], mask, noise_mode, demodulation)
+            x, img = block(
+                x, img, ws[..., span, :], None if ws0 is None else ws0[:, span], mask, noise_mode, demodulation
+            )
             w_idx += block.num_conv
         return img
 
@@ -410,7 +419,10 @@ class StyleGAN2Generator(MaskableGenerator):
         mask: torch.Tensor | None = None,
         cond: Codes | None = None,
     ) -> torch.Tensor:
-        """W+ latents -> image with constant noise (`cond` is not needed: w holds everything)."""
+        """W+ latents -> image with constant noise (`cond` is not needed: w holds everything); `w` may be
+        a sequence of K region latents with a K-channel mask."""
+        if not torch.is_tensor(w):
+            w = torch.stack(list(w), 1) if len(w) > 1 else w[0]
         return self.synthesis(w, ws0=w0, mask=mask, noise_mode="const", demodulation=self.masked_demodulation)
 
     def decode_parameter_names(self) -> list[str]:

@@ -19,7 +19,7 @@ FAILED_STATUS = 3  # the exit status of a run in which some requests failed
 USAGE = """python -m pbw.reproduce run --config reproduce/<experiment>.yaml [--out DIR] [overrides]
 python -m pbw.reproduce mini [--quick] [--out DIR] [options]      (= run --config reproduce/mini[_quick].yaml)
 python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR [--biggan CKPT]
-python -m pbw.reproduce grid [--out docs/mini_edits.png] [--seeds 0-3] [--colors red,blue,yellow]"""
+python -m pbw.reproduce grid [--out docs/mini_edits.png] [--seeds 0-3] [--colors red,blue,yellow] [--blocks ...]"""
 
 
 def build_run_parser() -> ArgumentParser:
@@ -161,6 +161,14 @@ def grid_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/mini_edits.png", help="the PNG to write")
     p.add_argument("--seeds", default="0-3", help="sample seeds, one row each: 0-3, 0,2,5 or 0-3,7")
     p.add_argument("--colors", default="red,blue,yellow", help="body colors, one column each")
+    p.add_argument(
+        "--blocks",
+        default="stylegan2,biggan",
+        help="which blocks, in order: stylegan2, biggan (one-region edits), regions (two-region edits)",
+    )
+    p.add_argument(
+        "--pairs", default="red/yellow,blue/white", help="the regions block's body/wings colors, one column each"
+    )
     for name in ("steps", "generations", "population"):
         p.add_argument(f"--{name}", type=int, default=None, help=f"override the edit config's {name} (smoke runs)")
     return p
@@ -175,7 +183,10 @@ def grid_main(argv: list[str]) -> None:
         for k, v in (("steps", a.steps), ("generations", a.generations), ("population", a.population))
         if v is not None
     }
-    edit_grid(a.out, parse_seeds(a.seeds), parse_colors(a.colors), **overrides)
+    blocks = tuple(b.strip() for b in a.blocks.split(","))
+    edit_grid(
+        a.out, parse_seeds(a.seeds), parse_colors(a.colors), blocks=blocks, pairs=parse_colors(a.pairs), **overrides
+    )
 
 
 def _input_errors() -> tuple[type, ...]:

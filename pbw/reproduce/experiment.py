@@ -20,6 +20,7 @@ JUDGES = {
     "evaluator": "score and top-1 accuracy by each evaluator CLIP (one the optimization never saw)",
     "color_oracle": "the miniature's pixel oracle for masked color edits (template value `color`)",
     "caption_oracle": "the miniature's pixel oracle for text to image from synthetic-bird captions",
+    "part_oracle": "the miniature's pixel oracle for edits of several regions: each region's part color",
 }
 MASKED_ONLY = {"preservation", "change", "color_oracle"}
 
@@ -94,15 +95,31 @@ class Masks:
 
 
 @dataclass
+class RegionSpec:
+    """One region of a task whose requests have several: its words, a template filled with the request's
+    template values (e.g. "a bird with a {body} body"), and its `masks` (e.g. {part: body}). `color`: the
+    template value that names the region's asked color (what the judge part_oracle reads where the
+    part segmenter finds the part `masks.part`)."""
+
+    prompt: str
+    masks: Masks
+    color: str | None = None
+
+
+@dataclass
 class Variant:
     """One row of a task: the method or an ablation. `settings` override the experiment's EditSettings,
     `generator_overrides` the generator's constructor (e.g. `masked_demodulation: frozen`),
     `generator` another of the experiment's generators (its own samples of the same seeds), `masks`
     the row's own masks instead of the task's (a mask ablation; the rows of a generator keep the same
     requests, so a request that any of their masks leaves out is left out of all). `edit: false` is a
-    reference row: the unedited start images, judged alike."""
+    reference row: the unedited start images, judged alike. `regions` (tasks with regions): `joint`, one
+    edit of all the regions together; `sequential`, one one-region edit after another, each from the
+    last one's result; `merged`, one edit with the task's prompt (naming every region) in the union of
+    the regions' masks."""
 
     name: str
+    regions: Literal["joint", "sequential", "merged"] = "joint"
     generator: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     generator_overrides: dict[str, Any] = field(default_factory=dict)
@@ -120,13 +137,16 @@ class Task:
     `settings`: the task's overrides of the experiment's EditSettings (a variant's own override both).
     `preferences`: pairs [A, B] of variant names compared request by request (None: the first
     variant against every other edited variant on the same generator). A tie is a score difference
-    within `tie_tolerance`."""
+    within `tie_tolerance`. `regions`: the requests have several regions, each with its own words and
+    masks (the prompts' template values fill their words; `masks` is then not given); the task's prompt
+    is the one naming them all (the `merged` rows')."""
 
     generator: str
     prompts: Prompts
     variants: list[Variant]
     title: str = ""
     masks: Masks | None = None
+    regions: list[RegionSpec] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     first_seed: int = 0
     seeds: int | None = None
@@ -247,10 +267,19 @@ def validate(exp: Experiment) -> None:
             problems.append(f"{where}: a prompt template needs values, e.g. values: {{color: [red, blue]}}")
         if task.masks is not None:
             problems += mask_problems(task.masks, where)
+        if task.regions is not None:
+            if task.masks is not None or p.template is None:
+                problems.append(f"{where}: a task with regions takes a prompt template and no task masks")
+            for i, r in enumerate(task.regions):
+                problems += mask_problems(r.masks, f"{where}, region {i + 1}")
+            if "part_oracle" in task.judges and any(r.color is None or r.masks.part is None for r in task.regions):
+                problems.append(f"{where}: judge part_oracle needs every region's color value and masks.part")
+        elif "part_oracle" in task.judges or any(v.regions != "joint" for v in task.variants):
+            problems.append(f"{where}: judge part_oracle and rows' regions (sequential, merged) need task regions")
         bad_judges = sorted(set(task.judges) - set(JUDGES))
         if bad_judges:
             problems.append(f"{where}: unknown judges {bad_judges}; known: {sorted(JUDGES)}")
-        if task.masks is None and set(task.judges) & MASKED_ONLY - {"preservation"}:
+        if task.masks is None and task.regions is None and set(task.judges) & MASKED_ONLY - {"preservation"}:
             problems.append(f"{where}: judges {sorted(set(task.judges) & MASKED_ONLY - {'preservation'})} need masks")
         if "evaluator" in task.judges and not exp.evaluators:
             problems.append(f"{where}: judge evaluator needs evaluators: [an open_clip spec other than clip]")

@@ -5,6 +5,10 @@ StyleGAN2 and BigGAN, one block each: prompt "a bird with a <color> body" inside
 segmenter finds in each start image (`part:body`), with the settings of the generator's edit config
 (edit/mini.yaml, mini_biggan.yaml: what `edit.py --config` runs) and every edit of a
 generator in one batch. About two minutes on 2 CPU cores for 4 seeds x 3 colors.
+
+`--blocks regions` adds (or, alone, draws) a block of two-region edits on the mini StyleGAN2: each seed's
+original, then one edit per color pair "<body>/<wings>" (`--pairs`) with two regions, "a bird with a
+<body> body" in part:body and "a bird with <wings> wings" in part:wing, as `edit.py --region`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from PIL import Image
 from pbw.configs import config_path
 from pbw.editing.figures import panel_grid, stack
 from pbw.editing.masks import MaskError, load_mask
-from pbw.editing.module import EditRequest
+from pbw.editing.request import EditRequest, Region
 from pbw.editing.result import to01
 from pbw.semantic import PromptSet
 
@@ -28,6 +32,8 @@ TITLES = {"stylegan2": "StyleGAN2", "biggan": "BigGAN"}
 PROMPT = "a bird with a {color} body"
 MASK = "part:body"
 PANEL_SIDE = 128
+BLOCKS = ("stylegan2", "biggan", "regions")
+REGIONS = (("a bird with a {} body", "part:body"), ("a bird with {} wings", "part:wing"))
 
 
 class GridError(ValueError):
@@ -115,12 +121,74 @@ def generator_block(family: str, seeds: list[int], colors: list[str], overrides:
     return panel_grid(rows, ["original", *colors], [f"seed {s}" for s in seeds], title=title, min_side=PANEL_SIDE)
 
 
-def edit_grid(out: str | Path, seeds: list[int], colors: list[str], log=print, **overrides) -> Path:
-    """Write the grid of both bundled generators' edits to `out` (a PNG); `overrides`: EditSettings
-    fields (e.g. steps=2 for a smoke run). Returns the path."""
-    if not seeds or not colors:
-        raise GridError("the grid needs at least one seed and one color")
-    picture = stack([generator_block(family, seeds, colors, overrides, log) for family in EDIT_CONFIGS])
+def regions_block(seeds: list[int], pairs: list[str], overrides: dict, log=print) -> Image.Image:
+    """The mini StyleGAN2's two-region edits: a row per seed, the original then one edit per color pair
+    "<body>/<wings>"."""
+    from pbw.editing.cli import build_editor
+
+    args = edit_args("stylegan2")
+    colors = [p.split("/") for p in pairs]
+    if any(len(c) != 2 or not all(c) for c in colors):
+        raise GridError(f"pairs {','.join(pairs)!r}: write body/wings color pairs, e.g. red/yellow,blue/white")
+    try:
+        settings = replace(args.settings, batch_size=len(seeds) * len(pairs), **overrides)
+    except ValueError as e:
+        raise GridError(str(e)) from None
+    editor = build_editor(args)
+    g = editor.generator
+    originals, requests = [], []
+    for seed in seeds:
+        codes = {k: v.to(editor.device) for k, v in g.sample(1, seed=seed).items()}
+        with torch.no_grad():
+            image = g.decode(g.encode(codes), cond=codes)
+        try:
+            masks = [load_mask(mask, g.resolution, args.feather, image=image)[0] for _, mask in REGIONS]
+        except MaskError as e:
+            raise GridError(f"StyleGAN2 seed {seed}: {e}; choose other --seeds") from None
+        originals.append(to01(image))
+        for pair in colors:
+            regions = [
+                Region(PromptSet.parse(t.format(c)), m) for (t, _), c, m in zip(REGIONS, pair, masks, strict=True)
+            ]
+            requests.append(EditRequest(codes=codes, name=f"seed {seed} {'/'.join(pair)}", regions=regions))
+    t0 = time.time()
+    results = editor.run(requests, settings, progress=False)
+    log(f"StyleGAN2, two regions: {len(requests)} edits in {time.time() - t0:.0f} s")
+    rows = [
+        [x] + [to01(r.edited) for r in results[i * len(pairs) : (i + 1) * len(pairs)]] for i, x in enumerate(originals)
+    ]
+    title = (
+        f'StyleGAN2 ({g.resolution} px, bundled), two regions in one edit: "{REGIONS[0][0].format("<body>")}" '
+        f'in {REGIONS[0][1]} and "{REGIONS[1][0].format("<wings>")}" in {REGIONS[1][1]}'
+    )
+    return panel_grid(rows, ["original", *pairs], [f"seed {s}" for s in seeds], title=title, min_side=PANEL_SIDE)
+
+
+def edit_grid(
+    out: str | Path,
+    seeds: list[int],
+    colors: list[str],
+    log=print,
+    blocks: tuple[str, ...] = ("stylegan2", "biggan"),
+    pairs: list[str] = ("red/yellow", "blue/white"),
+    **overrides,
+) -> Path:
+    """Write the grid of the bundled generators' edits to `out` (a PNG): the `blocks` named (of `BLOCKS`;
+    `regions`: two-region edits, body/wings color `pairs`); `overrides`: EditSettings fields (e.g.
+    steps=2 for a smoke run). Returns the path."""
+    if not seeds or not colors or not blocks:
+        raise GridError("the grid needs at least one seed, one color and one block")
+    unknown = sorted(set(blocks) - set(BLOCKS))
+    if unknown:
+        raise GridError(f"unknown blocks {unknown}; choose of {', '.join(BLOCKS)}")
+    picture = stack(
+        [
+            regions_block(seeds, list(pairs), overrides, log)
+            if block == "regions"
+            else generator_block(block, seeds, colors, overrides, log)
+            for block in blocks
+        ]
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     picture.save(out)

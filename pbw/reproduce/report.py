@@ -20,6 +20,10 @@ from pbw.evaluation.oracle import PAINTED_MIN_SHARE
 COLUMNS = (
     "n",
     "failed",
+    "both_parts_accuracy",
+    "part1_accuracy",
+    "part2_accuracy",
+    "part3_accuracy",
     "oracle_accuracy",
     "region_accuracy",
     "caption_part_accuracy",
@@ -41,6 +45,11 @@ JUDGE_NOTES = {
         f"masked pixels grew most, now at least {PAINTED_MIN_SHARE:.0%} of them) is the asked one, or the "
         "region was that color already and still is; region accuracy (stricter: any background in the "
         "mask counts) = the masked region's median color is the asked one"
+    ),
+    "part_oracle": (
+        "both parts = every region's part has its asked color, part k = region k's part does (the color "
+        "is the median where the part segmenter finds the part in the result; not found = a miss); "
+        "change inside / outside = in / out of the union of the regions' masks"
     ),
     "caption_oracle": (
         "oracle = the body's color (median, where the part segmenter finds the body) is the caption's; "

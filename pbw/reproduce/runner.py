@@ -22,10 +22,12 @@ from pbw.evaluation.judges import (
     EvaluatorCLIP,
     accuracy,
     caption_oracle,
+    caption_part_shares,
     change_inside_outside,
     check_independent,
     color_oracle,
     fid_kid,
+    found_part_colors,
     load_real_images,
     preservation_outside,
 )
@@ -244,7 +246,7 @@ class Runner:
         return self.plans[(key, gkey)]
 
     def _run_task(self, key: str, task: Task, items: list[PromptItem], gallery: report.Gallery) -> dict:
-        masked = task.masks is not None
+        masked = task.masks is not None or task.regions is not None
         out = {
             "title": task.title or key,
             "kind": "masked edit" if masked else "text to image",
@@ -343,14 +345,50 @@ class Runner:
 
         if len(done) < len(ok):
             settings = replace(self.exp.settings, **{**task.settings, **variant.settings})
-            editor.run(
-                [planned[i].request_for(variant.name) for i in ok],
-                settings,
-                keep_going=self.keep_going,
-                progress=self.progress,
-                done=done,
-                on_batch_end=save,
-            )
+            requests = [planned[i].request_for(variant.name) for i in ok]
+            if task.regions and variant.regions == "merged":  # the task's prompt over the union of the masks
+                requests = [
+                    replace(r, regions=[], prompt=planned[i].item.prompt_set(), mask=r.union_mask)
+                    for r, i in zip(requests, ok, strict=True)
+                ]
+            if task.regions and variant.regions == "sequential":
+                todo = [j for j in range(len(ok)) if j not in done]
+                save(todo, self._sequential(editor, [requests[j] for j in todo], settings))
+            else:
+                editor.run(
+                    requests, settings, keep_going=self.keep_going, progress=self.progress, done=done, on_batch_end=save
+                )
+
+    def _sequential(self, editor: Editor, requests: list, settings) -> list[EditResult | EditFailure]:
+        """Each request's regions edited one after another, each from the last one's result; a result
+        keeps the request's start image as its original and the union of the regions as its mask."""
+        results: list = list(requests)
+        starts: list = [None] * len(requests)
+        for k in range(len(requests[0].regions)):
+            live = [i for i, r in enumerate(results) if not isinstance(r, EditFailure)]
+            steps = [
+                replace(requests[i], regions=[], prompt=requests[i].regions[k].prompt, mask=requests[i].regions[k].mask)
+                if k == 0
+                else replace(
+                    requests[i],
+                    regions=[],
+                    prompt=requests[i].regions[k].prompt,
+                    mask=requests[i].regions[k].mask,
+                    codes=None,
+                    base=results[i],
+                )
+                for i in live
+            ]
+            for i, r in zip(
+                live, editor.run(steps, settings, keep_going=self.keep_going, progress=self.progress), strict=True
+            ):
+                results[i] = r
+                if k == 0 and isinstance(r, EditResult):
+                    starts[i] = r.original
+        for r, req, start in zip(results, requests, starts, strict=True):
+            if isinstance(r, EditResult):
+                r.original, r.mask = start, req.union_mask
+        return results
 
     def _errors(self, key: str, variant: Variant, planned: list[Planned]) -> list[str | None]:
         """Per request of a row: why it failed, or None (edited and saved, or a row that does not edit)."""
@@ -406,7 +444,7 @@ class Runner:
         else:
             known = self.originals.get(ekey, {})
             x0 = torch.cat([known[r.name] if r.name in known else editor.start(r.codes).original for r in requests])
-            masks = torch.cat([r.mask if r.mask is not None else torch.ones(1, 1, res, res) for r in requests])
+            masks = torch.cat([r.union_mask if r.masked else torch.ones(1, 1, res, res) for r in requests])
             x1, metrics, edit_seconds = None, [{} for _ in requests], 0.0
             row = {
                 "kind": "no edit",
@@ -460,11 +498,16 @@ class Runner:
                 if None in asked:
                     raise ExperimentError("judge color_oracle needs prompts from a template with a {color} value")
                 row.update(color_oracle(x0, x1, masks, asked))
+            elif judge == "part_oracle":
+                self._part_oracle(task, row, batch)
             elif judge == "caption_oracle":
                 colors = [p.item.meta.get("part_colors") for p in batch.planned]
                 if None in colors:
                     raise ExperimentError("judge caption_oracle needs captions: synthetic_birds")
                 row.update(caption_oracle(shown, colors))
+                shares = caption_part_shares(found_part_colors(shown), colors)
+                for pr, share in zip(batch.per_request, shares, strict=True):
+                    pr["oracle"] = share
                 if x1 is not None:
                     before = caption_oracle(x0, colors)
                     row.setdefault("before", {}).update(
@@ -474,6 +517,29 @@ class Runner:
                     )
             elif judge == "evaluator":
                 self._evaluate(row, batch, masked)
+
+    def _part_oracle(self, task: Task, row: dict, batch: _Batch) -> None:
+        """Each region's asked color against the color the oracle reads where the part segmenter finds
+        the region's part in the result (a part not found is a miss): `both_parts_accuracy` (every
+        region right; named so for two), `part{k}_accuracy`; "before" = the start images."""
+        parts = [(r.masks.part, r.color) for r in task.regions]
+        for key, images in (("", batch.x1), ("before", batch.x0)):
+            if images is None:
+                continue
+            found = found_part_colors(images)
+            hits = [
+                [f.get(part) == p.item.meta[color] for part, color in parts]
+                for f, p in zip(found, batch.planned, strict=True)
+            ]
+            out = {"both_parts_accuracy": [all(h) for h in hits]}
+            out.update({f"part{k + 1}_accuracy": [h[k] for h in hits] for k in range(len(parts))})
+            dest = row if not key else row.setdefault("before", {})
+            for name, values in out.items():
+                acc = accuracy(values)
+                dest[name], dest[f"{name}_ci95"] = acc["value"], acc["ci95"]
+            if not key:
+                for pr, h in zip(batch.per_request, hits, strict=True):
+                    pr["parts_right"] = float(sum(h))
 
     def _evaluate(self, row: dict, batch: _Batch, masked: bool) -> None:
         catalog, cands = evaluator_candidates(batch.planned)
@@ -527,8 +593,9 @@ class Runner:
             row["by_category"][cat] = entry
 
     def _preferences(self, task: Task, batches: dict[str, tuple[str, _Batch]]) -> list[dict]:
-        """Two-alternative preferences between variants on the same requests: by the first evaluator's
-        score (accuracy) and by the discriminator (realism)."""
+        """Two-alternative preferences between variants on the same requests: by the pixel oracle (text to
+        image: the share of the caption's part colors right), the first evaluator's score (accuracy) and
+        the discriminator (realism)."""
         edited = [v.name for v in task.variants if v.edit and v.name in batches]
         if task.preferences is not None:
             pairs = [tuple(p) for p in task.preferences if p[0] in batches and p[1] in batches]
@@ -536,6 +603,10 @@ class Runner:
             pairs = [(edited[0], b) for b in edited[1:] if batches[b][0] == batches[edited[0]][0]] if edited else []
         prefs = []
         criteria = [("realism", "realism", "discriminator score")]
+        if "caption_oracle" in task.judges:
+            criteria.insert(0, ("oracle", "oracle", "pixel oracle: share of the caption's part colors right"))
+        if "part_oracle" in task.judges:
+            criteria.insert(0, ("oracle", "parts_right", "pixel oracle: regions whose part has the asked color"))
         if self.evaluators and "evaluator" in task.judges:
             ev = self.evaluators[0].name
             criteria.insert(0, ("accuracy", f"evaluator:{ev}", f"evaluator CLIP {ev} score"))

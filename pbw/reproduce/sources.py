@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pbw.configs import config_path
-from pbw.editing import EditRequest
+from pbw.editing import EditRequest, Region
 from pbw.editing.editor import one_line
 from pbw.editing.masks import PART_PREFIX, MaskError, is_part_spec, load_mask
 from pbw.models.maskable import MaskableGenerator
@@ -274,6 +274,18 @@ def _decode(g: MaskableGenerator, codes: dict) -> torch.Tensor:
         return g.decode(g.encode(codes), cond=codes)[0].cpu()
 
 
+def _regions(task: Task, item: PromptItem, seed, cls, index, resolution, start_image):
+    """A request's regions with their mask notes, or (None, why) when a region's mask is not found."""
+    regions = []
+    for j, spec in enumerate(task.regions):
+        mask, notes = request_mask(spec.masks, item, seed, cls, index, resolution, start_image, None)
+        if mask is None:
+            return None, f"{notes[0]} (region {j + 1})"
+        words = PromptSet.parse(spec.prompt.format(**item.meta), item.negative)
+        regions.append((Region(words, mask), [f"region {j + 1}: {n}" for n in notes]))
+    return regions, None
+
+
 def plan_requests(
     task: Task,
     items: list[PromptItem],
@@ -325,7 +337,15 @@ def plan_requests(
             notes.append(f"request {name} ({item.text!r}) left out: {missing}")
             continue
         mask, mask_notes = masks.pop(None, (None, []))
-        req = EditRequest(item.prompt_set(), codes, mask, name, mask_notes)
+        if task.regions:
+            regions, missing = _regions(task, item, seed, cls, index, g.resolution, start_image)
+            if regions is None:
+                notes.append(f"request {name} ({item.text!r}) left out: {missing}")
+                continue
+            req = EditRequest(codes=codes, name=name, regions=[r for r, _ in regions])
+            req.notes = [n for _, ns in regions for n in ns]
+        else:
+            req = EditRequest(item.prompt_set(), codes, mask, name, mask_notes)
         planned.append(Planned(req, item, seed, cls, index, masks))
     if not planned:
         raise ExperimentError(f"no requests left: {'; '.join(notes) or 'no seeds or prompts'}")
