@@ -1,5 +1,5 @@
 """An edit of two regions at once against two one-region edits one after another, on the bundled mini
-StyleGAN2 with edit.py's budget for it (configs/edit/mini.yaml), alternating in one process: seconds
+StyleGAN2 with edit.py's budget for it (edit/mini.yaml), alternating in one process: seconds
 per edit, wall and CPU (the process's CPU time: with one thread, it does not depend on what else runs).
 
     OMP_NUM_THREADS=1 python benchmarks/regions.py --seeds 5000,5001 --json regions_bench.json
@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pbw.editing import EditRequest, Region, load_mask  # noqa: E402
-from pbw.editing.cli import build_editor, build_parser  # noqa: E402
-from pbw.semantic import PromptSet  # noqa: E402
+from pbw.configs import config_path
+from pbw.editing import EditRequest, Region, load_mask
+from pbw.editing.cli import build_editor, build_parser
+from pbw.semantic import PromptSet
 
 REGIONS = (("a bird with a red body", "part:body"), ("a bird with yellow wings", "part:wing"))
 
@@ -31,7 +29,9 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="write the results here")
     a = p.parse_args(argv)
     parser = build_parser()
-    args = parser.instantiate(parser.parse_args(["--config", "configs/edit/mini.yaml", "--progress", "false"]))
+    args = parser.instantiate(
+        parser.parse_args(["--config", str(config_path("edit/mini.yaml")), "--progress", "false"])
+    )
     editor = build_editor(args)
     g, settings = editor.generator, replace(args.settings, batch_size=1)
     times = {"joint": [], "sequential": []}

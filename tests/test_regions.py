@@ -17,7 +17,7 @@ PIN = Path(__file__).parent / "data" / "one_region_pin"
 # The command that wrote the pin (pbw before edits had regions), rerun here with today's code.
 PIN_ARGS = [
     "--config",
-    "configs/edit/mini.yaml",
+    "pbw/configs/edit/mini.yaml",
     "--prompt",
     "a bird with a red body",
     "--mask",
@@ -222,7 +222,7 @@ TINY = ["--settings.population", "4", "--settings.generations", "1", "--settings
 
 @pytest.mark.slow
 def test_edit_py_regions_on_the_command_line_and_in_a_requests_file(tmp_path, capsys):
-    base = ["--config", "configs/edit/mini.yaml", "--seed", "3", *TINY]
+    base = ["--config", "pbw/configs/edit/mini.yaml", "--seed", "3", *TINY]
     edit_main([*base, "--region", "a bird with a red body", "part:body", "--region", "a bird with blue wings",
                "part:wing", "--out", str(tmp_path / "one")])  # fmt: skip
     res = EditResult.load(tmp_path / "one")
@@ -256,11 +256,11 @@ def test_an_experiment_with_regions_is_checked():
     from pbw.reproduce.cli import load_experiment
     from pbw.reproduce.experiment import ExperimentError, validate
 
-    exp = load_experiment("configs/reproduce/mini.yaml", ["--variants", "regions:"])
+    exp = load_experiment("pbw/configs/reproduce/mini.yaml", ["--variants", "regions:"])
     assert [v.regions for v in exp.tasks["two_regions"].variants] == ["joint", "sequential", "merged"]
     validate(exp)
     with pytest.raises(ExperimentError, match="need task regions"):
-        validate(load_experiment("configs/reproduce/mini.yaml", ["--tasks.masked_edits.judges", "[part_oracle]"]))
+        validate(load_experiment("pbw/configs/reproduce/mini.yaml", ["--tasks.masked_edits.judges", "[part_oracle]"]))
 
 
 @pytest.mark.parametrize(
