@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Paint by Word: edit a generated image with words inside a mask. See `python edit.py --help`."""
+"""Paint by Word: edit a generated image with words inside a mask. See `pbw-edit --help`."""
 
 from pbw.editing.cli import main
 

@@ -1,6 +1,6 @@
-"""Train a pbw model: `python train.py fit --config stylegan2/cub256.yaml --data.root DIR`.
+"""Train a pbw model: `pbw-train fit --config stylegan2/cub256.yaml --data.root DIR`.
 
-Subcommands and options are LightningCLI's (`python train.py --help`, `fit --print_config`);
+Subcommands and options are LightningCLI's (`pbw-train --help`, `fit --print_config`);
 resume a run with `--ckpt_path last` (or a checkpoint path).
 """
 

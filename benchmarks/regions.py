@@ -17,7 +17,7 @@ import torch
 
 from pbw.configs import config_path
 from pbw.editing import EditRequest, Region, load_mask
-from pbw.editing.cli import build_editor, build_parser
+from pbw.editing.options import build_editor, build_parser
 from pbw.semantic import PromptSet
 
 REGIONS = (("a bird with a red body", "part:body"), ("a bird with yellow wings", "part:wing"))

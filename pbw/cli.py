@@ -1,4 +1,4 @@
-"""Command-line entry points built on LightningCLI (train.py is a thin wrapper around `train_main`)."""
+"""Command-line entry points built on LightningCLI (pbw-train, and the train.py script of a checkout)."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def _as_list(value):
 @rank_zero_only
 def tell(message: str) -> None:
     """One line on stderr, from the first process only."""
-    print(f"train.py: {message}", file=sys.stderr)
+    print(f"pbw-train: {message}", file=sys.stderr)
 
 
 def checkpoint_folder(default_root_dir: str | None) -> Path:

@@ -1,9 +1,9 @@
-"""`python -m pbw.project PHOTO --generator G --out DIR`: project a photo into a generator.
+"""`pbw-project PHOTO --generator G --out DIR`: project a photo into a generator.
 
 Writes into DIR what `EditResult.save` writes for the projection (latents.pt with the codes, and
 generator.pt with the weights of pivotal tuning; original.png = edited.png = the photo as projected,
 metrics.json) plus reconstruction.png (the generator's image of the codes) and comparison.png
-(photo | reconstruction, labelled, each upscaled to at least 256 px). Edit it with `edit.py --image DIR
+(photo | reconstruction, labelled, each upscaled to at least 256 px). Edit it with `pbw-edit --image DIR
 --prompt ... --mask ...` (a saved projection is not projected again), or in Python with
 `EditResult.load(DIR)` as an edit's base. The projection settings are `ProjectSettings`
 (`--settings.steps 300`, `--settings.tune_steps 0`, ...). A bad input (unreadable or tiny image,
@@ -27,7 +27,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from pbw.configs import resolve_config_args
 from pbw.data.common import IMAGE_EXTENSIONS
 from pbw.editing.editor import EditFailure, one_line, resolve_device
-from pbw.editing.inputs import INPUT_ERRORS, load_maskable
+from pbw.editing.options import INPUT_ERRORS, load_maskable
 from pbw.editing.project import ProjectSettings, build_perceptual, project, save_projection
 from pbw.editing.result import EditResult
 from pbw.editing.resume import (
@@ -45,7 +45,7 @@ FAILED_STATUS = 3  # the exit status of a folder of photos of which some failed
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
-        prog="python -m pbw.project",
+        prog="pbw-project",
         description="Project a photo into a generator (latent search, then pivotal tuning).",
     )
     p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> EditResult | list[dict]:
     except INPUT_ERRORS as e:
         if args.debug:
             raise
-        print(f"python -m pbw.project: error: {e}", file=sys.stderr)
+        print(f"pbw-project: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     result.settings.update(generator=args.generator)
     files = save_projection(result, g, args.out)

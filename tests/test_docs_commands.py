@@ -39,7 +39,7 @@ def commands() -> list[tuple[str, list[str]]]:
 
 def parse_edit(argv):
     from pbw.configs import resolve_config_args
-    from pbw.editing.cli import build_parser
+    from pbw.editing.options import build_parser
 
     build_parser().parse_args(resolve_config_args(argv))
 

@@ -8,7 +8,8 @@ from PIL import Image
 
 from pbw.assets import MINI_DIR, bundle_mini, mini_clip_spec, mini_generator_path
 from pbw.checkpoints import load_generator
-from pbw.editing.cli import build_parser, main
+from pbw.editing.cli import main
+from pbw.editing.options import build_parser
 from pbw.semantic import SemanticNet
 
 

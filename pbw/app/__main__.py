@@ -1,4 +1,4 @@
-"""`python -m pbw.app`: start the local Paint-by-Word page (bound to 127.0.0.1 unless --host says otherwise)."""
+"""`pbw-app`: start the local Paint-by-Word page (bound to 127.0.0.1 unless --host says otherwise)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from jsonargparse import ArgumentParser
 
 from pbw import assets
 from pbw.app.core import APP_PROJECTION, APP_SETTINGS, BARELY_MOVED, TIME_LIMIT, Painter
-from pbw.editing.inputs import load_maskable
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditSettings
+from pbw.editing.options import load_maskable
 from pbw.editing.project import ProjectSettings
 from pbw.semantic import SemanticNet
 
@@ -28,7 +28,7 @@ class UsageError(SystemExit):
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m pbw.app", description="Paint by Word in the browser.")
+    p = ArgumentParser(prog="pbw-app", description="Paint by Word in the browser.")
     p.add_argument(
         "--generator",
         type=str | None,
@@ -39,7 +39,7 @@ def build_parser() -> ArgumentParser:
         "--clip",
         type=str | None,
         default=None,
-        help=f"CLIP spec as in edit.py, NAME[:TAG|:FILE|:random] or local-dir:PATH "
+        help=f"CLIP spec as in pbw-edit, NAME[:TAG|:FILE|:random] or local-dir:PATH "
         f"(default: the bundled mini CLIP in {assets.MINI_DIR})",
     )
     p.add_argument("--host", type=str, default="127.0.0.1", help="address to bind (0.0.0.0 exposes the page)")
@@ -95,11 +95,11 @@ def resolve_models(generator: str | None, clip: str | None) -> tuple[str, str]:
             return str(assets.mini_generator_path()), assets.mini_clip_spec()
         except FileNotFoundError as err:
             raise UsageError(
-                f"python -m pbw.app: {err}; or pass your own: --generator CKPT --clip SPEC "
+                f"pbw-app: {err}; or pass your own: --generator CKPT --clip SPEC "
                 f"(e.g. --clip ViT-B-32:/path/to/weights.pt)"
             ) from err
     if generator is None or clip is None:
-        raise UsageError("python -m pbw.app: give both --generator and --clip, or neither (the bundled mini ones)")
+        raise UsageError("pbw-app: give both --generator and --clip, or neither (the bundled mini ones)")
     return generator, clip
 
 
@@ -112,7 +112,7 @@ def resolve_parts(parts: bool | None, generator: str) -> bool:
         assets.mini_segmenter_path("masks")
     except FileNotFoundError as err:
         if parts:
-            raise UsageError(f"python -m pbw.app --parts true: {err}") from err
+            raise UsageError(f"pbw-app --parts true: {err}") from err
         return False
     return True
 

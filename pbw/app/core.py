@@ -186,7 +186,7 @@ class Painter:
         return starts
 
     def load(self, path: str | Path) -> EditResult:
-        """The image saved in a latents.pt of this app or edit.py (any version), checked against this generator."""
+        """The image saved in a latents.pt of this app or pbw-edit (any version), checked against this generator."""
         try:
             result = EditResult.load(path, self.generator)
         except ValueError as e:
@@ -217,7 +217,7 @@ class Painter:
 
     def select_part(self, current: EditResult | None, part: str) -> torch.Tensor:
         """The [1, 1, R, R] mask of the bird `part` (one of `PARTS`) that the mini world's part segmenter
-        finds in `current`'s image (the image the next edit starts from), as edit.py's ``--mask part:body``."""
+        finds in `current`'s image (the image the next edit starts from), as pbw-edit's ``--mask part:body``."""
         if not self.parts:
             raise AppInputError(
                 "selecting a part needs the miniature's part segmenter, which knows only the "

@@ -108,7 +108,7 @@ class Handlers:
         except Exception:  # e.g. an old file whose painted layers do not fit this generator
             log.error("loading %s failed:\n%s", path, traceback.format_exc())
             return _keep(
-                _message(f"could not load {Path(path).name}; upload a latents.pt this page or edit.py saved", "error")
+                _message(f"could not load {Path(path).name}; upload a latents.pt this page or pbw-edit saved", "error")
             )
         return self.view([result], f"Loaded {Path(path).name}; {len(result.layers)} painted layer(s) replayed.")
 

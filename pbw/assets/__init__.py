@@ -37,7 +37,7 @@ JUDGE_FILES = {
 def _missing(path: Path) -> FileNotFoundError:
     return FileNotFoundError(
         f"the bundled mini model {path} is missing; rebuild it with lab/retrain_mini.sh "
-        "(or `python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR`)"
+        "(or `pbw-reproduce bundle LIGHTNING_CKPT CLIP_DIR`)"
     )
 
 

@@ -3,7 +3,7 @@ from the file: pbw Lightning checkpoints, NVIDIA StyleGAN2-ADA/StyleGAN3 pickles
 networks), NVIDIA's original TensorFlow StyleGAN2 pickles (configs E/F), rosinality
 stylegan2-pytorch ``.pt`` files and BigGAN-PyTorch state dicts.
 
-``python -m pbw.checkpoints info FILE`` and ``python -m pbw.checkpoints convert IN OUT``.
+``pbw-checkpoints info FILE`` and ``pbw-checkpoints convert IN OUT``.
 """
 
 from pbw.checkpoints.core import CheckpointError, ImportedNetworks, save_pbw_checkpoint

@@ -1,4 +1,4 @@
-"""``python -m pbw.checkpoints info FILE`` / ``convert IN OUT``: inspect or convert a checkpoint."""
+"""``pbw-checkpoints info FILE`` / ``convert IN OUT``: inspect or convert a checkpoint."""
 
 from __future__ import annotations
 

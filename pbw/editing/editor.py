@@ -1,6 +1,6 @@
 """The editing core: `Editor(generator, semantic, preservation, device).run(requests, settings, callbacks)`.
 
-Clients (edit.py, the app, the experiment runner, the benchmarks) parse their input into
+Clients (pbw-edit, the app, the experiment runner, the benchmarks) parse their input into
 `EditRequest`s, call `run`, and present the `EditResult`s. Progress, time limits and cancellation
 are Lightning callbacks that also see the CMA-ES phase (`EditCallback.on_cma_generation_end`).
 """

@@ -30,7 +30,7 @@ PAPER_LR = 0.01  # the paper's Adam step size (256 px generators)
 
 @dataclass
 class EditSettings:
-    """Every setting of an edit, with the paper's defaults; edit.py, its YAML configs, the app and the
+    """Every setting of an edit, with the paper's defaults; pbw-edit, its YAML configs, the app and the
     experiment runner all take this one declaration.
 
     optimizer: `cma+adam` (CMA-ES, then Adam from its best candidate) or `adam` alone.

@@ -14,7 +14,7 @@ is a `torch.save` dict read with `weights_only=True`:
   weights); every other result is still written as format 2;
 - format 2: `format_version`, `name`, `prompt`, `codes`, `w0`, `space`, `latents`,
   `mask`, `layers`, `source`, `original`, `edited`, `metrics`, `settings`, `notes`;
-- format 1 (before the version field): edit.py wrote `codes`, `w0`, `latents`, `mask`; the app
+- format 1 (before the version field): pbw-edit wrote `codes`, `w0`, `latents`, `mask`; the app
   added `layers`, a list of (W+ latent, mask) pairs. Loading these needs the generator, which
   re-renders their images.
 """
@@ -193,10 +193,10 @@ class EditResult:
         try:
             data = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"{file} is not a saved edit (latents.pt from pbw's app or edit.py): {e}") from e
+            raise ValueError(f"{file} is not a saved edit (latents.pt from pbw's app or pbw-edit): {e}") from e
         if not isinstance(data, dict) or not isinstance(data.get("codes"), dict) or not torch.is_tensor(data.get("w0")):
             raise ValueError(
-                f"{file} is not a saved edit: it needs 'codes' and 'w0' (as in latents.pt from pbw's app or edit.py)"
+                f"{file} is not a saved edit: it needs 'codes' and 'w0' (as in latents.pt from pbw's app or pbw-edit)"
             )
         version = data.get("format_version", 1)
         if version > FORMAT_VERSION:
@@ -332,16 +332,16 @@ def render_layers(
 
 
 def _from_format_1(data: dict, generator: MaskableGenerator) -> EditResult:
-    """A latents.pt written before format versions: edit.py's single edit or the app's layered history."""
+    """A latents.pt written before format versions: pbw-edit's single edit or the app's layered history."""
     dev = next(generator.parameters()).device
     codes = {k: v.to(dev) for k, v in data["codes"].items()}
     w0 = data["w0"].to(dev).float()
     latents, mask = data.get("latents", {}), data.get("mask")
     if "layers" in data:  # the app: codes and w0 of the history's base, W+ layers painted over it
         layers = [Layer("wplus" if w.ndim == 3 else "w", {"w": w.float()}, m.float()) for w, m in data["layers"]]
-    elif "w" in latents and mask is not None and bool((mask < 1).any()):  # edit.py: one masked edit
+    elif "w" in latents and mask is not None and bool((mask < 1).any()):  # pbw-edit: one masked edit
         layers = [Layer("wplus" if latents["w"].ndim == 3 else "w", {"w": latents["w"].float()}, mask.float())]
-    else:  # edit.py: a whole-image edit (its optimized codes or latent)
+    else:  # pbw-edit: a whole-image edit (its optimized codes or latent)
         codes.update({k: v.to(dev) for k, v in latents.items() if k != "w"})
         w0 = latents["w"].to(dev).float() if "w" in latents else generator.encode(codes)
         layers = []

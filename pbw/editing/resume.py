@@ -1,5 +1,5 @@
 """Runs of many edits that survive a kill: each finished request is saved as it finishes, atomically, and a
-rerun of the same command skips what is saved (edit.py --requests and the experiment runner use this).
+rerun of the same command skips what is saved (pbw-edit --requests and the experiment runner use this).
 
 - `save_request(folder, result, unit)`: the result (`EditResult.save`) or failure and a `record.json`,
   written to a temporary folder and renamed into place, so a folder is either whole or absent.

@@ -10,7 +10,7 @@
   trains on `NEGATIVES`: birds missing parts, birds broken apart, colored blobs.
   ``python -m pbw.evaluation.segmenter train --out pbw/assets/mini/segmenter.safetensors``
 - ``masks``: masks that follow the bird, `part_mask(image, "body+wing")` (behind ``--mask part:body``
-  in edit.py, see `pbw.editing.masks`). Trained on real birds only, it finds the parts of anything
+  in pbw-edit, see `pbw.editing.masks`). Trained on real birds only, it finds the parts of anything
   bird-like, so it also masks the body of a generator's imperfect bird, where the judge sees none.
   ``python -m pbw.evaluation.segmenter train --no-negatives --out pbw/assets/mini/segmenter_masks.safetensors``
 

@@ -1,12 +1,12 @@
 """Reproduce the paper: one experiment runner, experiments as configs (reproduce/*.yaml).
 
-``python -m pbw.reproduce run --config reproduce/<experiment>.yaml [--out DIR] [overrides]``
+``pbw-reproduce run --config reproduce/<experiment>.yaml [--out DIR] [overrides]``
 runs an `Experiment` (`experiment.py`: generators, the optimizing CLIP, evaluator CLIPs, real images,
 the base EditSettings and tasks: prompt set, masks, seeds, variants, judges) through the editing core
 (`runner.py`), judges it with `pbw.evaluation`, and writes results.md/json, grids, an HTML gallery and
 W&B tables when asked (`report.py`). The miniature is configs of the same runner (mini.yaml,
-mini_quick.yaml; ``python -m pbw.reproduce mini [--quick]`` is its alias, `mini.py`).
-``python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR`` re-bundles trained models into pbw/assets/mini.
+mini_quick.yaml; ``pbw-reproduce mini [--quick]`` is its alias, `mini.py`).
+``pbw-reproduce bundle LIGHTNING_CKPT CLIP_DIR`` re-bundles trained models into pbw/assets/mini.
 """
 
 from pbw.reproduce.cli import load_experiment, main

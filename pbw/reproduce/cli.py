@@ -1,4 +1,4 @@
-"""`python -m pbw.reproduce`: `run` an experiment config, the `mini` alias, `bundle` the mini models, the
+"""`pbw-reproduce`: `run` an experiment config, the `mini` alias, `bundle` the mini models, the
 miniature's picture (`grid`)."""
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from pbw.configs import resolve_config_args
 from pbw.reproduce.experiment import Experiment, only_variants
 
 FAILED_STATUS = 3  # the exit status of a run in which some requests failed
-USAGE = """python -m pbw.reproduce run --config reproduce/<experiment>.yaml [--out DIR] [overrides]
-python -m pbw.reproduce mini [--quick] [--out DIR] [options]      (= run --config reproduce/mini[_quick].yaml)
-python -m pbw.reproduce bundle LIGHTNING_CKPT CLIP_DIR [--biggan CKPT]
-python -m pbw.reproduce grid [--out docs/mini_edits.png] [--seeds 0-3] [--colors red,blue,yellow] [--blocks ...]"""
+USAGE = """pbw-reproduce run --config reproduce/<experiment>.yaml [--out DIR] [overrides]
+pbw-reproduce mini [--quick] [--out DIR] [options]      (= run --config reproduce/mini[_quick].yaml)
+pbw-reproduce bundle LIGHTNING_CKPT CLIP_DIR [--biggan CKPT]
+pbw-reproduce grid [--out docs/mini_edits.png] [--seeds 0-3] [--colors red,blue,yellow] [--blocks ...]"""
 
 
 def build_run_parser() -> ArgumentParser:
     """The `run` parser: every Experiment field (from a YAML --config, each overridable, e.g.
     --generators.bedroom.path FILE, --tasks.masked_edits.seeds 2, --settings.steps 10) and the run's options."""
     p = ArgumentParser(
-        prog="python -m pbw.reproduce run",
+        prog="pbw-reproduce run",
         description="Run an experiment config (reproduce/*.yaml): edit its requests with every "
         "variant, judge them, write results.md/json, grids, gallery/index.html.",
     )
@@ -113,7 +113,7 @@ def mini_parser() -> argparse.ArgumentParser:
     from pbw.reproduce import mini
 
     p = argparse.ArgumentParser(
-        prog="python -m pbw.reproduce mini",
+        prog="pbw-reproduce mini",
         description=mini.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -154,7 +154,7 @@ def grid_parser() -> argparse.ArgumentParser:
     from pbw.reproduce import grid
 
     p = OneLineParser(
-        prog="python -m pbw.reproduce grid",
+        prog="pbw-reproduce grid",
         description=grid.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -81,7 +81,7 @@ class Masks:
     `segmenter` (a callable `module:function`, called as `function(image, region, **segmenter_args)`
     with the start image [3, R, R] in [-1, 1], returning a [R, R] mask in [0, 1], or None when the
     region is not in the image: that request is left out, noted), then `part` (bird parts, "body" or
-    "body+wing", that the mini world's part segmenter finds in the start image, as edit.py's
+    "body+wing", that the mini world's part segmenter finds in the start image, as pbw-edit's
     `--mask part:body`; none found: the request is left out, noted), then `boxes[region]` (a rectangle
     "x0,y0,x1,y1", pixels or 0..1 fractions), then `box` (every request). `feather` softens edges (px)."""
 

@@ -1,14 +1,14 @@
-"""`python -m pbw.reproduce grid --out docs/mini_edits.png`: the README's picture of the miniature.
+"""`pbw-reproduce grid --out docs/mini_edits.png`: the README's picture of the miniature.
 
 Sample seeds (rows) x body colors (columns, after the unedited original) edited by the bundled mini
 StyleGAN2 and BigGAN, one block each: prompt "a bird with a <color> body" inside the body the part
 segmenter finds in each start image (`part:body`), with the settings of the generator's edit config
-(edit/mini.yaml, mini_biggan.yaml: what `edit.py --config` runs) and every edit of a
+(edit/mini.yaml, mini_biggan.yaml: what `pbw-edit --config` runs) and every edit of a
 generator in one batch. About two minutes on 2 CPU cores for 4 seeds x 3 colors.
 
 `--blocks regions` adds (or, alone, draws) a block of two-region edits on the mini StyleGAN2: each seed's
 original, then one edit per color pair "<body>/<wings>" (`--pairs`) with two regions, "a bird with a
-<body> body" in part:body and "a bird with <wings> wings" in part:wing, as `edit.py --region`.
+<body> body" in part:body and "a bird with <wings> wings" in part:wing, as `pbw-edit --region`.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def parse_colors(text: str) -> list[str]:
 
 
 def edit_args(family: str):
-    """edit.py's instantiated arguments from the generator's edit config, with the bundled models."""
+    """pbw-edit's instantiated arguments from the generator's edit config, with the bundled models."""
     from pbw.assets import mini_clip_spec, mini_generator_path
-    from pbw.editing.cli import build_parser
+    from pbw.editing.options import build_parser
 
     config = config_path(f"edit/{EDIT_CONFIGS[family]}")
     parser = build_parser()
@@ -88,7 +88,7 @@ def edit_args(family: str):
 
 def generator_block(family: str, seeds: list[int], colors: list[str], overrides: dict, log=print) -> Image.Image:
     """One generator's block: a row per seed, the original then one edit per color."""
-    from pbw.editing.cli import build_editor
+    from pbw.editing.options import build_editor
 
     args = edit_args(family)
     try:
@@ -124,7 +124,7 @@ def generator_block(family: str, seeds: list[int], colors: list[str], overrides:
 def regions_block(seeds: list[int], pairs: list[str], overrides: dict, log=print) -> Image.Image:
     """The mini StyleGAN2's two-region edits: a row per seed, the original then one edit per color pair
     "<body>/<wings>"."""
-    from pbw.editing.cli import build_editor
+    from pbw.editing.options import build_editor
 
     args = edit_args("stylegan2")
     colors = [p.split("/") for p in pairs]

@@ -1,6 +1,6 @@
 """The paper's experiments in miniature, offline: reproduce/mini.yaml (full) and mini_quick.yaml
-(CI's quick run) of the experiment runner. `python -m pbw.reproduce mini [--quick] [options]` is an
-alias of `python -m pbw.reproduce run --config reproduce/mini[_quick].yaml` that keeps the
+(CI's quick run) of the experiment runner. `pbw-reproduce mini [--quick] [options]` is an
+alias of `pbw-reproduce run --config reproduce/mini[_quick].yaml` that keeps the
 options it had before the runner existed; each maps onto a config field (`mini_overrides`).
 
 With the bundled mini StyleGAN2, mini BigGAN and tiny CLIP (`pbw.assets`) on the synthetic birds,

@@ -261,7 +261,7 @@ def request_mask(
             f"no mask for request {index} (region {region!r}, seed {seed}): no file {masks.files!r}, "
             f"no segmenter, no box for that region in boxes {sorted(masks.boxes or {})} and no box"
         )
-    if is_part_spec(spec):  # found in the start image, as edit.py's --mask part:body
+    if is_part_spec(spec):  # found in the start image, as pbw-edit's --mask part:body
         mask, notes = load_mask(spec, resolution, masks.feather, allow_empty=True, image=start_image())
         if not mask.any():
             return None, [f"the part segmenter found no {spec[len(PART_PREFIX) :]} in the image"]
