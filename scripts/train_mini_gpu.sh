@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the miniature's 64 px generators (configs/mini/stylegan2_64.yaml and biggan_64.yaml) side by side on
-# one GPU for SECONDS, e.g. inside a device lease, each with WORKERS processes drawing fresh birds.
+# one GPU for SECONDS, each with WORKERS processes drawing fresh birds.
 #   scripts/train_mini_gpu.sh SECONDS [WORKDIR] [WORKERS]     (default WORKDIR runs/mini, WORKERS 6)
 # Each training writes WORKDIR/<family>_64/ (checkpoints/, CSV logs, sample grids) and WORKDIR/<family>_64.log.
 # Continue either anywhere, the CPU too, with the config's own command and --ckpt_path last:

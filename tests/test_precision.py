@@ -23,7 +23,6 @@ def _tiny_module() -> StyleGAN2Module:
 
 def _iteration_gradients(module: StyleGAN2Module, reals: torch.Tensor, bf16: bool) -> dict[str, torch.Tensor]:
     """The gradients of one iteration's losses: D main + R1 (through ADA), then G main + path length."""
-    module._ada_signs = torch.zeros(2)
     grads = {}
     torch.manual_seed(1)  # the same latents, noise and augmentations in both precisions
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
