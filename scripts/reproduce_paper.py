@@ -1,7 +1,8 @@
 """Every paper experiment (CUB text to image, bedrooms, Places) at reduced size, timed: see reproduce_paper.sh.
 
 For each experiment it runs `python -m pbw.reproduce run` with the experiment's config, a few prompts and
-seeds, the weights found in WEIGHTS_DIR, and prints the seconds per edit of every variant. What WEIGHTS_DIR
+seeds, the weights found in WEIGHTS_DIR (and the arguments after `--`, e.g. `-- --settings.generations 10`),
+and prints the seconds per edit of every variant. What WEIGHTS_DIR
 lacks is replaced by networks of the same sizes with random weights (the results then only time the
 full-size path; their scores mean nothing): the generators, the CLIPs (ViT-B-32 optimizing, ViT-L-14
 judging), LPIPS (left out), the CUB captions and the Places365 class names.
@@ -135,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", type=int, default=2, help="prompts per task (default 2)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per task (default 2)")
     p.add_argument("--experiments", default=",".join(EXPERIMENTS), help="comma-separated subset")
-    a = p.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []  # for `python -m pbw.reproduce run`
+    a = p.parse_args(argv[: len(argv) - len(extra) - (1 if "--" in argv else 0)])
     if a.weights is not None and not a.weights.is_dir():
         p.exit(2, f"reproduce_paper: WEIGHTS_DIR {a.weights} is not a folder\n")
     names = a.experiments.split(",")
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         args, notes = experiment_args(name, a.weights, work, a.dry_run)
         out = a.out / name
         cmd = [sys.executable, "-m", "pbw.reproduce", "run", *args, "--out", str(out)]
-        cmd += ["--max_prompts", str(prompts), "--max_seeds", str(seeds)]
+        cmd += ["--max_prompts", str(prompts), "--max_seeds", str(seeds), *extra]
         print(f"== {name}: {'; '.join(notes) or 'weights from ' + str(a.weights)}", flush=True)
         t0 = time.perf_counter()
         out.mkdir(parents=True, exist_ok=True)
