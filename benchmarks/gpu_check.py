@@ -312,6 +312,7 @@ def _geo(values: list[float]) -> float | None:
 def sum_ops(ctx, path: Path):
     rep = _json(path)
     fused = {o["name"]: o["ratios"]["ref/cuda time"] for o in rep["ops"] if "ref/cuda time" in o.get("ratios", {})}
+    auto = {o["name"]: o["ratios"]["ref/auto time"] for o in rep["ops"] if "ref/auto time" in o.get("ratios", {})}
     compiled = {
         o["name"]: o["ratios"]["ref_compiled/cuda time"]
         for o in rep["ops"]
@@ -329,6 +330,8 @@ def sum_ops(ctx, path: Path):
         "geomean_ref_over_fused": _geo(list(fused.values())),
         "geomean_compiled_over_fused": _geo(list(compiled.values())),
         "ops_slower_than_ref": {k: v for k, v in fused.items() if v < 1},
+        "geomean_ref_over_auto": _geo(list(auto.values())),
+        "auto_slower_than_ref": {k: v for k, v in auto.items() if v < 0.95},  # beyond 5%: re-measure the dispatch
         "ops_slower_than_compiled_ref": {k: v for k, v in compiled.items() if v < 1},
         "errors": errors,
         "ops": rep["ops"],
@@ -338,6 +341,8 @@ def sum_ops(ctx, path: Path):
     text = f"fused vs ref {result['geomean_ref_over_fused']}x (geomean, slowest {min(fused.values())}x)" + (
         f", vs compiled {result['geomean_compiled_over_fused']}x" if compiled else ""
     )
+    if auto:
+        text += f"; auto vs ref {result['geomean_ref_over_auto']}x (slowest {min(auto.values())}x)"
     return ("ok" if not errors else "failed"), text, result
 
 
@@ -589,6 +594,10 @@ def findings(steps: list[dict]) -> list[str]:
         r = s.get("result") or {}
         if s["name"] == "ops" and r.get("ops_slower_than_ref"):
             out.append(f"fused ops slower than the reference: {r['ops_slower_than_ref']}")
+        if s["name"] == "ops" and r.get("auto_slower_than_ref"):
+            out.append(
+                f"`auto` slower than the reference (re-measure bias_act's dispatch): {r['auto_slower_than_ref']}"
+            )
         if s["name"].startswith("train_step") and r.get("fused_speedup") is not None and r["fused_speedup"] < 1.3:
             out.append(f"the training iteration gains only {r['fused_speedup']}x from the fused ops (< 1.3x)")
     return out

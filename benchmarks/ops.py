@@ -147,7 +147,7 @@ def bench_ops(args, device: torch.device, impls: list[str], on_progress=None) ->
             if dy is None:
                 dy = torch.randn_like(call(x).detach())
 
-            def step(call=call):
+            def step(call=call, x=x, dy=dy):
                 call(x).backward(dy)
                 x.grad = None
 
@@ -206,7 +206,9 @@ def bench_train_step(args, device: torch.device, impls: list[str], on_progress=N
         try:
             torch._dynamo.reset()
             g, d = (torch.compile(G), torch.compile(D)) if compiled else (G, D)
-            out[impl] = measure(lambda: step(g, d), device, max(1, args.iters // 4), max(1, min(args.warmup, 2)))
+            out[impl] = measure(
+                lambda g=g, d=d: step(g, d), device, max(1, args.iters // 4), max(1, min(args.warmup, 2))
+            )
         except Exception as exc:  # e.g. torch.compile without a working backend compiler
             out[impl] = None
             out[f"{impl} error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

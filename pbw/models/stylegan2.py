@@ -234,7 +234,9 @@ class ModulatedConv(nn.Module):
             x = x * d.to(x.dtype)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
-                noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+                # drawn in float32: older torch (2.2, 2.5) draws other numbers for a bfloat16 tensor, and
+                # a bf16-mixed run must draw what an fp32 run draws
+                noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device).to(x.dtype)
             elif noise_mode == "const":
                 noise = self.noise_const.to(x.dtype)
             else:

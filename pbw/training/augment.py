@@ -124,8 +124,8 @@ class AdaptiveAugment(nn.Module):
         quarter = torch.randint(0, 4, (n,), device=device) * self._coin(n, device)
         m = m @ _rotate(quarter * (math.pi / 2))
         t = (torch.rand(n, 2, device=device) * 2 - 1) * self.xint_max * self._coin(n, device)[:, None]
-        pixels = torch.tensor([w, h], device=device)
-        m = m @ _translate(torch.round(t * pixels) / pixels * 2)
+        t = torch.stack([torch.round(t[:, 0] * w) / w, torch.round(t[:, 1] * h) / h], dim=1)  # whole pixels
+        m = m @ _translate(t * 2)
         s = 2 ** (torch.randn(n, device=device) * self.scale_std * self._coin(n, device))
         m = m @ _scale(s, s)
         p_rot = 1 - torch.sqrt((1 - self.p).clamp(0, 1))  # rotation is split into two halves in the paper
@@ -148,7 +148,7 @@ class AdaptiveAugment(nn.Module):
         c = t @ c
         k = 2 ** (torch.randn(n, device=device) * self.contrast_std * self._coin(n, device))
         c = torch.diag_embed(torch.stack([k, k, k, torch.ones_like(k)], 1)) @ c
-        v = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device) / math.sqrt(3)
+        v = F.pad(torch.ones(3, device=device), (0, 1)) / math.sqrt(3)  # the gray axis (no host-to-device copy)
         vv = torch.outer(v, v)
         flip = torch.randint(0, 2, (n,), device=device) * self._coin(n, device) * float(self.lumaflip)
         c = (torch.eye(4, device=device) - 2 * vv * flip[:, None, None]) @ c
@@ -160,9 +160,9 @@ class AdaptiveAugment(nn.Module):
     @staticmethod
     def _rotate_about_luma(theta: torch.Tensor) -> torch.Tensor:
         """[B, 4, 4] rotations by theta around the gray axis (1, 1, 1) / sqrt(3) (Rodrigues' formula)."""
-        a = 1 / math.sqrt(3)
-        k = torch.tensor([[0, -a, a], [a, 0, -a], [-a, a, 0]], device=theta.device)  # the axis' cross product
         eye = torch.eye(3, device=theta.device)
+        shift = eye.roll(1, dims=1)
+        k = (shift.t() - shift) / math.sqrt(3)  # the cross product with the axis, [[0,-a,a],[a,0,-a],[-a,a,0]]
         r = eye + torch.sin(theta)[:, None, None] * k + (1 - torch.cos(theta))[:, None, None] * (k @ k)
         m = torch.eye(4, device=theta.device).repeat(len(theta), 1, 1)
         m[:, :3, :3] = r

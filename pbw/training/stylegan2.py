@@ -92,6 +92,9 @@ class StyleGAN2Module(GANModule):
             "grid_z", torch.randn(grid_size * grid_size, z_dim, generator=torch.Generator().manual_seed(seed))
         )
         self.metrics = GenerationMetrics(feature_extractor) if num_metric_samples > 0 else None
+        # Running (sum of sign(D(real)), count) between ADA adjustments, kept on the logits' device. Not a
+        # buffer: DDP would overwrite each rank's with rank 0's at every step.
+        self._ada_signs = torch.zeros(2)
 
     # ----------------------------------------------------------------------------------------- setup
     def configure_optimizers(self):
@@ -107,12 +110,6 @@ class StyleGAN2Module(GANModule):
         ]
 
     # ------------------------------------------------------------------------------------- training
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        # Running (sum of sign(D(real)), count) between ADA adjustments, on the device. Not a buffer: DDP
-        # would overwrite each rank's with rank 0's at every step.
-        self._ada_signs = torch.zeros(2, device=self.device)
-
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         return self.augment_pipe(images) if self.augment_pipe is not None else images
 
@@ -142,6 +139,8 @@ class StyleGAN2Module(GANModule):
             r1 = grad.float().square().sum(dim=[1, 2, 3]).mean()
             loss = loss + r1 * (self.hparams.r1_gamma / 2) * self.hparams.r1_interval
             out["r1_penalty"] = r1.detach()
+        if self._ada_signs.device != logits_real.device:
+            self._ada_signs = self._ada_signs.to(logits_real.device)
         self._ada_signs[0] += logits_real.detach().sign().sum()
         self._ada_signs[1] += len(real)
         return out | {"_loss": loss}
