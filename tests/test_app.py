@@ -186,7 +186,7 @@ def test_saved_latents_are_checked(painter, tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("not a tensor file")
     with pytest.raises(
-        AppInputError, match="^notes.pt is not a saved edit \\(latents.pt from pbw's app or edit.py\\)$"
+        AppInputError, match="^notes.pt is not a saved edit \\(latents.pt from pbw's app or pbw-edit\\)$"
     ):
         painter.load(text)  # named by its own name, without the reading library's message
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")

@@ -197,7 +197,7 @@ def _input_error(capsys, argv) -> str:
     with pytest.raises(SystemExit) as e:
         main(argv)
     err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("edit.py: error: "), err
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("pbw-edit: error: "), err
     return err
 
 

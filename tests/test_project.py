@@ -294,7 +294,7 @@ def test_project_command_writes_the_projection(tmp_path, tiny_checkpoint, tiny, 
             main([str(tmp_path / photo), "--generator", "tiny.ckpt", "--out", str(tmp_path / "x"), *QUICK_ARGS])
         assert e.value.code == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("python -m pbw.project: error:") and match in err and "\n" not in err
+        assert err.startswith("pbw-project: error:") and match in err and "\n" not in err
 
 
 def test_a_folder_of_photos_is_resumed_and_a_bad_photo_recorded(tmp_path, tiny_checkpoint, tiny, capsys, monkeypatch):
@@ -416,4 +416,4 @@ def test_edit_py_image_projects_then_edits(tmp_path, tiny_checkpoint, tiny, caps
             ]
         )
     err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and err.startswith("edit.py: error: cannot read image") and "\n" not in err
+    assert e.value.code == 2 and err.startswith("pbw-edit: error: cannot read image") and "\n" not in err
