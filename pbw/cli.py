@@ -17,7 +17,7 @@ from pbw.configs import resolve_config_args
 from pbw.training.common import (
     AtomicCheckpointIO,
     LoggerVersions,
-    SessionTimer,
+    PerRunTimer,
     newest_checkpoint,
     use_atomic_checkpoints,
 )
@@ -38,7 +38,7 @@ class PbwCLI(LightningCLI):
     ModelCheckpoint without a `dirpath`), written atomically; `--ckpt_path last` continues it from
     the newest readable one, logging to the same logger version / W&B run. Lightning's CSVLogger is
     run as pbw's `ContinuedCSVLogger` (Lightning's would delete the version's metrics.csv on resuming),
-    and `trainer.max_time` limits each run of the command, a resumed one included (`SessionTimer`).
+    and `trainer.max_time` limits each run of the command, a resumed one included (`PerRunTimer`).
     Subcommands: fit, validate, test, predict.
     """
 
@@ -117,7 +117,7 @@ class PbwCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         max_time = (self.config[subcommand] if subcommand else self.config).trainer.max_time
         trainer.callbacks = [
-            SessionTimer(max_time) if type(callback) is Timer else callback for callback in trainer.callbacks
+            PerRunTimer(max_time) if type(callback) is Timer else callback for callback in trainer.callbacks
         ]
         return trainer
 

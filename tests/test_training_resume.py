@@ -221,10 +221,10 @@ def test_resumed_csv_log_continues_in_the_same_folder(cub, tmp_path):
     assert any(r["val/fid"] for r in rows)
 
 
-def test_max_time_is_per_session_and_lightnings_csv_log_is_kept_on_resume(cub, tmp_path):
+def test_max_time_is_per_run_and_lightnings_csv_log_is_kept_on_resume(cub, tmp_path):
     csv_logger = ["--trainer.logger.class_path", "pytorch_lightning.loggers.CSVLogger"]
     train_main(fit_args(cub, tmp_path, "--trainer.max_steps", "4", "--trainer.max_time", "00:01:00:00", *csv_logger))
-    for path in (tmp_path / "checkpoints").glob("*.ckpt"):  # as if the earlier sessions had spent 10 hours
+    for path in (tmp_path / "checkpoints").glob("*.ckpt"):  # as if the earlier runs had spent 10 hours
         ckpt = torch.load(path, weights_only=False, map_location="cpu")
         (timer,) = [key for key in ckpt["callbacks"] if "Timer" in key]
         ckpt["callbacks"][timer]["time_elapsed"]["train"] = 36000.0

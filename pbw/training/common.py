@@ -106,7 +106,7 @@ class ContinuedCSVLogger(CSVLogger):
         return self._experiment
 
 
-class SessionTimer(Timer):
+class PerRunTimer(Timer):
     """Lightning's Timer (what `trainer.max_time` makes), except that the limit holds for each run of the
     command: a run resumed with `--ckpt_path last` gets the whole `max_time` again. Lightning's own
     restores the time spent before the checkpoint, so a resumed run whose earlier runs had used up
