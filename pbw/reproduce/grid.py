@@ -86,13 +86,17 @@ def edit_args(family: str):
     )
 
 
-def generator_block(family: str, seeds: list[int], colors: list[str], overrides: dict, log=print) -> Image.Image:
-    """One generator's block: a row per seed, the original then one edit per color."""
+def _edit_block(
+    family: str, seeds: list[int], columns: list[str], requests_for, title, overrides: dict, log
+) -> Image.Image:
+    """A block of edits by the bundled `family` generator with its edit config's settings: a row per seed,
+    its original then one edit per column; `requests_for(seed, codes, image, feather)` makes a seed's
+    requests (one per column), `title(resolution)` the block's title."""
     from pbw.editing.options import build_editor
 
     args = edit_args(family)
     try:
-        settings = replace(args.settings, batch_size=len(seeds) * len(colors), **overrides)
+        settings = replace(args.settings, batch_size=len(seeds) * len(columns), **overrides)
     except ValueError as e:
         raise GridError(str(e)) from None
     editor = build_editor(args)
@@ -103,65 +107,73 @@ def generator_block(family: str, seeds: list[int], colors: list[str], overrides:
         with torch.no_grad():
             image = g.decode(g.encode(codes), cond=codes)
         try:
-            mask, notes = load_mask(MASK, g.resolution, args.feather, image=image)
+            requests += requests_for(seed, codes, image, args.feather)
         except MaskError as e:
             raise GridError(f"{TITLES[family]} seed {seed}: {e}; choose other --seeds") from None
         originals.append(to01(image))
-        requests += [
-            EditRequest(PromptSet.parse(PROMPT.format(color=c)), codes, mask, f"seed {seed} {c}", notes) for c in colors
-        ]
     t0 = time.time()
     results = editor.run(requests, settings, progress=False)
     log(f"{TITLES[family]}: {len(requests)} edits in {time.time() - t0:.0f} s")
-    rows = [
-        [x] + [to01(r.edited) for r in results[i * len(colors) : (i + 1) * len(colors)]]
-        for i, x in enumerate(originals)
-    ]
-    title = f'{TITLES[family]} ({g.resolution} px, bundled): "{PROMPT.format(color="<color>")}" inside {MASK}'
-    return panel_grid(rows, ["original", *colors], [f"seed {s}" for s in seeds], title=title, min_side=PANEL_SIDE)
+    n = len(columns)
+    rows = [[x] + [to01(r.edited) for r in results[i * n : (i + 1) * n]] for i, x in enumerate(originals)]
+    return panel_grid(
+        rows, ["original", *columns], [f"seed {s}" for s in seeds], title=title(g.resolution), min_side=PANEL_SIDE
+    )
+
+
+def generator_block(family: str, seeds: list[int], colors: list[str], overrides: dict, log=print) -> Image.Image:
+    """One generator's block: a row per seed, the original then one edit per color."""
+
+    def requests_for(seed, codes, image, feather):
+        mask, notes = load_mask(MASK, image.shape[-1], feather, image=image)
+        return [
+            EditRequest(PromptSet.parse(PROMPT.format(color=c)), codes, mask, f"seed {seed} {c}", notes) for c in colors
+        ]
+
+    prompt = PROMPT.format(color="<color>")
+    return _edit_block(
+        family,
+        seeds,
+        colors,
+        requests_for,
+        lambda res: f'{TITLES[family]} ({res} px, bundled): "{prompt}" inside {MASK}',
+        overrides,
+        log,
+    )
 
 
 def regions_block(seeds: list[int], pairs: list[str], overrides: dict, log=print) -> Image.Image:
     """The mini StyleGAN2's two-region edits: a row per seed, the original then one edit per color pair
     "<body>/<wings>"."""
-    from pbw.editing.options import build_editor
-
-    args = edit_args("stylegan2")
     colors = [p.split("/") for p in pairs]
     if any(len(c) != 2 or not all(c) for c in colors):
         raise GridError(f"pairs {','.join(pairs)!r}: write body/wings color pairs, e.g. red/yellow,blue/white")
-    try:
-        settings = replace(args.settings, batch_size=len(seeds) * len(pairs), **overrides)
-    except ValueError as e:
-        raise GridError(str(e)) from None
-    editor = build_editor(args)
-    g = editor.generator
-    originals, requests = [], []
-    for seed in seeds:
-        codes = {k: v.to(editor.device) for k, v in g.sample(1, seed=seed).items()}
-        with torch.no_grad():
-            image = g.decode(g.encode(codes), cond=codes)
-        try:
-            masks = [load_mask(mask, g.resolution, args.feather, image=image)[0] for _, mask in REGIONS]
-        except MaskError as e:
-            raise GridError(f"StyleGAN2 seed {seed}: {e}; choose other --seeds") from None
-        originals.append(to01(image))
-        for pair in colors:
-            regions = [
-                Region(PromptSet.parse(t.format(c)), m) for (t, _), c, m in zip(REGIONS, pair, masks, strict=True)
-            ]
-            requests.append(EditRequest(codes=codes, name=f"seed {seed} {'/'.join(pair)}", regions=regions))
-    t0 = time.time()
-    results = editor.run(requests, settings, progress=False)
-    log(f"StyleGAN2, two regions: {len(requests)} edits in {time.time() - t0:.0f} s")
-    rows = [
-        [x] + [to01(r.edited) for r in results[i * len(pairs) : (i + 1) * len(pairs)]] for i, x in enumerate(originals)
-    ]
-    title = (
-        f'StyleGAN2 ({g.resolution} px, bundled), two regions in one edit: "{REGIONS[0][0].format("<body>")}" '
-        f'in {REGIONS[0][1]} and "{REGIONS[1][0].format("<wings>")}" in {REGIONS[1][1]}'
+
+    def requests_for(seed, codes, image, feather):
+        masks = [load_mask(mask, image.shape[-1], feather, image=image)[0] for _, mask in REGIONS]
+        return [
+            EditRequest(
+                codes=codes,
+                name=f"seed {seed} {'/'.join(pair)}",
+                regions=[
+                    Region(PromptSet.parse(t.format(c)), m) for (t, _), c, m in zip(REGIONS, pair, masks, strict=True)
+                ],
+            )
+            for pair in colors
+        ]
+
+    return _edit_block(
+        "stylegan2",
+        seeds,
+        pairs,
+        requests_for,
+        lambda res: (
+            f'StyleGAN2 ({res} px, bundled), two regions in one edit: "{REGIONS[0][0].format("<body>")}" '
+            f'in {REGIONS[0][1]} and "{REGIONS[1][0].format("<wings>")}" in {REGIONS[1][1]}'
+        ),
+        overrides,
+        log,
     )
-    return panel_grid(rows, ["original", *pairs], [f"seed {s}" for s in seeds], title=title, min_side=PANEL_SIDE)
 
 
 def edit_grid(
