@@ -41,7 +41,13 @@ VARIANTS = (
     "ablation: adam only",
     BOX_ROW,
 )
-TEXT_TO_IMAGE = ("StyleGAN2: z (paper)", "StyleGAN2: w", "StyleGAN2: W+", "BigGAN: z + class vector (paper)")
+TEXT_TO_IMAGE = (
+    "StyleGAN2: z (paper)",
+    "StyleGAN2: z, adam only",
+    "StyleGAN2: w",
+    "StyleGAN2: W+",
+    "BigGAN: z + class vector (paper)",
+)
 MASKED_TASK, T2I_TASK = "masked_edits", "text_to_image"
 # The masked-edit rows' oracle and change columns.
 TABLE_COLUMNS = (
