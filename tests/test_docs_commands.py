@@ -32,6 +32,8 @@ def commands() -> list[tuple[str, list[str]]]:
     for page, text in blocks("bash"):
         for line in text.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
+            if words and words[-1] == "&":  # run in the background: the same command
+                words = words[:-1]
             if words and (words[0].startswith("pbw-") or words[:2] == ["python", "-m"]):
                 found.append((page, words))
     return found

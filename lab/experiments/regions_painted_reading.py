@@ -1,4 +1,4 @@
-"""Usage: python training_state/mini/experiments/regions_painted_reading.py OUT (the folder holding reg_joint_0..3,
+"""Usage: python -m lab.experiments.regions_painted_reading OUT (the folder holding reg_joint_0..3,
 reg_seq_a, reg_seq_b, reg_merged from docs/regions.md's commands).
 
 Second reading of the two-region rows: per region, the color_oracle's rule (the color painted into the
