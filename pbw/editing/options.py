@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from pbw.assets import resolve_clip_spec
+from pbw.assets import resolve_clip_spec, resolve_generator_path
 from pbw.editing.editor import Editor, resolve_device
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.module import EditSettings
@@ -22,7 +22,6 @@ INPUT_ERRORS = (ValueError, TypeError, OSError, MissingWeightsError)  # what a u
 def load_maskable(path: str) -> MaskableGenerator:
     """The maskable generator in checkpoint `path` (or `bundled:stylegan2` / `bundled:biggan`, the
     miniature's), or an error naming what was found."""
-    from pbw.assets import resolve_generator_path
     from pbw.checkpoints import load_generator
 
     g = load_generator(resolve_generator_path(path))
@@ -34,7 +33,11 @@ def load_maskable(path: str) -> MaskableGenerator:
 def build_parser() -> ArgumentParser:
     """The pbw-edit argument parser; every option can also come from a YAML `--config`."""
     p = ArgumentParser(prog="pbw-edit", description="Edit a generated image with words inside a mask (Paint by Word).")
-    p.add_argument("--config", action=ActionConfigFile, help="YAML file with any of these options")
+    p.add_argument(
+        "--config",
+        action=ActionConfigFile,
+        help="YAML file with any of these options, or a shipped config by name (edit/mini.yaml, edit/stylegan2_cub.yaml, ...)",
+    )
     p.add_argument(
         "--generator",
         type=str,
