@@ -146,9 +146,9 @@ class Handlers:
         lr: float,
         whole_image: bool,
         seed: float,
-        words_2: str = "",
-        words_3: str = "",
-        words_4: str = "",
+        words_2: str | None = None,  # None: optional for API clients of the one-layer page
+        words_3: str | None = None,
+        words_4: str | None = None,
         progress=gr.Progress(),  # noqa: B008 (gradio injects it)
     ):
         """Paint the canvas's layers (at most `LAYERS`), `prompt` layer 1's words, `words_k` layer k's."""
@@ -239,7 +239,7 @@ def build_page(painter: Painter) -> gr.Blocks:
                 )
             with gr.Column(scale=2):
                 editor = gr.ImageEditor(
-                    label="paint the region to change (the bin clears your strokes; each layer gets its own words)",
+                    label="paint the region to change; each layer gets its own words",
                     type="numpy",
                     image_mode="RGBA",
                     sources=(),
