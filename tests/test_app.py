@@ -5,7 +5,8 @@ where the pixel oracle judges each edit; then 4 users at once through gradio_cli
 
 The browser test, as a newcomer: samples a seed no setting was chosen on, selects the body, paints "a
 bird with a red body" (red, says the oracle), clears a stroke with the canvas's bin (the image stays),
-brushes strokes over the body and paints it blue, uploads a file that is not a latent (named by its own
+brushes strokes over the body and paints it blue, selects body and wing onto two layers and paints
+each with its own words in one edit, uploads a file that is not a latent (named by its own
 name), uploads a photo of a drawn bird, selects its body and paints it red. Its screenshot after the
 second edit goes to $PBW_APP_SCREENSHOT when set (else into the test's temp folder)."""
 
@@ -31,6 +32,7 @@ from pbw.checkpoints import load_generator
 from pbw.checkpoints.core import ImportedNetworks, save_pbw_checkpoint
 from pbw.data.synthetic import draw_birds
 from pbw.editing.editor import Editor
+from pbw.editing.masks import load_mask
 from pbw.editing.project import ProjectSettings
 from pbw.editing.result import EditResult
 from pbw.evaluation.segmenter import part_mask
@@ -626,9 +628,9 @@ def _stroke(page, box: dict, y: float, x0: float, x1: float, tool: str = "Brush"
     page.mouse.up()
 
 
-def _wait_for_brush(page, cells: np.ndarray, timeout: float = ACTION_S) -> dict:
-    """Wait until the canvas shows the brush colour on the `cells` (bool [res, res]) and not elsewhere;
-    returns where the image lies on the page."""
+def _wait_for_brush(page, cells: np.ndarray, timeout: float = ACTION_S, share: float = 0.98) -> dict:
+    """Wait until the canvas shows the brush colour on (a `share` of) the `cells` (bool [res, res]) and not
+    elsewhere; returns where the image lies on the page."""
     from pbw.app.ui import BRUSH
 
     brush = np.array(BRUSH, np.float32) / 255
@@ -636,7 +638,7 @@ def _wait_for_brush(page, cells: np.ndarray, timeout: float = ACTION_S) -> dict:
     while True:
         shown, box = _canvas(page, cells.shape[0])
         near = np.abs(shown - brush).max(-1) < 0.1
-        if near[cells].mean() > 0.98 and near[~cells].mean() < 0.02:
+        if near[cells].mean() > share and near[~cells].mean() < 0.02:
             return box
         if time.monotonic() > deadline:
             raise AssertionError(
@@ -671,7 +673,8 @@ def _paint(page, words: str, step: int) -> float:
 def test_first_edits_in_the_browser_take(server, tmp_path):
     """As a newcomer: with the page's defaults, on a seed no setting was chosen on, "Select part: body" and
     "a bird with a red body" paint the body red (the pixel oracle); the bin clears strokes and keeps the
-    image; brushed strokes over the body with "a bird with a blue body" paint it blue; a photo of a drawn
+    image; brushed strokes over the body with "a bird with a blue body" paint it blue; Select part twice
+    puts body and wing on two layers, painted in one edit with each layer's words; a photo of a drawn
     bird, projected, gets a red body. Uploads that fail name the file by its own name."""
     from pbw.evaluation.segmenter import part_mask
 
@@ -734,6 +737,42 @@ def test_first_edits_in_the_browser_take(server, tmp_path):
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
 
+            # two layers in one Paint: Select part puts the body on layer 1, then the wing on a layer of its own
+            g = load_generator(assets.mini_generator_path())  # the image as the page holds it, not its PNG
+            blue = EditResult.load(out / "edit_0002" / "latents.pt", g).edited
+            parts = {
+                p: load_mask(f"part:{p}", MINI_RES, allow_empty=True, image=blue)[0][0, 0].bool()
+                for p in ("body", "wing")
+            }
+            page.click("#select_part")
+            page.wait_for_function(f"{status}('Selected the body on layer 1')")
+            _wait_for_brush(page, parts["body"].numpy(), share=0.8)  # the canvas holds it before the next selection
+            page.locator("#part input").click()
+            page.get_by_role("option", name="wing").click()
+            page.click("#select_part")
+            page.wait_for_function(f"{status}('Selected the wing on layer 2')")
+            page.fill("#prompt textarea", "a bird with a red body")
+            page.click("#paint")  # no words for layer 2 yet: a note naming the layer, nothing runs
+            page.wait_for_function(f"{status}('layer 2 has strokes but no words')")
+            page.wait_for_function("!document.querySelector('#paint').disabled")
+            page.fill("#words_2 textarea", "a bird with yellow wings")  # its box opened with the selection
+            page.click("#paint")
+            page.wait_for_function(
+                f"{status}('Done: painted: a bird with a red body / a bird with yellow wings (step 3 ')",
+                timeout=EDIT_S * 1000,
+            )
+            two = EditResult.load(out / "edit_0003" / "latents.pt", g)
+            assert [r["prompt"]["texts"] for r in two.regions] == [
+                ["a bird with a red body"],
+                ["a bird with yellow wings"],
+            ]
+            for region, part in zip(two.regions, ("body", "wing"), strict=True):  # each layer: its selected part
+                want, got = parts[part], region["mask"][0, 0].bool()
+                assert (got & want).sum() / (got | want).sum() > 0.9, part
+            page.wait_for_function("!document.querySelector('#paint').disabled")
+            page.locator("#part input").click()
+            page.get_by_role("option", name="body").click()  # the part menu back at the body
+
             # uploads: a file that is not a latent, named by its own name; the saved latents come back
             bad = tmp_path / "notes.pt"
             bad.write_text("not a latent")
@@ -753,9 +792,9 @@ def test_first_edits_in_the_browser_take(server, tmp_path):
             page.click("#select_part")
             page.wait_for_function(f"{status}('Selected the body')")
             third = _paint(page, "a bird with a red body", 1)
-            assert _took(out / "edit_0003", "red"), "the projected photo's body did not turn red"
-            keep = _png(out / "edit_0003" / "mask.png")[..., 0] == 0
-            assert np.array_equal(_png(out / "edit_0003" / "edited.png")[keep], _png(tmp_path / "photo.png")[keep])
+            assert _took(out / "edit_0004", "red"), "the projected photo's body did not turn red"
+            keep = _png(out / "edit_0004" / "mask.png")[..., 0] == 0
+            assert np.array_equal(_png(out / "edit_0004" / "edited.png")[keep], _png(tmp_path / "photo.png")[keep])
             print(f"edits in the browser: {first:.1f} s, {second:.1f} s, {third:.1f} s")
         except Exception:
             page.screenshot(path=str(tmp_path / "app_failure.png"), full_page=True)
