@@ -5,7 +5,8 @@ where the pixel oracle judges each edit; then 4 users at once through gradio_cli
 
 The browser test, as a newcomer: samples a seed no setting was chosen on, selects the body, paints "a
 bird with a red body" (red, says the oracle), clears a stroke with the canvas's bin (the image stays),
-brushes strokes over the body and paints it blue, uploads a file that is not a latent (named by its own
+brushes strokes over the body and paints it blue, selects body and wing onto two layers and paints
+each with its own words in one edit, uploads a file that is not a latent (named by its own
 name), uploads a photo of a drawn bird, selects its body and paints it red. Its screenshot after the
 second edit goes to $PBW_APP_SCREENSHOT when set (else into the test's temp folder)."""
 
@@ -26,10 +27,12 @@ from PIL import Image
 import pbw.app.__main__ as app_main
 from pbw import assets
 from pbw.app import APP_PROJECTION, APP_SETTINGS, AppInputError, Painter, brush_mask, parse_seeds
+from pbw.app.core import add_layer, layer_masks
 from pbw.checkpoints import load_generator
 from pbw.checkpoints.core import ImportedNetworks, save_pbw_checkpoint
 from pbw.data.synthetic import draw_birds
 from pbw.editing.editor import Editor
+from pbw.editing.masks import load_mask
 from pbw.editing.project import ProjectSettings
 from pbw.editing.result import EditResult
 from pbw.evaluation.segmenter import part_mask
@@ -114,20 +117,81 @@ def test_bad_input_runs_nothing(painter, monkeypatch):
     from pbw.app.ui import Handlers
 
     h = Handlers(painter)
-    monkeypatch.setattr(painter, "edit", lambda *a, **k: pytest.fail("an edit ran on bad input"))
+    monkeypatch.setattr(painter.editor, "run", lambda *a, **k: pytest.fail("an edit ran on bad input"))
     start = painter.samples("0")
     args = ("", "adam", 2, 1, 5.0, None)
+    empty = np.zeros((CANVAS, CANVAS, 4), np.uint8)
+    two = {"layers": [stroke(0, 96, 0, 96), stroke(192, 384, 192, 384)]}
     cases = [
-        ([], {"layers": [stroke(0, 96, 0, 96)]}, "a red head", False, "pick a starting image"),
-        (start, {"layers": []}, "a red head", False, "paint a stroke"),
-        (start, None, "a red head", False, "paint a stroke"),
-        (start, {"layers": [stroke(0, 96, 0, 96)]}, "  ", False, "prompt is empty"),
-        (start, None, "", True, "prompt is empty"),
+        ([], {"layers": [stroke(0, 96, 0, 96)]}, "a red head", False, (), "pick a starting image"),
+        (start, {"layers": []}, "a red head", False, (), "paint a stroke"),
+        (start, {"layers": [empty, empty]}, "a red head", False, ("a blue wing",), "paint a stroke"),
+        (start, None, "a red head", False, (), "paint a stroke"),
+        (start, {"layers": [stroke(0, 96, 0, 96)]}, "  ", False, (), "prompt is empty"),
+        (start, None, "", True, (), "prompt is empty"),
+        # several layers: a layer with strokes but no words is named
+        (start, two, "a red head", False, (), "layer 2 has strokes but no words: type them in 'words for layer 2'"),
+        (start, two, "", False, ("a blue wing",), "layer 1 has strokes but no words"),
+        (start, {"layers": [empty] * 4 + [stroke(0, 96, 0, 96)]}, "a", False, ("b", "c", "d"), "layer 5 has strokes"),
     ]
-    for history, editor, prompt, whole, msg in cases:
-        out = h.paint(history, editor, prompt, *args, whole, 0)
+    for history, editor, prompt, whole, more, msg in cases:
+        out = h.paint(history, editor, prompt, *args, whole, 0, *more)
         assert msg in out[5], (msg, out[5])
     assert "nothing to undo" in h.undo(start)[5]
+
+
+def test_add_layer():
+    mask = torch.zeros(1, 1, RES, RES)
+    mask[..., 8:16, 0:8] = 1
+    layers, k = add_layer(None, mask, CANVAS, (1, 2, 3))  # an empty canvas: layer 1
+    assert k == 1 and len(layers) == 1 and torch.equal(brush_mask(layers, RES), mask)
+    corner = stroke(0, 96, 0, 96)
+    layers, k = add_layer([corner], mask, CANVAS, (1, 2, 3))  # a layer with strokes: the part on a new one
+    assert k == 2 and np.array_equal(layers[0], corner) and torch.equal(brush_mask(layers[1:], RES), mask)
+    assert (layers[1][..., :3][layers[1][..., 3] > 0] == (1, 2, 3)).all()
+    blank = np.zeros((CANVAS, CANVAS, 4), np.uint8)
+    layers, k = add_layer([corner, blank, blank], mask, CANVAS, (1, 2, 3))  # the first layer without strokes
+    assert k == 2 and len(layers) == 3 and not layers[2][..., 3].any()
+    assert [m is None for m in layer_masks(layers, RES)] == [False, False, True]
+
+
+def test_two_layers_paint_two_regions_in_one_edit(painter):
+    """One painted layer is exactly the one-region edit; two brush layers, each with its words, are one edit
+    of two regions, and outside both layers nothing changes."""
+    from pbw.app.ui import Handlers
+
+    start = painter.samples("4")
+    head, wing, body = stroke(0, 120, 0, 144), stroke(240, 384, 192, 384), stroke(144, 240, 96, 288)
+    masks = [brush_mask([head], RES), brush_mask([wing], RES)]
+
+    # one painted layer (here layer 2, over an empty layer 1): today's one-region edit, the same pixels
+    blank = np.zeros((CANVAS, CANVAS, 4), np.uint8)
+    one = painter.paint(start[0], [blank, body], ["", "a green body"], **FAST)
+    same = painter.edit(start[0], brush_mask([body], RES), "a green body", **FAST)
+    assert one.regions == [] and one.prompt["texts"] == ["a green body"] and torch.equal(one.mask, same.mask)
+    assert torch.equal(one.edited, same.edited)
+
+    # two layers over that edit, words for layer 1 and layer 2, as the page passes them
+    history = [start[0], one]
+    out = Handlers(painter).paint(
+        history, {"layers": [head, wing]}, "a red head", "", "adam", 2, 1, 5.0, None, False, 0, "a blue wing"
+    )
+    assert "Done: painted: a red head / a blue wing (step 2 " in out[5], out[5]
+    assert "the painted layers fit their words" in out[4], out[4]
+    result = out[0][-1]
+    assert len(result.regions) == 2 and [r["prompt"]["texts"] for r in result.regions] == [
+        ["a red head"],
+        ["a blue wing"],
+    ]
+    assert all(torch.equal(r["mask"], m) for r, m in zip(result.regions, masks, strict=True))
+    assert {"semantic_score:1", "semantic_score:2"} <= set(result.metrics)
+    outside = ((masks[0] + masks[1]) == 0).expand(1, 3, RES, RES)
+    assert torch.equal(result.edited[outside], one.edited[outside])  # pixels outside both layers kept
+    for m in masks:  # each region changed
+        assert (result.edited - one.edited).abs()[m.bool().expand(1, 3, RES, RES)].mean() > 1e-3
+    replay = painter.load(painter.files(result)[1])  # the downloaded latents hold both regions and the history
+    assert [r["prompt"]["texts"] for r in replay.regions] == [["a red head"], ["a blue wing"]]
+    assert len(replay.layers) == 2 and torch.allclose(replay.edited, result.edited, atol=1e-5)
 
 
 def test_paint_undo_and_successive_edits(painter):
@@ -256,7 +320,10 @@ def test_upload_a_photo_project_it_and_paint_it(painter, tmp_path):
 
 def test_select_part_paints_the_segmenters_mask(tmp_path):
     """On the bundled mini StyleGAN2: "Select part" paints the part the segmenter finds in the current image
-    onto the canvas, over the strokes there, and Paint edits exactly that region."""
+    onto the canvas, on a layer of its own (layer 1 of an empty canvas, else a new one), and Paint edits
+    exactly that region (with other strokes: one region per layer, each with its words)."""
+    import gradio as gr
+
     from pbw.app.ui import BRUSH, DISPLAY, Handlers
 
     p = Painter(
@@ -275,18 +342,29 @@ def test_select_part_paints_the_segmenters_mask(tmp_path):
     assert torch.equal(p.select_part(other, "head"), part_mask(other.edited, "head")[None, None])
 
     h = Handlers(p)
+    fresh, status, more = h.select_part([start], None, "body")  # an empty canvas: the part on layer 1
+    assert torch.equal(brush_mask(fresh["layers"], res), body[None, None]) and len(fresh["layers"]) == 1
+    assert "Selected the body on layer 1" in status and "type the words," in status and more == gr.skip()
+    out = h.paint([start], fresh, "a bird with a red body", "", "adam", 2, 1, 5.0, None, False, 0)
+    assert "Done: painted" in out[5] and torch.equal(out[0][-1].mask, body[None, None])  # what Paint edits
+
     corner = stroke(0, 48, 0, 48)  # a stroke already on the canvas, in its top-left corner
-    canvas, status = h.select_part([other, start], {"layers": [corner]}, "body")  # the current image: start's
-    assert "Selected the body" in status and canvas["background"].size == (DISPLAY, DISPLAY)
-    layer, cell = canvas["layers"][0], DISPLAY // res
+    canvas, status, more = h.select_part([other, start], {"layers": [corner]}, "body")  # the current image: start's
+    assert "Selected the body on layer 2" in status and "'words for layer 2'" in status, status
+    assert canvas["background"].size == (DISPLAY, DISPLAY) and more.open  # the other layers' words open
+    layer, cell = canvas["layers"][1], DISPLAY // res
     on = body.bool().numpy().repeat(cell, 0).repeat(cell, 1)
-    assert len(canvas["layers"]) == 1 and (layer[on] == (*BRUSH, 255)).all()  # painted like a brush stroke
-    selected = brush_mask(canvas["layers"], res)
-    assert torch.equal(selected, torch.maximum(body[None, None], brush_mask([corner], res)))
-    fresh, _ = h.select_part([start], None, "body")  # an empty canvas: the part alone
-    assert torch.equal(brush_mask(fresh["layers"], res), body[None, None])
+    assert len(canvas["layers"]) == 2 and (layer[on] == (*BRUSH, 255)).all()  # painted like a brush stroke
+    assert np.array_equal(canvas["layers"][0], corner)  # the strokes there stay on their own layer
+    assert torch.equal(brush_mask(canvas["layers"][1:], res), body[None, None])
     out = h.paint([start], canvas, "a bird with a red body", "", "adam", 2, 1, 5.0, None, False, 0)
-    assert "Done: painted" in out[5] and torch.equal(out[0][-1].mask, selected)  # what Paint edits
+    assert "layer 2 has strokes but no words" in out[5], out[5]
+    out = h.paint([start], canvas, "a yellow corner", "", "adam", 2, 1, 5.0, None, False, 0, "a bird with a red body")
+    regions = out[0][-1].regions
+    assert "Done: painted: a yellow corner / a bird with a red body" in out[5] and len(regions) == 2
+    assert torch.equal(regions[0]["mask"], brush_mask([corner], res)) and torch.equal(
+        regions[1]["mask"], body[None, None]
+    )
 
     for current, part, msg in (
         (None, "body", "pick a starting image"),
@@ -550,9 +628,9 @@ def _stroke(page, box: dict, y: float, x0: float, x1: float, tool: str = "Brush"
     page.mouse.up()
 
 
-def _wait_for_brush(page, cells: np.ndarray, timeout: float = ACTION_S) -> dict:
-    """Wait until the canvas shows the brush colour on the `cells` (bool [res, res]) and not elsewhere;
-    returns where the image lies on the page."""
+def _wait_for_brush(page, cells: np.ndarray, timeout: float = ACTION_S, share: float = 0.98) -> dict:
+    """Wait until the canvas shows the brush colour on (a `share` of) the `cells` (bool [res, res]) and not
+    elsewhere; returns where the image lies on the page."""
     from pbw.app.ui import BRUSH
 
     brush = np.array(BRUSH, np.float32) / 255
@@ -560,7 +638,7 @@ def _wait_for_brush(page, cells: np.ndarray, timeout: float = ACTION_S) -> dict:
     while True:
         shown, box = _canvas(page, cells.shape[0])
         near = np.abs(shown - brush).max(-1) < 0.1
-        if near[cells].mean() > 0.98 and near[~cells].mean() < 0.02:
+        if near[cells].mean() > share and near[~cells].mean() < 0.02:
             return box
         if time.monotonic() > deadline:
             raise AssertionError(
@@ -595,7 +673,8 @@ def _paint(page, words: str, step: int) -> float:
 def test_first_edits_in_the_browser_take(server, tmp_path):
     """As a newcomer: with the page's defaults, on a seed no setting was chosen on, "Select part: body" and
     "a bird with a red body" paint the body red (the pixel oracle); the bin clears strokes and keeps the
-    image; brushed strokes over the body with "a bird with a blue body" paint it blue; a photo of a drawn
+    image; brushed strokes over the body with "a bird with a blue body" paint it blue; Select part twice
+    puts body and wing on two layers, painted in one edit with each layer's words; a photo of a drawn
     bird, projected, gets a red body. Uploads that fail name the file by its own name."""
     from pbw.evaluation.segmenter import part_mask
 
@@ -658,6 +737,42 @@ def test_first_edits_in_the_browser_take(server, tmp_path):
             shot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
 
+            # two layers in one Paint: Select part puts the body on layer 1, then the wing on a layer of its own
+            g = load_generator(assets.mini_generator_path())  # the image as the page holds it, not its PNG
+            blue = EditResult.load(out / "edit_0002" / "latents.pt", g).edited
+            parts = {
+                p: load_mask(f"part:{p}", MINI_RES, allow_empty=True, image=blue)[0][0, 0].bool()
+                for p in ("body", "wing")
+            }
+            page.click("#select_part")
+            page.wait_for_function(f"{status}('Selected the body on layer 1')")
+            _wait_for_brush(page, parts["body"].numpy(), share=0.8)  # the canvas holds it before the next selection
+            page.locator("#part input").click()
+            page.get_by_role("option", name="wing").click()
+            page.click("#select_part")
+            page.wait_for_function(f"{status}('Selected the wing on layer 2')")
+            page.fill("#prompt textarea", "a bird with a red body")
+            page.click("#paint")  # no words for layer 2 yet: a note naming the layer, nothing runs
+            page.wait_for_function(f"{status}('layer 2 has strokes but no words')")
+            page.wait_for_function("!document.querySelector('#paint').disabled")
+            page.fill("#words_2 textarea", "a bird with yellow wings")  # its box opened with the selection
+            page.click("#paint")
+            page.wait_for_function(
+                f"{status}('Done: painted: a bird with a red body / a bird with yellow wings (step 3 ')",
+                timeout=EDIT_S * 1000,
+            )
+            two = EditResult.load(out / "edit_0003" / "latents.pt", g)
+            assert [r["prompt"]["texts"] for r in two.regions] == [
+                ["a bird with a red body"],
+                ["a bird with yellow wings"],
+            ]
+            for region, part in zip(two.regions, ("body", "wing"), strict=True):  # each layer: its selected part
+                want, got = parts[part], region["mask"][0, 0].bool()
+                assert (got & want).sum() / (got | want).sum() > 0.9, part
+            page.wait_for_function("!document.querySelector('#paint').disabled")
+            page.locator("#part input").click()
+            page.get_by_role("option", name="body").click()  # the part menu back at the body
+
             # uploads: a file that is not a latent, named by its own name; the saved latents come back
             bad = tmp_path / "notes.pt"
             bad.write_text("not a latent")
@@ -677,9 +792,9 @@ def test_first_edits_in_the_browser_take(server, tmp_path):
             page.click("#select_part")
             page.wait_for_function(f"{status}('Selected the body')")
             third = _paint(page, "a bird with a red body", 1)
-            assert _took(out / "edit_0003", "red"), "the projected photo's body did not turn red"
-            keep = _png(out / "edit_0003" / "mask.png")[..., 0] == 0
-            assert np.array_equal(_png(out / "edit_0003" / "edited.png")[keep], _png(tmp_path / "photo.png")[keep])
+            assert _took(out / "edit_0004", "red"), "the projected photo's body did not turn red"
+            keep = _png(out / "edit_0004" / "mask.png")[..., 0] == 0
+            assert np.array_equal(_png(out / "edit_0004" / "edited.png")[keep], _png(tmp_path / "photo.png")[keep])
             print(f"edits in the browser: {first:.1f} s, {second:.1f} s, {third:.1f} s")
         except Exception:
             page.screenshot(path=str(tmp_path / "app_failure.png"), full_page=True)

@@ -1,5 +1,5 @@
-"""The app's logic, free of any web framework: starting images, brush layers to masks (and bird parts
-to brush layers), edits through the editing core (`Editor`), a history of `EditResult`s. `pbw.app.ui`
+"""The app's logic, free of any web framework: starting images, brush layers and their words to the
+regions of an edit (and bird parts to brush layers), edits through the editing core (`Editor`), a history of `EditResult`s. `pbw.app.ui`
 puts a Gradio page on top of `Painter`."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pbw.data.synthetic import PARTS
 from pbw.editing.editor import Editor, EditProgress, TimeLimit
 from pbw.editing.losses import PreservationLoss
 from pbw.editing.masks import PART_PREFIX, load_mask
-from pbw.editing.module import EditRequest, EditSettings
+from pbw.editing.module import EditRequest, EditSettings, Region
 from pbw.editing.project import PhotoError, ProjectSettings, edit_space, project
 from pbw.editing.result import EditResult
 from pbw.models.maskable import MaskableGenerator, resize_mask
@@ -63,20 +63,27 @@ def brush_mask(layers: list[np.ndarray] | None, resolution: int) -> torch.Tensor
     return resize_mask(m, resolution).clamp(0, 1)
 
 
-def paint_mask(
+def layer_masks(layers: list[np.ndarray] | None, resolution: int) -> list[torch.Tensor | None]:
+    """Each brush layer's painted region as `brush_mask` makes it (None for a layer without strokes), in
+    the canvas's order (layer 1 first)."""
+    return [brush_mask([layer], resolution) for layer in layers or []]
+
+
+def add_layer(
     layers: list[np.ndarray] | None, mask: torch.Tensor, size: int, color: tuple[int, int, int]
-) -> list[np.ndarray]:
-    """Brush layers with `mask` ([1, 1, R, R], on where > 0.5) painted into the first one (a new
-    transparent `size` px layer when there is none) in `color`, opaque like a stroke: `brush_mask` of the
-    result is the union of the earlier strokes and the mask (exactly the mask's cells when R divides the
-    canvas side)."""
+) -> tuple[list[np.ndarray], int]:
+    """Brush layers with `mask` ([1, 1, R, R], on where > 0.5) painted in `color`, opaque like a stroke, on
+    a layer of its own: the first layer without strokes, else a new one (a transparent `size` px layer).
+    Returns the layers and the number (from 1) of the layer holding the mask; `brush_mask` of that layer
+    is exactly the mask's cells when R divides the canvas side."""
     out = [np.array(layer, dtype=np.uint8, copy=True) for layer in layers or []]
-    if not out:
-        out = [np.zeros((size, size, 4), np.uint8)]
-    side = out[0].shape[:2]
-    on = F.interpolate(mask.float().cpu(), size=side, mode="nearest")[0, 0].numpy() > 0.5
-    out[0][on] = (*color, 255)
-    return out
+    empty = [k for k, layer in enumerate(out) if layer.ndim == 3 and layer.shape[-1] == 4 and not layer[..., 3].any()]
+    k = empty[0] if empty else len(out)
+    if k == len(out):
+        out.append(np.zeros((*(out[0].shape[:2] if out else (size, size)), 4), np.uint8))
+    on = F.interpolate(mask.float().cpu(), size=out[k].shape[:2], mode="nearest")[0, 0].numpy() > 0.5
+    out[k][on] = (*color, 255)
+    return out, k + 1
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -108,10 +115,12 @@ def to_pil(x: torch.Tensor, size: int | None = None) -> Image.Image:
 
 
 def describe(result: EditResult) -> str:
-    """How the history names a result: its start (seed, loaded file) or its edit and words."""
+    """How the history names a result: its start (seed, loaded file) or its edit and words (several
+    layers: each layer's words, joined by ' / ')."""
     if result.prompt is None:
         return result.name
-    words = " | ".join(t for t, w in zip(result.prompt["texts"], result.prompt["weights"], strict=True) if w > 0)
+    prompts = [r["prompt"] for r in result.regions] or [result.prompt]
+    words = " / ".join(" | ".join(t for t, w in zip(p["texts"], p["weights"], strict=True) if w > 0) for p in prompts)
     return f"{'painted' if result.mask is not None else 'whole image'}: {words}"
 
 
@@ -236,6 +245,47 @@ class Painter:
             )
         return mask
 
+    def paint(
+        self,
+        base: EditResult | None,
+        layers: list[np.ndarray] | None,
+        words: list[str],
+        negative: str = "",
+        whole_image: bool = False,
+        settings: EditSettings | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        **changes,
+    ) -> EditResult:
+        """Paint the canvas's brush layers (RGBA arrays), each with its own words (`words[k]` for layer
+        k + 1), in one edit: each layer with strokes is a region (layers without strokes are left out;
+        where layers overlap, the later one wins, as on the canvas). One painted layer is the one-region
+        edit of `edit`. `whole_image`: a new image from the first layer's words, strokes ignored."""
+        if base is None:
+            raise AppInputError("pick a starting image first (sample seeds, or upload saved latents)")
+        if whole_image:
+            return self.edit(base, None, (words or [""])[0], negative, settings, on_progress, **changes)
+        masks = layer_masks(layers, self.resolution)
+        painted = [k for k, m in enumerate(masks) if m is not None]
+        if not painted:
+            raise AppInputError("paint a stroke on the image first (or tick whole-image mode)")
+        regions = []
+        for k in painted:
+            text = (words[k] if k < len(words) else "") or ""
+            if not text.strip():
+                if len(masks) == 1:
+                    raise AppInputError("type the words to paint (the prompt is empty)")
+                if k >= len(words):
+                    raise AppInputError(
+                        f"layer {k + 1} has strokes, but the page takes words for {len(words)} layers at most: "
+                        f"erase layer {k + 1} or paint its part on one of layers 1-{len(words)}"
+                    )
+                raise AppInputError(
+                    f"layer {k + 1} has strokes but no words: type them in 'words for layer {k + 1}', "
+                    "or erase the layer"
+                )
+            regions.append((masks[k], text))
+        return self.edit_regions(base, regions, negative, settings, on_progress, **changes)
+
     def edit(
         self,
         base: EditResult,
@@ -247,20 +297,42 @@ class Painter:
         **changes,
     ) -> EditResult:
         """Paint `prompt` into `mask` of `base`'s image (mask None: whole-image mode, a new image from the
-        words) with `settings` (default: the painter's) updated by `changes`; returns the next result of
-        the history, saved. An edit stopped by the time limit returns what it reached, with a note."""
-        if not (prompt or "").strip():
-            raise AppInputError("type the words to paint (the prompt is empty)")
-        if mask is not None and not bool((mask > 0).any()):
-            raise AppInputError("the mask is empty: paint a stroke on the image first")
+        words); see `edit_regions`."""
+        return self.edit_regions(base, [(mask, prompt)], negative, settings, on_progress, **changes)
+
+    def edit_regions(
+        self,
+        base: EditResult,
+        regions: list[tuple[torch.Tensor | None, str]],
+        negative: str = "",
+        settings: EditSettings | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
+        **changes,
+    ) -> EditResult:
+        """Paint each region's words into its mask of `base`'s image in one edit (one region with mask
+        None: whole-image mode), with `settings` (default: the painter's) updated by `changes`; the
+        negative words apply to every region. Returns the next result of the history, saved. An edit
+        stopped by the time limit returns what it reached, with a note."""
+        several = len(regions) > 1
+        for k, (mask, prompt) in enumerate(regions, 1):
+            layer = f" of layer {k}" if several else ""
+            if not (prompt or "").strip():
+                raise AppInputError(f"type the words to paint (the prompt{layer} is empty)")
+            if mask is not None and not bool((mask > 0).any()):
+                raise AppInputError(f"the mask{layer} is empty: paint a stroke on the image first")
         try:
-            prompts = PromptSet.parse(prompt.strip(), negative.strip() or None)
+            prompts = [PromptSet.parse(prompt.strip(), negative.strip() or None) for _, prompt in regions]
             settings = replace(settings or self.settings, **changes)
             if settings.space is None:  # a projected photo and its edits: the space of the projection
                 settings = replace(settings, space=edit_space(base, self.generator))
         except ValueError as e:
             raise AppInputError(str(e)) from e
-        request = EditRequest(prompts, mask=mask, name=f"edit_{len(self._saved) + 1:04d}", base=base)
+        name = f"edit_{len(self._saved) + 1:04d}"
+        if several:
+            parts = [Region(p, mask) for p, (mask, _) in zip(prompts, regions, strict=True)]
+            request = EditRequest(regions=parts, name=name, base=base)
+        else:
+            request = EditRequest(prompts[0], mask=regions[0][0], name=name, base=base)
         callbacks = [TimeLimit(self.time_limit)] if self.time_limit else []
         if on_progress is not None:
             callbacks.append(EditProgress(on_progress))
@@ -287,8 +359,13 @@ def score_report(metrics: dict[str, float], barely_moved: float = BARELY_MOVED) 
     """The semantic score before and after an edit in plain words, and whether it rose by less than `barely_moved`."""
     before, after = metrics["semantic_score_start"], metrics["semantic_score"]
     rise = after - before
+    fits = (
+        "the painted layers fit their words** (CLIP's score, the mean over the layers"
+        if "semantic_score:2" in metrics
+        else "the painted region fits the words** (CLIP's score"
+    )
     text = (
-        f"**How well the painted region fits the words** (CLIP's score, higher = closer): "
+        f"**How well {fits}, higher = closer): "
         f"{before:.2f} before, {after:.2f} after ({rise:+.2f})."
     )
     if rise < barely_moved:

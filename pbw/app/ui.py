@@ -15,10 +15,9 @@ from pbw.app.core import (  # noqa: E402
     PHOTO_TYPES,
     AppInputError,
     Painter,
-    brush_mask,
+    add_layer,
     describe,
     format_metrics,
-    paint_mask,
     score_report,
     to_pil,
 )
@@ -30,6 +29,7 @@ from pbw.editing.result import EditResult  # noqa: E402
 
 log = logging.getLogger(__name__)
 DISPLAY = 384  # canvas side in pixels; strokes are area-averaged down to the generator's resolution
+LAYERS = 4  # brush layers the page takes words for (Paint's words_2 .. words_4)
 BRUSH = (26, 255, 77)  # the brush colour (RGB), also of a selected part
 TINT = tuple(c / 255 for c in BRUSH)  # the painted region's tint in the before image
 CSS = """
@@ -146,24 +146,20 @@ class Handlers:
         lr: float,
         whole_image: bool,
         seed: float,
+        words_2: str | None = None,  # None: optional for API clients of the one-layer page
+        words_3: str | None = None,
+        words_4: str | None = None,
         progress=gr.Progress(),  # noqa: B008 (gradio injects it)
     ):
-        if not history:
-            return _keep(_message("pick a starting image first (sample seeds, or upload saved latents)", "input"))
+        """Paint the canvas's layers (at most `LAYERS`), `prompt` layer 1's words, `words_k` layer k's."""
         try:
-            mask = None
-            if not whole_image:
-                mask = brush_mask((editor or {}).get("layers"), self.painter.resolution)
-                if mask is None:
-                    return _keep(_message("paint a stroke on the image first (or tick whole-image mode)", "input"))
-            if not (prompt or "").strip():
-                return _keep(_message("type the words to paint (the prompt is empty)", "input"))
             progress(0, desc="starting")
-            nxt = self.painter.edit(
-                history[-1],
-                mask,
-                prompt,
+            nxt = self.painter.paint(
+                history[-1] if history else None,
+                (editor or {}).get("layers"),
+                [prompt or "", words_2 or "", words_3 or "", words_4 or ""],
                 negative or "",
+                bool(whole_image),
                 optimizer=optimizer,
                 steps=int(steps),
                 generations=int(generations),
@@ -183,19 +179,23 @@ class Handlers:
         return self.view(history + [nxt], f"Done: {describe(nxt)} (step {len(history)} of the history).{notes}")
 
     def select_part(self, history: list[EditResult], editor: dict | None, part: str):
-        """Paint the part the segmenter finds in the current image onto the canvas, over the strokes there."""
+        """Paint the part the segmenter finds in the current image onto the canvas, on a layer of its own
+        (the first layer without strokes, else a new one)."""
         try:
             mask = self.painter.select_part(history[-1] if history else None, part)
         except AppInputError as e:
-            return gr.skip(), _message(str(e), "input")
+            return gr.skip(), _message(str(e), "input"), gr.skip()
         except Exception as e:  # e.g. missing segmenter weights: shown on the page; the server goes on
             log.error("selecting the %s failed:\n%s", part, traceback.format_exc())
-            return gr.skip(), _message(f"selecting the {part} failed: {e}", "error")
-        layers = paint_mask((editor or {}).get("layers"), mask, DISPLAY, BRUSH)
+            return gr.skip(), _message(f"selecting the {part} failed: {e}", "error"), gr.skip()
+        layers, k = add_layer((editor or {}).get("layers"), mask, DISPLAY, BRUSH)
         canvas = {"background": to_pil(history[-1].edited, DISPLAY), "layers": layers, "composite": None}
-        return canvas, (
-            f"Selected the {part} ({mask.mean().item():.0%} of the image): brush more or erase, then press Paint."
+        words = "the words" if k == 1 else f"its words in 'words for layer {k}'"
+        status = (
+            f"Selected the {part} on layer {k} ({mask.mean().item():.0%} of the image): brush more or erase, "
+            f"type {words}, then press Paint."
         )
+        return canvas, status, gr.Accordion(open=True) if k > 1 else gr.skip()
 
     def undo(self, history: list[EditResult]):
         if len(history) <= 1:
@@ -239,12 +239,12 @@ def build_page(painter: Painter) -> gr.Blocks:
                 )
             with gr.Column(scale=2):
                 editor = gr.ImageEditor(
-                    label="paint the region to change (the bin clears your strokes)",
+                    label="paint the region to change; each layer gets its own words",
                     type="numpy",
                     image_mode="RGBA",
                     sources=(),
                     transforms=(),
-                    layers=False,
+                    layers=gr.LayerOptions(allow_additional_layers=True),
                     canvas_size=(DISPLAY, DISPLAY),
                     fixed_canvas=True,
                     height=DISPLAY + 120,
@@ -255,7 +255,18 @@ def build_page(painter: Painter) -> gr.Blocks:
                 with gr.Row(visible=painter.parts):  # where the mini part segmenter applies
                     part = gr.Dropdown(list(PARTS), value=PARTS[0], label="bird part", elem_id="part")
                     part_btn = gr.Button("Select part", elem_id="select_part")
-                prompt = gr.Textbox(label="words", placeholder="a bird with a red body", elem_id="prompt")
+                prompt = gr.Textbox(label="words (layer 1)", placeholder="a bird with a red body", elem_id="prompt")
+                with gr.Accordion(
+                    f"more layers: several regions in one Paint, each with its own words (layers 2-{LAYERS})",
+                    open=False,
+                    elem_id="more_layers",
+                ) as more_layers:
+                    more_words = [
+                        gr.Textbox(
+                            label=f"words for layer {k}", placeholder="a bird with blue wings", elem_id=f"words_{k}"
+                        )
+                        for k in range(2, LAYERS + 1)
+                    ]
                 negative = gr.Textbox(label="negative words (optional)", placeholder="blurry", elem_id="negative")
                 with gr.Row():
                     optimizer = gr.Radio(
@@ -309,7 +320,7 @@ def build_page(painter: Painter) -> gr.Blocks:
             lambda: gr.Button(interactive=False), None, [paint_btn], queue=False, api_visibility="private"
         ).then(
             h.paint,
-            [history, editor, prompt, negative, optimizer, steps, generations, lam, lr, whole, seed],
+            [history, editor, prompt, negative, optimizer, steps, generations, lam, lr, whole, seed, *more_words],
             outs,
             concurrency_limit=1,
             concurrency_id="device",
@@ -317,6 +328,6 @@ def build_page(painter: Painter) -> gr.Blocks:
             **on_status,
         ).then(lambda: gr.Button(interactive=True), None, [paint_btn], queue=False, api_visibility="private")
         undo_btn.click(h.undo, [history], outs, **on_status)
-        part_btn.click(h.select_part, [history, editor, part], [editor, status], **on_status)
+        part_btn.click(h.select_part, [history, editor, part], [editor, status, more_layers], **on_status)
     page.queue(default_concurrency_limit=1, max_size=32)
     return page
