@@ -364,10 +364,7 @@ def score_report(metrics: dict[str, float], barely_moved: float = BARELY_MOVED) 
         if "semantic_score:2" in metrics
         else "the painted region fits the words** (CLIP's score"
     )
-    text = (
-        f"**How well {fits}, higher = closer): "
-        f"{before:.2f} before, {after:.2f} after ({rise:+.2f})."
-    )
+    text = f"**How well {fits}, higher = closer): {before:.2f} before, {after:.2f} after ({rise:+.2f})."
     if rise < barely_moved:
         return (
             text + " **The score barely moved: the edit probably did not take.** Try a larger step size, "
