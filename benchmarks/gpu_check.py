@@ -133,49 +133,23 @@ def cmd_gpu_tests(ctx: Context):
     ]
 
 
+def toy_ops_args(resolution: int) -> list[str]:
+    """benchmarks/ops.py at toy sizes on the CPU, for --dry-run."""
+    toy = f"--device cpu --resolution {resolution} --batch 2 --channel-base 64 --channel-max 8 --iters 1 --warmup 0"
+    return [*toy.split(), "--no-compile"]
+
+
 def cmd_ops(ctx: Context):
     base = [ctx.py, "benchmarks/ops.py", "--json", ctx.path("ops.json"), "--no-train-step"]
     if ctx.dry_run:
-        return base + [
-            "--device",
-            "cpu",
-            "--resolution",
-            "16",
-            "--batch",
-            "2",
-            "--channel-base",
-            "64",
-            "--channel-max",
-            "8",
-            "--iters",
-            "1",
-            "--warmup",
-            "0",
-            "--no-compile",
-        ]
+        return base + toy_ops_args(16)
     return base + ["--iters", "10", "--warmup", "3", "--dtype", "bfloat16", "--no-compile"]
 
 
 def cmd_ops_train_step(ctx: Context):
     base = [ctx.py, "benchmarks/ops.py", "--json", ctx.path("ops_train_step.json"), "--no-ops"]
     if ctx.dry_run:
-        return base + [
-            "--device",
-            "cpu",
-            "--resolution",
-            "32",
-            "--batch",
-            "2",
-            "--channel-base",
-            "64",
-            "--channel-max",
-            "8",
-            "--iters",
-            "1",
-            "--warmup",
-            "0",
-            "--no-compile",
-        ]
+        return base + toy_ops_args(32)
     return base + ["--iters", "8", "--warmup", "2"]
 
 
